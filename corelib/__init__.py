@@ -1,0 +1,94 @@
+"""corelib: the CORE-ReID V2 workbench library.
+
+This module is the public API: notebooks import only the names listed in ``__all__`` (a test
+checks it), so anything a chapter needs is exported here explicitly, timm style.
+"""
+
+from . import viz
+from .config import DataCfg, embedded_manifest
+from .data import (
+    CameraAwareIdentitySampler,
+    ImageDataset,
+    LocalGrayscalePatchReplacement,
+    ReIDDataset,
+    Sample,
+    SyntheticPreset,
+    VerificationReport,
+    build_dataset,
+    build_loader,
+    build_transforms,
+    denormalize,
+    expected_layout,
+    generate_synthetic,
+    get_preset,
+    list_datasets,
+    list_manifests,
+    list_presets,
+    load_synthetic,
+    load_manifest,
+    pids_per_batch,
+    preset_manifest,
+    read_image,
+    register_dataset,
+    render_example,
+    verify_dataset,
+)
+from .errors import CorelibError, CorruptImageError, DatasetRootError, ManifestError, UnknownNameError
+from .notebooks import list_chapters, run_notebooks
+from .outputs import current_run, read_metrics, record_metric, save_figure, save_table, start_run
+from .paths import data_root, figures_dir, runs_root, synthetic_root
+from .repro import env_report, resolve_device, seed_everything
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CameraAwareIdentitySampler",
+    "CorelibError",
+    "CorruptImageError",
+    "DataCfg",
+    "DatasetRootError",
+    "ImageDataset",
+    "LocalGrayscalePatchReplacement",
+    "ManifestError",
+    "ReIDDataset",
+    "Sample",
+    "SyntheticPreset",
+    "UnknownNameError",
+    "VerificationReport",
+    "__version__",
+    "build_dataset",
+    "build_loader",
+    "build_transforms",
+    "current_run",
+    "data_root",
+    "denormalize",
+    "embedded_manifest",
+    "env_report",
+    "expected_layout",
+    "figures_dir",
+    "generate_synthetic",
+    "get_preset",
+    "list_chapters",
+    "list_datasets",
+    "list_manifests",
+    "list_presets",
+    "load_synthetic",
+    "load_manifest",
+    "pids_per_batch",
+    "preset_manifest",
+    "read_image",
+    "read_metrics",
+    "record_metric",
+    "register_dataset",
+    "render_example",
+    "resolve_device",
+    "run_notebooks",
+    "runs_root",
+    "save_figure",
+    "save_table",
+    "seed_everything",
+    "start_run",
+    "synthetic_root",
+    "verify_dataset",
+    "viz",
+]

@@ -1,0 +1,7 @@
+"""``python -m corelib`` is the ``corelib`` command."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

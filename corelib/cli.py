@@ -1,0 +1,136 @@
+"""The ``corelib`` command line: ``synth``, ``verify``, ``datasets``, ``run-notebooks``, ``env``.
+
+Errors that corelib raises on purpose (wrong root, unknown name, bad manifest) are printed as one
+readable message with exit status 2, not as a traceback; ``verify`` exits 1 when the copy has
+problems.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Optional, Sequence
+
+from .errors import CorelibError
+
+
+def _cmd_synth(args: argparse.Namespace) -> int:
+    from .data.synthetic import PRESETS, generate_synthetic, list_presets
+
+    if args.list or not args.preset:
+        for name in list_presets():
+            print(f"{name:<16} {PRESETS[name].description}")
+        return 0
+    if args.root is None:
+        raise CorelibError("corelib synth needs a ROOT folder: corelib synth PRESET ROOT")
+    names = list_presets() if args.preset == "all" else [args.preset]
+    for name in names:
+        out = generate_synthetic(name, args.root, scale=args.scale, workers=args.workers, overwrite=args.overwrite)
+        print(f"{name}: {out}")
+    return 0
+
+
+def _cmd_verify(args: argparse.Namespace) -> int:
+    from .data.manifests import verify_dataset
+
+    report = verify_dataset(args.name, args.root, check_images=args.images, progress=not args.quiet)
+    print(report.format())
+    return 0 if report.ok else 1
+
+
+def _cmd_datasets(args: argparse.Namespace) -> int:
+    from .data.datasets import expected_layout, list_datasets
+    from .data.manifests import list_manifests
+
+    print("loaders (build_dataset names):")
+    for name in list_datasets():
+        print(f"  {name}")
+        if args.layouts:
+            print("    " + expected_layout(name).replace("\n", "\n    "))
+    print("manifests (corelib verify NAME ROOT):")
+    for name in list_manifests():
+        print(f"  {name}")
+    return 0
+
+
+def _parse_value(text: str):
+    """Command-line parameter values: JSON literals (true, 3, 0.5, "x", [1,2]) or plain strings."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def _cmd_run_notebooks(args: argparse.Namespace) -> int:
+    from .notebooks import run_notebooks
+
+    params = {"SMOKE": args.smoke, "SEED": args.seed}
+    params.update({k: _parse_value(v) for k, v in (args.param or [])})
+    run_dir = args.run_dir or str(Path("runs") / ("smoke" if args.smoke else "demo"))
+    records = run_notebooks(run_dir, parameters=params, chapters=args.chapters,
+                            execution_timeout=args.timeout, log_output=args.log_output)
+    total = sum(r["seconds"] for r in records)
+    print(f"{len(records)} chapter(s) in {total:.0f} s; run directory: {Path(run_dir).resolve()}")
+    return 0
+
+
+def _cmd_env(args: argparse.Namespace) -> int:
+    from .repro import env_report
+
+    print(json.dumps(env_report(), indent=2))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="corelib", description="CORE-ReID V2 workbench")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("synth", help="generate an embedded synthetic dataset in the real on-disk format")
+    p.add_argument("preset", nargs="?", help="preset name, or 'all' (see --list)")
+    p.add_argument("root", nargs="?", help="parent folder; the dataset goes to ROOT/synthetic_PRESET")
+    p.add_argument("--list", action="store_true", help="list the presets and exit")
+    p.add_argument("--scale", type=float, default=1.0, help="multiply identity counts (default 1.0)")
+    p.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
+    p.add_argument("--overwrite", action="store_true", help="redraw even if a complete copy exists")
+    p.set_defaults(func=_cmd_synth)
+
+    p = sub.add_parser("verify", help="check a dataset copy against its manifest")
+    p.add_argument("name", help="manifest name (see `corelib datasets`) or path to a manifest .yaml")
+    p.add_argument("root", help="the dataset folder or its parent")
+    p.add_argument("--images", default="all", help="decode 'all' images, 'none', or a number drawn at random")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_verify)
+
+    p = sub.add_parser("datasets", help="list dataset loaders and manifests")
+    p.add_argument("--layouts", action="store_true", help="also print each loader's expected layout")
+    p.set_defaults(func=_cmd_datasets)
+
+    p = sub.add_parser("run-notebooks", help="execute the notebook chapters in order with papermill")
+    p.add_argument("--run-dir", default=None, help="shared run directory (default runs/demo or runs/smoke)")
+    p.add_argument("--smoke", action="store_true", help="tiny parameters (what CI runs)")
+    p.add_argument("--seed", type=int, default=0, help="SEED passed to every chapter")
+    p.add_argument("--chapters", nargs="*", default=None, help="chapter prefixes to run, e.g. 00 02")
+    p.add_argument("-p", "--param", nargs=2, action="append", metavar=("NAME", "VALUE"),
+                   help="a notebook parameter (JSON literal or string); repeatable")
+    p.add_argument("--timeout", type=int, default=None, help="seconds allowed per cell")
+    p.add_argument("--log-output", action="store_true", help="stream cell output")
+    p.set_defaults(func=_cmd_run_notebooks)
+
+    p = sub.add_parser("env", help="print versions, devices and the git commit")
+    p.set_defaults(func=_cmd_env)
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except CorelibError as e:
+        print(f"corelib {args.command}: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # python -m corelib.cli
+    sys.exit(main())

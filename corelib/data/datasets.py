@@ -1,0 +1,263 @@
+"""Registry of re-identification datasets in their real on-disk formats.
+
+Every loader turns a dataset copy into three lists of ``Sample(path, pid, camid)``:
+
+- ``train``: pids relabelled to ``0..N-1`` (classification targets), camids 0-based;
+- ``query`` and ``gallery``: original pids kept (distractors such as Market's ``0000`` stay in the
+  gallery as negatives), camids 0-based;
+- junk images (pid ``-1``) are dropped at load time.
+
+Datasets without camera information (VehicleID) say so with ``has_cameras=False`` and camid
+``None`` on every sample; the evaluator never relies on a fake camera id to switch junk filtering off.
+
+Example::
+
+    ds = build_dataset("market1501", "~/datasets")   # the folder or its parent
+    print(ds.summary())
+    path, pid, camid = ds.train[0]
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, NamedTuple, Optional, Sequence
+
+from PIL import Image, UnidentifiedImageError
+
+from ..errors import CorruptImageError, DatasetRootError, UnknownNameError
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
+
+
+class Sample(NamedTuple):
+    """One image of a dataset: the torchreid ``(path, pid, camid)`` contract."""
+
+    path: str
+    pid: int
+    camid: Optional[int]
+
+
+@dataclass
+class ReIDDataset:
+    """Train / query / gallery lists of one dataset copy, plus what is known about it."""
+
+    name: str
+    root: Path
+    train: list[Sample]
+    query: list[Sample]
+    gallery: list[Sample]
+    has_cameras: bool = True
+    protocol: str = "market"
+    """Evaluation protocol name (``market``, ``vehicleid``, ``veriwild``), see corelib.evaluation."""
+    extras: dict = field(default_factory=dict)
+    """Loader-specific extras, e.g. VehicleID's full test list for re-drawing the gallery."""
+
+    @property
+    def num_train_pids(self) -> int:
+        return len({s.pid for s in self.train})
+
+    @property
+    def num_train_cams(self) -> int:
+        return len({s.camid for s in self.train}) if self.has_cameras else 0
+
+    def split(self, name: str) -> list[Sample]:
+        """The list of one split by name (``train``, ``query`` or ``gallery``)."""
+        if name not in ("train", "query", "gallery"):
+            raise ValueError(f"unknown split {name!r}: use 'train', 'query' or 'gallery'")
+        return getattr(self, name)
+
+    def stats(self) -> dict[str, dict[str, int]]:
+        """Per split: number of images, identities and cameras."""
+        out = {}
+        for split in ("train", "query", "gallery"):
+            items = self.split(split)
+            out[split] = {
+                "images": len(items),
+                "ids": len({s.pid for s in items}),
+                "cameras": len({s.camid for s in items}) if self.has_cameras else 0,
+            }
+        return out
+
+    def summary(self) -> str:
+        """A small table of the split counts, as torchreid prints it."""
+        lines = [f"{self.name} ({self.root})", f"  {'split':<8} {'ids':>7} {'images':>8} {'cams':>5}"]
+        for split, st in self.stats().items():
+            cams = st["cameras"] if self.has_cameras else "-"
+            lines.append(f"  {split:<8} {st['ids']:>7} {st['images']:>8} {cams:>5}")
+        if not self.has_cameras:
+            lines.append("  (no camera information: evaluation uses no same-camera filtering)")
+        return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------------
+# registry
+
+_LOADERS: dict[str, Callable[..., ReIDDataset]] = {}
+_LAYOUTS: dict[str, str] = {}
+
+
+def register_dataset(name: str, layout: str) -> Callable:
+    """Register a loader ``fn(root, **kw) -> ReIDDataset`` under ``name``.
+
+    ``layout`` is the expected folder tree, printed when a root does not match.
+    """
+
+    def deco(fn: Callable[..., ReIDDataset]) -> Callable[..., ReIDDataset]:
+        _LOADERS[name] = fn
+        _LAYOUTS[name] = layout.strip("\n")
+        return fn
+
+    return deco
+
+
+def list_datasets() -> list[str]:
+    """Names accepted by :func:`build_dataset`."""
+    return sorted(_LOADERS)
+
+
+def expected_layout(name: str) -> str:
+    """The folder tree a loader expects, as printed in its errors."""
+    _check_name(name)
+    return _LAYOUTS[name]
+
+
+def _check_name(name: str) -> None:
+    if name not in _LOADERS:
+        raise UnknownNameError(
+            f"unknown dataset {name!r}; valid names: {', '.join(list_datasets())}"
+        )
+
+
+def build_dataset(name: str, root: str | Path, **kwargs) -> ReIDDataset:
+    """Load dataset ``name`` from ``root`` (the dataset folder itself or its parent).
+
+    Args:
+        name: one of :func:`list_datasets`.
+        root: where the copy lies; ``~`` is expanded.
+        **kwargs: loader options (e.g. ``subset="labeled"`` for CUHK03-NP, ``test_size=1600`` for
+            VehicleID).
+
+    Raises:
+        UnknownNameError: ``name`` is not registered (the message lists the valid names).
+        DatasetRootError: ``root`` does not hold the expected layout (the message prints it).
+    """
+    _check_name(name)
+    return _LOADERS[name](Path(root).expanduser(), **kwargs)
+
+
+# --------------------------------------------------------------------------------------------
+# helpers shared by the loaders
+
+
+def resolve_root(name: str, root: Path, folder_names: Sequence[str], required: Sequence[str]) -> Path:
+    """Find the dataset folder: ``root`` itself, or ``root/<one of folder_names>``.
+
+    ``required`` are relative paths that must exist inside it. Raises a ``DatasetRootError`` that
+    prints the expected layout and what is missing.
+    """
+    candidates = [root] + [root / f for f in folder_names]
+    for cand in candidates:
+        if cand.is_dir() and all((cand / r).exists() for r in required):
+            return cand
+    # Not found: say what is missing in the most plausible candidate.
+    best = next((c for c in candidates[1:] if c.is_dir()), root)
+    missing = [r for r in required if not (best / r).exists()] if best.is_dir() else list(required)
+    where = f"{best} does not exist" if not best.exists() else f"missing in {best}: {', '.join(missing)}"
+    raise DatasetRootError(
+        f"{name}: no dataset found at {root} ({where}).\n"
+        f"Expected layout (pass the dataset folder or its parent as root):\n"
+        f"{_LAYOUTS.get(name, '')}\n"
+        f"Fix: point root at the folder that holds these entries, then run "
+        f"`corelib verify {name} ROOT` to check the copy."
+    )
+
+
+def list_images(folder: Path) -> list[Path]:
+    """Image files directly inside ``folder``, sorted by name (deterministic order)."""
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+
+
+def relabel(samples: Iterable[Sample]) -> list[Sample]:
+    """Map pids to ``0..N-1`` in sorted order of the original pids (train split)."""
+    samples = list(samples)
+    mapping = {pid: i for i, pid in enumerate(sorted({s.pid for s in samples}))}
+    return [Sample(s.path, mapping[s.pid], s.camid) for s in samples]
+
+
+def parse_folder(
+    folder: Path,
+    pattern: re.Pattern,
+    *,
+    camera_base: int = 1,
+    drop_junk: bool = True,
+) -> list[Sample]:
+    """Parse every image in ``folder`` with a ``(pid)(camera)`` regex, Market-1501 style.
+
+    Files whose name does not match are an error (a foreign file in a dataset folder usually means
+    a wrong root); pid ``-1`` is junk and dropped; cameras are shifted from ``camera_base`` to 0.
+    """
+    out = []
+    for path in list_images(folder):
+        m = pattern.search(path.name)
+        if m is None:
+            raise DatasetRootError(
+                f"cannot parse pid/camera from {path} (expected a name like {pattern.pattern}); "
+                f"remove foreign files from {folder} or check the dataset root"
+            )
+        pid, cam = int(m.group(1)), int(m.group(2))
+        if pid == -1 and drop_junk:
+            continue
+        out.append(Sample(str(path), pid, cam - camera_base))
+    return out
+
+
+def read_image(path: str | Path) -> Image.Image:
+    """Open an image as RGB; a file that cannot be decoded raises an error that names it."""
+    try:
+        with Image.open(path) as img:
+            return img.convert("RGB")
+    except IsADirectoryError as e:
+        raise DatasetRootError(f"expected an image file, got a folder: {path}") from e
+    except FileNotFoundError as e:
+        raise DatasetRootError(
+            f"image not found: {path}; the dataset copy changed after loading, reload it"
+        ) from e
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        raise CorruptImageError(
+            f"cannot read image {path}: {e}. Re-extract the dataset or delete this file, "
+            f"then run `corelib verify` on the dataset root."
+        ) from e
+
+
+# --------------------------------------------------------------------------------------------
+# Market-1501 family (also the layout of the embedded person data)
+
+MARKET_PATTERN = re.compile(r"([-\d]+)_c(\d+)")
+
+
+def load_market_style(name: str, root: Path, folder_names: Sequence[str], **_: object) -> ReIDDataset:
+    """Market-1501 layout: ``bounding_box_train/``, ``query/``, ``bounding_box_test/``."""
+    splits = ("bounding_box_train", "query", "bounding_box_test")
+    base = resolve_root(name, root, folder_names, splits)
+    train, query, gallery = (parse_folder(base / s, MARKET_PATTERN) for s in splits)
+    return ReIDDataset(name, base, relabel(train), query, gallery, has_cameras=True, protocol="market")
+
+
+MARKET_LAYOUT = """
+Market-1501-v15.09.15/
+  bounding_box_train/   0002_c1s1_000451_03.jpg ...   (pid_cCAMsSEQ_FRAME_BOX.jpg)
+  query/                0001_c1s1_001051_00.jpg ...
+  bounding_box_test/    0000_c1s1_000151_01.jpg ...   (0000 distractors kept, -1 junk dropped)
+"""
+
+
+@register_dataset("market1501", MARKET_LAYOUT)
+def market1501(root: Path, **kw) -> ReIDDataset:
+    """Market-1501: 6 cameras, 751 train IDs / 12,936 images; 3,368 queries; 15,913 gallery."""
+    return load_market_style("market1501", root, ("Market-1501-v15.09.15", "Market-1501", "market1501"))
+
+
+# Importing the module registers the remaining real loaders and the embedded presets.
+from . import loaders  # noqa: E402,F401

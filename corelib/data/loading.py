@@ -1,0 +1,119 @@
+"""Reading samples into tensors: a Dataset over ``Sample`` lists and a reproducible DataLoader.
+
+:class:`ImageDataset` decodes images with :func:`corelib.data.datasets.read_image`, so a corrupt
+file stops training with an error that names it instead of a bare PIL traceback from a worker.
+
+:func:`build_loader` seeds everything that a DataLoader randomises: the shuffle order and each
+worker's torch seed come from a ``torch.Generator`` seeded with ``seed``, and :func:`seed_worker`
+derives python's and numpy's seeds from the worker's torch seed. Two loaders built with the same
+arguments therefore yield the same augmented batches, with any number of workers. With
+``num_workers=0`` the transforms run in the main process on the global torch RNG, so seed it with
+``torch.manual_seed`` for the same guarantee.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Callable, Optional, Sequence
+
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from .datasets import Sample, read_image
+
+
+class ImageDataset(Dataset):
+    """A torch Dataset over a list of ``Sample(path, pid, camid)``.
+
+    ``dataset[i]`` is ``(image, pid, camid, i)``: the image after ``transform`` (the PIL RGB image
+    when ``transform`` is None), and a camid of ``-1`` for samples whose camid is ``None`` (datasets
+    without cameras) because the default collate cannot batch ``None``. The index lets a training
+    loop look pseudo-labels or features up by sample.
+
+    Args:
+        samples: the images to read.
+        transform: applied to each PIL image, e.g. from
+            :func:`corelib.data.transforms.build_transforms`.
+    """
+
+    def __init__(self, samples: Sequence[Sample], transform: Optional[Callable] = None) -> None:
+        self.samples = list(samples)
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> tuple[object, int, int, int]:
+        path, pid, camid = self.samples[index]
+        image = read_image(path)  # raises CorruptImageError naming the file
+        if self.transform is not None:
+            image = self.transform(image)
+        return image, int(pid), -1 if camid is None else int(camid), index
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({len(self.samples)} samples, transform={self.transform!r})"
+
+
+def seed_worker(worker_id: int) -> None:
+    """DataLoader ``worker_init_fn``: seed python ``random`` and numpy from the worker's torch seed.
+
+    Torch seeds each worker with ``base_seed + worker_id`` by itself, but not the other RNGs; this
+    is the recipe of the PyTorch reproducibility notes.
+    """
+    worker_seed = torch.initial_seed() % 2**32
+    random.seed(worker_seed)
+    try:
+        import numpy as np
+    except ImportError:  # numpy is optional here; nothing else to seed then
+        return
+    np.random.seed(worker_seed)
+
+
+def build_loader(
+    samples: Sequence[Sample],
+    transform: Optional[Callable],
+    batch_size: int,
+    *,
+    sampler: Optional[Sampler] = None,
+    shuffle: bool = False,
+    num_workers: int = 0,
+    drop_last: bool = False,
+    seed: int = 0,
+    pin_memory: bool = False,
+) -> DataLoader:
+    """A DataLoader over ``ImageDataset(samples, transform)`` whose randomness is seeded.
+
+    Args:
+        samples: the images to load.
+        transform: per-image transform (None keeps PIL images, which the default collate rejects).
+        batch_size: images per batch (``P * K`` with an identity sampler).
+        sampler: e.g. a :class:`~corelib.data.samplers.CameraAwareIdentitySampler`; excludes
+            ``shuffle``.
+        shuffle: random order each epoch (drawn from the seeded generator).
+        num_workers: loader processes; 0 loads in the main process.
+        drop_last: drop the last incomplete batch (use True for P x K batches).
+        seed: seeds the loader's generator (shuffle order and worker seeds).
+        pin_memory: pin batches for faster host-to-GPU copies.
+
+    Raises:
+        ValueError: both ``sampler`` and ``shuffle`` given, or a non-positive batch size.
+    """
+    if sampler is not None and shuffle:
+        raise ValueError(
+            "pass either sampler or shuffle=True, not both: the sampler sets the order"
+        )
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    generator = torch.Generator()
+    generator.manual_seed(seed)
+    return DataLoader(
+        ImageDataset(samples, transform),
+        batch_size=batch_size,
+        sampler=sampler,
+        shuffle=shuffle,
+        num_workers=num_workers,
+        drop_last=drop_last,
+        worker_init_fn=seed_worker,
+        generator=generator,
+        pin_memory=pin_memory,
+    )

@@ -1,0 +1,253 @@
+"""Data manifests: what a dataset copy must contain, and a verifier that checks a copy against it.
+
+A manifest (``data_manifests/<name>.yaml``) records a dataset's layout, per-split identity, image
+and camera counts as the loader returns them, the evaluation protocol, where to obtain it, licence
+notes and known count discrepancies. ``verify_dataset`` checks a copy against it and returns a
+readable report; ``corelib verify NAME ROOT`` prints that report and exits non-zero on a problem.
+
+Example::
+
+    report = verify_dataset("market1501", "~/datasets/Market-1501-v15.09.15")
+    print(report.format())
+    assert report.ok
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any, Mapping, Optional, Union
+
+import yaml
+from PIL import Image
+
+from .. import paths
+from ..errors import DatasetRootError, ManifestError
+from .datasets import IMAGE_EXTENSIONS, build_dataset, expected_layout
+
+REQUIRED_KEYS = ("name", "title", "kind", "loader", "folder", "layout", "protocol", "splits")
+SPLITS = ("train", "query", "gallery")
+
+
+def list_manifests() -> list[str]:
+    """Names of the committed manifests (file stems in ``data_manifests/``)."""
+    return sorted(p.stem for p in paths.manifests_dir().glob("*.yaml"))
+
+
+def load_manifest(name_or_path: Union[str, Path, Mapping]) -> dict:
+    """Read and validate a manifest given by name, by path to a YAML file, or as a dict.
+
+    Raises:
+        ManifestError: unknown name (the message lists the known ones), unreadable YAML, a
+            missing key, or a layout entry that would escape the dataset root.
+    """
+    if isinstance(name_or_path, Mapping):
+        data, source = dict(name_or_path), "<dict>"
+    else:
+        p = Path(name_or_path).expanduser()
+        if p.suffix not in (".yaml", ".yml"):
+            p = paths.manifests_dir() / f"{name_or_path}.yaml"
+            if not p.is_file():
+                raise ManifestError(
+                    f"no manifest named {name_or_path!r}; known manifests: {', '.join(list_manifests())} "
+                    f"(or pass the path of a manifest .yaml file)"
+                )
+        if not p.is_file():
+            raise ManifestError(f"manifest file {p} does not exist")
+        try:
+            data = yaml.safe_load(p.read_text())  # safe loader: manifests are data, never code
+        except yaml.YAMLError as e:
+            raise ManifestError(f"{p}: not valid YAML ({e})") from e
+        source = str(p)
+    _validate(data, source)
+    return data
+
+
+def _validate(data: Any, source: str) -> None:
+    if not isinstance(data, dict):
+        raise ManifestError(f"{source}: a manifest must be a YAML mapping, got {type(data).__name__}")
+    missing = [k for k in REQUIRED_KEYS if k not in data]
+    if missing:
+        raise ManifestError(f"{source}: missing key(s) {', '.join(missing)}")
+    for entry in list(data["layout"]) + [data["folder"]]:
+        pp = PurePosixPath(str(entry))
+        if pp.is_absolute() or ".." in pp.parts:
+            raise ManifestError(f"{source}: layout entry {entry!r} escapes the dataset root; use relative paths")
+    for split in SPLITS:
+        if split not in data["splits"]:
+            raise ManifestError(f"{source}: splits.{split} is missing")
+
+
+def dump_manifest(manifest: Mapping, path: Union[str, Path]) -> None:
+    """Write a manifest as YAML (keys in schema order, as the committed files have them)."""
+    Path(path).write_text(yaml.safe_dump(dict(manifest), sort_keys=False, default_flow_style=None, width=100))
+
+
+# --------------------------------------------------------------------------------------------
+# verification
+
+
+@dataclass
+class VerificationReport:
+    """What ``verify_dataset`` found: ``ok`` is False when any problem was recorded."""
+
+    manifest: str
+    root: Path
+    problems: list[str] = field(default_factory=list)
+    checks: list[str] = field(default_factory=list)
+    counts: dict = field(default_factory=dict)
+    images_checked: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def format(self) -> str:
+        """A human-readable report: checks passed, a count table, then each problem."""
+        lines = [f"verify {self.manifest} at {self.root}"]
+        lines += [f"  ok    {c}" for c in self.checks]
+        if self.counts:
+            lines.append(f"  {'split':<8} {'ids':>14} {'images':>16} {'cams':>10}   (found / expected)")
+            for split, c in self.counts.items():
+                lines.append(
+                    f"  {split:<8} {c['ids'][0]:>6} / {_s(c['ids'][1]):<6} {c['images'][0]:>7} / {_s(c['images'][1]):<7}"
+                    f" {c['cameras'][0]:>4} / {_s(c['cameras'][1]):<4}"
+                )
+        lines += [f"  FAIL  {p}" for p in self.problems]
+        lines.append("result: OK" if self.ok else f"result: {len(self.problems)} problem(s) found")
+        return "\n".join(lines)
+
+
+def _s(x: Any) -> str:
+    return "?" if x is None else str(x)
+
+
+def verify_dataset(
+    manifest: Union[str, Path, Mapping],
+    root: Union[str, Path],
+    *,
+    check_images: Union[str, int] = "all",
+    progress: bool = True,
+    seed: int = 0,
+) -> VerificationReport:
+    """Check a dataset copy against its manifest.
+
+    Checks, in order: the dataset folder and every layout entry exist; the loader accepts the copy;
+    per split the numbers of identities, images and cameras equal the manifest's (a null count in
+    the manifest is not checked); raw file counts per folder where the manifest lists them; every
+    image decodes.
+
+    Args:
+        manifest: a manifest name, a path to a manifest YAML file, or a manifest dict.
+        root: the dataset folder or its parent.
+        check_images: ``"all"``, ``"none"`` or a number of images to decode, drawn at random
+            (with ``seed``) from every image file of the layout folders.
+        progress: show a progress bar while decoding images.
+    """
+    m = load_manifest(manifest)
+    root = Path(root).expanduser()
+    report = VerificationReport(m["name"], root)
+
+    base = _find_base(m, root)
+    if base is None:
+        report.problems.append(
+            f"dataset folder not found: neither {root} nor {root / m['folder']} holds any of "
+            f"{', '.join(m['layout'])}; pass the dataset folder (or its parent) as ROOT. Expected layout:\n"
+            f"{expected_layout(m['loader'])}"
+        )
+        return report
+    report.root = base
+    missing = [e for e in m["layout"] if not (base / e).exists()]
+    for e in missing:
+        report.problems.append(f"missing folder or file: {base / e} (expected by the {m['title']} layout)")
+    if not missing:
+        report.checks.append(f"layout: {', '.join(m['layout'])}")
+
+    if not missing:
+        try:
+            ds = build_dataset(m["loader"], base, **(m.get("loader_kwargs") or {}))
+        except DatasetRootError as e:
+            report.problems.append(f"the {m['loader']} loader rejects the copy: {e}")
+        else:
+            _check_counts(m, ds.stats(), ds.has_cameras, report)
+
+    for folder, expected in (m.get("files") or {}).items():
+        if expected is None or not (base / folder).is_dir():
+            continue
+        n = sum(1 for p in (base / folder).rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)
+        if n != expected:
+            report.problems.append(f"{folder}/: {n} image files, manifest says {expected} ({_diff(n, expected)})")
+        else:
+            report.checks.append(f"{folder}/: {n} image files")
+
+    if check_images != "none":
+        _check_images(m, base, check_images, progress, seed, report)
+    return report
+
+
+def _find_base(m: Mapping, root: Path) -> Optional[Path]:
+    """The dataset folder: ``root`` or ``root/<folder>``, whichever holds more layout entries.
+
+    When neither holds any, the loader gets a chance (it knows alternative folder names, e.g.
+    ``cuhk03np/detected`` besides ``cuhk03-np/detected``).
+    """
+    scored = [(sum((c / e).exists() for e in m["layout"]), i, c) for i, c in enumerate((root, root / m["folder"]))]
+    best = max(scored, key=lambda t: (t[0], -t[1]))
+    if best[0] > 0:
+        return best[2]
+    try:
+        return build_dataset(m["loader"], root, **(m.get("loader_kwargs") or {})).root
+    except DatasetRootError:
+        return None
+
+
+def _diff(found: int, expected: int) -> str:
+    return f"{expected - found} missing" if found < expected else f"{found - expected} unexpected"
+
+
+def _check_counts(m: Mapping, stats: Mapping, has_cameras: bool, report: VerificationReport) -> None:
+    bad = False
+    for split in SPLITS:
+        exp = m["splits"][split] or {}
+        got = stats[split]
+        report.counts[split] = {k: (got[k], exp.get(k)) for k in ("ids", "images", "cameras")}
+        for key in ("images", "ids", "cameras"):
+            want = exp.get(key)
+            if key == "cameras" and not has_cameras:
+                continue
+            if want is not None and got[key] != want:
+                bad = True
+                report.problems.append(f"{split}: {got[key]} {key}, manifest says {want} ({_diff(got[key], want)})")
+    if not bad:
+        report.checks.append("split counts (ids, images, cameras) match the manifest")
+
+
+def _check_images(m: Mapping, base: Path, how: Union[str, int], progress: bool, seed: int,
+                  report: VerificationReport) -> None:
+    from tqdm.auto import tqdm
+
+    files = sorted(
+        p for e in m["layout"] if (base / e).is_dir()
+        for p in (base / e).rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS
+    )
+    if how != "all":
+        try:
+            n = int(how)
+        except (TypeError, ValueError):
+            raise ValueError(f"check_images must be 'all', 'none' or a number, got {how!r}") from None
+        files = random.Random(seed).sample(files, min(n, len(files)))
+    bad = []
+    for p in tqdm(files, desc=f"decode {m['name']}", unit="img", disable=not progress, mininterval=0.5):
+        try:
+            with Image.open(p) as img:
+                img.load()  # a full decode: truncated JPEGs only fail here, not in open()
+        except Exception as e:  # noqa: BLE001 - any decoder failure means the file is unusable
+            bad.append(f"unreadable image: {p} ({type(e).__name__}: {e})")
+    report.images_checked = len(files)
+    if bad:
+        report.problems += bad[:20]
+        if len(bad) > 20:
+            report.problems.append(f"... and {len(bad) - 20} more unreadable images")
+    else:
+        report.checks.append(f"{len(files)} images decode")

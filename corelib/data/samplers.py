@@ -1,0 +1,139 @@
+"""Identity samplers for P x K training batches (P identities, K images each).
+
+Triplet losses need several images of each identity in a batch, and re-identification is about
+matching across cameras, so :class:`CameraAwareIdentitySampler` fills each identity block with
+images from cameras other than the anchor's whenever it can (the semantics of the authors'
+``RandomMultipleGallerySampler``, method.md §2.5).
+
+The sampler yields indices identity-block by identity-block; the DataLoader groups them into batches
+of ``P * K`` with ``drop_last=True``. Unlike the authors' sampler it draws from its own
+``torch.Generator`` seeded with ``seed + epoch``, so the order is reproducible and independent of
+whatever else consumed the global RNG; call :meth:`CameraAwareIdentitySampler.set_epoch` at the
+start of every epoch, as with ``DistributedSampler``, or every epoch repeats the same order.
+
+Example::
+
+    sampler = CameraAwareIdentitySampler(ds.train, num_instances=4, seed=0)
+    loader = build_loader(ds.train, tf, batch_size=128, sampler=sampler, drop_last=True)
+    for epoch in range(epochs):
+        sampler.set_epoch(epoch)
+        for images, pids, camids, indices in loader: ...
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import TYPE_CHECKING, Iterator, Sequence
+
+import torch
+from torch.utils.data import Sampler
+
+if TYPE_CHECKING:  # only for the annotation: the sampler needs nothing else from the registry
+    from .datasets import Sample
+
+
+def pids_per_batch(batch_size: int, num_instances: int) -> int:
+    """Number of identities P in a batch of ``batch_size`` = P * ``num_instances`` images.
+
+    Raises:
+        ValueError: a non-positive argument, or ``batch_size`` not a multiple of ``num_instances``.
+    """
+    if num_instances < 1 or batch_size < 1:
+        raise ValueError(
+            f"batch_size ({batch_size}) and num_instances ({num_instances}) must both be >= 1"
+        )
+    if batch_size % num_instances:
+        lower = batch_size - batch_size % num_instances
+        upper = lower + num_instances
+        hint = f"{lower} or {upper}" if lower else f"{upper}"
+        raise ValueError(
+            f"batch_size {batch_size} is not a multiple of num_instances {num_instances}: "
+            f"a P x K batch needs batch_size = P * {num_instances}; use batch_size {hint}, "
+            f"or change num_instances to a divisor of {batch_size}"
+        )
+    return batch_size // num_instances
+
+
+class CameraAwareIdentitySampler(Sampler[int]):
+    """Sample K images per identity, preferring cameras other than the anchor's.
+
+    Each epoch visits every identity once, in a random order. For an identity it takes one random
+    image (the anchor), then ``num_instances - 1`` followers:
+
+    - from the identity's images taken by other cameras than the anchor's, without replacement when
+      there are at least ``num_instances - 1`` of them, otherwise with replacement;
+    - if there are none, from its other images (all from the anchor's camera), with the same
+      replacement rule;
+    - an identity with a single image contributes just that image.
+
+    Samples whose camid is ``None`` (datasets without cameras) all count as one camera, so their
+    identities always take the fallback branch.
+
+    The authors switch to sampling without replacement only at ``num_instances`` candidates; here
+    ``num_instances - 1`` candidates suffice, since that is exactly how many followers are drawn.
+
+    Args:
+        samples: the training list; only ``pid`` and ``camid`` are used.
+        num_instances: K, the images per identity block.
+        seed: base seed; epoch ``e`` uses a ``torch.Generator`` seeded with ``seed + e``.
+    """
+
+    def __init__(self, samples: Sequence[Sample], num_instances: int = 4, seed: int = 0) -> None:
+        if len(samples) == 0:
+            raise ValueError(
+                "CameraAwareIdentitySampler got no samples: the training list is empty"
+            )
+        if num_instances < 1:
+            raise ValueError(f"num_instances must be >= 1, got {num_instances}")
+        self.num_instances = int(num_instances)
+        self.seed = int(seed)
+        self.epoch = 0
+        by_pid: dict[int, list[int]] = defaultdict(list)
+        for index, sample in enumerate(samples):
+            by_pid[sample.pid].append(index)
+        # Identity order of first appearance: deterministic for a given sample list.
+        self._pids: list[int] = list(by_pid)
+        self._indices: list[list[int]] = [by_pid[pid] for pid in self._pids]
+        # Camera of every sample; None (no camera information) is one shared camera.
+        self._cams: list[int | None] = [sample.camid for sample in samples]
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the permutation of ``epoch`` (call once per epoch, before iterating)."""
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        k = self.num_instances
+        return sum(1 if len(indices) == 1 else k for indices in self._indices)
+
+    def _draw(self, candidates: list[int], gen: torch.Generator) -> list[int]:
+        """``num_instances - 1`` draws from ``candidates``, without replacement when enough."""
+        need = self.num_instances - 1
+        if len(candidates) >= need:
+            picks = torch.randperm(len(candidates), generator=gen)[:need]
+        else:
+            picks = torch.randint(len(candidates), (need,), generator=gen)
+        return [candidates[i] for i in picks.tolist()]
+
+    def __iter__(self) -> Iterator[int]:
+        gen = torch.Generator()
+        gen.manual_seed(self.seed + self.epoch)
+        out: list[int] = []
+        for block in torch.randperm(len(self._indices), generator=gen).tolist():
+            indices = self._indices[block]
+            anchor = indices[int(torch.randint(len(indices), (1,), generator=gen).item())]
+            out.append(anchor)
+            if len(indices) == 1 or self.num_instances == 1:
+                continue
+            anchor_cam = self._cams[anchor]
+            other_cams = [i for i in indices if self._cams[i] != anchor_cam]
+            if other_cams:
+                out.extend(self._draw(other_cams, gen))
+            else:
+                out.extend(self._draw([i for i in indices if i != anchor], gen))
+        return iter(out)
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(identities={len(self._pids)}, "
+            f"num_instances={self.num_instances}, seed={self.seed}, epoch={self.epoch})"
+        )

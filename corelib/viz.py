@@ -1,0 +1,108 @@
+"""Plotting functions: each builds and returns a matplotlib Figure, never saves or shows it.
+
+Saving goes through :mod:`corelib.outputs` (PNG + PDF + sidecar); :func:`style` fixes fonts, DPI
+and colours once so that every figure of a thesis looks the same.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping, Optional, Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.figure import Figure
+from PIL import Image
+
+from .data.datasets import ReIDDataset, read_image
+
+
+def style() -> None:
+    """Apply the workbench's figure style (call once per notebook, in the setup cell)."""
+    plt.rcParams.update({
+        "figure.dpi": 110,
+        "savefig.dpi": 150,
+        "font.size": 9,
+        "axes.titlesize": 10,
+        "axes.labelsize": 9,
+        "axes.spines.top": False,
+        "axes.spines.right": False,
+        "legend.frameon": False,
+        "image.interpolation": "nearest",
+    })
+
+
+def camera_rows(
+    dataset: ReIDDataset,
+    *,
+    split: str = "train",
+    per_camera: int = 6,
+    max_cameras: Optional[int] = None,
+    label: str = "",
+) -> list[tuple[str, list[Image.Image]]]:
+    """Rows of images, one per camera, the same identities in the same columns where possible.
+
+    Identities seen by the most cameras are picked first, so reading down a column shows how one
+    identity looks through different cameras (a blank cell: that camera never saw it).
+    """
+    items = dataset.split(split)
+    if not items:
+        raise ValueError(f"{dataset.name}: split {split!r} is empty")
+    by_pid_cam: dict = {}
+    for s in items:
+        by_pid_cam.setdefault(s.pid, {}).setdefault(s.camid, []).append(s)
+    cams = sorted({s.camid for s in items}, key=lambda c: -1 if c is None else c)[:max_cameras]
+    # the identities covering most of the shown cameras, ties broken by pid (deterministic)
+    pids = sorted(by_pid_cam, key=lambda p: (-sum(c in by_pid_cam[p] for c in cams), p))[:per_camera]
+    blank = Image.new("RGB", (4, 4), (255, 255, 255))
+    rows = []
+    for cam in cams:
+        imgs = [read_image(by_pid_cam[p][cam][0].path) if cam in by_pid_cam[p] else blank for p in pids]
+        cam_label = "no camera" if cam is None else f"cam {cam + 1}"
+        rows.append((f"{label}\n{cam_label}" if label else cam_label, imgs))
+    return rows
+
+
+def camera_grid(dataset: ReIDDataset, *, split: str = "train", per_camera: int = 6,
+                max_cameras: Optional[int] = None, title: Optional[str] = None) -> Figure:
+    """One dataset split as a grid: rows are cameras, columns identities (see :func:`camera_rows`)."""
+    rows = camera_rows(dataset, split=split, per_camera=per_camera, max_cameras=max_cameras)
+    return samples_overview(rows, title=title or f"{dataset.name}: {split} split, columns = identities")
+
+
+def samples_overview(rows: Sequence[tuple[str, Sequence[Image.Image]]], *, ncols: Optional[int] = None,
+                     title: Optional[str] = None) -> Figure:
+    """A labelled grid: one row per (label, images) pair, images shown at their aspect ratio."""
+    ncols = ncols or max(len(imgs) for _, imgs in rows)
+    fig, axes = plt.subplots(len(rows), ncols, figsize=(ncols * 0.95, len(rows) * 1.25), squeeze=False)
+    for r, (label, imgs) in enumerate(rows):
+        for c in range(ncols):
+            ax = axes[r][c]
+            ax.set_xticks([]), ax.set_yticks([])
+            for sp in ax.spines.values():
+                sp.set_visible(False)
+            if c < len(imgs):
+                ax.imshow(imgs[c])
+        axes[r][0].set_ylabel(label, rotation=0, ha="right", va="center", fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def split_counts(stats: Mapping[str, Mapping[str, Mapping[str, int]]]) -> Figure:
+    """Bar charts of images and identities per split for several datasets (``{name: ds.stats()}``)."""
+    names = list(stats)
+    splits = ("train", "query", "gallery")
+    fig, axes = plt.subplots(1, 2, figsize=(8, 2.8))
+    x = np.arange(len(names))
+    width = 0.26
+    for ax, key in zip(axes, ("images", "ids")):
+        for i, split in enumerate(splits):
+            vals = [stats[n][split][key] for n in names]
+            bars = ax.bar(x + (i - 1) * width, vals, width, label=split)
+            ax.bar_label(bars, fontsize=6, padding=1)
+        ax.set_xticks(x, names, rotation=15, ha="right")
+        ax.set_title(f"{key} per split")
+    axes[0].legend()
+    fig.tight_layout()
+    return fig

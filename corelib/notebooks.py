@@ -54,6 +54,7 @@ def run_notebooks(
     kernel_name: Optional[str] = None,
     execution_timeout: Optional[int] = None,
     log_output: bool = False,
+    progress: bool = True,
 ) -> list[dict]:
     """Run chapters in order; stop at the first failure with the failing cell named.
 
@@ -65,6 +66,7 @@ def run_notebooks(
         kernel_name: default: :func:`pick_kernel`.
         execution_timeout: seconds allowed per cell.
         log_output: stream cell output to the log while running.
+        progress: show a progress bar over each chapter's cells.
 
     Returns:
         One record per chapter: name, seconds, path of the executed copy.
@@ -93,7 +95,7 @@ def run_notebooks(
         try:
             pm.execute_notebook(
                 str(nb), str(out), parameters=params, kernel_name=kernel, cwd=str(nb.parent),
-                execution_timeout=execution_timeout, log_output=log_output, progress_bar=False,
+                execution_timeout=execution_timeout, log_output=log_output, progress_bar=progress,
             )
         except PapermillExecutionError as e:
             raise NotebookFailed(

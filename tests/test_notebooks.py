@@ -35,6 +35,7 @@ def test_chapter_runs_in_smoke_mode(chapter, shared_run):
             parameters={"SMOKE": True, "SEED": 0, "DEVICE": "cpu", "DATA_ROOT": str(shared_run["data_root"])},
             chapters=[chapter.stem],
             execution_timeout=600,
+            progress=False,
         )
     except Exception:
         shared_run["failed"].append(chapter.stem)

@@ -1,4 +1,4 @@
-"""The ``corelib`` command line: ``synth``, ``verify``, ``datasets``, ``run-notebooks``, ``env``.
+"""The ``corelib`` command line: ``synth``, ``verify``, ``datasets``, ``run-notebooks``, ``bench``, ``env``.
 
 Errors that corelib raises on purpose (wrong root, unknown name, bad manifest) are printed as one
 readable message with exit status 2, not as a traceback; ``verify`` exits 1 when the copy has
@@ -76,6 +76,17 @@ def _cmd_run_notebooks(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from .models.complexity import complexity_table, format_complexity
+    from .repro import resolve_device
+
+    device = resolve_device(args.device)
+    rows = complexity_table(tuple(args.depths), device=device, batch=args.batch, iters=args.iters,
+                            input_size=(args.height, args.width), bf16=args.bf16, channels_last=args.channels_last)
+    print(format_complexity(rows))
+    return 0
+
+
 def _cmd_env(args: argparse.Namespace) -> int:
     from .repro import env_report
 
@@ -117,6 +128,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=int, default=None, help="seconds allowed per cell")
     p.add_argument("--log-output", action="store_true", help="stream cell output")
     p.set_defaults(func=_cmd_run_notebooks)
+
+    p = sub.add_parser("bench", help="measure model complexity: parameters, FLOPs/MACs, images/s")
+    p.add_argument("what", choices=["complexity"], help="what to measure")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
+    p.add_argument("--depths", type=int, nargs="*", default=[18, 34, 50, 101, 152])
+    p.add_argument("--batch", type=int, default=64, help="eval batch for images/s (default 64)")
+    p.add_argument("--iters", type=int, default=3, help="timed batches (0: skip the timing)")
+    p.add_argument("--height", type=int, default=256)
+    p.add_argument("--width", type=int, default=128)
+    p.add_argument("--bf16", action="store_true", help="bf16 autocast")
+    p.add_argument("--channels-last", action="store_true", help="channels_last memory format")
+    p.set_defaults(func=_cmd_bench)
 
     p = sub.add_parser("env", help="print versions, devices and the git commit")
     p.set_defaults(func=_cmd_env)

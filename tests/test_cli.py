@@ -39,3 +39,9 @@ def test_console_script_runs():
     # python -m corelib is the same entry point as the installed `corelib` script
     res = subprocess.run([sys.executable, "-m", "corelib", "synth", "--list"], capture_output=True, text=True)
     assert res.returncode == 0 and "market_like" in res.stdout
+
+
+def test_bench_complexity_prints_params_and_paper_gflops(capsys):
+    assert main(["bench", "complexity", "--device", "cpu", "--depths", "18", "--iters", "0"]) == 0
+    out = capsys.readouterr().out
+    assert "12,970,756" in out and "1.18" in out and "1.185" in out

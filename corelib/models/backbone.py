@@ -1,0 +1,155 @@
+"""ResNet-18/34/50/101/152 trunks from torchvision, with the method's last-stride rule and weights.
+
+The trunk is torchvision's ResNet without ``avgpool`` and ``fc``: an image ``(B, 3, H, W)`` becomes a
+feature map ``(B, C, H/16, W/16)`` for the Bottleneck trunks (ResNet-50/101/152, C = 2048, last
+stride set to 1 as CORE-ReID does) and ``(B, C, H/32, W/32)`` for the BasicBlock trunks
+(ResNet-18/34, C = 512, stride kept: their block puts the stride in ``conv1``, where the method
+does not change it; method.md §2.3).
+
+Weights: ``weights="imagenet"`` goes through torchvision's weights API, which downloads where there
+is internet and otherwise reuses its cache (``$TORCH_HOME/hub/checkpoints``); a path loads a local
+file (a torchvision ``state_dict``, with or without ``fc.*``); ``None`` means random initialisation.
+When ImageNet weights cannot be had, the trunk is initialised at random and one warning says so.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Optional, Union
+
+import torch
+from torch import nn
+from torchvision.models import get_model, get_model_weights
+
+DEPTHS = (18, 34, 50, 101, 152)
+# feature channels of the last stage: BasicBlock trunks end at 512, Bottleneck trunks at 2048
+CHANNELS = {18: 512, 34: 512, 50: 2048, 101: 2048, 152: 2048}
+
+_WARNED: set[int] = set()
+
+
+def feature_channels(depth: int) -> int:
+    """C of the trunk's output map (512 for ResNet-18/34, 2048 for ResNet-50/101/152)."""
+    _check_depth(depth)
+    return CHANNELS[depth]
+
+
+def _check_depth(depth: int) -> None:
+    if depth not in DEPTHS:
+        raise ValueError(f"ResNet depth {depth} is not supported; choose one of {', '.join(map(str, DEPTHS))}")
+
+
+class ResNetTrunk(nn.Module):
+    """torchvision ResNet up to ``layer4``: ``(B, 3, H, W) -> (B, C, h, w)``."""
+
+    def __init__(self, depth: int, last_stride: Optional[int] = None) -> None:
+        super().__init__()
+        _check_depth(depth)
+        net = get_model(f"resnet{depth}", weights=None)
+        self.depth = depth
+        self.out_channels = CHANNELS[depth]
+        # last stride 1 only for Bottleneck trunks by default (the authors' rule)
+        self.last_stride = last_stride if last_stride is not None else (1 if depth >= 50 else 2)
+        if self.last_stride == 1:
+            block = net.layer4[0]
+            # Bottleneck carries the stride in conv2, BasicBlock in conv1; both in the shortcut
+            conv = block.conv2 if depth >= 50 else block.conv1
+            conv.stride = (1, 1)
+            block.downsample[0].stride = (1, 1)
+        self.conv1, self.bn1, self.relu, self.maxpool = net.conv1, net.bn1, net.relu, net.maxpool
+        self.layer1, self.layer2, self.layer3, self.layer4 = net.layer1, net.layer2, net.layer3, net.layer4
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        return self.layer4(self.layer3(self.layer2(self.layer1(x))))
+
+
+def build_trunk(depth: int, weights: Union[str, Path, None] = "imagenet", last_stride: Optional[int] = None) -> ResNetTrunk:
+    """A ResNet trunk with weights loaded.
+
+    Args:
+        depth: 18, 34, 50, 101 or 152.
+        weights: ``"imagenet"`` (torchvision weights API; random init and one warning when they
+            cannot be downloaded or found in the cache), a path to a local ``state_dict`` file, or
+            None for random initialisation.
+        last_stride: stride of ``layer4``; default 1 for ResNet-50/101/152 and 2 for ResNet-18/34.
+    """
+    trunk = ResNetTrunk(depth, last_stride)
+    if weights is None:
+        return trunk
+    if isinstance(weights, str) and weights.lower() == "imagenet":
+        state = _imagenet_state_dict(depth)
+        if state is None:
+            return trunk
+        load_trunk_state(trunk, state, source=f"torchvision ImageNet weights of resnet{depth}")
+        return trunk
+    path = Path(weights).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"weights file {path} does not exist; pass weights='imagenet', None or an existing file")
+    state = torch.load(path, map_location="cpu", weights_only=True)  # never unpickle code
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    load_trunk_state(trunk, state, source=str(path))
+    return trunk
+
+
+def _imagenet_state_dict(depth: int) -> Optional[dict]:
+    weights = get_model_weights(f"resnet{depth}").IMAGENET1K_V1
+    try:
+        return weights.get_state_dict(progress=False)  # downloads, or reads torch's hub cache
+    except Exception as e:  # noqa: BLE001 - no network, proxy errors, a corrupt cache file ...
+        if depth not in _WARNED:
+            _WARNED.add(depth)
+            cache = Path(torch.hub.get_dir()) / "checkpoints" / Path(weights.url).name
+            warnings.warn(
+                f"ImageNet weights for resnet{depth} are not available ({type(e).__name__}: {e}); the trunk "
+                f"is initialised at random. To use them offline, copy {Path(weights.url).name} to {cache} "
+                f"or pass weights=PATH.",
+                stacklevel=3,
+            )
+        return None
+
+
+def load_trunk_state(trunk: ResNetTrunk, state: dict, *, source: str = "state_dict") -> None:
+    """Load a torchvision-style ResNet ``state_dict`` into a trunk, checking names and shapes.
+
+    ``fc.*`` and a leading ``module.`` / ``backbone.`` / ``base.`` prefix are ignored. Any missing
+    key, unexpected key or shape mismatch raises an error that names the keys (a ResNet-50 file
+    given to a ResNet-18 trunk says so instead of failing deep inside ``load_state_dict``).
+    """
+    cleaned = {}
+    for key, value in state.items():
+        for prefix in ("module.", "backbone.", "base.", "trunk."):
+            if key.startswith(prefix):
+                key = key[len(prefix):]
+        if key.startswith("fc.") or not torch.is_tensor(value):
+            continue
+        cleaned[key] = value
+    own = trunk.state_dict()
+    missing = sorted(set(own) - set(cleaned))
+    unexpected = sorted(set(cleaned) - set(own))
+    mismatched = sorted(k for k in set(own) & set(cleaned) if own[k].shape != cleaned[k].shape)
+    if missing or unexpected or mismatched:
+        parts = []
+        if mismatched:
+            k = mismatched[0]
+            parts.append(f"{len(mismatched)} shape mismatch(es), e.g. {k}: file {tuple(cleaned[k].shape)} vs "
+                         f"model {tuple(own[k].shape)}; first: {', '.join(mismatched[:5])}")
+        if missing:
+            parts.append(f"{len(missing)} missing key(s): {', '.join(missing[:5])}")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected key(s): {', '.join(unexpected[:5])}")
+        guess = _guess_depth(cleaned)
+        hint = f" The file looks like a resnet{guess}; build the model with depth={guess}." if guess and guess != trunk.depth else ""
+        raise ValueError(f"{source} does not fit a resnet{trunk.depth} trunk: {'; '.join(parts)}.{hint}")
+    trunk.load_state_dict(cleaned, strict=True)
+
+
+def _guess_depth(state: dict) -> Optional[int]:
+    """Which ResNet a state_dict belongs to, from its block counts (None when unsure)."""
+    blocks = {int(k.split(".")[1]) for k in state if k.startswith("layer3.")}
+    bottleneck = any(k.startswith("layer1.0.conv3") for k in state)
+    n3 = len(blocks)
+    table = {(False, 2): 18, (False, 6): 34, (True, 6): 50, (True, 23): 101, (True, 36): 152}
+    return table.get((bottleneck, n3))

@@ -268,31 +268,38 @@ def _read_vehicleid_list(base: Path, list_name: str) -> list[Sample]:
     return _sorted(out)
 
 
+def vehicleid_draw(pids: Sequence[int], seed: int) -> tuple[list[int], list[int]]:
+    """Indices ``(query, gallery)`` of one seeded VehicleID draw over a list of pids.
+
+    Vehicle ids are visited in sorted order and ``random.Random(seed)`` picks one of each id's
+    images (in list order) for the gallery; every other image is a query (in list order). The
+    loader and the evaluator (:func:`corelib.evaluation.evaluate_vehicleid`) both draw with this
+    function, so a seed means the same split everywhere.
+    """
+    rng = random.Random(seed)
+    by_pid: dict[int, list[int]] = defaultdict(list)
+    for i, pid in enumerate(pids):
+        by_pid[int(pid)].append(i)
+    gallery = [rng.choice(by_pid[pid]) for pid in sorted(by_pid)]
+    chosen = set(gallery)
+    return [i for i in range(len(pids)) if i not in chosen], gallery
+
+
 def draw_vehicleid_gallery(
     test_samples: Sequence[Sample], seed: int
 ) -> tuple[list[Sample], list[Sample]]:
     """One seeded VehicleID gallery draw: one image per vehicle to the gallery, the rest query.
-
-    Vehicle ids are visited in sorted order and ``random.Random(seed)`` picks one of each id's
-    images (in the order of ``test_samples``), so the same list and seed give the same draw.
 
     Args:
         test_samples: the full test list (``ds.extras["test"]``).
         seed: draw seed; the standard protocol averages draws 0..9.
 
     Returns:
-        ``(query, gallery)``: query in the order of ``test_samples``, gallery in vehicle-id order.
-        A vehicle with a single image contributes only to the gallery.
+        ``(query, gallery)``: query in the order of ``test_samples``, gallery in vehicle-id order
+        (see :func:`vehicleid_draw`). A vehicle with a single image contributes only to the gallery.
     """
-    rng = random.Random(seed)
-    by_pid: dict[int, list[int]] = defaultdict(list)
-    for i, s in enumerate(test_samples):
-        by_pid[s.pid].append(i)
-    picked = [rng.choice(by_pid[pid]) for pid in sorted(by_pid)]
-    chosen = set(picked)
-    query = [s for i, s in enumerate(test_samples) if i not in chosen]
-    gallery = [test_samples[i] for i in picked]
-    return query, gallery
+    query, gallery = vehicleid_draw([s.pid for s in test_samples], seed)
+    return [test_samples[i] for i in query], [test_samples[i] for i in gallery]
 
 
 @register_dataset("vehicleid", VEHICLEID_LAYOUT)

@@ -1,0 +1,28 @@
+"""Clustering for pseudo-labels: k-means with greedy k-means++ seeding, and label quality."""
+
+from .kmeans import INITS, KMeansResult, assign, default_trials, kmeans, kmeans_plusplus, minibatch_kmeans, random_init
+from .quality import (
+    cluster_size_stats,
+    gini,
+    label_agreement,
+    pairwise_precision_recall,
+    pseudo_label_quality,
+    purity,
+)
+
+__all__ = [
+    "INITS",
+    "KMeansResult",
+    "assign",
+    "cluster_size_stats",
+    "default_trials",
+    "gini",
+    "kmeans",
+    "kmeans_plusplus",
+    "label_agreement",
+    "minibatch_kmeans",
+    "pairwise_precision_recall",
+    "pseudo_label_quality",
+    "purity",
+    "random_init",
+]

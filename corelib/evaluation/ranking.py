@@ -1,0 +1,412 @@
+"""Exact, protocol-explicit and memory-bounded retrieval metrics: mAP, CMC and mINP.
+
+The peers argsort the whole query x gallery matrix in host memory (MSMT17: ~19 GB). Here the
+queries are processed in chunks on the chosen device, and no gallery list is ever sorted: AP, CMC
+and mINP only need the *rank of every positive* in the junk-filtered ranking, and that rank is
+
+    rank(p_k) = k + #{valid negatives ranked before p_k}
+
+where p_1..p_P are the positives sorted by (distance, gallery index). A negative n precedes p_k
+exactly when fewer than k positives precede n, so one ``searchsorted`` of every negative distance
+into the (few) sorted positive distances, a histogram and a cumulative sum give all ranks: one
+pass over the chunk instead of a sort.
+
+Ranking order: ascending distance; exact ties are broken by gallery index (the order of a *stable*
+sort), the same rule as the reference implementation in the tests.
+
+Protocols (recorded in every result):
+
+- ``market``: Market-1501, DukeMTMC-reID, MSMT17, CUHK03-NP, VeRi-776. For each query, gallery
+  images with the same pid *and* the same camid are junk (removed from its ranking), as are gallery
+  images with a negative pid; distractors (e.g. Market's ``0000``) are ordinary negatives.
+- ``veriwild``: the same rule with the Test3000/5000/10000 lists (it also removes the query itself
+  when the gallery list contains it).
+- ``vehicleid``: no cameras, no same-camera filtering (only negative pids are junk); the gallery is
+  one random image per identity, drawn 10 times with seeds 0..9 (:func:`evaluate_vehicleid`).
+
+Queries without any valid positive are skipped and counted in ``num_skipped``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterable, Optional, Sequence, Union
+
+import numpy as np
+import torch
+
+from ..data.loaders import vehicleid_draw
+
+PROTOCOLS = ("market", "veriwild", "vehicleid")
+CMC_RANKS = (1, 5, 10, 20)
+ArrayLike = Union[torch.Tensor, np.ndarray, Sequence[int]]
+
+
+# --------------------------------------------------------------------------------------------
+# results
+
+
+@dataclass
+class RankingResult:
+    """Metrics of one evaluation, with the per-query values for analysis."""
+
+    protocol: str
+    mAP: float
+    mINP: float
+    cmc: np.ndarray  # cmc[r - 1] = fraction of valid queries whose first match is within rank r
+    ap: np.ndarray  # per query; NaN for skipped queries
+    inp: np.ndarray  # per query INP = P / rank of the last positive; NaN for skipped queries
+    first_hit: np.ndarray  # per query 1-based rank of the first positive; 0 for skipped queries
+    num_positives: np.ndarray  # per query number of valid positives
+    num_queries: int
+    num_skipped: int
+    metric: str = "euclidean"
+    extras: dict = field(default_factory=dict)
+
+    def rank(self, r: int) -> float:
+        """CMC at rank ``r`` (1-based)."""
+        return float(self.cmc[min(r, len(self.cmc)) - 1])
+
+    @property
+    def rank1(self) -> float:
+        return self.rank(1)
+
+    def to_dict(self) -> dict:
+        """The headline numbers, named, with the protocol (what run records store)."""
+        out = {"protocol": self.protocol, "metric": self.metric, "mAP": self.mAP, "mINP": self.mINP}
+        out.update({f"rank{r}": self.rank(r) for r in CMC_RANKS})
+        out.update({"num_queries": self.num_queries, "num_skipped": self.num_skipped})
+        out.update(self.extras)
+        return out
+
+    def __str__(self) -> str:
+        ranks = " ".join(f"R{r} {100 * self.rank(r):.1f}" for r in CMC_RANKS)
+        return (f"[{self.protocol}] mAP {100 * self.mAP:.1f}  {ranks}  mINP {100 * self.mINP:.1f}  "
+                f"({self.num_queries - self.num_skipped} queries, {self.num_skipped} skipped)")
+
+
+# --------------------------------------------------------------------------------------------
+# distances
+
+
+def pairwise_distance(x: torch.Tensor, y: torch.Tensor, metric: str = "euclidean") -> torch.Tensor:
+    """Distances between the rows of ``x`` (n, d) and ``y`` (m, d) as an (n, m) float32 matrix.
+
+    ``euclidean`` is the *squared* Euclidean distance (the ranking of ``||x - y||``), computed as
+    ``|x|^2 + |y|^2 - 2 x.y`` in one matrix product; on L2-normalised descriptors it equals
+    ``2 - 2 cos``. ``cosine`` is ``1 - cos`` (rows normalised first).
+    """
+    x, y = x.float(), y.float()
+    if metric == "euclidean":
+        d = torch.addmm((x * x).sum(1, keepdim=True), x, y.t(), alpha=-2.0)
+        d += (y * y).sum(1)[None, :]
+        return d.clamp_min_(0.0)
+    if metric == "cosine":
+        xn = torch.nn.functional.normalize(x, dim=1)
+        yn = torch.nn.functional.normalize(y, dim=1)
+        return 1.0 - xn @ yn.t()
+    raise ValueError(f"unknown metric {metric!r}; use 'euclidean' or 'cosine'")
+
+
+# --------------------------------------------------------------------------------------------
+# the core: ranks of the positives in one chunk of queries
+
+
+def _positive_ranks(
+    dist: torch.Tensor,
+    q_pids: torch.Tensor,
+    g_pids: torch.Tensor,
+    q_cams: Optional[torch.Tensor],
+    g_cams: Optional[torch.Tensor],
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """1-based ranks of the valid positives of each query in a (B, G) chunk.
+
+    Returns ``(ranks, num_pos)``: ``ranks`` is (B, Pmax) with the ranks of p_1..p_P in ascending
+    order (padded with 0), ``num_pos`` is (B,).
+    """
+    b, g = dist.shape
+    # same pid; junk gallery columns (pid < 0) can never equal a query pid, which is >= 0
+    pos = q_pids[:, None] == g_pids[None, :]
+    rows, cols = pos.nonzero(as_tuple=True)  # sparse: a few positives per query
+    if q_cams is not None:  # same pid and same camera: junk, not a positive (work on the sparse list)
+        keep = q_cams[rows] != g_cams[cols]
+        rows, cols = rows[keep], cols[keep]
+    num_pos = torch.bincount(rows, minlength=b)
+    p_max = int(num_pos.max()) if rows.numel() else 0
+    if p_max == 0:
+        return torch.zeros(b, 0, dtype=torch.long, device=dist.device), num_pos
+
+    # sorted positive distances per query, ties in gallery-index order: nonzero() lists columns in
+    # ascending order within a row, and the two stable sorts keep that order among equal keys
+    pd = dist[rows, cols]
+    o = torch.argsort(pd, stable=True)
+    o = o[torch.argsort(rows[o], stable=True)]
+    rows, cols, pd = rows[o], cols[o], pd[o]
+    start = torch.cumsum(num_pos, 0) - num_pos
+    slot = torch.arange(rows.numel(), device=dist.device) - start[rows]
+    pos_d = torch.full((b, p_max), float("inf"), device=dist.device, dtype=dist.dtype)
+    pos_i = torch.full((b, p_max), g, device=dist.device, dtype=torch.long)
+    pos_d[rows, slot] = pd
+    pos_i[rows, slot] = cols
+
+    # c(n) = number of positives ranked before negative n = #{p : d_p < d_n} ...
+    c = torch.searchsorted(pos_d, dist.contiguous(), right=False)
+    # ... plus the positives tied with n at a lower gallery index (rare; handled sparsely)
+    nxt = pos_d.gather(1, c.clamp_max(p_max - 1))
+    neg = ~pos
+    if bool((g_pids < 0).any()):
+        neg &= (g_pids >= 0)[None, :]  # junk columns are neither positives nor negatives
+    tie_r, tie_c = ((nxt == dist) & (c < p_max) & neg).nonzero(as_tuple=True)
+    if tie_r.numel():
+        k = c[tie_r, tie_c]
+        d_n = dist[tie_r, tie_c]
+        extra = torch.zeros_like(k)
+        run = k.clone()
+        alive = torch.ones_like(k, dtype=torch.bool)
+        while bool(alive.any()):  # walk along the run of positives with the same distance
+            inside = alive & (run < p_max)
+            idx = run.clamp_max(p_max - 1)
+            same = inside & (pos_d[tie_r, idx] == d_n)
+            extra += (same & (pos_i[tie_r, idx] < tie_c)).long()
+            alive = same
+            run += 1
+        c[tie_r, tie_c] = k + extra
+
+    # histogram of c over the valid negatives; negatives before p_k are those with c <= k - 1
+    hist = torch.zeros(b, p_max + 1, device=dist.device, dtype=dist.dtype)
+    hist.scatter_add_(1, c, neg.to(dist.dtype))
+    neg_before = torch.cumsum(hist, dim=1)[:, :p_max].round().long()
+    k = torch.arange(1, p_max + 1, device=dist.device)[None, :]
+    ranks = (k + neg_before) * (k <= num_pos[:, None])
+    return ranks, num_pos
+
+
+def _as_tensor(x: Optional[ArrayLike], device: torch.device, name: str) -> Optional[torch.Tensor]:
+    if x is None:
+        return None
+    t = torch.as_tensor(np.asarray(x) if not torch.is_tensor(x) else x)
+    if t.dim() != 1:
+        raise ValueError(f"{name} must be one-dimensional, got shape {tuple(t.shape)}")
+    return t.to(device=device, dtype=torch.long)
+
+
+def _check_protocol(protocol: str, q_cams, g_cams) -> bool:
+    """Whether the protocol filters same-camera matches (and has the camids to do it)."""
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"unknown protocol {protocol!r}; valid protocols: {', '.join(PROTOCOLS)}")
+    if protocol == "vehicleid":
+        return False
+    if q_cams is None or g_cams is None:
+        raise ValueError(
+            f"protocol {protocol!r} removes same-id same-camera matches and needs query and gallery camids; "
+            f"for a dataset without cameras (e.g. VehicleID) use protocol='vehicleid'"
+        )
+    return True
+
+
+def default_chunk(num_gallery: int, device: torch.device) -> int:
+    """Queries per chunk so that one (chunk x gallery) block stays around 8M (CPU) or 64M (GPU) values."""
+    budget = 2**26 if device.type == "cuda" else 2**23
+    return max(1, min(4096, budget // max(1, num_gallery)))
+
+
+def evaluate_distance_chunks(
+    chunks: Iterable[tuple[slice, torch.Tensor]],
+    query_pids: ArrayLike,
+    gallery_pids: ArrayLike,
+    query_camids: Optional[ArrayLike] = None,
+    gallery_camids: Optional[ArrayLike] = None,
+    *,
+    protocol: str = "market",
+    max_rank: int = 50,
+    metric: str = "precomputed",
+) -> RankingResult:
+    """Metrics from query-row chunks of a distance matrix: ``(rows, dist[rows])`` pairs.
+
+    This is the entry point for distances that are produced chunk by chunk (re-ranking of large
+    galleries); :func:`evaluate_ranking` and :func:`evaluate_distmat` call it.
+    """
+    use_cams = _check_protocol(protocol, query_camids, gallery_camids)
+    nq = len(query_pids)
+    ap = np.full(nq, np.nan)
+    inp = np.full(nq, np.nan)
+    first = np.zeros(nq, dtype=np.int64)
+    npos = np.zeros(nq, dtype=np.int64)
+    seen = np.zeros(nq, dtype=bool)
+    g_pids = g_cams = None
+    for rows, dist in chunks:
+        dev = dist.device
+        if g_pids is None or g_pids.device != dev:
+            g_pids = _as_tensor(gallery_pids, dev, "gallery_pids")
+            g_cams = _as_tensor(gallery_camids, dev, "gallery_camids") if use_cams else None
+            if dist.shape[1] != len(g_pids):
+                raise ValueError(f"distance chunk has {dist.shape[1]} columns but there are {len(g_pids)} gallery pids")
+        q_pids = _as_tensor(query_pids, dev, "query_pids")[rows]
+        if bool((q_pids < 0).any()):
+            raise ValueError("query pids must be >= 0: drop junk (pid -1) queries before evaluating")
+        q_cams = _as_tensor(query_camids, dev, "query_camids")[rows] if use_cams else None
+        if torch.isnan(dist).any():
+            raise ValueError("the distance matrix contains NaN: check the features (NaN descriptors?)")
+        ranks, num_pos = _positive_ranks(dist.float(), q_pids, g_pids, q_cams, g_cams)
+        r = ranks.double()
+        k = torch.arange(1, r.shape[1] + 1, device=dev, dtype=torch.double)[None, :]
+        valid = num_pos > 0
+        prec = torch.where(r > 0, k / r.clamp_min(1), torch.zeros_like(r))
+        chunk_ap = prec.sum(1) / num_pos.clamp_min(1)
+        last = r.gather(1, (num_pos - 1).clamp_min(0)[:, None])[:, 0] if r.shape[1] else torch.zeros_like(chunk_ap)
+        chunk_inp = num_pos.double() / last.clamp_min(1)
+        chunk_first = r[:, 0].long() if r.shape[1] else torch.zeros_like(num_pos)
+        idx = np.arange(nq)[rows]
+        v = valid.cpu().numpy()
+        ap[idx[v]] = chunk_ap.cpu().numpy()[v]
+        inp[idx[v]] = chunk_inp.cpu().numpy()[v]
+        first[idx] = np.where(v, chunk_first.cpu().numpy(), 0)
+        npos[idx] = num_pos.cpu().numpy()
+        seen[idx] = True
+    if not seen.all():
+        raise ValueError(f"the distance chunks covered {int(seen.sum())} of {nq} queries")
+    valid = npos > 0
+    n_valid = int(valid.sum())
+    if n_valid == 0:
+        raise ValueError("no query has a valid positive in the gallery: check pids, camids and the protocol")
+    hits = first[valid]
+    cmc = np.array([(hits <= r).mean() for r in range(1, max_rank + 1)])
+    return RankingResult(
+        protocol=protocol, mAP=float(np.nanmean(ap)), mINP=float(np.nanmean(inp)), cmc=cmc, ap=ap, inp=inp,
+        first_hit=first, num_positives=npos, num_queries=nq, num_skipped=nq - n_valid, metric=metric,
+    )
+
+
+def evaluate_distmat(
+    distmat: torch.Tensor,
+    query_pids: ArrayLike,
+    gallery_pids: ArrayLike,
+    query_camids: Optional[ArrayLike] = None,
+    gallery_camids: Optional[ArrayLike] = None,
+    *,
+    protocol: str = "market",
+    max_rank: int = 50,
+    chunk_size: Optional[int] = None,
+) -> RankingResult:
+    """Metrics from a precomputed (Q, G) distance matrix (smaller is closer)."""
+    distmat = torch.as_tensor(distmat)
+    q, g = distmat.shape
+    step = chunk_size or default_chunk(g, distmat.device)
+    chunks = ((slice(s, min(s + step, q)), distmat[s : s + step]) for s in range(0, q, step))
+    return evaluate_distance_chunks(chunks, query_pids, gallery_pids, query_camids, gallery_camids,
+                                    protocol=protocol, max_rank=max_rank)
+
+
+def evaluate_ranking(
+    query_feats: torch.Tensor,
+    gallery_feats: torch.Tensor,
+    query_pids: ArrayLike,
+    gallery_pids: ArrayLike,
+    query_camids: Optional[ArrayLike] = None,
+    gallery_camids: Optional[ArrayLike] = None,
+    *,
+    protocol: str = "market",
+    metric: str = "euclidean",
+    max_rank: int = 50,
+    device: Union[str, torch.device, None] = None,
+    chunk_size: Optional[int] = None,
+) -> RankingResult:
+    """Evaluate retrieval of ``query_feats`` against ``gallery_feats`` under a named protocol.
+
+    Distances are computed query-chunk by query-chunk on ``device`` (default: the features'
+    device), so memory holds the features plus one (chunk x gallery) block.
+
+    Example::
+
+        res = evaluate_ranking(qf, gf, q_pids, g_pids, q_camids, g_camids, protocol="market")
+        print(res)                 # [market] mAP 71.3  R1 88.0 ...
+        record = res.to_dict()     # names its protocol
+
+    Args:
+        query_feats: (Q, D) descriptors (L2-normalised for the CORE-ReID protocol).
+        gallery_feats: (G, D) descriptors.
+        query_pids, gallery_pids: identities; negative gallery pids are junk.
+        query_camids, gallery_camids: 0-based cameras (required by ``market`` and ``veriwild``).
+        protocol: ``market``, ``veriwild`` or ``vehicleid`` (see the module docstring).
+        metric: ``euclidean`` (squared) or ``cosine``.
+        max_rank: length of the CMC curve.
+        device: where to compute (``"cuda"``, ``"cpu"``).
+        chunk_size: queries per chunk (default: :func:`default_chunk`).
+    """
+    qf, gf = torch.as_tensor(query_feats), torch.as_tensor(gallery_feats)
+    if qf.dim() != 2 or gf.dim() != 2 or qf.shape[1] != gf.shape[1]:
+        raise ValueError(f"features must be (Q, D) and (G, D) with the same D, got {tuple(qf.shape)} and {tuple(gf.shape)}")
+    if len(query_pids) != qf.shape[0] or len(gallery_pids) != gf.shape[0]:
+        raise ValueError("there must be one pid per query and per gallery descriptor")
+    if not (torch.isfinite(qf).all() and torch.isfinite(gf).all()):
+        raise ValueError("features contain NaN or inf: re-extract them (a diverged model?)")
+    dev = torch.device(device) if device is not None else qf.device
+    gf = gf.to(dev, torch.float32)
+    step = chunk_size or default_chunk(gf.shape[0], dev)
+
+    def chunks():
+        for s in range(0, qf.shape[0], step):
+            rows = slice(s, min(s + step, qf.shape[0]))
+            yield rows, pairwise_distance(qf[rows].to(dev, torch.float32), gf, metric)
+
+    res = evaluate_distance_chunks(chunks(), query_pids, gallery_pids, query_camids, gallery_camids,
+                                   protocol=protocol, max_rank=max_rank, metric=metric)
+    return res
+
+
+# --------------------------------------------------------------------------------------------
+# VehicleID: ten seeded gallery draws
+
+
+@dataclass
+class VehicleIDResult:
+    """Mean and standard deviation over the draws, each draw, and the single seed-0 draw."""
+
+    mean: dict
+    std: dict
+    draws: list[RankingResult]
+
+    @property
+    def seed0(self) -> RankingResult:
+        return self.draws[0]
+
+    def to_dict(self) -> dict:
+        out = {"protocol": "vehicleid", "draws": len(self.draws)}
+        out.update({k: v for k, v in self.mean.items()})
+        out.update({f"{k}_std": v for k, v in self.std.items()})
+        out.update({f"{k}_seed0": v for k, v in self.seed0.to_dict().items() if isinstance(v, float)})
+        return out
+
+    def __str__(self) -> str:
+        return (f"[vehicleid x{len(self.draws)}] mAP {100 * self.mean['mAP']:.2f} ± {100 * self.std['mAP']:.2f}  "
+                f"R1 {100 * self.mean['rank1']:.2f} ± {100 * self.std['rank1']:.2f}  "
+                f"R5 {100 * self.mean['rank5']:.2f}  (seed 0: mAP {100 * self.seed0.mAP:.2f})")
+
+
+def evaluate_vehicleid(
+    test_feats: torch.Tensor,
+    test_pids: ArrayLike,
+    *,
+    draws: int = 10,
+    first_seed: int = 0,
+    metric: str = "euclidean",
+    device: Union[str, torch.device, None] = None,
+    max_rank: int = 50,
+) -> VehicleIDResult:
+    """The VehicleID protocol on one test list (Test800/1600/2400): ``draws`` seeded gallery draws.
+
+    Seeds ``first_seed .. first_seed + draws - 1``; no camera filtering (VehicleID has no cameras).
+    """
+    pids = np.asarray(test_pids)
+    feats = torch.as_tensor(test_feats)
+    results = []
+    for seed in range(first_seed, first_seed + draws):
+        qi, gi = (np.asarray(ix, dtype=np.int64) for ix in vehicleid_draw(pids.tolist(), seed))
+        res = evaluate_ranking(feats[torch.as_tensor(qi)], feats[torch.as_tensor(gi)], pids[qi], pids[gi],
+                               protocol="vehicleid", metric=metric, device=device, max_rank=max_rank)
+        res.extras["draw_seed"] = seed
+        results.append(res)
+    keys = ["mAP", "mINP"] + [f"rank{r}" for r in CMC_RANKS]
+    table = {k: np.array([r.to_dict()[k] for r in results]) for k in keys}
+    return VehicleIDResult({k: float(v.mean()) for k, v in table.items()},
+                           {k: float(v.std()) for k, v in table.items()}, results)

@@ -5,6 +5,7 @@ checks it), so anything a chapter needs is exported here explicitly, timm style.
 """
 
 from . import viz
+from .cluster import KMeansResult, kmeans, label_agreement, minibatch_kmeans, pseudo_label_quality
 from .config import DataCfg, embedded_manifest
 from .data import (
     CameraAwareIdentitySampler,
@@ -33,6 +34,7 @@ from .data import (
     render_example,
     verify_dataset,
 )
+from .evaluation import RankingResult, evaluate_ranking, evaluate_vehicleid, rerank
 from .errors import CorelibError, CorruptImageError, DatasetRootError, ManifestError, UnknownNameError
 from .models import MeanTeacher, bmfn, build_model, count_parameters, list_models, paper_parameter_count
 from .notebooks import list_chapters, run_notebooks
@@ -60,11 +62,16 @@ __all__ = [
     "denormalize",
     "embedded_manifest",
     "env_report",
+    "evaluate_ranking",
+    "evaluate_vehicleid",
     "expected_layout",
     "figures_dir",
     "generate_synthetic",
     "get_preset",
     "ImageDataset",
+    "kmeans",
+    "KMeansResult",
+    "label_agreement",
     "list_chapters",
     "list_datasets",
     "list_manifests",
@@ -75,15 +82,19 @@ __all__ = [
     "LocalGrayscalePatchReplacement",
     "ManifestError",
     "MeanTeacher",
+    "minibatch_kmeans",
     "paper_parameter_count",
     "pids_per_batch",
     "preset_manifest",
+    "pseudo_label_quality",
+    "RankingResult",
     "read_image",
     "read_metrics",
     "record_metric",
     "register_dataset",
     "ReIDDataset",
     "render_example",
+    "rerank",
     "resolve_device",
     "run_notebooks",
     "runs_root",

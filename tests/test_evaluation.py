@@ -67,7 +67,12 @@ def random_case(seed, nq=40, ng=120, n_ids=12, n_cams=3, tie_levels=None):
 @pytest.mark.parametrize("seed", range(6))
 @pytest.mark.parametrize("ties", [None, 3, 8])
 @pytest.mark.parametrize("chunk", [None, 1, 7])
-def test_equals_reference_with_ties_junk_and_distractors(seed, ties, chunk):
+@pytest.mark.parametrize("path", ["dense", "sparse"])
+def test_equals_reference_with_ties_junk_and_distractors(seed, ties, chunk, path, monkeypatch):
+    from corelib.evaluation import ranking
+
+    # both ways of counting the negatives before each positive must agree with the reference
+    monkeypatch.setattr(ranking, "_SPARSE_SHARE", 0.0 if path == "dense" else 1.0)
     dist, qp, gp, qc, gc = random_case(seed, tie_levels=ties)
     ref = reference(dist, qp, gp, qc, gc)
     res = evaluate_distmat(torch.from_numpy(dist), qp, gp, qc, gc, protocol="market", chunk_size=chunk)

@@ -112,71 +112,127 @@ def pairwise_distance(x: torch.Tensor, y: torch.Tensor, metric: str = "euclidean
 # the core: ranks of the positives in one chunk of queries
 
 
+class _GalleryIndex:
+    """Gallery columns grouped by pid, so that the positives of a query are found without a pass
+    over the whole (chunk x gallery) block."""
+
+    def __init__(self, g_pids: torch.Tensor) -> None:
+        order = torch.argsort(g_pids, stable=True)  # stable: columns stay ascending within a pid
+        self.order = order
+        self.sorted_pids = g_pids[order].contiguous()
+
+    def positives(self, q_pids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(row, column) pairs of equal pids; columns ascending within each row."""
+        start = torch.searchsorted(self.sorted_pids, q_pids, right=False)
+        count = torch.searchsorted(self.sorted_pids, q_pids, right=True) - start
+        rows = torch.repeat_interleave(torch.arange(len(q_pids), device=q_pids.device), count)
+        first = torch.repeat_interleave(torch.cumsum(count, 0) - count, count)
+        offset = torch.arange(rows.numel(), device=q_pids.device) - first
+        return rows, self.order[torch.repeat_interleave(start, count) + offset]
+
+
+def _order_keys(d: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """int64 keys ordered like (row, d): float32 bits mapped to an order-preserving uint32."""
+    bits = (d + 0.0).view(torch.int32)  # + 0.0 turns -0.0 into +0.0 (they compare equal)
+    u = (bits ^ ((bits >> 31) & 0x7FFFFFFF)).to(torch.int64) + 2**31
+    return (rows.to(torch.int64) << 32) | u
+
+
+_SPARSE_SHARE = 0.15  # above this share of selected entries, the dense search is cheaper
+
+
+def _tie_corrected(c, tr, tc, d, pos_d, pos_i):
+    """c(n) for negatives tied in distance with positives: add the tied positives of lower index."""
+    p_max = pos_d.shape[1]
+    extra = torch.zeros_like(c)
+    run = c.clone()
+    alive = torch.ones_like(c, dtype=torch.bool)
+    while bool(alive.any()):  # walk along the run of positives with the same distance
+        idx = run.clamp_max(p_max - 1)
+        same = alive & (run < p_max) & (pos_d[tr, idx] == d)
+        extra += (same & (pos_i[tr, idx] < tc)).long()
+        alive = same
+        run += 1
+    return c + extra
+
+
+def _histogram_dense(dist, q_pids, g_pids, pos_d, pos_i):
+    """Per row, how many valid negatives have c = 0..P: one batched search over the whole chunk."""
+    b, p_max = pos_d.shape
+    neg = (q_pids[:, None] != g_pids[None, :]) & (g_pids >= 0)[None, :]
+    c = torch.searchsorted(pos_d, dist.contiguous(), right=False)
+    nxt = pos_d.gather(1, c.clamp_max(p_max - 1))
+    tr, tc = ((nxt == dist) & (c < p_max) & neg).nonzero(as_tuple=True)
+    if tr.numel():
+        c[tr, tc] = _tie_corrected(c[tr, tc], tr, tc, dist[tr, tc], pos_d, pos_i)
+    hist = torch.zeros(b, p_max + 1, device=dist.device, dtype=dist.dtype)
+    return hist.scatter_add_(1, c, neg.to(dist.dtype)).round_().long()
+
+
 def _positive_ranks(
     dist: torch.Tensor,
     q_pids: torch.Tensor,
     g_pids: torch.Tensor,
     q_cams: Optional[torch.Tensor],
     g_cams: Optional[torch.Tensor],
+    g_index: _GalleryIndex,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """1-based ranks of the valid positives of each query in a (B, G) chunk.
 
     Returns ``(ranks, num_pos)``: ``ranks`` is (B, Pmax) with the ranks of p_1..p_P in ascending
-    order (padded with 0), ``num_pos`` is (B,).
+    order (padded with 0), ``num_pos`` is (B,). Only two dense passes over the chunk: selecting the
+    entries that lie before each query's last positive, and reading them; everything else works
+    on those (few) entries.
     """
     b, g = dist.shape
-    # same pid; junk gallery columns (pid < 0) can never equal a query pid, which is >= 0
-    pos = q_pids[:, None] == g_pids[None, :]
-    rows, cols = pos.nonzero(as_tuple=True)  # sparse: a few positives per query
-    if q_cams is not None:  # same pid and same camera: junk, not a positive (work on the sparse list)
+    dev = dist.device
+    rows, cols = g_index.positives(q_pids)
+    if q_cams is not None:  # same pid and same camera: junk, not a positive
         keep = q_cams[rows] != g_cams[cols]
         rows, cols = rows[keep], cols[keep]
     num_pos = torch.bincount(rows, minlength=b)
     p_max = int(num_pos.max()) if rows.numel() else 0
     if p_max == 0:
-        return torch.zeros(b, 0, dtype=torch.long, device=dist.device), num_pos
+        return torch.zeros(b, 0, dtype=torch.long, device=dev), num_pos
 
-    # sorted positive distances per query, ties in gallery-index order: nonzero() lists columns in
-    # ascending order within a row, and the two stable sorts keep that order among equal keys
+    # positives sorted by (distance, gallery index): the columns come ascending within a row, and
+    # two stable sorts (by distance, then by row) keep that order among equal distances
     pd = dist[rows, cols]
     o = torch.argsort(pd, stable=True)
     o = o[torch.argsort(rows[o], stable=True)]
     rows, cols, pd = rows[o], cols[o], pd[o]
     start = torch.cumsum(num_pos, 0) - num_pos
-    slot = torch.arange(rows.numel(), device=dist.device) - start[rows]
-    pos_d = torch.full((b, p_max), float("inf"), device=dist.device, dtype=dist.dtype)
-    pos_i = torch.full((b, p_max), g, device=dist.device, dtype=torch.long)
+    slot = torch.arange(rows.numel(), device=dev) - start[rows]
+    pos_d = torch.full((b, p_max), float("inf"), device=dev, dtype=dist.dtype)
+    pos_i = torch.full((b, p_max), g, device=dev, dtype=torch.long)
     pos_d[rows, slot] = pd
     pos_i[rows, slot] = cols
 
-    # c(n) = number of positives ranked before negative n = #{p : d_p < d_n} ...
-    c = torch.searchsorted(pos_d, dist.contiguous(), right=False)
-    # ... plus the positives tied with n at a lower gallery index (rare; handled sparsely)
-    nxt = pos_d.gather(1, c.clamp_max(p_max - 1))
-    neg = ~pos
-    if bool((g_pids < 0).any()):
-        neg &= (g_pids >= 0)[None, :]  # junk columns are neither positives nor negatives
-    tie_r, tie_c = ((nxt == dist) & (c < p_max) & neg).nonzero(as_tuple=True)
-    if tie_r.numel():
-        k = c[tie_r, tie_c]
-        d_n = dist[tie_r, tie_c]
-        extra = torch.zeros_like(k)
-        run = k.clone()
-        alive = torch.ones_like(k, dtype=torch.bool)
-        while bool(alive.any()):  # walk along the run of positives with the same distance
-            inside = alive & (run < p_max)
-            idx = run.clamp_max(p_max - 1)
-            same = inside & (pos_d[tie_r, idx] == d_n)
-            extra += (same & (pos_i[tie_r, idx] < tie_c)).long()
-            alive = same
-            run += 1
-        c[tie_r, tie_c] = k + extra
+    # Only negatives up to the last positive can precede a positive (c < P): select them. For a
+    # good model they are a few percent of the chunk; when they are many (a weak model), one
+    # batched searchsorted over the whole chunk is cheaper than working on the selection.
+    last = torch.where(num_pos > 0, pos_d.gather(1, (num_pos - 1).clamp_min(0)[:, None])[:, 0],
+                       torch.full_like(num_pos, float("-inf"), dtype=dist.dtype))
+    before_last = dist <= last[:, None]
+    if int(before_last.sum()) > _SPARSE_SHARE * b * g:
+        hist = _histogram_dense(dist, q_pids, g_pids, pos_d, pos_i)
+    else:
+        nr, nc = before_last.nonzero(as_tuple=True)
+        keep = (g_pids[nc] != q_pids[nr]) & (g_pids[nc] >= 0)  # negatives only: no positive, no junk
+        nr, nc = nr[keep], nc[keep]
+        dn = dist[nr, nc]
+        # c(n) = number of positives at a strictly smaller distance ...
+        pos_keys = _order_keys(pos_d.reshape(-1), torch.arange(b, device=dev).repeat_interleave(p_max))
+        c = torch.searchsorted(pos_keys, _order_keys(dn, nr), right=False) - nr * p_max
+        # ... plus the positives at the same distance with a lower gallery index (rare)
+        ties = torch.nonzero((pos_d[nr, c.clamp_max(p_max - 1)] == dn) & (c < p_max))[:, 0]
+        if ties.numel():
+            c[ties] = _tie_corrected(c[ties], nr[ties], nc[ties], dn[ties], pos_d, pos_i)
+        hist = torch.bincount(nr * (p_max + 1) + c, minlength=b * (p_max + 1)).view(b, p_max + 1)
 
-    # histogram of c over the valid negatives; negatives before p_k are those with c <= k - 1
-    hist = torch.zeros(b, p_max + 1, device=dist.device, dtype=dist.dtype)
-    hist.scatter_add_(1, c, neg.to(dist.dtype))
-    neg_before = torch.cumsum(hist, dim=1)[:, :p_max].round().long()
-    k = torch.arange(1, p_max + 1, device=dist.device)[None, :]
+    # negatives before p_k are those with c <= k - 1: a histogram of c per row, then a cumsum
+    neg_before = torch.cumsum(hist, dim=1)[:, :p_max]
+    k = torch.arange(1, p_max + 1, device=dev)[None, :]
     ranks = (k + neg_before) * (k <= num_pos[:, None])
     return ranks, num_pos
 
@@ -205,8 +261,8 @@ def _check_protocol(protocol: str, q_cams, g_cams) -> bool:
 
 
 def default_chunk(num_gallery: int, device: torch.device) -> int:
-    """Queries per chunk so that one (chunk x gallery) block stays around 8M (CPU) or 64M (GPU) values."""
-    budget = 2**26 if device.type == "cuda" else 2**23
+    """Queries per chunk so that one (chunk x gallery) block holds about 16M (CPU) or 64M (GPU) values."""
+    budget = 2**26 if device.type == "cuda" else 2**24
     return max(1, min(4096, budget // max(1, num_gallery)))
 
 
@@ -233,12 +289,13 @@ def evaluate_distance_chunks(
     first = np.zeros(nq, dtype=np.int64)
     npos = np.zeros(nq, dtype=np.int64)
     seen = np.zeros(nq, dtype=bool)
-    g_pids = g_cams = None
+    g_pids = g_cams = g_index = None
     for rows, dist in chunks:
         dev = dist.device
         if g_pids is None or g_pids.device != dev:
             g_pids = _as_tensor(gallery_pids, dev, "gallery_pids")
             g_cams = _as_tensor(gallery_camids, dev, "gallery_camids") if use_cams else None
+            g_index = _GalleryIndex(g_pids)
             if dist.shape[1] != len(g_pids):
                 raise ValueError(f"distance chunk has {dist.shape[1]} columns but there are {len(g_pids)} gallery pids")
         q_pids = _as_tensor(query_pids, dev, "query_pids")[rows]
@@ -247,7 +304,7 @@ def evaluate_distance_chunks(
         q_cams = _as_tensor(query_camids, dev, "query_camids")[rows] if use_cams else None
         if torch.isnan(dist).any():
             raise ValueError("the distance matrix contains NaN: check the features (NaN descriptors?)")
-        ranks, num_pos = _positive_ranks(dist.float(), q_pids, g_pids, q_cams, g_cams)
+        ranks, num_pos = _positive_ranks(dist.float(), q_pids, g_pids, q_cams, g_cams, g_index)
         r = ranks.double()
         k = torch.arange(1, r.shape[1] + 1, device=dev, dtype=torch.double)[None, :]
         valid = num_pos > 0

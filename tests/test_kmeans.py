@@ -164,3 +164,4 @@ def test_cuda_same_seed_identical_and_close_to_cpu():
     assert torch.equal(a.labels, b.labels)
     cpu = kmeans(x, 30, seed=3)
     assert a.inertia == pytest.approx(cpu.inertia, rel=0.05)
+

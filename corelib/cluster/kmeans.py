@@ -79,7 +79,8 @@ def _validate(x: torch.Tensor, k: int) -> None:
 
 
 def _chunk_rows(n_cols: int, device: torch.device) -> int:
-    budget = 2**26 if device.type == "cuda" else 2**22  # values in one (chunk x k) block
+    # values in one (chunk x k) block; on the CPU ~1k-row blocks stay in cache and run fastest
+    budget = 2**26 if device.type == "cuda" else 2**20
     return max(256, budget // max(1, n_cols))
 
 
@@ -116,6 +117,12 @@ def kmeans_plusplus(
 ) -> tuple[torch.Tensor, torch.Tensor, float]:
     """Greedy k-means++ seeding; ``n_trials=1`` is plain k-means++.
 
+    Each step draws L candidates with probability D(x) / sum D and keeps the one whose addition
+    lowers the potential sum_x D(x) most. Every step reads all of X once (L is small), so the
+    seeding is bound by memory bandwidth, not arithmetic. (Triangle-inequality pruning of points
+    that cannot move was tried and removed: on 2048-d ReID-like features all distances are of
+    similar size, so almost nothing can be pruned.)
+
     Returns ``(centres (k, d), indices (k,), potential)`` where potential = sum_x min_c |x - c|^2.
     """
     n, _ = x.shape
@@ -123,27 +130,27 @@ def kmeans_plusplus(
     if trials < 1:
         raise ValueError(f"n_trials must be >= 1, got {trials}")
     dev = x.device
+    gdev = generator.device if generator is not None else torch.device("cpu")
     x_sq = (x * x).sum(1) if x_sq is None else x_sq
     indices = torch.empty(k, dtype=torch.long, device=dev)
-    first = torch.randint(n, (1,), generator=generator, device=generator.device if generator else "cpu").to(dev)
+    first = torch.randint(n, (1,), generator=generator, device=gdev).to(dev)
     indices[0] = first[0]
-    c = x[first]
-    closest = (x_sq + x_sq[first] - 2.0 * (x @ c.t())[:, 0]).clamp_min_(0.0)
+    closest = (x_sq + x_sq[first] - 2.0 * torch.mm(x, x[first].t())[:, 0]).clamp_min_(0.0)
     potential = closest.sum(dtype=torch.float64)
     for j in range(1, k):
         # L candidates drawn with probability D(x) / potential: inverse-CDF search in a float64
         # running sum (float32 cumulative sums of 10^5 terms lose the small ones)
         cdf = torch.cumsum(closest, 0, dtype=torch.float64)
-        r = torch.rand(trials, generator=generator, dtype=torch.float64,
-                       device=generator.device if generator else "cpu").to(dev) * cdf[-1]
+        r = torch.rand(trials, generator=generator, dtype=torch.float64, device=gdev).to(dev) * cdf[-1]
         cand = torch.searchsorted(cdf, r).clamp_max_(n - 1)
-        # (L, n) squared distances of the candidates to every point, one matrix product
-        d = torch.addmm(x_sq[cand][:, None] + x_sq[None, :], x[cand], x.t(), alpha=-2.0).clamp_min_(0.0)
-        torch.minimum(d, closest[None, :], out=d)
-        pots = d.sum(1, dtype=torch.float64)
+        # (n, L) squared distances of every point to the candidates: one (n x d) @ (d x L) product
+        # (this orientation is ~1.5x faster on the CPU than (L x d) @ (d x n))
+        d = torch.mm(x, x[cand].t()).mul_(-2.0).add_(x_sq[:, None]).add_(x_sq[cand][None, :]).clamp_min_(0.0)
+        torch.minimum(d, closest[:, None], out=d)
+        pots = d.sum(0, dtype=torch.float64)
         best = int(torch.argmin(pots))
         indices[j] = cand[best]
-        closest = d[best]
+        closest = d[:, best].contiguous()
         potential = pots[best]
     return x[indices].clone(), indices, float(potential)
 

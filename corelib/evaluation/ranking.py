@@ -180,9 +180,9 @@ def _positive_ranks(
     """1-based ranks of the valid positives of each query in a (B, G) chunk.
 
     Returns ``(ranks, num_pos)``: ``ranks`` is (B, Pmax) with the ranks of p_1..p_P in ascending
-    order (padded with 0), ``num_pos`` is (B,). Only two dense passes over the chunk: selecting the
-    entries that lie before each query's last positive, and reading them; everything else works
-    on those (few) entries.
+    order (padded with 0), ``num_pos`` is (B,). When the entries before each query's last positive
+    are few (a good model), two dense passes select them and everything else works on them;
+    otherwise one batched search over the whole chunk counts the negatives (``_histogram_dense``).
     """
     b, g = dist.shape
     dev = dist.device

@@ -47,3 +47,67 @@ def embedded_manifest(cfg: DataCfg, preset: str, dataset_root) -> str:
     manifest the generator wrote next to them.
     """
     return f"synthetic_{preset}" if cfg.scale == 1.0 else str(Path(dataset_root) / "manifest.yaml")
+
+
+@dataclass(frozen=True)
+class PretrainCfg:
+    """Supervised source pre-training (method.md §2.4-2.7); defaults are the paper's."""
+
+    depth: int = 50
+    """ResNet depth of the trunk (18, 34, 50, 101, 152)."""
+    weights: str = "imagenet"
+    """Trunk initialisation: "imagenet", a file path, or "none" for random weights."""
+    height: int = 256
+    """Input height in pixels."""
+    width: int = 128
+    """Input width in pixels."""
+    batch_size: int = 128
+    """Images per batch, P identities x K instances."""
+    num_instances: int = 4
+    """K: images per identity in a batch (camera-aware sampler)."""
+    lr: float = 3.5e-4
+    """Adam learning rate after the warm-up."""
+    weight_decay: float = 5e-4
+    """Adam weight decay (coupled L2, as torch.optim.Adam does it)."""
+    epochs: int = 120
+    """Training epochs."""
+    iters_per_epoch: int = 200
+    """Optimiser steps per epoch (the loader wraps around)."""
+    warmup_epochs: int = 10
+    """Linear warm-up from 0.01x to 1x over these epochs."""
+    milestones: tuple[int, ...] = (40, 70)
+    """Epochs at which the learning rate is multiplied by ``gamma``."""
+    gamma: float = 0.1
+    """Learning-rate decay factor at each milestone."""
+    label_smooth: float = 0.1
+    """Label-smoothing epsilon of the cross-entropy."""
+    eval_every: int = 3
+    """Evaluate on the source test split every this many epochs (and after the last)."""
+    seed: int = 1
+    """Seed of python, numpy, torch, the sampler and the loader."""
+    device: str = "auto"
+    """"auto" (CUDA when present), "cpu" or "cuda[:N]"."""
+    num_workers: int = 4
+    """DataLoader worker processes (0 loads in the main process)."""
+    gray_p: float = 0.05
+    """Whole-image grayscale probability (method.md §9-Q7; 0 reproduces the authors' code)."""
+    lgpr_p: float = 0.4
+    """Local grayscale patch replacement probability."""
+
+    @classmethod
+    def smoke(cls, **overrides) -> "PretrainCfg":
+        """Seconds on a CPU: ResNet-18 from random weights at 64x32, 2 epochs of 3 steps."""
+        base = cls(depth=18, weights="none", height=64, width=32, batch_size=16, epochs=2, iters_per_epoch=3,
+                   warmup_epochs=1, milestones=(), eval_every=1, num_workers=0)
+        return replace(base, **overrides)
+
+    def lr_factor(self, epoch: int) -> float:
+        """Warm-up multi-step schedule, stepped per epoch (method.md §2.7)."""
+        f = 1.0
+        if epoch < self.warmup_epochs:
+            a = epoch / self.warmup_epochs
+            f = 0.01 * (1 - a) + a
+        return f * self.gamma ** sum(epoch >= m for m in self.milestones)
+
+    def to_dict(self) -> dict:
+        return asdict(self)

@@ -39,9 +39,12 @@ def extract_features(
 
     dev = torch.device(device)
     was_training = getattr(model, "training", False)
+    relayout = False
     if isinstance(model, nn.Module):
         model.eval().to(dev)
-        if channels_last:
+        conv = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
+        relayout = channels_last and conv is not None and not conv.weight.is_contiguous(memory_format=torch.channels_last)
+        if relayout:
             model.to(memory_format=torch.channels_last)
     feats, pids, camids = [], [], []
     for images, pid, camid, _ in tqdm(loader, desc="extract", unit="batch", disable=not progress):
@@ -54,6 +57,8 @@ def extract_features(
         feats.append(torch.nn.functional.normalize(f, dim=1).cpu())
         pids.append(np.asarray(pid))
         camids.append(np.asarray(camid))
+    if relayout:  # hand the model back in the layout it came in (training continues bit-exactly)
+        model.to(memory_format=torch.contiguous_format)
     if isinstance(model, nn.Module) and was_training:
         model.train()
     if not feats:

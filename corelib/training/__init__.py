@@ -1,5 +1,6 @@
-"""Training machinery: atomic, full-state checkpoints (the loops arrive with issue 6)."""
+"""Training: atomic full-state checkpoints and source pre-training (fine-tuning follows, issue 6)."""
 
 from .checkpoint import load_checkpoint, save_checkpoint
+from .pretrain import PretrainResult, evaluate_source, pretrain
 
-__all__ = ["load_checkpoint", "save_checkpoint"]
+__all__ = ["PretrainResult", "evaluate_source", "load_checkpoint", "pretrain", "save_checkpoint"]

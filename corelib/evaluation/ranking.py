@@ -298,10 +298,12 @@ def evaluate_distance_chunks(
             g_index = _GalleryIndex(g_pids)
             if dist.shape[1] != len(g_pids):
                 raise ValueError(f"distance chunk has {dist.shape[1]} columns but there are {len(g_pids)} gallery pids")
-        q_pids = _as_tensor(query_pids, dev, "query_pids")[rows]
-        if bool((q_pids < 0).any()):
-            raise ValueError("query pids must be >= 0: drop junk (pid -1) queries before evaluating")
-        q_cams = _as_tensor(query_camids, dev, "query_camids")[rows] if use_cams else None
+            all_q_pids = _as_tensor(query_pids, dev, "query_pids")
+            if bool((all_q_pids < 0).any()):
+                raise ValueError("query pids must be >= 0: drop junk (pid -1) queries before evaluating")
+            all_q_cams = _as_tensor(query_camids, dev, "query_camids") if use_cams else None
+        q_pids = all_q_pids[rows]
+        q_cams = all_q_cams[rows] if use_cams else None
         if torch.isnan(dist).any():
             raise ValueError("the distance matrix contains NaN: check the features (NaN descriptors?)")
         ranks, num_pos = _positive_ranks(dist.float(), q_pids, g_pids, q_cams, g_cams, g_index)

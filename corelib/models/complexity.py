@@ -122,6 +122,7 @@ def complexity_table(depths=(18, 34, 50, 101, 152), *, device: Optional[torch.de
             "device": str(device),
             "batch": batch,
             "dtype": "bf16" if bf16 else "fp32",
+            "input": f"{input_size[0]}x{input_size[1]}",
         })
         del net
     return rows
@@ -139,6 +140,6 @@ def format_complexity(rows: list[dict]) -> str:
             f"{r['gflops_paper']:>6.2f} {r['gmacs'] - r['gflops_paper']:>+6.2f} {r['images_per_s']:>8.1f}"
         )
     r0 = rows[0]
-    lines.append(f"(input {r0.get('input', '256x128')}, eval batch {r0['batch']}, {r0['dtype']}, device {r0['device']}; "
+    lines.append(f"(input {r0['input']}, eval batch {r0['batch']}, {r0['dtype']}, device {r0['device']}; "
                  "'paper count' adds the authors' unused feat_bn and CBAM convs; 'diff' = our GMACs - paper GFLOPs)")
     return "\n".join(lines)

@@ -6,7 +6,7 @@ checks it), so anything a chapter needs is exported here explicitly, timm style.
 
 from . import viz
 from .cluster import KMeansResult, kmeans, label_agreement, minibatch_kmeans, pseudo_label_quality
-from .config import DataCfg, embedded_manifest
+from .config import EMBEDDED_PAIRS, DataCfg, FinetuneCfg, PretrainCfg, embedded_manifest, load_config, save_config
 from .data import (
     CameraAwareIdentitySampler,
     ImageDataset,
@@ -26,6 +26,7 @@ from .data import (
     list_manifests,
     list_presets,
     load_synthetic,
+    open_dataset,
     load_manifest,
     pids_per_batch,
     preset_manifest,
@@ -41,10 +42,34 @@ from .notebooks import list_chapters, run_notebooks
 from .outputs import current_run, read_metrics, record_metric, save_figure, save_table, start_run
 from .paths import data_root, figures_dir, runs_root, synthetic_root
 from .repro import env_report, resolve_device, seed_everything
+from .training import (
+    FinetuneResult,
+    PretrainResult,
+    TrainedModel,
+    evaluate_checkpoint,
+    evaluate_model,
+    finetune,
+    load_trained_model,
+    pretrain,
+)
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "EMBEDDED_PAIRS",
+    "FinetuneCfg",
+    "PretrainCfg",
+    "load_config",
+    "save_config",
+    "open_dataset",
+    "FinetuneResult",
+    "PretrainResult",
+    "TrainedModel",
+    "evaluate_checkpoint",
+    "evaluate_model",
+    "finetune",
+    "load_trained_model",
+    "pretrain",
     "__version__",
     "bmfn",
     "build_dataset",

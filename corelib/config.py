@@ -7,10 +7,29 @@ Later chapters add their own configs (pre-training, fine-tuning, clustering, eva
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
+import typing
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
+from typing import Any, Mapping, Optional, Sequence, TypeVar, Union
 
+from .errors import ConfigError
 from .paths import synthetic_root
+
+CfgT = TypeVar("CfgT")
+
+EMBEDDED_PAIRS: dict[str, tuple[str, str]] = {
+    "person": ("market_like", "cuhk_like"),
+    "vehicle": ("vehicleid_like", "veri_like"),
+}
+"""The embedded source -> target pairs (synthetic presets), as the paper pairs Market -> CUHK03
+and VehicleID -> VeRi-776."""
+
+
+def _check_pair(pair: str) -> None:
+    if pair not in EMBEDDED_PAIRS:
+        from .errors import UnknownNameError
+
+        raise UnknownNameError(f"unknown embedded pair {pair!r}; valid pairs: {', '.join(EMBEDDED_PAIRS)}")
 
 
 @dataclass(frozen=True)
@@ -93,12 +112,33 @@ class PretrainCfg:
     """Whole-image grayscale probability (method.md §9-Q7; 0 reproduces the authors' code)."""
     lgpr_p: float = 0.4
     """Local grayscale patch replacement probability."""
+    target_bn_forward: bool = True
+    """With a target dataset: forward one unlabelled target batch per step so BN statistics mix
+    both domains (the authors' code, method.md §2.4); False trains on the source alone."""
+    precision: str = "auto"
+    """"auto" (bf16 autocast on CUDA, fp32 on CPU), "fp32" or "bf16"."""
+    channels_last: bool = True
+    """NHWC memory format for the convolutions (faster on GPUs and on the CPU)."""
+    dist_backend: str = "auto"
+    """Process-group backend under torchrun: "auto" (NCCL with CUDA, gloo on CPU), "nccl", "gloo"."""
 
     @classmethod
     def smoke(cls, **overrides) -> "PretrainCfg":
         """Seconds on a CPU: ResNet-18 from random weights at 64x32, 2 epochs of 3 steps."""
         base = cls(depth=18, weights="none", height=64, width=32, batch_size=16, epochs=2, iters_per_epoch=3,
                    warmup_epochs=1, milestones=(), eval_every=1, num_workers=0)
+        return replace(base, **overrides)
+
+    @classmethod
+    def embedded(cls, pair: str = "person", *, smoke: bool = False, **overrides) -> "PretrainCfg":
+        """The CPU recipe for an embedded pair (``make demo``): ResNet-18 from random weights at a
+        small input size, minutes on two cores. ``smoke=True`` gives the CI-sized variant."""
+        _check_pair(pair)
+        size = {"person": (64, 32), "vehicle": (64, 64)}[pair]
+        if smoke:
+            return cls.smoke(height=size[0], width=size[1], **overrides)
+        base = cls(depth=18, weights="none", height=size[0], width=size[1], batch_size=64, epochs=8,
+                   iters_per_epoch=60, warmup_epochs=0, milestones=(), eval_every=4, num_workers=0)
         return replace(base, **overrides)
 
     def lr_factor(self, epoch: int) -> float:
@@ -111,3 +151,197 @@ class PretrainCfg:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class FinetuneCfg:
+    """Mean-teacher fine-tuning on the unlabelled target (method.md §3); defaults are the paper's."""
+
+    depth: int = 50
+    """ResNet depth; must match the source checkpoint."""
+    height: int = 256
+    """Input height in pixels."""
+    width: int = 128
+    """Input width in pixels."""
+    batch_size: int = 128
+    """Images per pseudo-labelled batch (P clusters x K instances); three such batches per step."""
+    num_instances: int = 4
+    """K: images per pseudo-identity in a batch."""
+    lr: float = 3.5e-4
+    """Adam learning rate (constant; a new Adam every epoch, method.md §3.11)."""
+    weight_decay: float = 5e-4
+    """Adam weight decay."""
+    epochs: int = 80
+    """Fine-tuning epochs; each starts with feature extraction and three clusterings."""
+    iters_per_epoch: int = 400
+    """Optimiser steps per epoch."""
+    num_clusters: int = 900
+    """k of the three k-means runs (the pseudo-identities; method.md §3.7 table)."""
+    alpha: float = 0.999
+    """EMA momentum of the teacher (alpha_t = min(1 - 1/(t+1), alpha))."""
+    label_smooth: float = 0.1
+    """Label-smoothing epsilon of the cross-entropy on the global pseudo-labels."""
+    local_weight: float = 0.5
+    """Weight of each of the top and bottom triplet losses."""
+    fusion: str = "v2"
+    """Ensemble Fusion version: "v2" (Fusion++ with SECAB) or "v1"."""
+    ecab: bool = True
+    """ECAB on the top and bottom halves (False: plain pooled vectors, the ablation)."""
+    pool: str = "gap+gmp"
+    """Pooling of every branch: "gap+gmp" (authors' code) or "gap" (paper figure)."""
+    cluster_feature: str = "fused"
+    """What is clustered: "fused" (Fusion++ outputs, the code) or "plain" (the teacher's own
+    global / top / bottom features, the paper figure's variant; method.md §9-Q2)."""
+    cluster_camera_norm: bool = False
+    """Centre the clustering features per camera before k-means (not in the paper): keeps clusters
+    from forming per camera when a camera's style dominates (see README, fine-tuning)."""
+    fused_loss: bool = False
+    """Add 0.5 x triplet on the fused top / bottom features so ECAB, SECAB and the fusion
+    BatchNorms receive gradients (method.md §9-Q1); False is the published recipe."""
+    kmeans: str = "minibatch"
+    """"minibatch" (scikit-learn MiniBatchKMeans semantics, the code) or "lloyd" (full batch)."""
+    kmeans_init: str = "greedy_kmeans++"
+    """Seeding: "greedy_kmeans++", "kmeans++" or "random"."""
+    kmeans_max_iter: int = 100
+    """Lloyd iterations (lloyd) or passes over the data (minibatch)."""
+    kmeans_batch_size: int = 512
+    """Mini-batch size of MiniBatchKMeans."""
+    kmeans_init_size: int = 1500
+    """Points the seeding sees (raised to 3k, capped at n; method.md §9-Q12)."""
+    kmeans_n_init: int = 3
+    """Seedings tried, the best kept (MiniBatchKMeans)."""
+    teacher_forward: bool = True
+    """Forward the teacher in train mode on every batch so its BN statistics follow the target
+    (the authors' code); the outputs are not used by the loss."""
+    bn_sub_batch: int = 0
+    """BatchNorm statistics over fixed sub-batches of this size (0 = the whole batch): one device
+    then behaves like the paper's several GPUs (e.g. 64 = two GPUs at batch 128)."""
+    precision: str = "auto"
+    """"auto" (bf16 autocast on CUDA, fp32 on CPU), "fp32" or "bf16"."""
+    channels_last: bool = True
+    """NHWC memory format for the convolutions (faster on GPUs and on the CPU)."""
+    eval_every: int = 1
+    """Evaluate the teacher on the target query / gallery every this many epochs (and after the last)."""
+    seed: int = 1
+    """Seed of python, numpy, torch, the samplers, the loaders and the k-means runs."""
+    device: str = "auto"
+    """"auto" (CUDA when present), "cpu" or "cuda[:N]" (under torchrun: cuda:LOCAL_RANK)."""
+    num_workers: int = 4
+    """DataLoader worker processes per loader (0 loads in the main process)."""
+    gray_p: float = 0.05
+    """Whole-image grayscale probability."""
+    lgpr_p: float = 0.4
+    """Local grayscale patch replacement probability."""
+    erase_p: float = 0.5
+    """Random erasing probability (fine-tuning only)."""
+    dist_backend: str = "auto"
+    """Process-group backend under torchrun: "auto" (NCCL with CUDA, gloo on CPU), "nccl", "gloo"."""
+
+    @classmethod
+    def smoke(cls, **overrides) -> "FinetuneCfg":
+        """Seconds on a CPU: ResNet-18 at 64x32, 2 epochs of 2 steps, k = 8, batch 16."""
+        base = cls(depth=18, height=64, width=32, batch_size=16, epochs=2, iters_per_epoch=2, num_clusters=8,
+                   kmeans="lloyd", kmeans_max_iter=20, eval_every=1, num_workers=0)
+        return replace(base, **overrides)
+
+    @classmethod
+    def embedded(cls, pair: str = "person", *, smoke: bool = False, **overrides) -> "FinetuneCfg":
+        """The CPU recipe for an embedded pair (``make demo``): the paper's losses, EMA and
+        clustering with few epochs, k near the target's identity count and a small input size.
+        ``smoke=True`` gives the CI-sized variant."""
+        _check_pair(pair)
+        size = {"person": (64, 32), "vehicle": (64, 64)}[pair]
+        if smoke:
+            return cls.smoke(height=size[0], width=size[1], **overrides)
+        k = {"person": 160, "vehicle": 150}[pair]
+        epochs = {"person": 8, "vehicle": 6}[pair]  # both stages of a pair in <= 12 min on two cores
+        # camera-centred clustering: without it the embedded targets cluster by camera and the
+        # published recipe loses accuracy (README, "Fine-tuning"; measured in benchmarks/README.md)
+        base = cls(depth=18, height=size[0], width=size[1], batch_size=32, epochs=epochs, iters_per_epoch=40,
+                   num_clusters=k, kmeans="lloyd", cluster_camera_norm=True, num_workers=0)
+        return replace(base, **overrides)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _coerce(cls: type, name: str, kind: Any, value: Any) -> Any:
+    """``value`` as field ``name`` of ``cls`` wants it (YAML lists become tuples, ints floats)."""
+    kind = typing.get_type_hints(cls)[name] if isinstance(kind, str) else kind
+    origin = typing.get_origin(kind)
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{cls.__name__}.{name} takes a list, got {value!r}")
+        return tuple(value)
+    if kind is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{cls.__name__}.{name} takes true or false, got {value!r}")
+        return value
+    if kind is float and not isinstance(value, bool):
+        try:  # YAML 1.1 reads 1e-3 (no dot) as a string
+            return float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{cls.__name__}.{name} takes a number, got {value!r}") from None
+    if kind in (int, str) and (not isinstance(value, kind) or isinstance(value, bool)):
+        if kind is str and isinstance(value, (int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise ConfigError(f"{cls.__name__}.{name} takes a{'n int' if kind is int else ' string'}, got {value!r}")
+    return value
+
+
+def load_config(
+    cls: type[CfgT],
+    path: Union[str, Path, None] = None,
+    overrides: Union[Mapping[str, Any], Sequence[str], None] = None,
+    *,
+    base: Optional[CfgT] = None,
+) -> CfgT:
+    """A config dataclass from ``base`` (default ``cls()``), a YAML file, then overrides.
+
+    Args:
+        cls: e.g. :class:`PretrainCfg` or :class:`FinetuneCfg`.
+        path: a YAML mapping of field names to values (``epochs: 40``); None skips it.
+        overrides: a mapping, or ``"name=value"`` strings as typed on the command line (the value
+            is read as YAML: ``epochs=40``, ``milestones=[40,70]``, ``device=cpu``).
+        base: the starting point, e.g. ``FinetuneCfg.smoke()``.
+
+    Raises:
+        ConfigError: an unknown field (the message lists the valid ones), a value of the wrong
+            type, or a file that is not a YAML mapping.
+    """
+    import yaml
+
+    values: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path).expanduser()
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist")
+        loaded = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{path} must hold a mapping of {cls.__name__} fields, e.g. 'epochs: 40'")
+        values.update(loaded)
+    if isinstance(overrides, Mapping):
+        values.update(overrides)
+    else:
+        for item in overrides or ():
+            key, sep, text = item.partition("=")
+            if not sep or not key.strip():
+                raise ConfigError(f"override {item!r} is not NAME=VALUE (e.g. epochs=40)")
+            values[key.strip()] = yaml.safe_load(text)
+    known = {f.name: f.type for f in fields(cls)}
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise ConfigError(f"{cls.__name__} has no field {unknown[0]!r}; valid fields: {', '.join(known)}")
+    values = {k: _coerce(cls, k, known[k], v) for k, v in values.items()}
+    return replace(base if base is not None else cls(), **values)
+
+
+def save_config(cfg: Any, path: Union[str, Path]) -> Path:
+    """Write a config dataclass as YAML that :func:`load_config` reads back to an equal object."""
+    import yaml
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(cfg).items()}
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path

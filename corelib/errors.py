@@ -28,3 +28,7 @@ class UnknownNameError(CorelibError, KeyError):
 
     def __str__(self) -> str:  # KeyError would print the message in quotes
         return str(self.args[0]) if self.args else ""
+
+
+class ConfigError(CorelibError, ValueError):
+    """A configuration file or override names an unknown field or gives a value of the wrong type."""

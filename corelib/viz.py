@@ -106,3 +106,82 @@ def split_counts(stats: Mapping[str, Mapping[str, Mapping[str, int]]]) -> Figure
     axes[0].legend()
     fig.tight_layout()
     return fig
+
+
+def _series(history: Sequence[Mapping], key: str) -> tuple[list[int], list[float]]:
+    """Epochs and values of ``key`` in a per-epoch history, skipping epochs that lack it."""
+    pts = [(h["epoch"], h[key]) for h in history if isinstance(h.get(key), (int, float))]
+    return [p[0] for p in pts], [p[1] for p in pts]
+
+
+def training_curves(history: Sequence[Mapping], *, losses: Sequence[str] = ("loss",),
+                    scores: Mapping[str, str] = {"source_mAP": "source mAP"},
+                    baselines: Optional[Mapping[str, float]] = None, title: str = "") -> Figure:
+    """Loss terms per epoch (left) and retrieval scores per epoch in % (right).
+
+    Args:
+        history: one mapping per epoch with an ``epoch`` key (``metrics.jsonl`` of a run).
+        losses: history keys drawn on the left.
+        scores: ``{history key: legend label}`` drawn on the right (fractions, shown in %).
+        baselines: ``{label: fraction}`` drawn as dashed horizontal lines on the right
+            (e.g. the direct-transfer mAP).
+    """
+    fig, (ax_l, ax_s) = plt.subplots(1, 2, figsize=(8, 2.9))
+    for key in losses:
+        ax_l.plot(*_series(history, key), marker=".", label=key)
+    ax_l.set_xlabel("epoch")
+    ax_l.set_title("training loss")
+    ax_l.legend(fontsize=7)
+    for i, (key, label) in enumerate(scores.items()):
+        x, y = _series(history, key)
+        ax_s.plot(x, [100 * v for v in y], marker="o", color=f"C{i}", label=label)
+    for j, (label, value) in enumerate((baselines or {}).items()):
+        ax_s.axhline(100 * value, ls="--", lw=1, color=f"C{len(scores) + j}", label=label)
+    ax_s.set_xlabel("epoch")
+    ax_s.set_ylabel("%")
+    ax_s.set_title("retrieval")
+    ax_s.legend(fontsize=7)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def pseudo_label_quality(history: Sequence[Mapping], *, branches: Sequence[str] = ("global", "top", "bottom"),
+                         title: str = "") -> Figure:
+    """Per epoch and branch: NMI and ARI of the pseudo-labels against the hidden identities, and
+    the fraction of clusters that span two or more cameras (``camera_mixing_*``)."""
+    panels = [("nmi", "NMI"), ("ari", "ARI"), ("camera_mixing", "clusters spanning cameras")]
+    fig, axes = plt.subplots(1, 3, figsize=(10, 2.8), sharex=True)
+    for ax, (metric, label) in zip(axes, panels):
+        for b in branches:
+            ax.plot(*_series(history, f"{metric}_{b}"), marker="o", label=b)
+        ax.set_xlabel("epoch (clustering at its start)")
+        ax.set_title(label)
+        ax.set_ylim(0, 1)
+    axes[0].legend(fontsize=7)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def score_bars(results: Mapping[str, Mapping[str, float]], *,
+               keys: Sequence[str] = ("mAP", "rank1", "rank5", "rank10"), title: str = "") -> Figure:
+    """Grouped bars of retrieval scores in % for several models (``{label: metrics}``)."""
+    labels = list(results)
+    fig, ax = plt.subplots(figsize=(1.6 + 1.3 * len(keys), 2.8))
+    x = np.arange(len(keys))
+    width = 0.8 / max(1, len(labels))
+    for i, label in enumerate(labels):
+        vals = [100 * float(results[label].get(k, np.nan)) for k in keys]
+        bars = ax.bar(x + (i - (len(labels) - 1) / 2) * width, vals, width, label=label)
+        ax.bar_label(bars, fmt="%.1f", fontsize=6, padding=1)
+    ax.set_xticks(x, [k.replace("rank", "R-") for k in keys])
+    ax.set_ylabel("%")
+    ax.set_ylim(0, 105)
+    ax.legend(fontsize=7)
+    if title:
+        ax.set_title(title)
+    fig.tight_layout()
+    return fig

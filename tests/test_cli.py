@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -45,3 +46,33 @@ def test_bench_complexity_prints_params_and_paper_gflops(capsys):
     assert main(["bench", "complexity", "--device", "cpu", "--depths", "18", "--iters", "0"]) == 0
     out = capsys.readouterr().out
     assert "12,970,756" in out and "1.18" in out and "1.185" in out
+
+
+def test_training_commands_and_evaluate(synthetic_small, tmp_path, capsys):
+    """pretrain -> finetune -> evaluate on the command line, with a YAML config and overrides."""
+    root = str(synthetic_small["market_like"].parent)
+    config = tmp_path / "pre.yaml"
+    config.write_text("epochs: 1\niters_per_epoch: 2\n")
+    run = tmp_path / "run"
+    assert main(["pretrain", "--source", "market_like", root, "--target", "cuhk_like", root, "--scale", "0.05",
+                 "--smoke", "--config", str(config), "-o", "device=cpu", "--run-dir", str(run)]) == 0
+    out = capsys.readouterr().out
+    assert "best source mAP" in out
+    assert "epochs: 1" in (run / "pretrain" / "config.yaml").read_text()
+    assert main(["finetune", "--target", "cuhk_like", root, "--scale", "0.05", "--smoke", "-o", "epochs=1",
+                 "-o", "device=cpu", "--run-dir", str(run)]) == 0
+    out = capsys.readouterr().out
+    assert "direct transfer: target_mAP" in out and "best target mAP" in out
+    assert main(["evaluate", str(run / "finetune" / "best.pt"), "--dataset", "cuhk_like", root, "--scale", "0.05",
+                 "--device", "cpu", "--json"]) == 0
+    metrics = json.loads(capsys.readouterr().out)
+    assert metrics["stage"] == "finetune" and 0.0 <= metrics["mAP"] <= 1.0
+
+
+def test_training_command_names_a_bad_field(synthetic_small, tmp_path, capsys):
+    root = str(synthetic_small["market_like"].parent)
+    code = main(["pretrain", "--source", "market_like", root, "--scale", "0.05", "--smoke", "-o", "epoch=3",
+                 "--run-dir", str(tmp_path)])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "no field 'epoch'" in err and "epochs" in err

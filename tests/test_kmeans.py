@@ -202,3 +202,12 @@ def test_bf16_filtered_assignment_equals_float32():
     # full runs agree too
     a = kmeans(x, 50, seed=1)
     assert a.n_iter >= 1
+
+
+def test_camera_mixing_counts_clusters_that_span_cameras():
+    from corelib.cluster import camera_mixing
+
+    labels = [0, 0, 1, 1, 2, 3]
+    cams = [0, 1, 0, 0, 1, 0]  # cluster 0 spans two cameras, cluster 1 one, clusters 2 and 3 are singletons
+    assert camera_mixing(labels, cams) == 0.5
+    assert camera_mixing([0, 1], [0, 1]) == 0.0

@@ -2,6 +2,7 @@
 
 from .kmeans import INITS, KMeansResult, assign, default_trials, kmeans, kmeans_plusplus, minibatch_kmeans, random_init
 from .quality import (
+    camera_mixing,
     cluster_size_stats,
     gini,
     label_agreement,
@@ -14,6 +15,7 @@ __all__ = [
     "INITS",
     "KMeansResult",
     "assign",
+    "camera_mixing",
     "cluster_size_stats",
     "default_trials",
     "gini",

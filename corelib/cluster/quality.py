@@ -102,3 +102,19 @@ def pseudo_label_quality(pred: Labels, truth: Labels) -> dict:
     }
     out.update(cluster_size_stats(p))
     return out
+
+
+def camera_mixing(pred: Labels, camids: Labels) -> float:
+    """Fraction of the clusters with two or more members that hold images of two or more cameras.
+
+    Needs no identity labels, so it can be watched on a real unlabelled target: clusters that
+    never span cameras teach the network to separate cameras, not identities.
+    """
+    p, c = _np(pred), _np(camids)
+    multi = mixed = 0
+    for label in np.unique(p):
+        cams = c[p == label]
+        if len(cams) > 1:
+            multi += 1
+            mixed += len(np.unique(cams)) > 1
+    return mixed / multi if multi else 0.0

@@ -18,6 +18,7 @@ from .synthetic import (
     get_preset,
     list_presets,
     load_synthetic,
+    open_dataset,
     preset_manifest,
     render_example,
 )
@@ -42,6 +43,7 @@ __all__ = [
     "list_manifests",
     "list_presets",
     "load_synthetic",
+    "open_dataset",
     "load_manifest",
     "pids_per_batch",
     "preset_manifest",

@@ -14,8 +14,9 @@ arguments therefore yield the same augmented batches, with any number of workers
 from __future__ import annotations
 
 import random
-from typing import Callable, Optional, Sequence
+from typing import Callable, Optional, Sequence, Union
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
@@ -36,18 +37,28 @@ class ImageDataset(Dataset):
             :func:`corelib.data.transforms.build_transforms`.
     """
 
-    def __init__(self, samples: Sequence[Sample], transform: Optional[Callable] = None) -> None:
+    def __init__(self, samples: Sequence[Sample], transform: Optional[Callable] = None, *, seed: int = 0) -> None:
         self.samples = list(samples)
         self.transform = transform
+        self.seed = seed
 
     def __len__(self) -> int:
         return len(self.samples)
 
-    def __getitem__(self, index: int) -> tuple[object, int, int, int]:
+    def __getitem__(self, key: Union[int, tuple[int, tuple[int, ...]]]) -> tuple[object, int, int, int]:
+        # key: an index, or (index, draw key) from a keyed batch sampler: then the transform's
+        # random draws come from a generator seeded by (seed, draw key), so an image's augmentation
+        # depends on its place in the sample stream, not on the worker or process that loads it
+        index, draw = key if isinstance(key, tuple) else (key, None)
         path, pid, camid = self.samples[index]
         image = read_image(path)  # raises CorruptImageError naming the file
         if self.transform is not None:
-            image = self.transform(image)
+            if draw is None:
+                image = self.transform(image)
+            else:
+                with torch.random.fork_rng(devices=[]):
+                    torch.manual_seed(int(np.random.SeedSequence([self.seed, *draw]).generate_state(1)[0]))
+                    image = self.transform(image)
         return image, int(pid), -1 if camid is None else int(camid), index
 
     def __repr__(self) -> str:
@@ -62,10 +73,6 @@ def seed_worker(worker_id: int) -> None:
     """
     worker_seed = torch.initial_seed() % 2**32
     random.seed(worker_seed)
-    try:
-        import numpy as np
-    except ImportError:  # numpy is optional here; nothing else to seed then
-        return
     np.random.seed(worker_seed)
 
 
@@ -75,6 +82,7 @@ def build_loader(
     batch_size: int,
     *,
     sampler: Optional[Sampler] = None,
+    batch_sampler: Optional[Sampler] = None,
     shuffle: bool = False,
     num_workers: int = 0,
     drop_last: bool = False,
@@ -89,6 +97,10 @@ def build_loader(
         batch_size: images per batch (``P * K`` with an identity sampler).
         sampler: e.g. a :class:`~corelib.data.samplers.CameraAwareIdentitySampler`; excludes
             ``shuffle``.
+        batch_sampler: yields whole batches of indices (e.g. a rank's slice of each P x K batch
+            under torchrun); replaces ``batch_size``, ``sampler``, ``shuffle`` and ``drop_last``.
+            Batches of ``(index, draw key)`` pairs make augmentation a function of ``seed`` and the
+            key (see :class:`ImageDataset`).
         shuffle: random order each epoch (drawn from the seeded generator).
         num_workers: loader processes; 0 loads in the main process.
         drop_last: drop the last incomplete batch (use True for P x K batches).
@@ -106,6 +118,11 @@ def build_loader(
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     generator = torch.Generator()
     generator.manual_seed(seed)
+    if batch_sampler is not None:
+        if sampler is not None or shuffle:
+            raise ValueError("batch_sampler sets the order and the batches: pass neither sampler nor shuffle")
+        return DataLoader(ImageDataset(samples, transform, seed=seed), batch_sampler=batch_sampler, num_workers=num_workers,
+                          worker_init_fn=seed_worker, generator=generator, pin_memory=pin_memory)
     return DataLoader(
         ImageDataset(samples, transform),
         batch_size=batch_size,

@@ -965,3 +965,17 @@ def _progress(total: int, desc: str, enabled: bool):
     from tqdm.auto import tqdm
 
     return tqdm(total=total, desc=desc, unit="img", disable=not enabled, mininterval=0.5)
+
+
+def open_dataset(name: str, root: str | Path, *, scale: float = 1.0, progress: bool = False, **kwargs):
+    """A dataset by loader name or by synthetic preset name.
+
+    ``name`` is either a :func:`~corelib.data.datasets.build_dataset` loader (``market1501``,
+    ``veri776`` ...; ``root`` is the copy, ``kwargs`` go to the loader) or an embedded preset
+    (``market_like`` ...; generated under ``root`` when no complete copy is there, at ``scale``).
+    """
+    if name in PRESETS:
+        return load_synthetic(generate_synthetic(name, root, scale=scale, progress=progress))
+    from .datasets import build_dataset
+
+    return build_dataset(name, root, **kwargs)

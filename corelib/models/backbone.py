@@ -72,11 +72,11 @@ def build_trunk(depth: int, weights: Union[str, Path, None] = "imagenet", last_s
         depth: 18, 34, 50, 101 or 152.
         weights: ``"imagenet"`` (torchvision weights API; random init and one warning when they
             cannot be downloaded or found in the cache), a path to a local ``state_dict`` file, or
-            None for random initialisation.
+            None (or ``"none"``, as configs spell it) for random initialisation.
         last_stride: stride of ``layer4``; default 1 for ResNet-50/101/152 and 2 for ResNet-18/34.
     """
     trunk = ResNetTrunk(depth, last_stride)
-    if weights is None:
+    if weights is None or (isinstance(weights, str) and weights.lower() in ("none", "")):
         return trunk
     if isinstance(weights, str) and weights.lower() == "imagenet":
         state = _imagenet_state_dict(depth)

@@ -1,6 +1,21 @@
-"""Training: atomic full-state checkpoints and source pre-training (fine-tuning follows, issue 6)."""
+"""Training loops: source pre-training and mean-teacher fine-tuning, with atomic checkpoints."""
 
 from .checkpoint import load_checkpoint, save_checkpoint
-from .pretrain import PretrainResult, evaluate_source, pretrain
+from .evaluate import TrainedModel, evaluate_checkpoint, evaluate_model, load_trained_model
+from .finetune import FinetuneResult, cluster_pseudo_labels, extract_cluster_features, finetune
+from .pretrain import PretrainResult, pretrain
 
-__all__ = ["PretrainResult", "evaluate_source", "load_checkpoint", "pretrain", "save_checkpoint"]
+__all__ = [
+    "FinetuneResult",
+    "PretrainResult",
+    "cluster_pseudo_labels",
+    "TrainedModel",
+    "evaluate_checkpoint",
+    "evaluate_model",
+    "load_trained_model",
+    "extract_cluster_features",
+    "finetune",
+    "load_checkpoint",
+    "pretrain",
+    "save_checkpoint",
+]

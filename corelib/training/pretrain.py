@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import json
 import random
+import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Union
+from typing import Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -24,12 +25,12 @@ from ..data.datasets import ReIDDataset
 from ..data.loading import build_loader
 from ..data.samplers import CameraAwareIdentitySampler, pids_per_batch
 from ..data.transforms import build_transforms
-from ..evaluation import evaluate_ranking
-from ..features import extract_features
 from ..losses import CrossEntropyLabelSmooth, SoftTripletLoss
 from ..models import SourceNet
 from ..repro import resolve_device, seed_everything
+from . import distributed as D
 from .checkpoint import load_checkpoint, save_checkpoint
+from .evaluate import evaluate_model
 
 
 @dataclass
@@ -44,7 +45,8 @@ class PretrainResult:
     last_checkpoint: Path
 
 
-def _rng_state(loader) -> dict:
+def _rng_state(generators: Sequence[Optional[torch.Generator]] = ()) -> dict:
+    """Global RNG states plus those of the loaders' / samplers' own generators."""
     # only tensors and plain values: checkpoints are read back with weights_only=True
     name, keys, pos, has_gauss, cached = np.random.get_state()
     return {
@@ -52,27 +54,35 @@ def _rng_state(loader) -> dict:
         "numpy": {"name": name, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
                   "has_gauss": int(has_gauss), "cached": float(cached)},
         "python": random.getstate(),
-        "loader": loader.generator.get_state() if loader.generator is not None else None,
+        "generators": [g.get_state() if g is not None else None for g in generators],
     }
 
 
-def _set_rng_state(state: dict, loader) -> None:
+def _set_rng_state(state: dict, generators: Sequence[Optional[torch.Generator]] = ()) -> None:
     torch.set_rng_state(state["torch"])
     n = state["numpy"]
     np.random.set_state((n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached"]))
     random.setstate(state["python"])
-    if state.get("loader") is not None and loader.generator is not None:
-        loader.generator.set_state(state["loader"])
+    for g, saved in zip(generators, state.get("generators", [])):
+        if g is not None and saved is not None:
+            g.set_state(saved)
 
 
-def evaluate_source(model: torch.nn.Module, dataset: ReIDDataset, cfg: PretrainCfg, device) -> dict:
-    """mAP / CMC of ``model`` on the dataset's query and gallery (BMFN features)."""
-    tf = build_transforms("test", cfg.height, cfg.width)
-    q = extract_features(model, build_loader(dataset.query, tf, 128), device=device)
-    g = extract_features(model, build_loader(dataset.gallery, tf, 128), device=device)
-    protocol = dataset.protocol if dataset.has_cameras else "vehicleid"
-    cams = (q.camids, g.camids) if dataset.has_cameras else (None, None)
-    return evaluate_ranking(q.features, g.features, q.pids, g.pids, *cams, protocol=protocol).to_dict()
+def autocast(precision: str, device: torch.device):
+    """bf16 autocast for ``precision`` "bf16", or "auto" on CUDA; a no-op context for "fp32"."""
+    if precision not in ("auto", "fp32", "bf16"):
+        raise ValueError(f"precision must be 'auto', 'fp32' or 'bf16', got {precision!r}")
+    bf16 = precision == "bf16" or (precision == "auto" and device.type == "cuda")
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
+
+
+def training_device(name: str, info: D.DistInfo) -> torch.device:
+    """``resolve_device(name)``, or ``cuda:LOCAL_RANK`` for a CUDA process under torchrun."""
+    device = resolve_device(name)
+    if device.type == "cuda" and info.enabled:
+        device = torch.device("cuda", info.local_rank)
+        torch.cuda.set_device(device)
+    return device
 
 
 def pretrain(
@@ -80,30 +90,57 @@ def pretrain(
     source: ReIDDataset,
     run_dir: Union[str, Path],
     *,
+    target: Optional[ReIDDataset] = None,
     resume: bool = False,
     progress: bool = True,
 ) -> PretrainResult:
-    """Train a :class:`SourceNet` on ``source.train`` and evaluate on its query / gallery.
+    """Train :class:`SourceNet` on ``source.train`` and evaluate it on ``source``'s query / gallery.
 
     Writes ``RUN_DIR/pretrain/{last,best}.pt`` and one JSON line per epoch to
     ``RUN_DIR/pretrain/metrics.jsonl``.
+
+    With a ``target`` dataset, every evaluation also measures the direct transfer to the target's
+    query / gallery (``target_mAP`` ...), and with ``cfg.target_bn_forward`` every step forwards
+    one unlabelled target batch in train mode without a loss, so the BatchNorm statistics mix both
+    domains as in the authors' code (method.md §2.4).
+
+    Under ``torchrun`` every process loads its slice of each global P x K batch; the losses are
+    computed on the features gathered from all processes (so the step is the one-process step with
+    per-process BatchNorm); rank 0 evaluates and writes.
     """
     from tqdm.auto import tqdm
 
+    info = D.init_distributed(cfg.dist_backend)
     out = Path(run_dir) / "pretrain"
-    out.mkdir(parents=True, exist_ok=True)
+    if info.is_main:
+        out.mkdir(parents=True, exist_ok=True)
     last_path, best_path, log_path = out / "last.pt", out / "best.pt", out / "metrics.jsonl"
     pids_per_batch(cfg.batch_size, cfg.num_instances)  # clear error for an impossible P x K
     seed_everything(cfg.seed)
-    device = resolve_device(cfg.device)
-    weights = None if cfg.weights in ("none", "", None) else cfg.weights
-    model = SourceNet(cfg.depth, source.num_train_pids, weights=weights).to(device)
+    device = training_device(cfg.device, info)
+    progress = progress and info.is_main
+    model = SourceNet(cfg.depth, source.num_train_pids, weights=cfg.weights).to(device)
+    if cfg.channels_last:
+        model.to(memory_format=torch.channels_last)
+    net: torch.nn.Module = model
+    if info.enabled:
+        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, cfg.lr_factor)
     sampler = CameraAwareIdentitySampler(source.train, num_instances=cfg.num_instances, seed=cfg.seed)
     tf = build_transforms("pretrain", cfg.height, cfg.width, gray_p=cfg.gray_p, lgpr_p=cfg.lgpr_p)
-    loader = build_loader(source.train, tf, cfg.batch_size, sampler=sampler, drop_last=True,
-                          num_workers=cfg.num_workers, seed=cfg.seed, pin_memory=device.type == "cuda")
+    pin = device.type == "cuda"
+    loader = build_loader(source.train, tf, cfg.batch_size, batch_sampler=D.RankSliceBatchSampler(sampler, cfg.batch_size, info, keyed=True),
+                          num_workers=cfg.num_workers, seed=cfg.seed, pin_memory=pin)
+    generators = [loader.generator]
+    target_loader = None
+    if target is not None and cfg.target_bn_forward:
+        order = torch.Generator().manual_seed(cfg.seed + 1)
+        target_sampler = torch.utils.data.RandomSampler(target.train, generator=order)
+        target_loader = build_loader(target.train, tf, cfg.batch_size, num_workers=cfg.num_workers, seed=cfg.seed + 1,
+                                     batch_sampler=D.RankSliceBatchSampler(target_sampler, cfg.batch_size, info),
+                                     pin_memory=pin)
+        generators += [order, target_loader.generator]
     ce, triplet = CrossEntropyLabelSmooth(cfg.label_smooth), SoftTripletLoss()
 
     start, best_map, best_epoch, history = 0, -1.0, -1, []
@@ -112,13 +149,20 @@ def pretrain(
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         start, best_map, best_epoch = state["epoch"] + 1, state["best_mAP"], state["best_epoch"]
-        _set_rng_state(state["rng"], loader)
+        _set_rng_state(state["rng"], generators)
         history = [json.loads(line) for line in log_path.read_text().splitlines()][:start] if log_path.is_file() else []
-    log_path.write_text("".join(json.dumps(h) + "\n" for h in history))
+    if info.is_main:
+        log_path.write_text("".join(json.dumps(h) + "\n" for h in history))
+
+    def to_device(images: torch.Tensor) -> torch.Tensor:
+        images = images.to(device, non_blocking=True)
+        return images.contiguous(memory_format=torch.channels_last) if cfg.channels_last else images
 
     for epoch in range(start, cfg.epochs):
-        model.train()
+        t0 = time.perf_counter()
+        net.train()
         wrap, it = 0, None
+        target_it = iter(target_loader) if target_loader is not None else None
         totals = {"loss": 0.0, "ce": 0.0, "triplet": 0.0}
         bar = tqdm(range(cfg.iters_per_epoch), desc=f"pretrain {epoch + 1}/{cfg.epochs}", disable=not progress,
                    leave=False)
@@ -129,10 +173,20 @@ def pretrain(
                 wrap += 1
                 it = iter(loader)
                 batch = next(it, None)
-            images, pids = batch[0].to(device, non_blocking=True), batch[1].to(device)
-            outputs = model(images)
-            l_ce, l_tri = ce(outputs.logits, pids), triplet(outputs.features, pids)
-            loss = l_ce + l_tri
+            images, pids = to_device(batch[0]), D.gather_tensor(batch[1].to(device), info)
+            with autocast(cfg.precision, device):
+                if target_it is not None:  # BN statistics see the target domain too (no loss, no gradient)
+                    target_batch = next(target_it, None)
+                    if target_batch is None:
+                        target_it = iter(target_loader)
+                        target_batch = next(target_it)
+                    with torch.no_grad():
+                        model(to_device(target_batch[0]))
+                outputs = net(images)
+                features = D.gather_with_grad(outputs.features.float(), info)
+                logits = D.gather_with_grad(outputs.logits.float(), info)
+                l_ce, l_tri = ce(logits, pids), triplet(features, pids)
+                loss = l_ce + l_tri
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -140,21 +194,33 @@ def pretrain(
             for key, v in values.items():
                 totals[key] += v / cfg.iters_per_epoch
             bar.set_postfix(loss=f"{values['loss']:.3f}")
+        if info.enabled:  # rank 0's BN running statistics are the ones kept (DDP's rule)
+            D.broadcast_buffers(model, info)
         record = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"], **totals}
         scheduler.step()
-        if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs:
-            metrics = evaluate_source(model, source, cfg, device)
-            record.update({f"source_{k}": v for k, v in metrics.items() if isinstance(v, float)})
-            if metrics["mAP"] > best_map:
-                best_map, best_epoch = metrics["mAP"], epoch + 1
-                save_checkpoint({"model": model.state_dict(), "epoch": epoch, "depth": cfg.depth,
-                                 "num_classes": source.num_train_pids, "mAP": best_map}, best_path)
-        history.append(record)
-        with log_path.open("a") as f:
-            f.write(json.dumps(record) + "\n")
-        save_checkpoint({
-            "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-            "epoch": epoch, "best_mAP": best_map, "best_epoch": best_epoch, "rng": _rng_state(loader),
-            "depth": cfg.depth, "num_classes": source.num_train_pids,
-        }, last_path)
+        if info.is_main:
+            if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs:
+                metrics = evaluate_model(model, source, cfg.height, cfg.width, device=device,
+                                         channels_last=cfg.channels_last)
+                record.update({f"source_{k}": v for k, v in metrics.items() if isinstance(v, float)})
+                if target is not None:
+                    direct = evaluate_model(model, target, cfg.height, cfg.width, device=device,
+                                            channels_last=cfg.channels_last)
+                    record.update({f"target_{k}": v for k, v in direct.items() if isinstance(v, float)})
+                if metrics["mAP"] > best_map:
+                    best_map, best_epoch = metrics["mAP"], epoch + 1
+                    save_checkpoint({"stage": "pretrain", "cfg": cfg.to_dict(), "model": model.state_dict(),
+                                     "epoch": epoch, "depth": cfg.depth, "num_classes": source.num_train_pids,
+                                     "mAP": best_map}, best_path)
+            record["seconds"] = time.perf_counter() - t0
+            history.append(record)
+            with log_path.open("a") as f:
+                f.write(json.dumps(record) + "\n")
+            save_checkpoint({
+                "stage": "pretrain", "cfg": cfg.to_dict(), "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "epoch": epoch,
+                "best_mAP": best_map, "best_epoch": best_epoch, "rng": _rng_state(generators),
+                "depth": cfg.depth, "num_classes": source.num_train_pids,
+            }, last_path)
+        D.barrier(info)
     return PretrainResult(best_map, best_epoch, history[-1] if history else {}, history, best_path, last_path)

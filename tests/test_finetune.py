@@ -12,7 +12,7 @@ from corelib.config import FinetuneCfg, PretrainCfg
 from corelib.data import load_synthetic
 from corelib.models import build_model
 from corelib.repro import seed_everything
-from corelib.training import evaluate_checkpoint, finetune, load_checkpoint, load_trained_model, pretrain
+from corelib.training import evaluate_checkpoint, finetune, load_checkpoint, pretrain
 from corelib.training.finetune import forward_sub_batches
 
 TIMING_KEYS = ("seconds",)
@@ -126,3 +126,10 @@ def test_sub_batch_statistics_match_separate_forwards():
     torch.testing.assert_close(out, torch.cat([first, second]))
     torch.testing.assert_close(net[1].running_mean, running)
     assert net[1].momentum == 0.1  # restored after the forward
+
+
+@pytest.mark.gpu
+def test_finetune_on_cuda_with_bf16(pair, tmp_path):
+    res = finetune(FinetuneCfg.smoke(epochs=1, device="cuda", precision="bf16"), pair["target"], tmp_path,
+                   source_checkpoint=pair["checkpoint"], progress=False)
+    assert 0.0 <= res.last["target_mAP"] <= 1.0 and res.last["loss"] == res.last["loss"]  # finite, not NaN

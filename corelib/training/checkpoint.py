@@ -63,3 +63,37 @@ def load_checkpoint(path: Union[str, Path], *, model: Optional[nn.Module] = None
                              f"Build the model with the checkpoint's backbone and number of classes.")
         model.load_state_dict(theirs)
     return state
+
+
+class EpochLog:
+    """One JSON line per epoch in ``metrics.jsonl``, kept in step with the checkpoints.
+
+    On resume the file is cut back to the epochs the checkpoint holds (a run stopped after
+    writing a line but before its checkpoint would otherwise log that epoch twice).
+    """
+
+    def __init__(self, path: Union[str, Path], *, keep: int = 0, write: bool = True) -> None:
+        import json
+
+        self.path, self.write = Path(path), write
+        lines = self.path.read_text().splitlines() if keep and self.path.is_file() else []
+        self.history: list[dict] = [json.loads(line) for line in lines][:keep]
+        if write:
+            self.path.write_text("".join(json.dumps(h) + "\n" for h in self.history))
+
+    def append(self, record: dict) -> None:
+        import json
+
+        self.history.append(record)
+        if self.write:
+            with self.path.open("a") as f:
+                f.write(json.dumps(record) + "\n")
+
+    @property
+    def last(self) -> dict:
+        return self.history[-1] if self.history else {}
+
+
+def evaluation_due(epoch: int, every: int, epochs: int) -> bool:
+    """Evaluate after 0-based ``epoch``: every ``every`` epochs and after the last one."""
+    return (epoch + 1) % every == 0 or epoch + 1 == epochs

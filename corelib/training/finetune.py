@@ -23,11 +23,10 @@ processes (see :mod:`corelib.training.distributed`); clustering runs on rank 0.
 from __future__ import annotations
 
 import contextlib
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Union
+from typing import Union
 
 import numpy as np
 import torch
@@ -35,18 +34,18 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..cluster import camera_mixing, kmeans, minibatch_kmeans, pseudo_label_quality
-from ..config import FinetuneCfg, PretrainCfg
+from ..config import FinetuneCfg
 from ..data.datasets import ReIDDataset, Sample
 from ..data.loading import build_loader
 from ..data.samplers import CameraAwareIdentitySampler, pids_per_batch
 from ..data.transforms import build_transforms
-from ..evaluation import evaluate_ranking
 from ..features import extract_features
 from ..losses import CrossEntropyLabelSmooth, SoftTripletLoss
 from ..models import MeanTeacher, SourceNet, build_model
+from ..models.fusion import pool_map
 from ..repro import seed_everything
 from . import distributed as D
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import EpochLog, evaluation_due, load_checkpoint, save_checkpoint
 from .evaluate import evaluate_model
 from .pretrain import _rng_state, _set_rng_state, autocast, training_device
 
@@ -171,8 +170,6 @@ class _ClusterFeatures(nn.Module):
         t = self.mt.teacher
         m = t.trunk(x)
         h = m.shape[2]
-        from ..models.fusion import pool_map
-
         f_g = t.bn_global(pool_map(m, t.pool))
         f_top = t.bn_top(t.fc_top(t._part(m[:, :, : h // 2])))
         f_bot = t.bn_bottom(t.fc_bottom(t._part(m[:, :, h // 2:])))
@@ -324,23 +321,19 @@ def finetune(
             step_net, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=False)
 
     direct: dict = {}
-    history: list[dict] = []
     start, best_map, best_epoch = 0, -1.0, -1
-    labels_state: Optional[torch.Tensor] = None
     if resume and last_path.is_file():
         state = load_checkpoint(last_path, model=mt, map_location=device)
         start, best_map, best_epoch = state["epoch"] + 1, state["best_mAP"], state["best_epoch"]
         direct = dict(state.get("direct_transfer", {}))
         _set_rng_state(state["rng"])
-        history = [json.loads(line) for line in log_path.read_text().splitlines()][:start] if log_path.is_file() else []
     elif info.is_main:
         source_net = SourceNet(cfg.depth, src["model"]["classifier.weight"].shape[0], weights=None)
         source_net.load_state_dict(src["model"])
         direct = {k: v for k, v in evaluate_model(source_net.to(device), target, cfg.height, cfg.width, device=device,
                                                   channels_last=cfg.channels_last).items() if isinstance(v, float)}
         del source_net
-    if info.is_main:
-        log_path.write_text("".join(json.dumps(h) + "\n" for h in history))
+    log = EpochLog(log_path, keep=start, write=info.is_main)
 
     ce, triplet = CrossEntropyLabelSmooth(cfg.label_smooth), SoftTripletLoss()
     tf_train = build_transforms("finetune", cfg.height, cfg.width, gray_p=cfg.gray_p, lgpr_p=cfg.lgpr_p,
@@ -452,7 +445,7 @@ def finetune(
 
         # 6. teacher on the target query / gallery, checkpoints (rank 0)
         if info.is_main:
-            if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs:
+            if evaluation_due(epoch, cfg.eval_every, cfg.epochs):
                 metrics = evaluate_model(mt.teacher, target, cfg.height, cfg.width, device=device,
                                          channels_last=cfg.channels_last)
                 record.update({f"target_{k}": v for k, v in metrics.items() if isinstance(v, float)})
@@ -462,9 +455,7 @@ def finetune(
                                      "epoch": epoch, "depth": cfg.depth, "num_clusters": cfg.num_clusters,
                                      "mAP": best_map}, best_path)
             record["seconds"] = time.perf_counter() - t0
-            history.append(record)
-            with log_path.open("a") as f:
-                f.write(json.dumps(record) + "\n")
+            log.append(record)
             _tensorboard(run_dir, record)
             save_checkpoint({
                 "stage": "finetune", "cfg": cfg.to_dict(), "model": mt.state_dict(),
@@ -474,7 +465,7 @@ def finetune(
                 "direct_transfer": direct,
             }, last_path)
         D.barrier(info)
-    return FinetuneResult(direct, best_map, best_epoch, history[-1] if history else {}, history, best_path, last_path)
+    return FinetuneResult(direct, best_map, best_epoch, log.last, log.history, best_path, last_path)
 
 
 def _tensorboard(run_dir: Path, record: dict) -> None:

@@ -10,7 +10,6 @@ with the same weights and metrics as a run that was never stopped.
 
 from __future__ import annotations
 
-import json
 import random
 import time
 from dataclasses import dataclass
@@ -29,7 +28,7 @@ from ..losses import CrossEntropyLabelSmooth, SoftTripletLoss
 from ..models import SourceNet
 from ..repro import resolve_device, seed_everything
 from . import distributed as D
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import EpochLog, evaluation_due, load_checkpoint, save_checkpoint
 from .evaluate import evaluate_model
 
 
@@ -143,16 +142,14 @@ def pretrain(
         generators += [order, target_loader.generator]
     ce, triplet = CrossEntropyLabelSmooth(cfg.label_smooth), SoftTripletLoss()
 
-    start, best_map, best_epoch, history = 0, -1.0, -1, []
+    start, best_map, best_epoch = 0, -1.0, -1
     if resume and last_path.is_file():
         state = load_checkpoint(last_path, model=model, map_location=device)
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         start, best_map, best_epoch = state["epoch"] + 1, state["best_mAP"], state["best_epoch"]
         _set_rng_state(state["rng"], generators)
-        history = [json.loads(line) for line in log_path.read_text().splitlines()][:start] if log_path.is_file() else []
-    if info.is_main:
-        log_path.write_text("".join(json.dumps(h) + "\n" for h in history))
+    log = EpochLog(log_path, keep=start, write=info.is_main)
 
     def to_device(images: torch.Tensor) -> torch.Tensor:
         images = images.to(device, non_blocking=True)
@@ -199,7 +196,7 @@ def pretrain(
         record = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"], **totals}
         scheduler.step()
         if info.is_main:
-            if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs:
+            if evaluation_due(epoch, cfg.eval_every, cfg.epochs):
                 metrics = evaluate_model(model, source, cfg.height, cfg.width, device=device,
                                          channels_last=cfg.channels_last)
                 record.update({f"source_{k}": v for k, v in metrics.items() if isinstance(v, float)})
@@ -213,9 +210,7 @@ def pretrain(
                                      "epoch": epoch, "depth": cfg.depth, "num_classes": source.num_train_pids,
                                      "mAP": best_map}, best_path)
             record["seconds"] = time.perf_counter() - t0
-            history.append(record)
-            with log_path.open("a") as f:
-                f.write(json.dumps(record) + "\n")
+            log.append(record)
             save_checkpoint({
                 "stage": "pretrain", "cfg": cfg.to_dict(), "model": model.state_dict(),
                 "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "epoch": epoch,
@@ -223,4 +218,4 @@ def pretrain(
                 "depth": cfg.depth, "num_classes": source.num_train_pids,
             }, last_path)
         D.barrier(info)
-    return PretrainResult(best_map, best_epoch, history[-1] if history else {}, history, best_path, last_path)
+    return PretrainResult(best_map, best_epoch, log.last, log.history, best_path, last_path)

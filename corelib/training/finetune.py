@@ -47,7 +47,7 @@ from ..repro import seed_everything
 from . import distributed as D
 from .checkpoint import EpochLog, evaluation_due, load_checkpoint, save_checkpoint
 from .evaluate import evaluate_model
-from .pretrain import _rng_state, _set_rng_state, autocast, training_device
+from .pretrain import LoaderCycle, _rng_state, _set_rng_state, autocast, training_device
 
 BRANCHES = ("global", "top", "bottom")
 
@@ -234,22 +234,6 @@ def _relabel(samples: list[Sample], labels: np.ndarray) -> list[Sample]:
     return [Sample(s.path, int(y), s.camid) for s, y in zip(samples, labels)]
 
 
-class _Cycle:
-    """Endless iteration over a loader whose sampler is re-seeded at every wrap."""
-
-    def __init__(self, loader, sampler: CameraAwareIdentitySampler, base_epoch: int) -> None:
-        self.loader, self.sampler, self.base, self.wrap, self.it = loader, sampler, base_epoch, 0, None
-
-    def next(self):
-        batch = next(self.it, None) if self.it is not None else None
-        while batch is None:
-            self.sampler.set_epoch(self.base + self.wrap)
-            self.wrap += 1
-            self.it = iter(self.loader)
-            batch = next(self.it, None)
-        return batch
-
-
 def _source_checkpoint_state(path: Union[str, Path]) -> dict:
     state = load_checkpoint(path)
     if "model" not in state:
@@ -379,7 +363,7 @@ def finetune(
             loader = build_loader(relabelled, tf_train, cfg.batch_size, num_workers=cfg.num_workers,
                                   batch_sampler=D.RankSliceBatchSampler(sampler, cfg.batch_size, info, keyed=True),
                                   seed=cfg.seed * 1000 + 3 * epoch + i, pin_memory=device.type == "cuda")
-            cycles.append(_Cycle(loader, sampler, base_epoch=epoch * 1000))
+            cycles.append(LoaderCycle(loader, sampler, base_epoch=epoch * 1000))
         optimizer = torch.optim.Adam(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
         # 5. student steps, EMA teacher after each

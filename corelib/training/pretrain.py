@@ -44,6 +44,26 @@ class PretrainResult:
     last_checkpoint: Path
 
 
+class LoaderCycle:
+    """Endless iteration over a loader whose sampler is re-seeded at every wrap.
+
+    The training loops take a fixed number of steps per epoch, longer or shorter than one pass of
+    the identity sampler; pass ``w`` of epoch ``e`` draws with sampler epoch ``base_epoch + w``.
+    """
+
+    def __init__(self, loader, sampler: CameraAwareIdentitySampler, base_epoch: int) -> None:
+        self.loader, self.sampler, self.base, self.wrap, self.it = loader, sampler, base_epoch, 0, None
+
+    def next(self):
+        batch = next(self.it, None) if self.it is not None else None
+        while batch is None:
+            self.sampler.set_epoch(self.base + self.wrap)
+            self.wrap += 1
+            self.it = iter(self.loader)
+            batch = next(self.it, None)
+        return batch
+
+
 def _rng_state(generators: Sequence[Optional[torch.Generator]] = ()) -> dict:
     """Global RNG states plus those of the loaders' / samplers' own generators."""
     # only tensors and plain values: checkpoints are read back with weights_only=True
@@ -158,18 +178,13 @@ def pretrain(
     for epoch in range(start, cfg.epochs):
         t0 = time.perf_counter()
         net.train()
-        wrap, it = 0, None
+        batches = LoaderCycle(loader, sampler, base_epoch=epoch * 1000)
         target_it = iter(target_loader) if target_loader is not None else None
         totals = {"loss": 0.0, "ce": 0.0, "triplet": 0.0}
         bar = tqdm(range(cfg.iters_per_epoch), desc=f"pretrain {epoch + 1}/{cfg.epochs}", disable=not progress,
                    leave=False)
         for _ in bar:
-            batch = next(it, None) if it is not None else None
-            while batch is None:  # the sampler's epochs are shorter than ours: wrap around
-                sampler.set_epoch(epoch * 1000 + wrap)
-                wrap += 1
-                it = iter(loader)
-                batch = next(it, None)
+            batch = batches.next()
             images, pids = to_device(batch[0]), D.gather_tensor(batch[1].to(device), info)
             with autocast(cfg.precision, device):
                 if target_it is not None:  # BN statistics see the target domain too (no loss, no gradient)

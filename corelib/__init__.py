@@ -4,9 +4,19 @@ This module is the public API: notebooks import only the names listed in ``__all
 checks it), so anything a chapter needs is exported here explicitly, timm style.
 """
 
-from . import viz
+from . import style, viz
 from .cluster import KMeansResult, kmeans, label_agreement, minibatch_kmeans, pseudo_label_quality
-from .config import EMBEDDED_PAIRS, DataCfg, FinetuneCfg, PretrainCfg, embedded_manifest, load_config, save_config
+from .config import (
+    EMBEDDED_PAIRS,
+    EMBEDDED_STYLE_MODES,
+    DataCfg,
+    FinetuneCfg,
+    PretrainCfg,
+    StyleCfg,
+    embedded_manifest,
+    load_config,
+    save_config,
+)
 from .data import (
     CameraAwareIdentitySampler,
     ImageDataset,
@@ -36,7 +46,15 @@ from .data import (
     verify_dataset,
 )
 from .evaluation import RankingResult, evaluate_ranking, evaluate_vehicleid, rerank
-from .errors import CorelibError, CorruptImageError, DatasetRootError, ManifestError, UnknownNameError
+from .errors import (
+    CorelibError,
+    CorruptImageError,
+    DatasetRootError,
+    ManifestError,
+    MissingStageError,
+    StyleError,
+    UnknownNameError,
+)
 from .models import MeanTeacher, bmfn, build_model, count_parameters, list_models, paper_parameter_count
 from .notebooks import list_chapters, run_notebooks
 from .outputs import current_run, read_metrics, record_metric, save_figure, save_table, start_run
@@ -57,6 +75,9 @@ __version__ = "0.1.0"
 
 __all__ = [
     "EMBEDDED_PAIRS",
+    "EMBEDDED_STYLE_MODES",
+    "StyleCfg",
+    "style",
     "FinetuneCfg",
     "PretrainCfg",
     "load_config",
@@ -106,6 +127,8 @@ __all__ = [
     "load_synthetic",
     "LocalGrayscalePatchReplacement",
     "ManifestError",
+    "MissingStageError",
+    "StyleError",
     "MeanTeacher",
     "minibatch_kmeans",
     "paper_parameter_count",

@@ -1,5 +1,5 @@
-"""The ``corelib`` command line: ``synth``, ``verify``, ``datasets``, ``pretrain``, ``finetune``,
-``evaluate``, ``run-notebooks``, ``bench``, ``env``.
+"""The ``corelib`` command line: ``synth``, ``verify``, ``datasets``, ``style``, ``pretrain``,
+``finetune``, ``evaluate``, ``run-notebooks``, ``bench``, ``env``.
 
 Training commands take a YAML config (fields of :class:`~corelib.config.PretrainCfg` /
 :class:`~corelib.config.FinetuneCfg`) and ``-o NAME=VALUE`` overrides on top; ``--smoke`` starts
@@ -167,6 +167,50 @@ def _add_training_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--scale", type=float, default=1.0, help="identity scale of generated synthetic presets")
 
 
+def _cmd_style_train(args: argparse.Namespace) -> int:
+    from .config import StyleCfg, load_config
+    from .style import summarize_gap, style_gap, train_style_models
+
+    base = StyleCfg.smoke() if args.smoke else (StyleCfg.domain_aware() if args.mode == "domain" else StyleCfg())
+    cfg = load_config(StyleCfg, args.config, args.override or (), base=base)
+    source = _dataset(args.source, args.scale)
+    target = _dataset(args.target, args.scale) if args.target else None
+    models = train_style_models(source, cfg, args.out, mode=args.mode, target=target, resume=not args.restart)
+    print(f"{len(models.pairs)} style model(s) ({args.mode}-aware) in {models.root}")
+    if args.gap:
+        _print_gap(style_gap(source, models, target=target), summarize_gap)
+    return 0
+
+
+def _print_gap(rows: list, summarize) -> None:
+    for r in rows:
+        print(f"  {r['from']:>12} -> {r['to']:<12} colour gap {r['before']:.4f} -> {r['after']:.4f} "
+              f"(x{r['ratio']:.2f}), cycle L1 {r['cycle_l1']:.3f}")
+    total = summarize(rows)
+    print(f"colour gap over {total['directions']} direction(s): {total['before']:.4f} -> {total['after']:.4f} "
+          f"(x{total['ratio']:.2f})")
+
+
+def _cmd_style_generate(args: argparse.Namespace) -> int:
+    from .style import load_style_set, write_style_set
+
+    source = _dataset(args.source, args.scale)
+    root = write_style_set(source, args.models, args.out, device=args.device, overwrite=args.overwrite)
+    enlarged = load_style_set(root)
+    print(enlarged.summary())
+    print(f"enlarged set: {root} (pre-train on it with -o style_set={root})")
+    return 0
+
+
+def _cmd_style_gap(args: argparse.Namespace) -> int:
+    from .style import style_gap, summarize_gap
+
+    source = _dataset(args.source, args.scale)
+    target = _dataset(args.target, args.scale) if args.target else None
+    _print_gap(style_gap(source, args.models, target=target, device=args.device), summarize_gap)
+    return 0
+
+
 def _cmd_bench(args: argparse.Namespace) -> int:
     from .models.complexity import complexity_table, format_complexity
     from .repro import resolve_device
@@ -231,6 +275,37 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the metrics as one JSON object")
     p.add_argument("--scale", type=float, default=1.0, help="identity scale of a generated synthetic preset")
     p.set_defaults(func=_cmd_evaluate)
+
+    p = sub.add_parser("style", help="CycleGAN style transfer: train models, write the enlarged source set")
+    style_sub = p.add_subparsers(dest="style_command", required=True)
+    q = style_sub.add_parser("train", help="train the camera-pair (camera) or source <-> target (domain) CycleGANs")
+    q.add_argument("--mode", choices=["camera", "domain"], default="camera",
+                   help="camera: one model per camera pair of the source; domain: one source <-> target model")
+    q.add_argument("--source", nargs=2, required=True, metavar=("NAME", "ROOT"), help=dataset_help)
+    q.add_argument("--target", nargs=2, default=None, metavar=("NAME", "ROOT"), help="target dataset (domain mode)")
+    q.add_argument("--out", required=True, help="folder of the style models (one sub-folder per pair)")
+    q.add_argument("--config", default=None, help="YAML file of StyleCfg fields, e.g. 'epochs: 30'")
+    q.add_argument("-o", "--override", action="append", metavar="NAME=VALUE", help="a StyleCfg field; repeatable")
+    q.add_argument("--smoke", action="store_true", help="start from StyleCfg.smoke() (seconds on a CPU)")
+    q.add_argument("--restart", action="store_true", help="train from scratch instead of resuming")
+    q.add_argument("--gap", action="store_true", help="print the colour gap before / after translation")
+    q.add_argument("--scale", type=float, default=1.0, help="identity scale of generated synthetic presets")
+    q.set_defaults(func=_cmd_style_train)
+    q = style_sub.add_parser("generate", help="write the enlarged source set (real images + style copies)")
+    q.add_argument("--models", required=True, help="folder written by `corelib style train`")
+    q.add_argument("--source", nargs=2, required=True, metavar=("NAME", "ROOT"), help=dataset_help)
+    q.add_argument("--out", required=True, help="folder of the enlarged set (the source's layout)")
+    q.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
+    q.add_argument("--overwrite", action="store_true", help="rewrite a complete set")
+    q.add_argument("--scale", type=float, default=1.0, help="identity scale of generated synthetic presets")
+    q.set_defaults(func=_cmd_style_generate)
+    q = style_sub.add_parser("gap", help="colour gap between the two sides, before and after translation")
+    q.add_argument("--models", required=True, help="folder written by `corelib style train`")
+    q.add_argument("--source", nargs=2, required=True, metavar=("NAME", "ROOT"), help=dataset_help)
+    q.add_argument("--target", nargs=2, default=None, metavar=("NAME", "ROOT"), help="target dataset (domain mode)")
+    q.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
+    q.add_argument("--scale", type=float, default=1.0, help="identity scale of generated synthetic presets")
+    q.set_defaults(func=_cmd_style_gap)
 
     p = sub.add_parser("run-notebooks", help="execute the notebook chapters in order with papermill")
     p.add_argument("--run-dir", default=None, help="shared run directory (default runs/demo or runs/smoke)")

@@ -25,6 +25,11 @@ EMBEDDED_PAIRS: dict[str, tuple[str, str]] = {
 and VehicleID -> VeRi-776."""
 
 
+EMBEDDED_STYLE_MODES: dict[str, str] = {"person": "camera", "vehicle": "domain"}
+"""Style transfer of each embedded pair, as the paper does it: camera-aware for persons (the source
+has camera labels), domain-aware (source <-> target) for vehicles."""
+
+
 def _check_pair(pair: str) -> None:
     if pair not in EMBEDDED_PAIRS:
         from .errors import UnknownNameError
@@ -112,6 +117,9 @@ class PretrainCfg:
     """Whole-image grayscale probability (method.md §9-Q7; 0 reproduces the authors' code)."""
     lgpr_p: float = 0.4
     """Local grayscale patch replacement probability."""
+    style_set: str = ""
+    """Folder of an enlarged source set (real images + style copies) written by ``corelib style
+    generate`` or notebook 01: its training split replaces the source's; "" trains on the source alone."""
     target_bn_forward: bool = True
     """With a target dataset: forward one unlabelled target batch per step so BN statistics mix
     both domains (the authors' code, method.md §2.4); False trains on the source alone."""
@@ -260,6 +268,110 @@ class FinetuneCfg:
         base = cls(depth=18, height=size[0], width=size[1], batch_size=32, epochs=epochs, iters_per_epoch=40,
                    num_clusters=k, kmeans="lloyd", cluster_camera_norm=True, num_workers=0)
         return replace(base, **overrides)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+STYLE_MODES = ("camera", "domain")
+"""Style-transfer modes: one CycleGAN per camera pair of the source, or one source <-> target."""
+
+
+@dataclass(frozen=True)
+class StyleCfg:
+    """CycleGAN style transfer (method.md §2.1-2.2); defaults are the CamStyle (camera-aware) settings.
+
+    The domain-aware settings of the authors' vehicle script differ only in epochs and batch size:
+    ``StyleCfg.domain_aware()``.
+    """
+
+    height: int = 256
+    """Height in pixels at which the CycleGAN trains and translates (fakes are resized back to the
+    size of their real image)."""
+    width: int = 256
+    """Width in pixels (CamStyle trains persons at 256x256 too)."""
+    load_scale: float = 286 / 256
+    """Training images are resized to this multiple of (height, width), then randomly cropped."""
+    ngf: int = 64
+    """Filters of the generator's first convolution (doubled at each downsampling)."""
+    ndf: int = 64
+    """Filters of the discriminator's first convolution."""
+    gen_blocks: int = 9
+    """Residual blocks of the ResNet generator (9 in CycleGAN; 6 is its small-image variant)."""
+    gen_downsampling: int = 2
+    """Stride-2 convolutions before the residual blocks (and transposed ones after)."""
+    residual_generator: bool = False
+    """Generators predict a change of their input (start at the identity; not CycleGAN's): colour and
+    illumination styles are learned in far fewer steps, which makes CPU training practical."""
+    disc_layers: int = 3
+    """Stride-2 layers of the PatchGAN discriminator (3 gives the 70x70 patches)."""
+    lambda_cycle: float = 10.0
+    """Weight of each cycle-consistency L1 loss (lambda_A = lambda_B)."""
+    lambda_identity: float = 0.5
+    """Identity loss weight, relative to ``lambda_cycle`` (CycleGAN's convention); 0 switches it off."""
+    lr: float = 2e-4
+    """Adam learning rate of generators and discriminators."""
+    beta1: float = 0.5
+    """Adam beta1."""
+    epochs: int = 30
+    """Epochs at the constant learning rate."""
+    decay_epochs: int = 20
+    """Further epochs over which the learning rate decays linearly to zero."""
+    iters_per_epoch: int = 0
+    """Optimiser steps per epoch; 0 means one pass over the larger of the two domains."""
+    batch_size: int = 1
+    """Images of each domain per step (CamStyle 1; the authors' vehicle script 32)."""
+    pool_size: int = 50
+    """Generated images kept in the history pool the discriminators also see (0: no pool)."""
+    train_splits: tuple[str, ...] = ("train", "query", "gallery")
+    """Splits whose images train the style models ("train_all" in CamStyle; no labels are used)."""
+    generate_batch_size: int = 64
+    """Images translated per forward when writing style copies."""
+    precision: str = "fp32"
+    """"fp32", "bf16" or "auto" (bf16 autocast on CUDA)."""
+    seed: int = 1
+    """Seed of the weights, the image order, the crops and the image pool."""
+    device: str = "auto"
+    """"auto" (CUDA when present), "cpu" or "cuda[:N]"."""
+    num_workers: int = 4
+    """DataLoader worker processes per domain (0 loads in the main process)."""
+
+    @classmethod
+    def domain_aware(cls, **overrides) -> "StyleCfg":
+        """The authors' vehicle (domain-aware) settings: 100 + 100 epochs at batch size 32."""
+        return replace(cls(epochs=100, decay_epochs=100, batch_size=32), **overrides)
+
+    @classmethod
+    def smoke(cls, **overrides) -> "StyleCfg":
+        """Seconds on a CPU: a tiny CycleGAN at 32x16, 2 epochs of 3 steps."""
+        base = cls(height=32, width=16, ngf=8, ndf=8, gen_blocks=1, disc_layers=2, residual_generator=True, epochs=1,
+                   decay_epochs=1, iters_per_epoch=3, batch_size=4, pool_size=8, num_workers=0)
+        return replace(base, **overrides)
+
+    @classmethod
+    def embedded(cls, pair: str = "person", *, smoke: bool = False, **overrides) -> "StyleCfg":
+        """The CPU recipe for an embedded pair (``make demo``): a small residual CycleGAN at the
+        pre-training input size, 60 steps per model. ``smoke=True`` gives the CI-sized variant."""
+        _check_pair(pair)
+        size = {"person": (64, 32), "vehicle": (64, 64)}[pair]
+        if smoke:
+            return cls.smoke(**overrides)
+        # a residual generator learns the embedded cameras' colour styles in 60 steps (about 13 s per
+        # camera pair on two cores); CycleGAN's own generator needs thousands (benchmarks/README.md).
+        # The identity loss keeps colours, which is what the vehicle day -> dusk translation must
+        # change: with it the generator does not leave the identity within the budget, so it is off there.
+        base = cls(height=size[0], width=size[1], ngf=16, ndf=16, gen_blocks=3, disc_layers=3, residual_generator=True,
+                   lambda_identity=0.5 if pair == "person" else 0.0, lr=5e-4, epochs=2, decay_epochs=1,
+                   iters_per_epoch=20, batch_size=8, num_workers=0)
+        return replace(base, **overrides)
+
+    @property
+    def total_epochs(self) -> int:
+        return self.epochs + self.decay_epochs
+
+    def lr_factor(self, epoch: int) -> float:
+        """Constant for ``epochs``, then linear decay to 0 over ``decay_epochs`` (CycleGAN's 'linear')."""
+        return 1.0 - max(0, epoch + 1 - self.epochs) / float(self.decay_epochs + 1)
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -32,3 +32,11 @@ class UnknownNameError(CorelibError, KeyError):
 
 class ConfigError(CorelibError, ValueError):
     """A configuration file or override names an unknown field or gives a value of the wrong type."""
+
+
+class StyleError(CorelibError, ValueError):
+    """Style transfer asked of data that cannot give it (no cameras, no target, models of another source)."""
+
+
+class MissingStageError(CorelibError, FileNotFoundError):
+    """An earlier stage's output (style models, an enlarged set, a checkpoint) is not where it is expected."""

@@ -70,7 +70,7 @@ def camera_grid(dataset: ReIDDataset, *, split: str = "train", per_camera: int =
 
 
 def samples_overview(rows: Sequence[tuple[str, Sequence[Image.Image]]], *, ncols: Optional[int] = None,
-                     title: Optional[str] = None) -> Figure:
+                     title: Optional[str] = None, column_titles: Optional[Sequence[str]] = None) -> Figure:
     """A labelled grid: one row per (label, images) pair, images shown at their aspect ratio."""
     ncols = ncols or max(len(imgs) for _, imgs in rows)
     fig, axes = plt.subplots(len(rows), ncols, figsize=(ncols * 0.95, len(rows) * 1.25), squeeze=False)
@@ -83,6 +83,8 @@ def samples_overview(rows: Sequence[tuple[str, Sequence[Image.Image]]], *, ncols
             if c < len(imgs):
                 ax.imshow(imgs[c])
         axes[r][0].set_ylabel(label, rotation=0, ha="right", va="center", fontsize=8)
+    for c, text in enumerate(column_titles or ()):
+        axes[0][c].set_title(text, fontsize=8)
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
@@ -180,6 +182,22 @@ def score_bars(results: Mapping[str, Mapping[str, float]], *,
     ax.set_xticks(x, [k.replace("rank", "R-") for k in keys])
     ax.set_ylabel("%")
     ax.set_ylim(0, 105)
+    ax.legend(fontsize=7)
+    if title:
+        ax.set_title(title)
+    fig.tight_layout()
+    return fig
+
+
+def style_gap_bars(rows: Sequence[Mapping], *, title: Optional[str] = None) -> Figure:
+    """Colour gap before vs after translation per direction (rows of :func:`corelib.style.style_gap`)."""
+    labels = [f"{r['from']}→{r['to']}" for r in rows]
+    x = np.arange(len(rows))
+    fig, ax = plt.subplots(figsize=(max(4.0, 0.42 * len(rows) + 1.5), 2.8))
+    ax.bar(x - 0.2, [r["before"] for r in rows], 0.4, label="real X vs real Y (before)", color="0.6")
+    ax.bar(x + 0.2, [r["after"] for r in rows], 0.4, label="X translated to Y vs real Y (after)", color="C0")
+    ax.set_xticks(x, labels, rotation=60 if len(rows) > 6 else 0, ha="right" if len(rows) > 6 else "center", fontsize=7)
+    ax.set_ylabel("Fréchet distance of\ncolour statistics")
     ax.legend(fontsize=7)
     if title:
         ax.set_title(title)

@@ -104,6 +104,28 @@ def training_device(name: str, info: D.DistInfo) -> torch.device:
     return device
 
 
+def style_training_split(style_set: Union[str, Path], source: ReIDDataset) -> list:
+    """The training split of the enlarged set at ``style_set``, checked against ``source``.
+
+    Raises:
+        ConfigError: the set was built from another dataset, or its identities differ from the
+            source's (the classifier would get the wrong number of classes).
+    """
+    from ..errors import ConfigError
+    from ..style import load_style_set
+
+    try:
+        enlarged = load_style_set(style_set)
+    except FileNotFoundError as e:  # MissingStageError
+        raise ConfigError(f"PretrainCfg.style_set: {e}") from None
+    stamp = enlarged.extras["style_set"]
+    if stamp["source"] != source.name or enlarged.num_train_pids != source.num_train_pids:
+        raise ConfigError(f"PretrainCfg.style_set={style_set} was built from {stamp['source']} "
+                          f"({enlarged.num_train_pids} identities), but the source is {source.name} "
+                          f"({source.num_train_pids}); point style_set at the source's own enlarged set or set it to ''")
+    return enlarged.train
+
+
 def pretrain(
     cfg: PretrainCfg,
     source: ReIDDataset,
@@ -116,7 +138,8 @@ def pretrain(
     """Train :class:`SourceNet` on ``source.train`` and evaluate it on ``source``'s query / gallery.
 
     Writes ``RUN_DIR/pretrain/{last,best}.pt`` and one JSON line per epoch to
-    ``RUN_DIR/pretrain/metrics.jsonl``.
+    ``RUN_DIR/pretrain/metrics.jsonl``. With ``cfg.style_set`` the training images are those of the
+    enlarged set (real + style copies, :mod:`corelib.style`); evaluation stays on the source.
 
     With a ``target`` dataset, every evaluation also measures the direct transfer to the target's
     query / gallery (``target_mAP`` ...), and with ``cfg.target_bn_forward`` every step forwards
@@ -138,6 +161,7 @@ def pretrain(
     seed_everything(cfg.seed)
     device = training_device(cfg.device, info)
     progress = progress and info.is_main
+    train = style_training_split(cfg.style_set, source) if cfg.style_set else source.train
     model = SourceNet(cfg.depth, source.num_train_pids, weights=cfg.weights).to(device)
     if cfg.channels_last:
         model.to(memory_format=torch.channels_last)
@@ -146,10 +170,10 @@ def pretrain(
         net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, cfg.lr_factor)
-    sampler = CameraAwareIdentitySampler(source.train, num_instances=cfg.num_instances, seed=cfg.seed)
+    sampler = CameraAwareIdentitySampler(train, num_instances=cfg.num_instances, seed=cfg.seed)
     tf = build_transforms("pretrain", cfg.height, cfg.width, gray_p=cfg.gray_p, lgpr_p=cfg.lgpr_p)
     pin = device.type == "cuda"
-    loader = build_loader(source.train, tf, cfg.batch_size, batch_sampler=D.RankSliceBatchSampler(sampler, cfg.batch_size, info, keyed=True),
+    loader = build_loader(train, tf, cfg.batch_size, batch_sampler=D.RankSliceBatchSampler(sampler, cfg.batch_size, info, keyed=True),
                           num_workers=cfg.num_workers, seed=cfg.seed, pin_memory=pin)
     generators = [loader.generator]
     target_loader = None

@@ -1,0 +1,39 @@
+"""Style transfer with CycleGAN: camera-aware (CamStyle) and domain-aware copies of a source set."""
+
+from .cyclegan import (
+    CycleGAN,
+    CycleGANResult,
+    ImagePool,
+    PatchDiscriminator,
+    ResnetGenerator,
+    load_cyclegan,
+    style_transforms,
+    train_cyclegan,
+)
+from .enlarge import (
+    StyleModels,
+    StylePair,
+    StyleRunPaths,
+    camera_pairs,
+    camera_style_rows,
+    domain_style_rows,
+    colour_statistics,
+    frechet_distance,
+    load_style_models,
+    load_style_set,
+    style_gap,
+    style_run_paths,
+    summarize_gap,
+    train_style_models,
+    translate,
+    translate_images,
+    write_style_set,
+)
+
+__all__ = [
+    "CycleGAN", "CycleGANResult", "ImagePool", "PatchDiscriminator", "ResnetGenerator", "StyleModels", "StylePair", "StyleRunPaths", "camera_style_rows", "domain_style_rows", "style_run_paths",
+    "summarize_gap",
+    "camera_pairs", "colour_statistics", "frechet_distance", "load_cyclegan", "load_style_models", "load_style_set",
+    "style_gap", "style_transforms", "train_cyclegan", "train_style_models", "translate", "translate_images",
+    "write_style_set",
+]

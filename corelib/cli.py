@@ -72,7 +72,9 @@ def _parse_value(text: str):
 def _cmd_run_notebooks(args: argparse.Namespace) -> int:
     from .notebooks import run_notebooks
 
-    params = {"SMOKE": args.smoke, "SEED": args.seed}
+    params = {"SMOKE": args.smoke}
+    if args.seed is not None:  # otherwise each chapter keeps the SEED of its parameters cell
+        params["SEED"] = args.seed
     params.update({k: _parse_value(v) for k, v in (args.param or [])})
     run_dir = args.run_dir or str(Path("runs") / ("smoke" if args.smoke else "demo"))
     records = run_notebooks(run_dir, parameters=params, chapters=args.chapters,
@@ -310,7 +312,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run-notebooks", help="execute the notebook chapters in order with papermill")
     p.add_argument("--run-dir", default=None, help="shared run directory (default runs/demo or runs/smoke)")
     p.add_argument("--smoke", action="store_true", help="tiny parameters (what CI runs)")
-    p.add_argument("--seed", type=int, default=0, help="SEED passed to every chapter")
+    p.add_argument("--seed", type=int, default=None, help="SEED passed to every chapter (default: each chapter's own)")
     p.add_argument("--chapters", nargs="*", default=None, help="chapter prefixes to run, e.g. 00 02")
     p.add_argument("-p", "--param", nargs=2, action="append", metavar=("NAME", "VALUE"),
                    help="a notebook parameter (JSON literal or string); repeatable")

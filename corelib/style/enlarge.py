@@ -507,9 +507,8 @@ def camera_style_rows(source: ReIDDataset, models: Union[StyleModels, str, Path]
         model, cfg = models.load(pair, resolve_device(device))
         for x, y, direction in ((pair.a, pair.b, "ab"), (pair.b, pair.a, "ba")):
             cells[x, y] = next(iter(translate(model, cfg, [pick[x]], direction)))[1]
-    rows = [(f"cam {a + 1}\n(real on\nthe diagonal)" if a == cams[0] else f"cam {a + 1}",
-             [read_image(pick[a].path) if a == b else cells[a, b] for b in cams]) for a in cams]
-    return rows, [f"→ cam {b + 1} style" for b in cams]
+    rows = [(f"cam {a + 1}", [read_image(pick[a].path) if a == b else cells[a, b] for b in cams]) for a in cams]
+    return rows, [f"as cam {b + 1}" for b in cams]
 
 
 def domain_style_rows(source: ReIDDataset, target: ReIDDataset, models: Union[StyleModels, str, Path], *,

@@ -39,6 +39,7 @@ from PIL import Image
 from ..config import STYLE_MODES, StyleCfg, save_config
 from ..errors import MissingStageError, StyleError
 from ..data.datasets import ReIDDataset, Sample, build_dataset, read_image
+from ..data.loading import build_loader
 from ..repro import resolve_device
 from .cyclegan import CycleGAN, load_cyclegan, style_transforms, to_pil, train_cyclegan
 
@@ -191,16 +192,14 @@ def train_style_models(
 # translation
 
 
-class _Images(torch.utils.data.Dataset):
-    def __init__(self, samples: Sequence[Sample], transform) -> None:
-        self.samples, self.transform = list(samples), transform
+class _WithSize:
+    """A transform that also returns the image's own (width, height), to resize its copy back."""
 
-    def __len__(self) -> int:
-        return len(self.samples)
+    def __init__(self, transform) -> None:
+        self.transform = transform
 
-    def __getitem__(self, i: int):
-        img = read_image(self.samples[i].path)
-        return self.transform(img), torch.tensor(img.size), i
+    def __call__(self, img: Image.Image) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.transform(img), torch.tensor(img.size)
 
 
 @torch.no_grad()
@@ -221,9 +220,8 @@ def translate(
     """
     gen = model.generator(direction)
     device = next(gen.parameters()).device
-    loader = torch.utils.data.DataLoader(_Images(samples, style_transforms(cfg, train=False)), batch_size=batch_size,
-                                         num_workers=num_workers)
-    for images, sizes, idx in loader:
+    loader = build_loader(samples, _WithSize(style_transforms(cfg, train=False)), batch_size, num_workers=num_workers)
+    for (images, sizes), _, _, idx in loader:
         fakes = to_pil(gen(images.to(device)))
         for fake, (w, h), i in zip(fakes, sizes.tolist(), idx.tolist()):
             yield i, fake.resize((w, h), Image.Resampling.BICUBIC) if resize_back and fake.size != (w, h) else fake
@@ -445,8 +443,11 @@ def style_gap(
             if target is None:
                 raise StyleError("style_gap in domain mode needs the target dataset (target=...)")
             directions.append((pair, "ab", subset(items), subset(target.train), source.name, target.name))
+    loaded = None  # (pair name, model, cfg): both directions of a pair share one load
     for pair, direction, xs, ys, x_name, y_name in tqdm(directions, desc="style gap", disable=not progress):
-        model, cfg = models.load(pair, dev)
+        if loaded is None or loaded[0] != pair.name:
+            loaded = (pair.name, *models.load(pair, dev))
+        _, model, cfg = loaded
         size = (cfg.height, cfg.width)
         fakes = dict(translate(model, cfg, xs, direction, resize_back=False))
         fake_list = [fakes[i] for i in range(len(xs))]

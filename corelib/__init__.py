@@ -4,7 +4,7 @@ This module is the public API: notebooks import only the names listed in ``__all
 checks it), so anything a chapter needs is exported here explicitly, timm style.
 """
 
-from . import style, viz
+from . import explain, style, viz
 from .cluster import KMeansResult, kmeans, label_agreement, minibatch_kmeans, pseudo_label_quality
 from .config import (
     EMBEDDED_PAIRS,
@@ -78,6 +78,7 @@ __all__ = [
     "EMBEDDED_STYLE_MODES",
     "StyleCfg",
     "style",
+    "explain",
     "FinetuneCfg",
     "PretrainCfg",
     "load_config",

@@ -10,6 +10,7 @@ from .quality import (
     pseudo_label_quality,
     purity,
 )
+from .study import compare_inits, summarize_inits
 
 __all__ = [
     "INITS",
@@ -17,6 +18,7 @@ __all__ = [
     "assign",
     "camera_mixing",
     "cluster_size_stats",
+    "compare_inits",
     "default_trials",
     "gini",
     "kmeans",
@@ -27,4 +29,5 @@ __all__ = [
     "pseudo_label_quality",
     "purity",
     "random_init",
+    "summarize_inits",
 ]

@@ -129,18 +129,23 @@ class CoreReIDNet(nn.Module):
             return torch.cat([m.mean(dim=(2, 3)), m.amax(dim=(2, 3))], dim=1)
         return m.mean(dim=(2, 3))
 
-    def forward(self, x: torch.Tensor) -> Union[FineTuneOutput, torch.Tensor]:
-        m = self.trunk(x)
+    def branch_features(self, m: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(f_g, f_top, f_bot)`` of a trunk map ``m`` (B, C, H, W), each (B, C), not normalised."""
         h = m.shape[2]
         if h < 2:
             raise ValueError(f"feature map height {h} cannot be split into top and bottom; use taller inputs")
         top, bottom = m[:, :, : h // 2], m[:, :, h // 2 :]
         f_g = self.bn_global(pool_map(m, self.pool))
-        f_top = self.bn_top(self.fc_top(self._part(top)))
-        f_bot = self.bn_bottom(self.fc_bottom(self._part(bottom)))
+        return f_g, self.bn_top(self.fc_top(self._part(top))), self.bn_bottom(self.fc_bottom(self._part(bottom)))
+
+    def forward(self, x: torch.Tensor) -> Union[FineTuneOutput, torch.Tensor]:
+        m = self.trunk(x)
+        f_g, f_top, f_bot = self.branch_features(m)
         if not self.training:
             return F.normalize(torch.cat([f_g, f_top, f_bot], dim=1), dim=1)
-        return FineTuneOutput(f_g, f_top, f_bot, self.classifier(f_g), self.ecab_top(top), self.ecab_bottom(bottom), m)
+        h = m.shape[2]
+        return FineTuneOutput(f_g, f_top, f_bot, self.classifier(f_g), self.ecab_top(m[:, :, : h // 2]),
+                              self.ecab_bottom(m[:, :, h // 2 :]), m)
 
     def ecab_vectors(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The trunk map and the ECAB vectors of its halves (what Ensemble Fusion needs)."""

@@ -5,7 +5,15 @@ checks it), so anything a chapter needs is exported here explicitly, timm style.
 """
 
 from . import explain, style, viz
-from .cluster import KMeansResult, kmeans, label_agreement, minibatch_kmeans, pseudo_label_quality
+from .cluster import (
+    KMeansResult,
+    compare_inits,
+    kmeans,
+    label_agreement,
+    minibatch_kmeans,
+    pseudo_label_quality,
+    summarize_inits,
+)
 from .config import (
     EMBEDDED_PAIRS,
     EMBEDDED_STYLE_MODES,
@@ -64,6 +72,8 @@ from .training import (
     FinetuneResult,
     PretrainResult,
     TrainedModel,
+    analysis_features,
+    analysis_model,
     evaluate_checkpoint,
     evaluate_model,
     finetune,
@@ -87,6 +97,8 @@ __all__ = [
     "FinetuneResult",
     "PretrainResult",
     "TrainedModel",
+    "analysis_features",
+    "analysis_model",
     "evaluate_checkpoint",
     "evaluate_model",
     "finetune",
@@ -117,6 +129,8 @@ __all__ = [
     "get_preset",
     "ImageDataset",
     "kmeans",
+    "compare_inits",
+    "summarize_inits",
     "KMeansResult",
     "label_agreement",
     "list_chapters",

@@ -203,3 +203,75 @@ def style_gap_bars(rows: Sequence[Mapping], *, title: Optional[str] = None) -> F
         ax.set_title(title)
     fig.tight_layout()
     return fig
+
+
+INIT_COLOURS = {"greedy_kmeans++": "C0", "kmeans++": "C2", "random": "C3"}
+
+
+def inertia_curves(runs: Sequence[Mapping], *, title: Optional[str] = None) -> Figure:
+    """Mean k-means inertia per Lloyd iteration for each seeding (runs of
+    :func:`corelib.cluster.compare_inits`); iteration 0 is the seeding itself, the band spans the
+    seeds' minimum to maximum, and a marker shows where the runs stopped on average."""
+    fig, ax = plt.subplots(figsize=(4.6, 3.0))
+    for init in dict.fromkeys(r["init"] for r in runs):
+        mine = [r for r in runs if r["init"] == init]
+        curves = [[r["seeding_potential"], *r["inertia_history"]] for r in mine]
+        n = max(len(c) for c in curves)
+        arr = np.asarray([c + [c[-1]] * (n - len(c)) for c in curves])  # a stopped run keeps its inertia
+        colour = INIT_COLOURS.get(init)
+        x = np.arange(n)
+        ax.plot(x, arr.mean(0), label=init, color=colour)
+        ax.fill_between(x, arr.min(0), arr.max(0), alpha=0.15, color=colour)
+        stop = float(np.mean([len(r["inertia_history"]) for r in mine]))
+        ax.plot([stop], [np.interp(stop, x, arr.mean(0))], "o", color=colour, ms=4)
+    ax.set_xlabel("Lloyd iteration (0 = seeding; dot = mean stop)")
+    ax.set_ylabel("inertia")
+    ax.legend()
+    if title:
+        ax.set_title(title)
+    fig.tight_layout()
+    return fig
+
+
+def init_comparison(summary: Sequence[Mapping], *, title: Optional[str] = None) -> Figure:
+    """Iterations to converge, NMI against the identities and run-to-run stability (ARI between
+    seeds) per seeding (rows of :func:`corelib.cluster.summarize_inits`); bars are seed means,
+    whiskers one standard deviation."""
+    panels = [("n_iter", "Lloyd iterations"), ("nmi", "NMI vs identities"), ("stability", "stability (ARI between seeds)")]
+    panels = [p for p in panels if p[0] in summary[0]]
+    fig, axes = plt.subplots(1, len(panels), figsize=(2.6 * len(panels), 2.8))
+    axes = np.atleast_1d(axes)
+    names = [s["init"] for s in summary]
+    for ax, (key, label) in zip(axes, panels):
+        vals = [s[key] for s in summary]
+        errs = [s.get(f"{key}_std", 0.0) for s in summary]
+        bars = ax.bar(range(len(names)), vals, yerr=errs, capsize=3,
+                      color=[INIT_COLOURS.get(n, "0.5") for n in names])
+        ax.bar_label(bars, fmt="%.2f" if key != "n_iter" else "%.1f", fontsize=7, padding=2)
+        ax.set_xticks(range(len(names)), [n.replace("_kmeans++", "\nk-means++") for n in names], fontsize=7)
+        ax.set_title(label, fontsize=9)
+        if key != "n_iter":
+            ax.set_ylim(0, 1.05)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def k_sweep(rows: Sequence[Mapping], *, true_k: Optional[int] = None, title: Optional[str] = None) -> Figure:
+    """NMI and ARI of the pseudo-labels against the identities as k varies, one line per seeding
+    (rows with ``k``, ``init``, ``nmi``, ``ari``); a dashed line marks the true number of identities."""
+    fig, axes = plt.subplots(1, 2, figsize=(7.0, 2.8))
+    for ax, key in zip(axes, ("nmi", "ari")):
+        for init in dict.fromkeys(r["init"] for r in rows):
+            mine = sorted((r for r in rows if r["init"] == init), key=lambda r: r["k"])
+            ax.plot([r["k"] for r in mine], [r[key] for r in mine], "o-", label=init, color=INIT_COLOURS.get(init), ms=3)
+        if true_k:
+            ax.axvline(true_k, ls="--", color="0.5", lw=1)
+        ax.set_xlabel("k (dashed: true number of identities)" if true_k else "k")
+        ax.set_ylabel(key.upper())
+    axes[0].legend()
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig

@@ -210,21 +210,21 @@ INIT_COLOURS = {"greedy_kmeans++": "C0", "kmeans++": "C2", "random": "C3"}
 
 def inertia_curves(runs: Sequence[Mapping], *, title: Optional[str] = None) -> Figure:
     """Mean k-means inertia per Lloyd iteration for each seeding (runs of
-    :func:`corelib.cluster.compare_inits`); iteration 0 is the seeding itself, the band spans the
-    seeds' minimum to maximum, and a marker shows where the runs stopped on average."""
+    :func:`corelib.cluster.compare_inits`); iteration 1 is the assignment to the seeds, the band
+    spans the seeds' minimum to maximum, and a dot marks where the runs stopped on average."""
     fig, ax = plt.subplots(figsize=(4.6, 3.0))
     for init in dict.fromkeys(r["init"] for r in runs):
         mine = [r for r in runs if r["init"] == init]
-        curves = [[r["seeding_potential"], *r["inertia_history"]] for r in mine]
+        curves = [list(r["inertia_history"]) for r in mine]
         n = max(len(c) for c in curves)
         arr = np.asarray([c + [c[-1]] * (n - len(c)) for c in curves])  # a stopped run keeps its inertia
         colour = INIT_COLOURS.get(init)
-        x = np.arange(n)
+        x = np.arange(1, n + 1)
         ax.plot(x, arr.mean(0), label=init, color=colour)
         ax.fill_between(x, arr.min(0), arr.max(0), alpha=0.15, color=colour)
         stop = float(np.mean([len(r["inertia_history"]) for r in mine]))
         ax.plot([stop], [np.interp(stop, x, arr.mean(0))], "o", color=colour, ms=4)
-    ax.set_xlabel("Lloyd iteration (0 = seeding; dot = mean stop)")
+    ax.set_xlabel("Lloyd iteration (1 = assignment to the seeds; dot = mean stop)")
     ax.set_ylabel("inertia")
     ax.legend()
     if title:
@@ -247,7 +247,7 @@ def init_comparison(summary: Sequence[Mapping], *, title: Optional[str] = None) 
         errs = [s.get(f"{key}_std", 0.0) for s in summary]
         bars = ax.bar(range(len(names)), vals, yerr=errs, capsize=3,
                       color=[INIT_COLOURS.get(n, "0.5") for n in names])
-        ax.bar_label(bars, fmt="%.2f" if key != "n_iter" else "%.1f", fontsize=7, padding=2)
+        ax.bar_label(bars, fmt="%.2f" if key != "n_iter" else "%.1f", fontsize=7, label_type="center", color="white")
         ax.set_xticks(range(len(names)), [n.replace("_kmeans++", "\nk-means++") for n in names], fontsize=7)
         ax.set_title(label, fontsize=9)
         if key != "n_iter":

@@ -171,7 +171,7 @@ def _add_training_args(p: argparse.ArgumentParser) -> None:
 
 def _cmd_style_train(args: argparse.Namespace) -> int:
     from .config import StyleCfg, load_config
-    from .style import summarize_gap, style_gap, train_style_models
+    from .style import style_gap, train_style_models
 
     base = StyleCfg.smoke() if args.smoke else (StyleCfg.domain_aware() if args.mode == "domain" else StyleCfg())
     cfg = load_config(StyleCfg, args.config, args.override or (), base=base)
@@ -180,15 +180,17 @@ def _cmd_style_train(args: argparse.Namespace) -> int:
     models = train_style_models(source, cfg, args.out, mode=args.mode, target=target, resume=not args.restart)
     print(f"{len(models.pairs)} style model(s) ({args.mode}-aware) in {models.root}")
     if args.gap:
-        _print_gap(style_gap(source, models, target=target), summarize_gap)
+        _print_gap(style_gap(source, models, target=target))
     return 0
 
 
-def _print_gap(rows: list, summarize) -> None:
+def _print_gap(rows: list) -> None:
+    from .style import summarize_gap
+
     for r in rows:
         print(f"  {r['from']:>12} -> {r['to']:<12} colour gap {r['before']:.4f} -> {r['after']:.4f} "
               f"(x{r['ratio']:.2f}), cycle L1 {r['cycle_l1']:.3f}")
-    total = summarize(rows)
+    total = summarize_gap(rows)
     print(f"colour gap over {total['directions']} direction(s): {total['before']:.4f} -> {total['after']:.4f} "
           f"(x{total['ratio']:.2f})")
 
@@ -205,11 +207,11 @@ def _cmd_style_generate(args: argparse.Namespace) -> int:
 
 
 def _cmd_style_gap(args: argparse.Namespace) -> int:
-    from .style import style_gap, summarize_gap
+    from .style import style_gap
 
     source = _dataset(args.source, args.scale)
     target = _dataset(args.target, args.scale) if args.target else None
-    _print_gap(style_gap(source, args.models, target=target, device=args.device), summarize_gap)
+    _print_gap(style_gap(source, args.models, target=target, device=args.device))
     return 0
 
 

@@ -211,12 +211,11 @@ def translate(
     *,
     batch_size: int = 64,
     num_workers: int = 0,
-    resize_back: bool = True,
 ) -> Iterable[tuple[int, Image.Image]]:
     """Yield ``(index, translated PIL image)`` for ``samples`` through generator ``direction``.
 
-    Images are resized to the config's (height, width), translated, and (``resize_back``) resized
-    to their own size again (bicubic), so the copies match the real images of the dataset.
+    Images are resized to the config's (height, width), translated, and resized to their own size
+    again (bicubic), so the copies match the real images of the dataset.
     """
     gen = model.generator(direction)
     device = next(gen.parameters()).device
@@ -224,7 +223,7 @@ def translate(
     for (images, sizes), _, _, idx in loader:
         fakes = to_pil(gen(images.to(device)))
         for fake, (w, h), i in zip(fakes, sizes.tolist(), idx.tolist()):
-            yield i, fake.resize((w, h), Image.Resampling.BICUBIC) if resize_back and fake.size != (w, h) else fake
+            yield i, fake.resize((w, h), Image.Resampling.BICUBIC) if fake.size != (w, h) else fake
 
 
 def _fake_name(path: str, tag: str) -> str:
@@ -449,14 +448,15 @@ def style_gap(
             loaded = (pair.name, *models.load(pair, dev))
         _, model, cfg = loaded
         size = (cfg.height, cfg.width)
-        fakes = dict(translate(model, cfg, xs, direction, resize_back=False))
-        fake_list = [fakes[i] for i in range(len(xs))]
-        back = dict(translate_images(model, cfg, fake_list, "ba" if direction == "ab" else "ab"))
+        real_x = [read_image(sample.path) for sample in xs]  # read once: translated, compared, summarised
+        fakes = [img for _, img in translate_images(model, cfg, real_x, direction)]
+        back = [img for _, img in translate_images(model, cfg, fakes, "ba" if direction == "ab" else "ab")]
         tf = style_transforms(cfg, train=False)
-        cycle = sum(float((tf(back[i]) - tf(read_image(xs[i].path))).abs().mean()) / 2 for i in range(len(xs))) / len(xs)
-        real_x, real_y = colour_statistics([s.path for s in xs], size), colour_statistics([s.path for s in ys], size)
-        before = frechet_distance(real_x, real_y)
-        after = frechet_distance(colour_statistics(fake_list, size), real_y)
+        # both in [-1, 1]: half the absolute difference is in [0, 1] pixel units
+        cycle = sum(float((tf(b) - tf(x)).abs().mean()) / 2 for b, x in zip(back, real_x)) / len(xs)
+        stats_y = colour_statistics([s.path for s in ys], size)
+        before = frechet_distance(colour_statistics(real_x, size), stats_y)
+        after = frechet_distance(colour_statistics(fakes, size), stats_y)
         rows.append({"pair": pair.name, "from": x_name, "to": y_name, "images": len(xs), "before": before,
                      "after": after, "ratio": after / before if before > 0 else float("nan"), "cycle_l1": cycle})
     return rows

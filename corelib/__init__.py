@@ -4,7 +4,7 @@ This module is the public API: notebooks import only the names listed in ``__all
 checks it), so anything a chapter needs is exported here explicitly, timm style.
 """
 
-from . import explain, style, viz
+from . import explain, feature_space, style, viz, widgets
 from .cluster import (
     KMeansResult,
     compare_inits,
@@ -74,6 +74,7 @@ from .training import (
     TrainedModel,
     analysis_features,
     analysis_model,
+    analysis_models,
     evaluate_checkpoint,
     evaluate_model,
     finetune,
@@ -89,6 +90,8 @@ __all__ = [
     "StyleCfg",
     "style",
     "explain",
+    "feature_space",
+    "widgets",
     "FinetuneCfg",
     "PretrainCfg",
     "load_config",
@@ -99,6 +102,7 @@ __all__ = [
     "TrainedModel",
     "analysis_features",
     "analysis_model",
+    "analysis_models",
     "evaluate_checkpoint",
     "evaluate_model",
     "finetune",

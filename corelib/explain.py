@@ -24,7 +24,8 @@ Example::
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from dataclasses import dataclass
+from typing import Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -32,11 +33,47 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
+from .data.datasets import Sample, read_image
 from .errors import UnknownNameError
+from .features import Features
+from .models.mean_teacher import MeanTeacher
 from .models.reid_net import CoreReIDNet, SourceNet
+
+CAM_IMAGE_WEIGHT = 0.5
+"""Image share in Grad-CAM overlays (half and half keeps the image readable under the map; the
+activation maps keep the authors' 0.3)."""
 
 BRANCHES = ("global", "top", "bottom", "descriptor")
 """Embeddings :class:`EmbeddingOf` exposes: the three branch features and the retrieval descriptor."""
+
+TRUNK_LAYERS = ("layer1", "layer2", "layer3", "layer4")
+"""Trunk stages a map can be taken from (strides 4, 8, 16, 32; ``layer4`` is the paper's choice)."""
+
+
+def explained_network(model: nn.Module) -> nn.Module:
+    """The network the maps are computed on: a :class:`MeanTeacher` is explained through its teacher
+    (the network that is evaluated and kept), anything else is returned as it is."""
+    return model.teacher if isinstance(model, MeanTeacher) else model
+
+
+def trunk_layer(model: nn.Module, layer: str = "layer4") -> nn.Module:
+    """The last block of trunk stage ``layer`` (a Grad-CAM target layer)."""
+    if layer not in TRUNK_LAYERS:
+        raise UnknownNameError(f"unknown trunk layer {layer!r}; valid layers: {', '.join(TRUNK_LAYERS)}")
+    return getattr(explained_network(model).trunk, layer)[-1]
+
+
+def trunk_map(model: nn.Module, images: torch.Tensor, layer: str = "layer4") -> torch.Tensor:
+    """The trunk's feature map after stage ``layer``: ``(B, C, H / stride, W / stride)``."""
+    if layer not in TRUNK_LAYERS:
+        raise UnknownNameError(f"unknown trunk layer {layer!r}; valid layers: {', '.join(TRUNK_LAYERS)}")
+    t = explained_network(model).trunk
+    x = t.maxpool(t.relu(t.bn1(t.conv1(images))))
+    for name in TRUNK_LAYERS:
+        x = getattr(t, name)(x)
+        if name == layer:
+            return x
+    raise AssertionError("unreachable")
 
 
 class EmbeddingOf(nn.Module):
@@ -50,12 +87,13 @@ class EmbeddingOf(nn.Module):
 
     def __init__(self, model: nn.Module, branch: str = "descriptor") -> None:
         super().__init__()
+        model = explained_network(model)
         if branch not in BRANCHES:
             raise UnknownNameError(f"unknown branch {branch!r}; valid branches: {', '.join(BRANCHES)}")
         if isinstance(model, SourceNet) and branch in ("top", "bottom"):
             raise UnknownNameError(f"a SourceNet has no {branch!r} branch; use 'global' or 'descriptor'")
         if not isinstance(model, (SourceNet, CoreReIDNet)):
-            raise TypeError(f"EmbeddingOf expects a SourceNet or CoreReIDNet, got {type(model).__name__}")
+            raise TypeError(f"EmbeddingOf expects a SourceNet, CoreReIDNet or MeanTeacher, got {type(model).__name__}")
         self.model, self.branch = model.eval(), branch
 
     @property
@@ -94,16 +132,17 @@ def similarity_cam(
     references: torch.Tensor,
     *,
     branch: str = "descriptor",
-    target_layer: Optional[nn.Module] = None,
+    layer: Union[str, nn.Module] = "layer4",
 ) -> np.ndarray:
     """Grad-CAM maps ``(B, H, W)`` in [0, 1]: where image ``i`` supports its similarity to ``references[i]``.
 
     Args:
-        model: a :class:`SourceNet` or :class:`CoreReIDNet` (e.g. the teacher).
+        model: a :class:`SourceNet`, :class:`CoreReIDNet` or :class:`MeanTeacher` (its teacher).
         images: normalised image batch ``(B, 3, H, W)``.
         references: ``(B, D)`` embeddings of the same ``branch`` (e.g. the query's, repeated).
         branch: which embedding is explained (:data:`BRANCHES`).
-        target_layer: default: the last block of the trunk's ``layer4``.
+        layer: the trunk stage whose last block is the target layer (:data:`TRUNK_LAYERS`; a
+            coarser ``layer4`` map has ``H/32 x W/32`` cells), or a module of the network.
 
     Raises:
         ValueError: ``references`` does not have one row per image.
@@ -113,11 +152,14 @@ def similarity_cam(
     if references.dim() != 2 or len(references) != len(images):
         raise ValueError(f"references must be (B, D) with B = {len(images)} images, got {tuple(references.shape)}")
     net = EmbeddingOf(model, branch)
-    layer = target_layer if target_layer is not None else net.trunk.layer4[-1]
+    layer = trunk_layer(net.model, layer) if isinstance(layer, str) else layer
     device = next(net.parameters()).device
     targets = [SimilarityTarget(r) for r in references]
+    # the input requires grad so that the graph reaches the target layer even when the weights do
+    # not (a mean teacher's weights are an EMA, frozen)
+    x = images.detach().to(device).requires_grad_(True)
     with GradCAM(model=net, target_layers=[layer]) as cam:  # hooks released on exit
-        return cam(input_tensor=images.to(device), targets=targets)
+        return cam(input_tensor=x, targets=targets)
 
 
 def activation_map(feature_map: torch.Tensor) -> torch.Tensor:
@@ -128,15 +170,16 @@ def activation_map(feature_map: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def activation_maps(model: nn.Module, images: torch.Tensor, *, flip: bool = False) -> torch.Tensor:
-    """:func:`activation_map` of the trunk's last map, resized to the images and min-max scaled to
-    [0, 1]: ``(B, H, W)``, or ``(2B, H, W)`` with the flipped images after the originals (``flip``)."""
-    model.eval()
+def activation_maps(model: nn.Module, images: torch.Tensor, *, flip: bool = False, layer: str = "layer4") -> torch.Tensor:
+    """:func:`activation_map` of the trunk's map after ``layer`` (the last one by default, as in the
+    paper), resized to the images and min-max scaled to [0, 1]: ``(B, H, W)``, or ``(2B, H, W)``
+    with the flipped images after the originals (``flip``)."""
+    model = explained_network(model).eval()
     device = next(model.parameters()).device
     x = images.to(device)
     if flip:
         x = torch.cat([x, torch.flip(x, dims=[3])])
-    a = activation_map(model.trunk(x)).unsqueeze(1)
+    a = activation_map(trunk_map(model, x, layer)).unsqueeze(1)
     a = F.interpolate(a, size=x.shape[2:], mode="bilinear", align_corners=False).squeeze(1)
     lo, hi = a.flatten(1).min(1).values, a.flatten(1).max(1).values
     return ((a - lo[:, None, None]) / (hi - lo).clamp_min(1e-12)[:, None, None]).cpu()
@@ -159,3 +202,172 @@ def cam_panels(images: Sequence[Image.Image], maps: np.ndarray | torch.Tensor) -
     maps = maps.numpy() if isinstance(maps, torch.Tensor) else np.asarray(maps)
     return [("image", list(images)), ("map", [overlay(im, m, image_weight=0.0) for im, m in zip(images, maps)]),
             ("overlay", [overlay(im, m) for im, m in zip(images, maps)])]
+
+
+def sample_queries(num_queries: int, count: int, *, seed: int = 0,
+                   correct: Optional[Sequence[bool]] = None) -> list[int]:
+    """``count`` query indices out of ``num_queries``, drawn without replacement with ``seed``, sorted.
+
+    With ``correct`` (one bool per query, e.g. :func:`rank1_correct`), half of them (rounded up) are
+    drawn from the correct queries and the rest from the wrong ones, so that a figure shows both a
+    success and a failure; a side with too few queries is filled from the other.
+    """
+    if num_queries < 1:
+        raise ValueError("the query split is empty")
+    g = torch.Generator().manual_seed(seed)
+    count = min(count, num_queries)
+    if correct is None:
+        return sorted(torch.randperm(num_queries, generator=g)[:count].tolist())
+    if len(correct) != num_queries:
+        raise ValueError(f"{len(correct)} correctness flags for {num_queries} queries")
+    right = [i for i in range(num_queries) if correct[i]]
+    wrong = [i for i in range(num_queries) if not correct[i]]
+    right = [right[j] for j in torch.randperm(len(right), generator=g).tolist()]
+    wrong = [wrong[j] for j in torch.randperm(len(wrong), generator=g).tolist()]
+    n_right = min(len(right), max(count - len(wrong), (count + 1) // 2))
+    return sorted(right[:n_right] + wrong[: count - n_right])
+
+
+def rank1_correct(query: Features, gallery: Features, *, chunk: int = 1024) -> list[bool]:
+    """Whether each query's most similar gallery image is of its identity (the gallery images of
+    its identity from its own camera left out, as in :func:`rank_lists`)."""
+    g = F.normalize(gallery.features.float(), dim=1)
+    g_pids, g_cams = torch.as_tensor(np.asarray(gallery.pids)), torch.as_tensor(np.asarray(gallery.camids))
+    q_pids, q_cams = torch.as_tensor(np.asarray(query.pids)), torch.as_tensor(np.asarray(query.camids))
+    out: list[bool] = []
+    for start in range(0, len(query.features), chunk):
+        rows = slice(start, start + chunk)
+        sim = F.normalize(query.features[rows].float(), dim=1) @ g.T  # (chunk, G)
+        same_pid = q_pids[rows, None] == g_pids[None, :]
+        sim = sim.masked_fill(same_pid & (q_cams[rows, None] == g_cams[None, :]), float("-inf"))
+        best = sim.argmax(dim=1)
+        out += (g_pids[best] == q_pids[rows]).tolist()
+    return out
+
+
+@dataclass
+class RankList:
+    """One query and its ``topk`` gallery matches, best first.
+
+    Gallery images of the query's identity taken by the query's camera are left out, as the
+    Market-1501 / VeRi-776 protocol does when scoring (they would be trivial matches).
+    """
+
+    query: Sample
+    gallery: list[Sample]
+    scores: list[float]  # cosine similarity of the retrieval descriptors
+    correct: list[bool]  # gallery pid == query pid
+
+
+def rank_lists(query: Features, gallery: Features, query_samples: Sequence[Sample],
+               gallery_samples: Sequence[Sample], *, indices: Sequence[int], topk: int = 5) -> list[RankList]:
+    """The :class:`RankList` of each query in ``indices`` (positions in ``query_samples``).
+
+    Raises:
+        ValueError: features and samples disagree in length, or an index is out of range.
+    """
+    if len(query.features) != len(query_samples) or len(gallery.features) != len(gallery_samples):
+        raise ValueError(f"features and samples disagree: {len(query.features)} query features for "
+                         f"{len(query_samples)} samples, {len(gallery.features)} gallery features for "
+                         f"{len(gallery_samples)} samples")
+    bad = [i for i in indices if not 0 <= i < len(query_samples)]
+    if bad:
+        raise ValueError(f"query indices {bad} out of range: the query split has {len(query_samples)} images")
+    g = F.normalize(gallery.features.float(), dim=1)
+    g_pids, g_cams = torch.as_tensor(np.asarray(gallery.pids)), torch.as_tensor(np.asarray(gallery.camids))
+    out = []
+    for i in indices:
+        sim = g @ F.normalize(query.features[i].float(), dim=0)  # (G,) cosine similarities
+        junk = (g_pids == int(query.pids[i])) & (g_cams == int(query.camids[i]))
+        sim = sim.masked_fill(junk, float("-inf"))
+        k = min(topk, int((~junk).sum()))
+        scores, order = sim.topk(k)
+        out.append(RankList(query_samples[i], [gallery_samples[j] for j in order.tolist()], scores.tolist(),
+                            [int(gallery.pids[j]) == int(query.pids[i]) for j in order.tolist()]))
+    return out
+
+
+@dataclass
+class ExplainedRankList:
+    """A :class:`RankList` with its images and Grad-CAM maps (each ``(H, W)`` in [0, 1])."""
+
+    rank_list: RankList
+    query_image: Image.Image
+    gallery_images: list[Image.Image]
+    query_map: np.ndarray  # where the query supports its similarity to the rank-1 image
+    gallery_maps: np.ndarray  # (k, H, W): where each gallery image supports its similarity to the query
+    branch: str
+    layer: str
+
+
+def explain_rank_list(model: nn.Module, rank_list: RankList, transform, *, branch: str = "descriptor",
+                      layer: str = "layer4") -> ExplainedRankList:
+    """Grad-CAM for a rank list in both directions: each gallery image against the query's embedding,
+    and the query against its rank-1 match's (``transform``: the test transform of the model's size)."""
+    if not rank_list.gallery:
+        raise ValueError(f"the rank list of {rank_list.query.path} is empty: nothing to explain")
+    device = next(explained_network(model).parameters()).device
+    q_img = read_image(rank_list.query.path)
+    g_imgs = [read_image(s.path) for s in rank_list.gallery]
+    q = transform(q_img).unsqueeze(0).to(device)
+    g = torch.stack([transform(im) for im in g_imgs]).to(device)
+    q_emb, g_emb = embed(model, q, branch), embed(model, g, branch)
+    g_maps = similarity_cam(model, g, q_emb.expand(len(g), -1), branch=branch, layer=layer)
+    q_map = similarity_cam(model, q, g_emb[:1], branch=branch, layer=layer)[0]
+    return ExplainedRankList(rank_list, q_img, g_imgs, q_map, g_maps, branch, layer)
+
+
+def rank_list_row(explained: ExplainedRankList, label: str, *, cams: bool = True) -> dict:
+    """A row for :func:`corelib.viz.rank_list`: the images, overlaid with their maps when ``cams``."""
+    rl = explained.rank_list
+    query = overlay(explained.query_image, explained.query_map, image_weight=CAM_IMAGE_WEIGHT) if cams else explained.query_image
+    gallery = ([overlay(im, m, image_weight=CAM_IMAGE_WEIGHT) for im, m in zip(explained.gallery_images, explained.gallery_maps)] if cams
+               else list(explained.gallery_images))
+    return {"label": label, "query": query, "gallery": gallery, "correct": rl.correct, "scores": rl.scores}
+
+
+def has_branch(model: nn.Module, branch: str) -> bool:
+    """Whether :class:`EmbeddingOf` can expose ``branch`` (a :class:`SourceNet` has no top / bottom)."""
+    return branch in BRANCHES and not (isinstance(explained_network(model), SourceNet) and branch in ("top", "bottom"))
+
+
+BRANCH_COLUMNS = ("image", *BRANCHES, "activation map")
+"""Column titles of :func:`branch_rows`."""
+
+
+def branch_rows(model: nn.Module, query: Sample, match: Sample, transform, *, label: str,
+                layer: str = "layer4") -> list[tuple[str, list[Optional[Image.Image]]]]:
+    """Two rows for :func:`corelib.viz.samples_overview` (columns :data:`BRANCH_COLUMNS`): the query
+    and a gallery image, each overlaid with its Grad-CAM for the similarity to the other, per branch,
+    then the gradient-free activation map; a branch the network lacks is ``None``."""
+    device = next(explained_network(model).parameters()).device
+    imgs = [read_image(query.path), read_image(match.path)]
+    x = torch.stack([transform(im) for im in imgs]).to(device)
+    cells: list[list[Optional[Image.Image]]] = [[imgs[0]], [imgs[1]]]
+    for branch in BRANCHES:
+        if not has_branch(model, branch):
+            cells[0].append(None), cells[1].append(None)
+            continue
+        e = embed(model, x, branch)
+        maps = similarity_cam(model, x, e.flip(0), branch=branch, layer=layer)  # each against the other
+        cells[0].append(overlay(imgs[0], maps[0], image_weight=CAM_IMAGE_WEIGHT))
+        cells[1].append(overlay(imgs[1], maps[1], image_weight=CAM_IMAGE_WEIGHT))
+    act = activation_maps(model, x, layer=layer)
+    cells[0].append(overlay(imgs[0], act[0])), cells[1].append(overlay(imgs[1], act[1]))
+    return [(f"{label}\nquery", cells[0]), (f"{label}\nmatch", cells[1])]
+
+
+def flip_rows(models: dict, samples: Sequence[Sample], transform, *,
+              layer: str = "layer4") -> list[tuple[str, list[Image.Image]]]:
+    """Rows for :func:`corelib.viz.samples_overview` in the paper's flip-pair layout: the images,
+    each followed by its mirror image, then one row of :func:`activation_maps` overlays per network
+    in ``models`` (``{"before adaptation": model, ...}``)."""
+    imgs = [read_image(s.path) for s in samples]
+    pairs = [im for img in imgs for im in (img, img.transpose(Image.Transpose.FLIP_LEFT_RIGHT))]
+    rows = [("image", pairs)]
+    x = torch.stack([transform(im) for im in imgs])
+    for name, model in models.items():
+        maps = activation_maps(model, x, flip=True, layer=layer)  # originals, then the flipped images
+        n = len(imgs)
+        rows.append((name, [overlay(pairs[2 * i + f], maps[i + f * n]) for i in range(n) for f in (0, 1)]))
+    return rows

@@ -71,7 +71,8 @@ def camera_grid(dataset: ReIDDataset, *, split: str = "train", per_camera: int =
 
 def samples_overview(rows: Sequence[tuple[str, Sequence[Image.Image]]], *, ncols: Optional[int] = None,
                      title: Optional[str] = None, column_titles: Optional[Sequence[str]] = None) -> Figure:
-    """A labelled grid: one row per (label, images) pair, images shown at their aspect ratio."""
+    """A labelled grid: one row per (label, images) pair, images shown at their aspect ratio; a
+    ``None`` image leaves its cell empty with "n/a" in it (e.g. a branch the network lacks)."""
     ncols = ncols or max(len(imgs) for _, imgs in rows)
     fig, axes = plt.subplots(len(rows), ncols, figsize=(ncols * 0.95, len(rows) * 1.25), squeeze=False)
     for r, (label, imgs) in enumerate(rows):
@@ -80,7 +81,9 @@ def samples_overview(rows: Sequence[tuple[str, Sequence[Image.Image]]], *, ncols
             ax.set_xticks([]), ax.set_yticks([])
             for sp in ax.spines.values():
                 sp.set_visible(False)
-            if c < len(imgs):
+            if c < len(imgs) and imgs[c] is None:
+                ax.text(0.5, 0.5, "n/a", ha="center", va="center", fontsize=7, color="0.5", transform=ax.transAxes)
+            elif c < len(imgs):
                 ax.imshow(imgs[c])
         axes[r][0].set_ylabel(label, rotation=0, ha="right", va="center", fontsize=8)
     for c, text in enumerate(column_titles or ()):
@@ -271,6 +274,153 @@ def k_sweep(rows: Sequence[Mapping], *, true_k: Optional[int] = None, title: Opt
         ax.set_xlabel("k (dashed: true number of identities)" if true_k else "k")
         ax.set_ylabel(key.upper())
     axes[0].legend()
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+MATCH_COLOURS = {True: "#1a9850", False: "#d73027"}  # green: same identity, red: another one
+
+
+def rank_list(rows: Sequence[Mapping], *, title: Optional[str] = None) -> Figure:
+    """Rank lists, one per row: the query (blue frame), then its top-k gallery images with a green
+    frame and ✓ for a correct match, a red frame and ✗ for a wrong one, and the similarity.
+
+    Each row is a mapping with ``label``, ``query`` (image), ``gallery`` (images), ``correct``
+    (bools) and ``scores`` (floats); :func:`corelib.explain.rank_list_row` builds it.
+    """
+    k = max(len(r["gallery"]) for r in rows)
+    fig, axes = plt.subplots(len(rows), k + 1, figsize=((k + 1) * 0.95 + 0.6, len(rows) * 1.45), squeeze=False)
+    for i, row in enumerate(rows):
+        cells = [(row["query"], "#2166ac", "query")] + [
+            (img, MATCH_COLOURS[bool(ok)], f"{'✓' if ok else '✗'} {s:.2f}")
+            for img, ok, s in zip(row["gallery"], row["correct"], row["scores"])]
+        for j in range(k + 1):
+            ax = axes[i][j]
+            ax.set_xticks([]), ax.set_yticks([])
+            if j >= len(cells):
+                ax.set_axis_off()
+                continue
+            img, colour, text = cells[j]
+            ax.imshow(img)
+            for sp in ax.spines.values():
+                sp.set_visible(True), sp.set_color(colour), sp.set_linewidth(2.5)
+            ax.set_title(text, fontsize=7, color=colour, pad=2)
+        axes[i][0].set_ylabel(row["label"], rotation=0, ha="right", va="center", fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.35 / fig.get_figheight()) if title else None)  # room for the title
+    return fig
+
+
+PAIR_KIND_STYLES = {"same id, same camera": ("C2", "--"), "same id, cross camera": ("C2", "-"),
+                    "different id, same camera": ("C3", "--"), "different id, cross camera": ("C3", "-")}
+
+
+def similarity_histograms(hists: Mapping[str, object], *, title: Optional[str] = None) -> Figure:
+    """One panel per stage (``{"before adaptation": SimilarityHistograms, ...}``): the density of
+    pairwise cosine similarity for the four kinds of pairs; dashed = same camera, green = same
+    identity. The gap between the two red curves is the camera bias."""
+    fig, axes = plt.subplots(1, len(hists), figsize=(3.6 * len(hists), 2.9), sharey=False, squeeze=False)
+    for ax, (name, h) in zip(axes[0], hists.items()):
+        centres = (h.edges[:-1] + h.edges[1:]) / 2
+        width = h.edges[1] - h.edges[0]
+        for kind, counts in h.counts.items():
+            if counts.sum() == 0:
+                continue
+            colour, ls = PAIR_KIND_STYLES[kind]
+            ax.plot(centres, counts / counts.sum() / width, color=colour, ls=ls, lw=1.2,
+                    label=f"{kind} (mean {h.means[kind]:.2f})")
+        occupied = np.flatnonzero(sum(h.counts.values()) > 0)
+        if len(occupied):  # the occupied part of [-1, 1], with a margin
+            pad = 3 * width
+            ax.set_xlim(max(-1.0, h.edges[occupied[0]] - pad), min(1.0, h.edges[occupied[-1] + 1] + pad))
+        ax.set_title(f"{name}\ncamera gap {h.camera_gap:+.3f}", fontsize=9)
+        ax.set_xlabel("cosine similarity")
+        ax.set_ylabel("density")
+        ax.set_ylim(0, ax.get_ylim()[1] * 1.5)  # headroom for the legend
+        ax.legend(fontsize=6, loc="upper left")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def umap_panels(points: Mapping[str, np.ndarray], colourings: Mapping[str, Mapping[str, Sequence]], *,
+                title: Optional[str] = None, legend_max: int = 12) -> Figure:
+    """A grid of 2-D scatter plots: rows are projections (``{"before adaptation": (N, 2), ...}``),
+    columns colourings (``{row: {"camera": labels, ...}}``, one label per point; ``None`` or -1
+    draws the point light grey, e.g. source images when colouring target cameras). Legends are
+    drawn when a colouring has at most ``legend_max`` values; identities and clusters get cycled
+    tab20 colours and no legend."""
+    rows = list(points)
+    cols = list(next(iter(colourings.values())))
+    fig, axes = plt.subplots(len(rows), len(cols), figsize=(2.7 * len(cols), 2.6 * len(rows)), squeeze=False)
+    cmap = plt.get_cmap("tab20")
+    for i, row in enumerate(rows):
+        xy = np.asarray(points[row])
+        for j, col in enumerate(cols):
+            ax = axes[i][j]
+            labels = list(colourings[row][col])
+            grey = np.asarray([lab is None or (isinstance(lab, (int, np.integer)) and lab < 0) for lab in labels])
+            ax.scatter(xy[grey, 0], xy[grey, 1], s=2, c="0.85", linewidths=0)
+            values = sorted({lab for lab, g in zip(labels, grey) if not g}, key=str)
+            index = {v: n for n, v in enumerate(values)}
+            few = len(values) <= legend_max
+            for v in values if few else [None]:
+                sel = ~grey & (np.asarray([lab == v for lab in labels]) if few else True)
+                colour = [cmap(index[v] % 20)] if few else [cmap(index[lab] % 20) for lab, g in zip(labels, grey) if not g]
+                ax.scatter(xy[sel, 0], xy[sel, 1], s=3, c=colour, linewidths=0, label=str(v) if few else None)
+            if few and len(values) > 1:
+                ax.legend(fontsize=6, markerscale=3, loc="best", handletextpad=0.2, borderpad=0.2)
+            ax.set_xticks([]), ax.set_yticks([])
+            if i == 0:
+                ax.set_title(f"{col}" + ("" if few else f" ({len(values)} values)"), fontsize=9)
+        axes[i][0].set_ylabel(row, fontsize=9)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def cluster_size_histogram(sizes: Mapping[str, np.ndarray], *, title: Optional[str] = None) -> Figure:
+    """How many clusters have each size, one outline per labeling (``{"true identities": sizes,
+    "pseudo-labels (after)": sizes, ...}``, sizes from :func:`corelib.feature_space.cluster_sizes`)."""
+    fig, ax = plt.subplots(figsize=(4.6, 2.9))
+    top = max(int(np.max(s)) for s in sizes.values() if len(s))
+    edges = np.arange(0.5, top + 1.5, max(1, int(np.ceil(top / 40))))
+    for n, (name, s) in enumerate(sizes.items()):
+        ax.hist(s, bins=edges, histtype="step", lw=1.4, color=f"C{n}",
+                label=f"{name}: {len(s)} groups, median size {np.median(s):.0f}")
+    ax.set_xlabel("images per cluster")
+    ax.set_ylabel("clusters")
+    ax.set_ylim(0, ax.get_ylim()[1] * 1.45)  # headroom for the legend
+    ax.legend(fontsize=7, loc="upper right")
+    if title:
+        ax.set_title(title)
+    fig.tight_layout()
+    return fig
+
+
+def image_gallery(images: Sequence[Image.Image], captions: Sequence[str], *, colours: Optional[Sequence[str]] = None,
+                  columns: int = 8, title: Optional[str] = None) -> Figure:
+    """Images in rows of ``columns``, each with a caption (and a frame in ``colours``, when given)."""
+    if not images:
+        raise ValueError("no images to show")
+    nrows = -(-len(images) // columns)
+    ncols = min(columns, len(images))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(ncols * 0.95, nrows * 1.4), squeeze=False)
+    for n, ax in enumerate(axes.flat):
+        ax.set_xticks([]), ax.set_yticks([])
+        if n >= len(images):
+            ax.set_axis_off()
+            continue
+        ax.imshow(images[n])
+        colour = colours[n] if colours else "0.3"
+        for sp in ax.spines.values():
+            sp.set_visible(colours is not None), sp.set_color(colour), sp.set_linewidth(2)
+        ax.set_title(captions[n], fontsize=7, color=colour, pad=2)
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()

@@ -30,3 +30,15 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Print the wall time of each chapter the notebook tests executed."""
+    import sys
+
+    module = sys.modules.get("test_notebooks") or sys.modules.get("tests.test_notebooks")
+    durations = getattr(module, "DURATIONS", None)
+    if durations:
+        terminalreporter.section("notebook wall times (SMOKE=True, CPU)")
+        for name, seconds in durations.items():
+            terminalreporter.write_line(f"{seconds:7.1f} s  {name}")

@@ -42,3 +42,24 @@ def test_study_figures():
     assert isinstance(viz.init_comparison(summary), Figure)
     rows = [{"k": k, "init": i, "nmi": 0.5, "ari": 0.2} for k in (3, 6, 9) for i in ("greedy_kmeans++", "random")]
     assert isinstance(viz.k_sweep(rows, true_k=6), Figure)
+
+
+def test_analysis_models_adapt_briefly_and_redo_a_stale_adaptation(synthetic_small, tmp_path, capsys):
+    import os
+    import time
+
+    from corelib.training import analysis_models
+
+    source, target = load_synthetic(synthetic_small["market_like"]), load_synthetic(synthetic_small["cuhk_like"])
+    models = analysis_models(tmp_path, "person", source, target, smoke=True)
+    assert (models["before"].stage, models["after"].stage) == ("pretrain", "finetune")
+    out = capsys.readouterr().out
+    assert "training a small source network" in out and "adapting briefly" in out
+    analysis_models(tmp_path, "person", source, target, smoke=True)
+    assert "using the brief adaptation made earlier" in capsys.readouterr().out
+    # a source network newer than the quick adaptation (chapter 02 ran since): adapt again
+    before = tmp_path / "person" / "quick" / "pretrain" / "best.pt"
+    later = time.time() + 60
+    os.utime(before, (later, later))
+    analysis_models(tmp_path, "person", source, target, smoke=True)
+    assert "adapting briefly" in capsys.readouterr().out

@@ -86,6 +86,9 @@ def test_cam_depends_on_the_reference_and_releases_its_hooks(net, images):
         assert not np.allclose(maps[0], maps[1], atol=1e-3), "the map must depend on the gallery image"
         same = similarity_cam(net, gallery, ref.expand(2, -1), branch=branch)
         assert same.shape == (2, 128, 64)
+    frozen = CoreReIDNet(18, num_classes=4, weights="none").eval().requires_grad_(False)  # like an EMA teacher
+    maps = similarity_cam(frozen, gallery, embed(frozen, query).expand(2, -1), layer="layer3")
+    assert maps.shape == (2, 128, 64) and maps.max() > 0
     layer = net.trunk.layer4[-1]
     assert not layer._forward_hooks and not layer._backward_hooks and not layer._forward_pre_hooks
     with pytest.raises(ValueError, match="one row per image|\\(B, D\\)"):
@@ -102,3 +105,81 @@ def test_overlay_and_panels():
     assert np.asarray(out)[-1, -1, 2] > 80 and np.asarray(out)[-1, -1, 0] < 5
     rows = cam_panels([img, img], np.stack([heat, heat]))
     assert [r[0] for r in rows] == ["image", "map", "overlay"] and all(len(r[1]) == 2 for r in rows)
+
+
+def _features(vectors, pids, cams):
+    from corelib.features import Features
+
+    return Features(torch.tensor(vectors, dtype=torch.float32), np.asarray(pids), np.asarray(cams))
+
+
+def test_rank_lists_follow_the_protocol():
+    from corelib.data.datasets import Sample
+    from corelib.explain import rank_lists
+
+    q = _features([[1.0, 0.0]], [7], [0])
+    # gallery 0: same pid, same camera (junk, left out); 1: same pid, other camera; 2, 3: other pids
+    g = _features([[1.0, 0.0], [0.8, 0.6], [0.9, 0.1], [0.0, 1.0]], [7, 7, 3, 4], [0, 1, 1, 0])
+    qs = [Sample("q.jpg", 7, 0)]
+    gs = [Sample(f"g{i}.jpg", p, c) for i, (p, c) in enumerate([(7, 0), (7, 1), (3, 1), (4, 0)])]
+    (rl,) = rank_lists(q, g, qs, gs, indices=[0], topk=5)
+    assert [s.path for s in rl.gallery] == ["g2.jpg", "g1.jpg", "g3.jpg"]  # by cosine similarity, junk gone
+    assert rl.correct == [False, True, False]
+    assert rl.scores[0] == pytest.approx(0.9 / np.hypot(0.9, 0.1)) and rl.scores == sorted(rl.scores, reverse=True)
+    assert len(rank_lists(q, g, qs, gs, indices=[0], topk=2)[0].gallery) == 2
+    with pytest.raises(ValueError, match="out of range"):
+        rank_lists(q, g, qs, gs, indices=[1])
+    with pytest.raises(ValueError, match="disagree"):
+        rank_lists(q, g, qs, gs[:3], indices=[0])
+
+
+def test_rank_list_and_branch_figures_on_images(synthetic_small):
+    from matplotlib.figure import Figure
+
+    from corelib import viz
+    from corelib.data.synthetic import load_synthetic
+    from corelib.data.transforms import build_transforms
+    from corelib.explain import BRANCH_COLUMNS, RankList, branch_rows, explain_rank_list, rank_list_row
+
+    ds = load_synthetic(synthetic_small["market_like"])
+    tf = build_transforms("test", 128, 64)
+    torch.manual_seed(0)
+    net = CoreReIDNet(18, num_classes=4, weights="none").eval()
+    rl = RankList(ds.query[0], ds.gallery[:3], [0.9, 0.8, 0.7], [True, False, False])
+    ex = explain_rank_list(net, rl, tf, branch="top", layer="layer3")
+    assert ex.gallery_maps.shape == (3, 128, 64) and ex.query_map.shape == (128, 64)
+    assert not np.allclose(ex.gallery_maps[0], ex.gallery_maps[1], atol=1e-3)
+    row = rank_list_row(ex, "q", cams=True)
+    plain = rank_list_row(ex, "q", cams=False)
+    assert row["gallery"][0].size == plain["gallery"][0].size
+    assert not np.array_equal(np.asarray(row["gallery"][0]), np.asarray(plain["gallery"][0]))
+    assert isinstance(viz.rank_list([row, plain], title="t"), Figure)
+    rows = branch_rows(net, ds.query[0], ds.gallery[0], tf, label="after")
+    assert [len(cells) for _, cells in rows] == [len(BRANCH_COLUMNS)] * 2 and all(c is not None for c in rows[0][1])
+    src = SourceNet(18, num_classes=3, weights="none").eval()
+    rows = branch_rows(src, ds.query[0], ds.gallery[0], tf, label="before")
+    assert [c is None for c in rows[0][1]] == [False, False, True, True, False, False]  # no top / bottom branch
+    assert isinstance(viz.samples_overview(rows, column_titles=BRANCH_COLUMNS), Figure)
+    with pytest.raises(ValueError, match="empty"):
+        explain_rank_list(net, RankList(ds.query[0], [], [], []), tf)
+
+
+def test_rank1_correct_and_mixed_query_sampling():
+    from corelib.explain import rank1_correct, rank_lists, sample_queries
+    from corelib.data.datasets import Sample
+
+    g = torch.Generator().manual_seed(0)
+    gal = _features(torch.randn(30, 4, generator=g).tolist(), [i % 6 for i in range(30)], [i % 3 for i in range(30)])
+    qry = _features(torch.randn(12, 4, generator=g).tolist(), [i % 6 for i in range(12)], [i % 2 for i in range(12)])
+    flags = rank1_correct(qry, gal, chunk=5)
+    qs = [Sample(f"q{i}", int(p), int(c)) for i, (p, c) in enumerate(zip(qry.pids, qry.camids))]
+    gs = [Sample(f"g{i}", int(p), int(c)) for i, (p, c) in enumerate(zip(gal.pids, gal.camids))]
+    assert flags == [rl.correct[0] for rl in rank_lists(qry, gal, qs, gs, indices=range(12), topk=1)]
+    assert 0 < sum(flags) < 12
+    picked = sample_queries(12, 4, seed=3, correct=flags)
+    assert len(set(picked)) == 4 and picked == sorted(picked)
+    assert sum(flags[i] for i in picked) == min(2, sum(flags))
+    assert picked == sample_queries(12, 4, seed=3, correct=flags)
+    only_wrong = [False] * 12
+    assert sum(only_wrong[i] for i in sample_queries(12, 4, correct=only_wrong)) == 0  # filled from the wrong side
+    assert len(sample_queries(3, 10)) == 3

@@ -1,6 +1,6 @@
 """Training loops: source pre-training and mean-teacher fine-tuning, with atomic checkpoints."""
 
-from .analysis import analysis_features, analysis_model
+from .analysis import analysis_features, analysis_model, analysis_models
 from .checkpoint import load_checkpoint, save_checkpoint
 from .evaluate import TrainedModel, evaluate_checkpoint, evaluate_model, load_trained_model
 from .finetune import FinetuneResult, cluster_pseudo_labels, extract_cluster_features, finetune
@@ -9,6 +9,7 @@ from .pretrain import PretrainResult, pretrain
 __all__ = [
     "analysis_features",
     "analysis_model",
+    "analysis_models",
     "FinetuneResult",
     "PretrainResult",
     "cluster_pseudo_labels",

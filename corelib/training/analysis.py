@@ -10,8 +10,9 @@ camera as the embedded fine-tuning recipe clusters them.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Union
+from typing import Optional, Union
 
+import numpy as np
 import torch
 
 from ..data.datasets import ReIDDataset
@@ -21,36 +22,89 @@ from ..features import Features, extract_features
 from .evaluate import TrainedModel, load_trained_model
 
 
+def _quick_pretrain(base: Path, source: ReIDDataset, target: ReIDDataset, seed: int, device) -> Path:
+    from ..config import PretrainCfg
+    from .pretrain import pretrain
+
+    verb = "using the small source network trained earlier in" if (base / "quick" / "pretrain" / "best.pt").is_file() \
+        else "training a small source network into"
+    print(f"{base.name}: no checkpoint of chapter 02 in {base}; {verb} {base / 'quick'} "
+          f"(run 02_pretraining and 03_finetuning with this RUN_DIR for the real ones)")
+    cfg = PretrainCfg.embedded(base.name, smoke=True, seed=seed, device=str(device))
+    return Path(pretrain(cfg, source, base / "quick", target=target, resume=True, progress=False).best_checkpoint)
+
+
+def _quick_finetune(base: Path, target: ReIDDataset, source_checkpoint: Path, seed: int, device) -> Path:
+    import shutil
+
+    from ..config import FinetuneCfg
+    from .finetune import finetune
+
+    out = base / "quick"
+    best = out / "finetune" / "best.pt"
+    if best.is_file() and best.stat().st_mtime < source_checkpoint.stat().st_mtime:
+        shutil.rmtree(out / "finetune")  # adapted from an older source network: stale
+    verb = "using the brief adaptation made earlier of" if best.is_file() else "adapting briefly"
+    print(f"{base.name}: no checkpoint of chapter 03 in {base}; {verb} {source_checkpoint} "
+          f"(run 03_finetuning with this RUN_DIR for the real one)")
+    cfg = FinetuneCfg.embedded(base.name, smoke=True, seed=seed, device=str(device))
+    result = finetune(cfg, target, out, source_checkpoint=source_checkpoint, resume=True, progress=False)
+    return Path(result.best_checkpoint)
+
+
 def analysis_model(run_dir: Union[str, Path], pair: str, source: ReIDDataset, target: ReIDDataset, *,
                    smoke: bool = False, seed: int = 1, device: Union[str, torch.device] = "cpu") -> TrainedModel:
     """``RUN_DIR/<pair>/finetune/best.pt`` (chapter 03), else ``RUN_DIR/<pair>/pretrain/best.pt``
     (chapter 02); when neither exists, a source network trained now with
     ``PretrainCfg.embedded(pair, smoke=True)`` into ``RUN_DIR/<pair>/quick/`` (seconds on a CPU)."""
-    from ..config import PretrainCfg
-    from .pretrain import pretrain
-
     base = Path(run_dir) / pair
     for stage in ("finetune", "pretrain"):
         path = base / stage / "best.pt"
         if path.is_file():
             print(f"{pair}: analysing {path} ({stage})")
             return load_trained_model(path, device=device)
-    print(f"{pair}: no checkpoint of chapters 02/03 in {base}; training a small source network "
-          f"(run 02_pretraining and 03_finetuning with this RUN_DIR for the real ones)")
-    cfg = PretrainCfg.embedded(pair, smoke=True, seed=seed, device=str(device))
-    result = pretrain(cfg, source, base / "quick", target=target, resume=True, progress=False)
-    return load_trained_model(result.best_checkpoint, device=device)
+    return load_trained_model(_quick_pretrain(base, source, target, seed, device), device=device)
+
+
+def analysis_models(run_dir: Union[str, Path], pair: str, source: ReIDDataset, target: ReIDDataset, *,
+                    smoke: bool = False, seed: int = 1,
+                    device: Union[str, torch.device] = "cpu") -> dict[str, TrainedModel]:
+    """The network before and after adaptation: ``{"before": source network, "after": teacher}``.
+
+    ``before`` is ``RUN_DIR/<pair>/pretrain/best.pt`` (chapter 02) and ``after``
+    ``RUN_DIR/<pair>/finetune/best.pt`` (chapter 03). A missing stage is trained now with its smoke
+    recipe into ``RUN_DIR/<pair>/quick/`` (tens of seconds on a CPU; the chapter says so), the
+    adaptation starting from ``before``; a quick adaptation older than its source network is redone.
+    """
+    base = Path(run_dir) / pair
+    before = base / "pretrain" / "best.pt"
+    if not before.is_file():
+        before = _quick_pretrain(base, source, target, seed, device)
+    after = base / "finetune" / "best.pt"
+    if not after.is_file():
+        after = _quick_finetune(base, target, before, seed, device)
+    print(f"{pair}: before adaptation {before}; after adaptation {after}")
+    return {"before": load_trained_model(before, device=device), "after": load_trained_model(after, device=device)}
 
 
 def analysis_features(trained: TrainedModel, dataset: ReIDDataset, *, split: str = "train",
-                      camera_centred: bool = False, device: Union[str, torch.device] = "cpu") -> Features:
-    """BMFN retrieval descriptors of ``dataset``'s ``split`` at the model's training size;
-    ``camera_centred`` subtracts each camera's mean (as ``FinetuneCfg.cluster_camera_norm`` does)."""
+                      camera_centred: bool = False, max_images: Optional[int] = None, seed: int = 0,
+                      device: Union[str, torch.device] = "cpu") -> Features:
+    """BMFN retrieval descriptors of ``dataset``'s ``split`` at the model's training size.
+
+    Args:
+        camera_centred: subtract each camera's mean (as ``FinetuneCfg.cluster_camera_norm`` does).
+        max_images: at most this many images, a seeded random subset kept in split order.
+        seed: the subset's seed.
+    """
     from .finetune import camera_centred as centre
 
     cfg = trained.cfg
     tf = build_transforms("test", cfg["height"], cfg["width"])
     samples = dataset.split(split)
+    if max_images is not None and max_images < len(samples):
+        keep = np.sort(np.random.default_rng(seed).choice(len(samples), max_images, replace=False))
+        samples = [samples[i] for i in keep]
     feats = extract_features(trained.model, build_loader(samples, tf, 128), device=device)
     if camera_centred:
         feats = Features(centre(feats.features, [s.camid for s in samples]), feats.pids, feats.camids)

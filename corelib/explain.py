@@ -228,20 +228,26 @@ def sample_queries(num_queries: int, count: int, *, seed: int = 0,
     return sorted(right[:n_right] + wrong[: count - n_right])
 
 
+def _protocol_similarity(query: Features, rows, gallery: Features) -> torch.Tensor:
+    """Cosine similarity ``(len(rows), G)`` of query ``rows`` to the gallery, ``-inf`` where the
+    gallery image shows the query's identity from the query's camera (the protocol's junk)."""
+    g = F.normalize(gallery.features.float(), dim=1)
+    q = F.normalize(query.features[rows].float(), dim=1)
+    q_pids, q_cams = (torch.as_tensor(np.asarray(a))[rows] for a in (query.pids, query.camids))
+    g_pids, g_cams = torch.as_tensor(np.asarray(gallery.pids)), torch.as_tensor(np.asarray(gallery.camids))
+    junk = (q_pids[:, None] == g_pids[None, :]) & (q_cams[:, None] == g_cams[None, :])
+    return (q @ g.T).masked_fill(junk, float("-inf"))
+
+
 def rank1_correct(query: Features, gallery: Features, *, chunk: int = 1024) -> list[bool]:
     """Whether each query's most similar gallery image is of its identity (the gallery images of
     its identity from its own camera left out, as in :func:`rank_lists`)."""
-    g = F.normalize(gallery.features.float(), dim=1)
-    g_pids, g_cams = torch.as_tensor(np.asarray(gallery.pids)), torch.as_tensor(np.asarray(gallery.camids))
-    q_pids, q_cams = torch.as_tensor(np.asarray(query.pids)), torch.as_tensor(np.asarray(query.camids))
+    g_pids = np.asarray(gallery.pids)
     out: list[bool] = []
     for start in range(0, len(query.features), chunk):
-        rows = slice(start, start + chunk)
-        sim = F.normalize(query.features[rows].float(), dim=1) @ g.T  # (chunk, G)
-        same_pid = q_pids[rows, None] == g_pids[None, :]
-        sim = sim.masked_fill(same_pid & (q_cams[rows, None] == g_cams[None, :]), float("-inf"))
-        best = sim.argmax(dim=1)
-        out += (g_pids[best] == q_pids[rows]).tolist()
+        rows = torch.arange(start, min(start + chunk, len(query.features)))
+        best = _protocol_similarity(query, rows, gallery).argmax(dim=1).numpy()
+        out += (g_pids[best] == np.asarray(query.pids)[rows.numpy()]).tolist()
     return out
 
 
@@ -273,15 +279,10 @@ def rank_lists(query: Features, gallery: Features, query_samples: Sequence[Sampl
     bad = [i for i in indices if not 0 <= i < len(query_samples)]
     if bad:
         raise ValueError(f"query indices {bad} out of range: the query split has {len(query_samples)} images")
-    g = F.normalize(gallery.features.float(), dim=1)
-    g_pids, g_cams = torch.as_tensor(np.asarray(gallery.pids)), torch.as_tensor(np.asarray(gallery.camids))
     out = []
     for i in indices:
-        sim = g @ F.normalize(query.features[i].float(), dim=0)  # (G,) cosine similarities
-        junk = (g_pids == int(query.pids[i])) & (g_cams == int(query.camids[i]))
-        sim = sim.masked_fill(junk, float("-inf"))
-        k = min(topk, int((~junk).sum()))
-        scores, order = sim.topk(k)
+        sim = _protocol_similarity(query, torch.tensor([i]), gallery)[0]  # (G,)
+        scores, order = sim.topk(min(topk, int(torch.isfinite(sim).sum())))
         out.append(RankList(query_samples[i], [gallery_samples[j] for j in order.tolist()], scores.tolist(),
                             [int(gallery.pids[j]) == int(query.pids[i]) for j in order.tolist()]))
     return out

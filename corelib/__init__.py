@@ -4,7 +4,7 @@ This module is the public API: notebooks import only the names listed in ``__all
 checks it), so anything a chapter needs is exported here explicitly, timm style.
 """
 
-from . import explain, feature_space, style, viz, widgets
+from . import explain, feature_space, results, style, sweeps, viz, widgets
 from .cluster import (
     KMeansResult,
     compare_inits,
@@ -91,6 +91,8 @@ __all__ = [
     "style",
     "explain",
     "feature_space",
+    "results",
+    "sweeps",
     "widgets",
     "FinetuneCfg",
     "PretrainCfg",

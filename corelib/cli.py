@@ -69,12 +69,39 @@ def _parse_value(text: str):
         return text
 
 
+def _params_file(path: Optional[str]) -> dict:
+    """Notebook parameters from a YAML file (a mapping NAME: value), or none."""
+    if not path:
+        return {}
+    import yaml
+
+    from .errors import ConfigError
+
+    values = yaml.safe_load(Path(path).read_text()) or {}
+    if not isinstance(values, dict):
+        raise ConfigError(f"{path}: a parameters file is a mapping such as 'SEED: 2', got {type(values).__name__}")
+    return values
+
+
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    from .sweeps import load_sweep, run_sweep
+
+    spec = load_sweep(args.file)
+    params = {**spec["parameters"], **({"SMOKE": True} if args.smoke else {})}
+    chapters = args.chapters or spec["chapters"]
+    records = run_sweep(args.root, spec["grid"], parameters=params, chapters=chapters, execution_timeout=args.timeout)
+    ran = sum(r["ran"] for r in records)
+    print(f"{len(records)} sweep point(s), {ran} run now, {len(records) - ran} finished earlier; root: {Path(args.root).resolve()}")
+    return 0
+
+
 def _cmd_run_notebooks(args: argparse.Namespace) -> int:
     from .notebooks import run_notebooks
 
     params = {"SMOKE": args.smoke}
     if args.seed is not None:  # otherwise each chapter keeps the SEED of its parameters cell
         params["SEED"] = args.seed
+    params.update(_params_file(args.params))
     params.update({k: _parse_value(v) for k, v in (args.param or [])})
     run_dir = args.run_dir or str(Path("runs") / ("smoke" if args.smoke else "demo"))
     records = run_notebooks(run_dir, parameters=params, chapters=args.chapters,
@@ -316,11 +343,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--smoke", action="store_true", help="tiny parameters (what CI runs)")
     p.add_argument("--seed", type=int, default=None, help="SEED passed to every chapter (default: each chapter's own)")
     p.add_argument("--chapters", nargs="*", default=None, help="chapter prefixes to run, e.g. 00 02")
+    p.add_argument("--params", default=None, help="YAML file of notebook parameters (NAME: value); -p wins")
     p.add_argument("-p", "--param", nargs=2, action="append", metavar=("NAME", "VALUE"),
                    help="a notebook parameter (JSON literal or string); repeatable")
     p.add_argument("--timeout", type=int, default=None, help="seconds allowed per cell")
     p.add_argument("--log-output", action="store_true", help="stream cell output")
     p.set_defaults(func=_cmd_run_notebooks)
+
+    p = sub.add_parser("sweep", help="run chapters over a grid of parameters, one run directory per point (resumable)")
+    p.add_argument("file", help="sweep YAML: chapters, parameters, grid (see corelib.sweeps)")
+    p.add_argument("--root", default="runs/sweeps", help="folder of the sweep's run directories")
+    p.add_argument("--chapters", nargs="*", default=None, help="override the file's chapters")
+    p.add_argument("--smoke", action="store_true", help="SMOKE=True for every point")
+    p.add_argument("--timeout", type=int, default=None, help="seconds allowed per cell")
+    p.set_defaults(func=_cmd_sweep)
 
     p = sub.add_parser("bench", help="measure model complexity: parameters, FLOPs/MACs, images/s")
     p.add_argument("what", choices=["complexity"], help="what to measure")

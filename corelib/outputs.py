@@ -124,9 +124,13 @@ class Run:
         _atomic_write_text(side, json.dumps(self._sidecar(name, params, written), indent=2, sort_keys=True) + "\n")
         return written + [side]
 
-    def save_table(self, table: Any, name: str, *, params: Optional[Mapping] = None) -> list[Path]:
-        """Save a table (pandas DataFrame or list of dicts) as CSV and Markdown, with a sidecar."""
+    def save_table(self, table: Any, name: str, *, params: Optional[Mapping] = None, latex: bool = False,
+                   caption: str = "") -> list[Path]:
+        """Save a table (pandas DataFrame or list of dicts) as CSV and Markdown (and a booktabs
+        ``.tex`` when ``latex``, with ``caption``), with a sidecar."""
         import pandas as pd
+
+        from .results import to_latex
 
         _check_name(name)
         df = table if isinstance(table, pd.DataFrame) else pd.DataFrame(list(table))
@@ -135,9 +139,13 @@ class Run:
         csv, md = out / f"{name}.csv", out / f"{name}.md"
         _atomic_write_text(csv, df.to_csv(index=False))
         _atomic_write_text(md, markdown_table(df.columns, df.itertuples(index=False)))
+        files = [csv, md]
+        if latex:
+            files.append(out / f"{name}.tex")
+            _atomic_write_text(files[-1], to_latex(df, caption=caption, label=f"tab:{name}"))
         side = out / f"{name}.json"
-        _atomic_write_text(side, json.dumps(self._sidecar(name, params, [csv, md]), indent=2, sort_keys=True) + "\n")
-        return [csv, md, side]
+        _atomic_write_text(side, json.dumps(self._sidecar(name, params, files), indent=2, sort_keys=True) + "\n")
+        return [*files, side]
 
     def record_metric(self, name: str, value: Any) -> None:
         """Add or replace one headline number in ``RUN_DIR/metrics.json`` (atomic)."""

@@ -425,3 +425,22 @@ def image_gallery(images: Sequence[Image.Image], captions: Sequence[str], *, col
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return fig
+
+
+def adaptation_bars(table, *, title: Optional[str] = None) -> Figure:
+    """Target mAP of direct transfer and after adaptation, per run and task (rows of
+    :func:`corelib.results.adaptation_table`)."""
+    labels = [f"{r['run']}\n{r['task']}" for _, r in table.iterrows()]
+    x = np.arange(len(labels))
+    fig, ax = plt.subplots(figsize=(max(4.0, 1.3 * len(labels) + 1.0), 3.0))
+    b1 = ax.bar(x - 0.2, table["direct mAP"], 0.4, label="direct transfer", color="0.6")
+    b2 = ax.bar(x + 0.2, table["adapted mAP"], 0.4, label="adapted (CORE-ReID V2)", color="C0")
+    ax.bar_label(b1, fmt="%.1f", fontsize=7), ax.bar_label(b2, fmt="%.1f", fontsize=7)
+    ax.set_xticks(x, labels, fontsize=7)
+    ax.set_ylabel("target mAP (%)")
+    ax.set_ylim(0, max(table["adapted mAP"].max(), table["direct mAP"].max()) * 1.25)
+    ax.legend(fontsize=7, loc="upper left")
+    if title:
+        ax.set_title(title)
+    fig.tight_layout()
+    return fig

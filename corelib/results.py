@@ -1,0 +1,183 @@
+"""Gather the results of many runs into the paper's tables (pandas, Markdown, LaTeX).
+
+Each run directory (``make demo``, one sweep point) keeps what the training loops logged:
+``RUN_DIR/<pair>/pretrain/metrics.jsonl`` and ``RUN_DIR/<pair>/finetune/metrics.jsonl``, with the
+configuration beside them. :func:`collect_results` reads them, so the tables never depend on
+what a notebook chose to print:
+
+- ``source``: the source network on its own domain (last evaluated pre-training epoch);
+- ``direct``: the same network on the target, unadapted (direct transfer);
+- ``adapted``: the fine-tuned teacher on the target (last evaluated fine-tuning epoch).
+
+:func:`pair_table` lays them out as the paper's tables: one row per run, for each source → target
+pair the mAP, R-1, R-5 and R-10 in %. :func:`sweep_table` lines the grid values of a sweep up with
+the adapted scores; :func:`to_latex` writes any of them for a thesis.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Iterable, Optional, Sequence, Union
+
+METRICS = {"mAP": "mAP", "rank1": "R-1", "rank5": "R-5", "rank10": "R-10"}
+"""Logged metric -> column name in the tables (values in %)."""
+
+STAGE_FILES = {"source": ("pretrain", "source_"), "direct": ("pretrain", "target_"), "adapted": ("finetune", "target_")}
+
+
+def find_runs(roots: Union[str, Path, Sequence[Union[str, Path]]], *, max_depth: int = 3) -> list[Path]:
+    """Run directories at or below ``roots``: folders with ``<pair>/pretrain`` or ``<pair>/finetune`` logs."""
+    roots = [roots] if isinstance(roots, (str, Path)) else list(roots)
+    found: list[Path] = []
+
+    def is_run(d: Path) -> bool:
+        return any((p / s / "metrics.jsonl").is_file() for p in d.iterdir() if p.is_dir() for s in ("pretrain", "finetune"))
+
+    def walk(d: Path, depth: int) -> None:
+        if not d.is_dir():
+            return
+        if is_run(d):
+            found.append(d)
+            return
+        if depth < max_depth:
+            for child in sorted(p for p in d.iterdir() if p.is_dir() and not p.name.startswith(".")):
+                walk(child, depth + 1)
+
+    for r in roots:
+        walk(Path(r), 0)
+    return sorted(dict.fromkeys(p.resolve() for p in found))
+
+
+def _last_evaluated(log: Path, prefix: str) -> Optional[dict]:
+    rows = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+    rows = [r for r in rows if isinstance(r.get(f"{prefix}mAP"), (int, float))]
+    return rows[-1] if rows else None
+
+
+def _pair_label(pair: str) -> str:
+    from .config import EMBEDDED_PAIRS
+
+    return f"{EMBEDDED_PAIRS[pair][0]} → {EMBEDDED_PAIRS[pair][1]}" if pair in EMBEDDED_PAIRS else pair
+
+
+def collect_results(runs: Iterable[Union[str, Path]], *, names: Optional[Sequence[str]] = None):
+    """One row per (run, pair, stage) with the scores in % and the run's settings.
+
+    Columns: ``run``, ``pair``, ``task`` (source → target), ``stage``, ``epoch``, ``mAP``, ``R-1``,
+    ``R-5``, ``R-10``, then the fine-tuning settings that sweeps vary (``depth``, ``num_clusters``,
+    ``ecab``, ``fusion``) and, for sweep points, the grid values (from ``sweep.json``).
+
+    Args:
+        runs: run directories (see :func:`find_runs`).
+        names: a label per run (default: the folder names).
+    """
+    import pandas as pd
+    import yaml
+
+    runs = [Path(r) for r in runs]
+    names = list(names) if names is not None else [r.name for r in runs]
+    rows = []
+    for run, name in zip(runs, names):
+        point = {}
+        if (run / "sweep.json").is_file():
+            point = json.loads((run / "sweep.json").read_text()).get("point", {})
+        for pair_dir in sorted(p for p in run.iterdir() if p.is_dir()):
+            cfg_path = pair_dir / "finetune" / "config.yaml"
+            cfg = yaml.safe_load(cfg_path.read_text()) if cfg_path.is_file() else {}
+            for stage, (folder, prefix) in STAGE_FILES.items():
+                log = pair_dir / folder / "metrics.jsonl"
+                last = _last_evaluated(log, prefix) if log.is_file() else None
+                if last is None:
+                    continue
+                row = {"run": name, "pair": pair_dir.name, "task": _pair_label(pair_dir.name), "stage": stage,
+                       "epoch": last.get("epoch")}
+                row.update({col: round(100 * last[f"{prefix}{key}"], 1) for key, col in METRICS.items()
+                            if isinstance(last.get(f"{prefix}{key}"), (int, float))})
+                row.update({k: cfg.get(k) for k in ("depth", "num_clusters", "ecab", "fusion")})
+                row.update(point)
+                rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def pair_table(results, *, stage: str = "adapted", metrics: Sequence[str] = ("mAP", "R-1", "R-5", "R-10")):
+    """The paper's layout: one row per run, for each task its ``metrics`` (columns ``task · metric``)."""
+    sub = results[results["stage"] == stage] if "stage" in results else results
+    if sub.empty:
+        present = sorted(set(results["stage"])) if "stage" in results else []
+        raise ValueError(f"no {stage!r} results in these runs (stages present: {present}); run chapters 02 and 03 "
+                         f"(make demo) or `corelib sweep` first")
+    table = sub.pivot_table(index="run", columns="task", values=list(metrics), aggfunc="first")
+    table = table.reorder_levels([1, 0], axis=1)
+    tasks = list(dict.fromkeys(sub["task"]))
+    table = table[[(t, m) for t in tasks for m in metrics if (t, m) in table.columns]]
+    table.columns = [f"{t} · {m}" for t, m in table.columns]
+    return table.reset_index()
+
+
+def adaptation_table(results):
+    """Direct transfer against adaptation per run and task: mAP and R-1 of both and the mAP gain."""
+    keys = ["run", "pair", "task"]
+    direct = results[results["stage"] == "direct"].set_index(keys)[["mAP", "R-1"]]
+    adapted = results[results["stage"] == "adapted"].set_index(keys)[["mAP", "R-1"]]
+    table = direct.add_prefix("direct ").join(adapted.add_prefix("adapted "), how="inner")
+    table["mAP gain"] = (table["adapted mAP"] - table["direct mAP"]).round(1)
+    return table.reset_index()
+
+
+def sweep_table(results, grid_keys: Sequence[str], *, stage: str = "adapted"):
+    """The grid values of each sweep point beside its ``stage`` scores, one row per (point, task);
+    runs that are not sweep points (no grid value) are left out."""
+    missing = [k for k in grid_keys if k not in results.columns]
+    if missing:
+        raise ValueError(f"grid keys {missing} are not in the results; are these sweep runs (sweep.json)?")
+    sub = results[(results["stage"] == stage) & results[list(grid_keys)].notna().any(axis=1)]  # sweep points only
+    return sub[["run", "task", *grid_keys, "mAP", "R-1", "R-5", "R-10"]].reset_index(drop=True)
+
+
+def to_latex(table, *, caption: str = "", label: str = "") -> str:
+    """A booktabs LaTeX table of ``table`` (numbers with one decimal)."""
+    cols = list(table.columns)
+    esc = lambda s: str(s).replace("_", r"\_").replace("&", r"\&").replace("%", r"\%").replace("→", r"$\rightarrow$").replace("·", r"$\cdot$")  # noqa: E731
+
+    def cell(v) -> str:
+        return f"{v:.1f}" if isinstance(v, float) else esc(v)
+
+    lines = [r"\begin{table}[t]", r"\centering", r"\begin{tabular}{" + "l" * 1 + "r" * (len(cols) - 1) + "}",
+             r"\toprule", " & ".join(esc(c) for c in cols) + r" \\", r"\midrule"]
+    lines += [" & ".join(cell(v) for v in row) + r" \\" for row in table.itertuples(index=False)]
+    lines += [r"\bottomrule", r"\end{tabular}"]
+    if caption:
+        lines.append(r"\caption{" + esc(caption) + "}")
+    if label:
+        lines.append(r"\label{" + label + "}")
+    lines.append(r"\end{table}")
+    return "\n".join(lines) + "\n"
+
+
+BASE_COLUMNS = ("run", "pair", "task", "stage", "epoch", *METRICS.values(), "depth", "num_clusters", "ecab", "fusion")
+
+
+def grid_keys(results) -> list[str]:
+    """The sweep grid's keys present in ``results`` (the columns :func:`collect_results` took from
+    ``sweep.json``)."""
+    return [c for c in results.columns if c not in BASE_COLUMNS]
+
+
+def complexity_results(depths: Sequence[int] = (18, 34, 50, 101, 152), *, timing: bool = True, device=None,
+                       input_size: tuple[int, int] = (256, 128), batch: int = 16):
+    """The paper's complexity table (parameters, GMACs, images/s) as a DataFrame, from
+    :func:`corelib.models.complexity.complexity_table`; ``timing=False`` skips the images/s."""
+    import pandas as pd
+
+    from .models.complexity import complexity_table
+
+    rows = complexity_table(tuple(depths), device=device, input_size=input_size, batch=batch, iters=2 if timing else 0)
+    df = pd.DataFrame(rows)
+    out = pd.DataFrame({"backbone": df["backbone"], "params (M)": (df["params"] / 1e6).round(2),
+                        "params, paper's count (M)": (df["params_paper_convention"] / 1e6).round(2),
+                        "params, paper (M)": (df["params_paper"] / 1e6).round(2), "GMACs": df["gmacs"].round(2),
+                        "GFLOPs, paper (counts MACs)": df["gflops_paper"]})
+    if timing:
+        out[f"images/s ({df['device'][0]}, batch {batch})"] = df["images_per_s"].round(1)
+    return out

@@ -76,3 +76,31 @@ def test_training_command_names_a_bad_field(synthetic_small, tmp_path, capsys):
     assert code == 2
     err = capsys.readouterr().err
     assert "no field 'epoch'" in err and "epochs" in err
+
+
+def test_run_notebooks_and_sweep_take_their_parameters_from_yaml(tmp_path, monkeypatch, capsys):
+    import corelib.notebooks as nb
+
+    seen = []
+
+    def fake_run_notebooks(run_dir, *, parameters, chapters, **_):
+        seen.append((str(run_dir), parameters, chapters))
+        return [{"chapter": "03_finetuning", "seconds": 2.0, "executed": "x"}]
+
+    monkeypatch.setattr(nb, "run_notebooks", fake_run_notebooks)
+    params = tmp_path / "p.yaml"
+    params.write_text("SEED: 5\nPAIRS: [person]\nFINETUNE_OVERRIDES: {num_clusters: 20}\n")
+    assert main(["run-notebooks", "--run-dir", str(tmp_path / "r"), "--chapters", "03", "--params", str(params),
+                 "-p", "SEED", "7"]) == 0
+    assert seen[-1][1] == {"SMOKE": False, "SEED": 7, "PAIRS": ["person"], "FINETUNE_OVERRIDES": {"num_clusters": 20}}
+    params.write_text("- not a mapping\n")
+    assert main(["run-notebooks", "--params", str(params)]) != 0
+    assert "is a mapping" in capsys.readouterr().err
+
+    sweep = tmp_path / "s.yaml"
+    sweep.write_text('chapters: ["03"]\nparameters: {PAIRS: [person]}\ngrid: {FINETUNE_OVERRIDES.num_clusters: [6, 9]}\n')
+    assert main(["sweep", str(sweep), "--root", str(tmp_path / "sw"), "--smoke"]) == 0
+    assert [s[0].rsplit("/", 1)[-1] for s in seen[-2:]] == ["num_clusters=6", "num_clusters=9"]
+    assert seen[-1][1]["SMOKE"] is True and seen[-1][1]["FINETUNE_OVERRIDES"] == {"num_clusters": 9}
+    assert main(["sweep", str(sweep), "--root", str(tmp_path / "sw")]) == 0
+    assert "2 finished earlier" in capsys.readouterr().out and len(seen) == 3

@@ -402,7 +402,7 @@ def style_gap(
     *,
     target: Optional[ReIDDataset] = None,
     split: str = "train",
-    max_images: int = 400,
+    max_images: int = 200,
     device: str = "auto",
     progress: bool = False,
 ) -> list[dict]:

@@ -8,7 +8,8 @@ A sweep file (YAML) names the chapters, the parameters shared by every point and
       FINETUNE_OVERRIDES.num_clusters: [120, 200]   # a dotted key sets one field of a dict parameter
       FINETUNE_OVERRIDES.ecab: [true, false]
 
-Every combination gets ``ROOT/<point name>/`` with ``sweep.json`` (the point's values). A point is
+Every combination gets ``ROOT/<point name>/`` with ``sweep.json`` (the point's values) and its
+figures in ``ROOT/<point name>/figures/`` (never in the curated ``figures/``). A point is
 finished when ``sweep_done.json`` exists: running the sweep again skips it, and an interrupted
 point starts again with ``RESUME`` (the training loops continue from their ``last.pt``).
 :mod:`corelib.results` and notebook 07 gather the runs into tables.
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import re
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence, Union
@@ -103,8 +105,17 @@ def run_sweep(root: Union[str, Path], grid: Mapping[str, Sequence[Any]], *, para
         run_dir.mkdir(parents=True, exist_ok=True)
         params = point_parameters({**(parameters or {}), "RESUME": True}, point)
         _atomic_write_text(run_dir / "sweep.json", json.dumps({"point": point, "parameters": params}, indent=2) + "\n")
-        chapter_records = run_notebooks(run_dir, parameters=params, chapters=chapters,
-                                        execution_timeout=execution_timeout, progress=False)
+        # a point's figures stay in its run directory (RUN_DIR/figures), never in the curated figures/
+        previous = os.environ.get("COREREID_FIGURES")
+        os.environ["COREREID_FIGURES"] = str((run_dir / "figures").resolve())
+        try:
+            chapter_records = run_notebooks(run_dir, parameters=params, chapters=chapters,
+                                            execution_timeout=execution_timeout, progress=False)
+        finally:
+            if previous is None:
+                os.environ.pop("COREREID_FIGURES", None)
+            else:
+                os.environ["COREREID_FIGURES"] = previous
         _atomic_write_text(done, json.dumps({"point": point, "chapters": chapter_records}, indent=2) + "\n")
         records.append({"name": name, "run_dir": str(run_dir), "point": point, "ran": True})
     return records

@@ -94,7 +94,10 @@ def test_sweep_skips_finished_points_and_reruns_interrupted_ones(tmp_path, monke
     calls = []
 
     def fake_run_notebooks(run_dir, *, parameters, chapters, **_):
+        import os
+
         calls.append((run_dir.name, parameters))
+        assert os.environ["COREREID_FIGURES"] == str((run_dir / "figures").resolve())  # figures stay in the run
         if parameters["FINETUNE_OVERRIDES"]["num_clusters"] == 200 and len(calls) == 2:
             raise KeyboardInterrupt  # the second point is interrupted the first time
         return [{"chapter": "03_finetuning", "seconds": 1.0}]

@@ -88,3 +88,12 @@ def test_only_public_corelib_api(path):
                     isinstance(node.func.value, ast.Name) and node.func.value.id in aliases
                 ), f"{path.name}: .{node.func.attr}() writes to disk; use corelib.save_figure/save_table"
         assert "sys.path" not in _source(cell), f"{path.name}: no sys.path edits, install the package"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_every_parameter_has_help_text(path):
+    # `papermill --help-notebook` shows the comment after each parameter as its help text
+    tagged = [c for c in _cells(path) if "parameters" in c.get("metadata", {}).get("tags", [])][0]
+    for line in _source(tagged).splitlines():
+        if line.strip() and not line.lstrip().startswith("#"):
+            assert "  # " in line and line.split("  # ", 1)[1].strip(), f"{path.name}: no help text in {line!r}"

@@ -49,8 +49,13 @@ def find_runs(roots: Union[str, Path, Sequence[Union[str, Path]]], *, max_depth:
     return sorted(dict.fromkeys(p.resolve() for p in found))
 
 
-def _last_evaluated(log: Path, prefix: str) -> Optional[dict]:
-    rows = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+def _read_log(log: Path) -> list[dict]:
+    """The epochs of a ``metrics.jsonl`` (none when the stage has not run)."""
+    return [json.loads(line) for line in log.read_text().splitlines() if line.strip()] if log.is_file() else []
+
+
+def _last_evaluated(rows: list[dict], prefix: str) -> Optional[dict]:
+    """The last epoch that logged ``<prefix>mAP`` (an evaluated one)."""
     rows = [r for r in rows if isinstance(r.get(f"{prefix}mAP"), (int, float))]
     return rows[-1] if rows else None
 
@@ -85,9 +90,9 @@ def collect_results(runs: Iterable[Union[str, Path]], *, names: Optional[Sequenc
         for pair_dir in sorted(p for p in run.iterdir() if p.is_dir()):
             cfg_path = pair_dir / "finetune" / "config.yaml"
             cfg = yaml.safe_load(cfg_path.read_text()) if cfg_path.is_file() else {}
+            logs = {folder: _read_log(pair_dir / folder / "metrics.jsonl") for folder in ("pretrain", "finetune")}
             for stage, (folder, prefix) in STAGE_FILES.items():
-                log = pair_dir / folder / "metrics.jsonl"
-                last = _last_evaluated(log, prefix) if log.is_file() else None
+                last = _last_evaluated(logs[folder], prefix)
                 if last is None:
                     continue
                 row = {"run": name, "pair": pair_dir.name, "task": _pair_label(pair_dir.name), "stage": stage,

@@ -23,7 +23,7 @@ import torch
 
 from . import viz
 from .data.datasets import ReIDDataset, Sample, read_image
-from .explain import BRANCHES, TRUNK_LAYERS, explain_rank_list, has_branch, rank_list_row, rank_lists
+from .explain import BRANCHES, explain_rank_list, has_branch, rank_list_row, rank_lists
 from .features import Features
 
 
@@ -58,8 +58,6 @@ class RankListExplorer(_Explorer):
 
         if not len(query_samples):
             raise ValueError("the query split is empty: nothing to explore")
-        if layer not in TRUNK_LAYERS:
-            raise ValueError(f"unknown trunk layer {layer!r}; valid layers: {', '.join(TRUNK_LAYERS)}")
         self.model, self.transform, self.topk, self.layer = model, transform, topk, layer
         self.query_features, self.gallery_features = query, gallery
         self.query_samples, self.gallery_samples = list(query_samples), list(gallery_samples)

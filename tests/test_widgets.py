@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from corelib.data.synthetic import load_synthetic
+from corelib.errors import UnknownNameError
 from corelib.models import CoreReIDNet, SourceNet
 from corelib.training import TrainedModel
 from corelib.widgets import ClusterExplorer, RankListExplorer
@@ -33,6 +34,8 @@ def test_rank_list_explorer_reacts_to_its_controls(dataset):
     ex.branch.value = "bottom"
     assert "<b>bottom</b>" in ex.summary.value
     assert "application/vnd.jupyter.widget-view+json" in ex._repr_mimebundle_()
+    with pytest.raises(UnknownNameError, match="valid layers"):
+        RankListExplorer.from_model(trained, dataset, topk=2, layer="layer5")
     src = TrainedModel(SourceNet(18, num_classes=3, weights="none").eval(), "pretrain", {"height": 64, "width": 32}, 1)
     assert list(RankListExplorer.from_model(src, dataset, topk=2).branch.options) == ["global", "descriptor"]
 

@@ -4,7 +4,7 @@ This module is the public API: notebooks import only the names listed in ``__all
 checks it), so anything a chapter needs is exported here explicitly, timm style.
 """
 
-from . import explain, feature_space, results, style, sweeps, viz, widgets
+from . import explain, feature_space, pairs, results, style, sweeps, viz, widgets
 from .cluster import (
     KMeansResult,
     compare_inits,
@@ -65,6 +65,7 @@ from .errors import (
 )
 from .models import MeanTeacher, bmfn, build_model, count_parameters, list_models, paper_parameter_count
 from .notebooks import list_chapters, run_notebooks
+from .pairs import PAPER_CLUSTERS, DatasetRef, ExperimentPair, experiment_pairs
 from .outputs import current_run, read_metrics, record_metric, save_figure, save_table, start_run
 from .paths import data_root, figures_dir, runs_root, synthetic_root
 from .repro import env_report, resolve_device, seed_everything
@@ -91,6 +92,11 @@ __all__ = [
     "style",
     "explain",
     "feature_space",
+    "pairs",
+    "experiment_pairs",
+    "ExperimentPair",
+    "DatasetRef",
+    "PAPER_CLUSTERS",
     "results",
     "sweeps",
     "widgets",

@@ -60,9 +60,16 @@ def _last_evaluated(rows: list[dict], prefix: str) -> Optional[dict]:
     return rows[-1] if rows else None
 
 
-def _pair_label(pair: str) -> str:
+def _pair_label(pair_dir: Path) -> str:
+    """The task ``source → target``: from the pair's record (``pair.json``, written by the training
+    chapters), else the embedded pair of that name, else the folder name."""
     from .config import EMBEDDED_PAIRS
+    from .pairs import read_pair
 
+    record = read_pair(pair_dir)
+    if record and record.get("task"):
+        return record["task"]
+    pair = pair_dir.name
     return f"{EMBEDDED_PAIRS[pair][0]} → {EMBEDDED_PAIRS[pair][1]}" if pair in EMBEDDED_PAIRS else pair
 
 
@@ -95,7 +102,7 @@ def collect_results(runs: Iterable[Union[str, Path]], *, names: Optional[Sequenc
                 last = _last_evaluated(logs[folder], prefix)
                 if last is None:
                     continue
-                row = {"run": name, "pair": pair_dir.name, "task": _pair_label(pair_dir.name), "stage": stage,
+                row = {"run": name, "pair": pair_dir.name, "task": _pair_label(pair_dir), "stage": stage,
                        "epoch": last.get("epoch")}
                 row.update({col: round(100 * last[f"{prefix}{key}"], 1) for key, col in METRICS.items()
                             if isinstance(last.get(f"{prefix}{key}"), (int, float))})
@@ -140,16 +147,41 @@ def sweep_table(results, grid_keys: Sequence[str], *, stage: str = "adapted"):
     return sub[["run", "task", *grid_keys, "mAP", "R-1", "R-5", "R-10"]].reset_index(drop=True)
 
 
+GROUP_SEP = " · "
+"""Separates a column's group from its name (``task · metric``, as :func:`pair_table` names them)."""
+
+
 def to_latex(table, *, caption: str = "", label: str = "") -> str:
-    """A booktabs LaTeX table of ``table`` (numbers with one decimal)."""
-    cols = list(table.columns)
+    """A booktabs LaTeX table of ``table`` (numbers with one decimal).
+
+    Columns named ``group · name`` (the tasks of :func:`pair_table`) get a two-row header, as the
+    paper's tables have it: each group once over its columns (``\\multicolumn`` and ``\\cmidrule``),
+    the names below.
+    """
+    cols = [str(c) for c in table.columns]
     esc = lambda s: str(s).replace("_", r"\_").replace("&", r"\&").replace("%", r"\%").replace("→", r"$\rightarrow$").replace("·", r"$\cdot$")  # noqa: E731
 
     def cell(v) -> str:
         return f"{v:.1f}" if isinstance(v, float) else esc(v)
 
-    lines = [r"\begin{table}[t]", r"\centering", r"\begin{tabular}{" + "l" * 1 + "r" * (len(cols) - 1) + "}",
-             r"\toprule", " & ".join(esc(c) for c in cols) + r" \\", r"\midrule"]
+    header = [r"\toprule"]
+    if any(GROUP_SEP in c for c in cols):
+        groups: list[tuple[str, int, int]] = []  # (group, first column, last column), 1-based
+        names = []
+        for i, c in enumerate(cols, 1):
+            group, sep, name = c.partition(GROUP_SEP) if GROUP_SEP in c else ("", "", c)
+            names.append(name)
+            if groups and groups[-1][0] == group and group:
+                groups[-1] = (group, groups[-1][1], i)
+            else:
+                groups.append((group, i, i))
+        header.append(" & ".join(r"\multicolumn{%d}{c}{%s}" % (b - a + 1, esc(g)) if g else "" for g, a, b in groups) + r" \\")
+        header.append(" ".join(r"\cmidrule(lr){%d-%d}" % (a, b) for g, a, b in groups if g))
+        header.append(" & ".join(esc(n) for n in names) + r" \\")
+    else:
+        header.append(" & ".join(esc(c) for c in cols) + r" \\")
+    lines = [r"\begin{table}[t]", r"\centering", r"\begin{tabular}{" + "l" + "r" * (len(cols) - 1) + "}",
+             *header, r"\midrule"]
     lines += [" & ".join(cell(v) for v in row) + r" \\" for row in table.itertuples(index=False)]
     lines += [r"\bottomrule", r"\end{tabular}"]
     if caption:

@@ -5,7 +5,7 @@ A sweep file (YAML) names the chapters, the parameters shared by every point and
     chapters: ["02", "03"]
     parameters: {PAIRS: ["person"]}
     grid:
-      FINETUNE_OVERRIDES.num_clusters: [120, 200]   # a dotted key sets one field of a dict parameter
+      FINETUNE_OVERRIDES.num_clusters: [120, 160]   # a dotted key sets one field of a dict parameter
       FINETUNE_OVERRIDES.ecab: [true, false]
 
 Every combination gets ``ROOT/<point name>/`` with ``sweep.json`` (the point's values) and its

@@ -1,0 +1,406 @@
+"""Source -> target pairs: what every chapter trains and studies, embedded or real.
+
+A chapter's ``PAIRS`` parameter lists pair names; its ``DATASETS`` parameter defines pairs of your
+own. :func:`experiment_pairs` resolves both into :class:`ExperimentPair` objects, so the same
+notebooks run on the embedded synthetic data (``make demo``) and on the real datasets::
+
+    PAIRS = ["m2c"]
+    DATASETS = {"m2c": {"source": {"name": "market1501", "root": "~/datasets"},
+                        "target": {"name": "cuhk03np", "root": "~/datasets", "subset": "detected"}}}
+
+A side is a loader name (``corelib datasets``) or an embedded preset (``market_like`` ...), given
+as a string or as a mapping with ``name``, an optional ``root`` (the dataset folder or its parent;
+default ``$COREREID_DATA`` or ``data/``) and loader options (``subset``, ``test_size`` ...).
+Optional keys of a pair: ``kind`` (``person`` / ``vehicle``; read from the dataset's manifest when
+omitted), ``style_mode`` (``camera`` / ``domain``) and recipe changes for this pair only:
+``pretrain``, ``finetune``, ``style`` (fields of :class:`~corelib.config.PretrainCfg`,
+:class:`~corelib.config.FinetuneCfg`, :class:`~corelib.config.StyleCfg`).
+
+Recipes: a pair of embedded presets trains with the CPU recipes of ``make demo``
+(``PretrainCfg.embedded(kind)`` ...); any other pair with the paper's (``PretrainCfg()``: ResNet-50,
+ImageNet weights, 120 epochs; ``FinetuneCfg()`` with the paper's k for the target, method.md §3.7;
+inputs 256x128 for persons and 256x256 for vehicles, method.md §9-Q5). ``smoke=True`` gives the
+CI-sized recipe either way. Recipe changes apply in this order: the pair's own, then the
+notebook's ``*_OVERRIDES`` (what sweeps vary).
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Optional, Sequence, Union
+
+from .config import EMBEDDED_PAIRS, EMBEDDED_STYLE_MODES, STYLE_MODES, FinetuneCfg, PretrainCfg, StyleCfg, load_config
+from .errors import ConfigError, UnknownNameError
+
+KINDS = ("person", "vehicle")
+
+INPUT_SIZES: dict[str, tuple[int, int]] = {"person": (256, 128), "vehicle": (256, 256)}
+"""(height, width) of the paper recipes per kind (method.md §2.5 and §9-Q5)."""
+
+PAPER_CLUSTERS: dict[str, int] = {
+    "cuhk03np": 900,  # Market -> CUHK03 (sweep 500 / 700 / 900)
+    "market1501": 900,  # CUHK03 -> Market
+    "dukemtmc": 900,  # V1: Market -> Duke
+    "msmt17": 2000,  # Market / CUHK03 -> MSMT17 (sweep 2000 / 2500 / 3000)
+    "veri776": 500,  # VehicleID -> VeRi-776 (sweep 500 / 700 / 900)
+    "vehicleid": 700,  # VeRi-776 -> VehicleID (Test800)
+    "veriwild": 700,  # not stated by the paper; method.md §9-Q6 recommends starting at 700
+}
+"""k of the paper's fine-tuning per target loader (method.md §3.7)."""
+
+PAIR_KEYS = ("source", "target", "kind", "style_mode", "pretrain", "finetune", "style")
+PAIR_RECORD = "pair.json"
+"""Written into ``RUN_DIR/<pair>/`` by the training chapters: which datasets the pair's
+checkpoints were trained on (read back by :mod:`corelib.results` for the task names)."""
+
+
+@dataclass(frozen=True)
+class DatasetRef:
+    """One side of a pair: a loader or preset name, where the copy lies and the loader's options."""
+
+    name: str
+    """A loader (``market1501`` ...) or an embedded preset (``market_like`` ...)."""
+    root: str = ""
+    """The dataset folder or its parent; "" means the default (``$COREREID_DATA`` or ``data/``
+    for loaders, the synthetic root for presets)."""
+    options: Mapping[str, Any] = field(default_factory=dict)
+    """Loader options, e.g. ``{"subset": "labeled"}`` for CUHK03-NP or ``{"test_size": 1600}``."""
+
+    @property
+    def is_preset(self) -> bool:
+        from .data.synthetic import PRESETS
+
+        return self.name in PRESETS
+
+    @property
+    def label(self) -> str:
+        """The name as tables show it, with the options: ``cuhk03np (subset=labeled)``."""
+        opts = ", ".join(f"{k}={v}" for k, v in self.options.items())
+        return f"{self.name} ({opts})" if opts else self.name
+
+    @property
+    def caption(self) -> str:
+        """Two lines for figure rows: the name, then the embedded domain or the dataset's title."""
+        import yaml
+
+        from .data.synthetic import get_preset
+        from .paths import manifests_dir
+
+        if self.is_preset:
+            return f"{self.name}\n{get_preset(self.name).domain.name.split(' (')[0]}"
+        manifest = self.manifest()
+        title = (yaml.safe_load((manifests_dir() / f"{manifest}.yaml").read_text()) or {}).get("title") if manifest else None
+        return f"{self.name}\n{title or Path(self.root).name or 'custom'}"
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "root": self.root, **dict(self.options)}
+
+    def open(self, synthetic_root: Union[str, Path, None] = None, *, scale: float = 1.0):
+        """The :class:`~corelib.data.datasets.ReIDDataset`: a preset is generated under
+        ``synthetic_root`` when missing (at ``scale``); a loader reads ``root``."""
+        from .data.synthetic import open_dataset
+        from .paths import data_root
+        from .paths import synthetic_root as default_synthetic
+
+        if self.is_preset:
+            root = self.root or synthetic_root or default_synthetic()
+            return open_dataset(self.name, root, scale=scale)
+        return open_dataset(self.name, self.root or data_root(), **dict(self.options))
+
+    def manifest(self) -> Optional[str]:
+        """The committed manifest this copy is checked against (``corelib verify``), or None."""
+        return manifest_for(self.name, self.options)
+
+
+def _loader_defaults(name: str) -> dict:
+    from .data.datasets import _LOADERS
+
+    fn = _LOADERS.get(name)
+    if fn is None:
+        return {}
+    return {p.name: p.default for p in inspect.signature(fn).parameters.values()
+            if p.default is not inspect.Parameter.empty}
+
+
+def manifest_for(loader: str, options: Optional[Mapping[str, Any]] = None) -> Optional[str]:
+    """The manifest of ``loader`` whose ``loader_kwargs`` agree with ``options`` (the loader's
+    defaults fill what ``options`` leaves out), or None (e.g. ``custom``, or a VehicleID test size
+    without a manifest)."""
+    import yaml
+
+    from .paths import manifests_dir
+
+    options = {**_loader_defaults(loader), **dict(options or {})}
+    for path in sorted(manifests_dir().glob("*.yaml")):
+        if path.stem.startswith("synthetic_"):
+            continue
+        m = yaml.safe_load(path.read_text()) or {}
+        if m.get("loader") != loader:
+            continue
+        if all(options.get(k, v) == v for k, v in (m.get("loader_kwargs") or {}).items()):
+            return path.stem
+    return None
+
+
+def _kind_of(ref: DatasetRef) -> Optional[str]:
+    """``person`` / ``vehicle`` from the preset or the loader's manifest; None when unknown."""
+    import yaml
+
+    from .data.synthetic import get_preset
+    from .paths import manifests_dir
+
+    if ref.is_preset:
+        return get_preset(ref.name).kind
+    name = manifest_for(ref.name, ref.options)
+    if name is None:
+        return None
+    return (yaml.safe_load((manifests_dir() / f"{name}.yaml").read_text()) or {}).get("kind")
+
+
+def _dataset_ref(pair: str, side: str, spec: Any) -> DatasetRef:
+    where = f"DATASETS[{pair!r}][{side!r}]"
+    if isinstance(spec, str):
+        spec = {"name": spec}
+    if not isinstance(spec, Mapping) or not isinstance(spec.get("name"), str) or not spec["name"]:
+        raise ConfigError(f"{where} must be a dataset name such as \"market1501\" or a mapping "
+                          f"{{\"name\": \"market1501\", \"root\": \"~/datasets\", ...loader options}}, got {spec!r}")
+    from .data.datasets import list_datasets
+    from .data.synthetic import PRESETS
+
+    name = spec["name"]
+    if name not in PRESETS and name not in list_datasets():
+        raise UnknownNameError(f"{where}: unknown dataset {name!r}; loaders: {', '.join(list_datasets())}; "
+                               f"embedded presets: {', '.join(sorted(PRESETS))}")
+    root = spec.get("root") or ""
+    if not isinstance(root, str):
+        raise ConfigError(f"{where}['root'] must be a folder path (a string), got {root!r}")
+    options = {k: v for k, v in spec.items() if k not in ("name", "root")}
+    if name in PRESETS and options:
+        raise ConfigError(f"{where}: the embedded preset {name!r} takes no loader options ({', '.join(options)}); "
+                          f"its size follows DATA_ROOT and SMOKE")
+    known = _loader_defaults(name)
+    unknown = [k for k in options if name not in PRESETS and known and k not in known]
+    if unknown:
+        raise ConfigError(f"{where}: the {name} loader has no option {unknown[0]!r}; its options: "
+                          f"{', '.join(known) or 'none'}")
+    return DatasetRef(name, str(Path(root).expanduser()) if root else "", options)
+
+
+@dataclass(frozen=True)
+class ExperimentPair:
+    """A labelled source, an unlabelled target, and the recipes that train one on the other."""
+
+    name: str
+    """The pair's name: its folder in the run directory (``RUN_DIR/<name>/``)."""
+    source: DatasetRef
+    """The labelled source domain."""
+    target: DatasetRef
+    """The unlabelled target domain (its labels only measure the results)."""
+    kind: str
+    """``person`` or ``vehicle``: input size and style-transfer mode."""
+    style_mode: str
+    """``camera`` (one CycleGAN per source camera pair) or ``domain`` (source <-> target)."""
+    pretrain_overrides: Mapping[str, Any] = field(default_factory=dict)
+    """This pair's changes to its pre-training recipe."""
+    finetune_overrides: Mapping[str, Any] = field(default_factory=dict)
+    """This pair's changes to its fine-tuning recipe."""
+    style_overrides: Mapping[str, Any] = field(default_factory=dict)
+    """This pair's changes to its CycleGAN recipe."""
+
+    @property
+    def embedded(self) -> bool:
+        """Both sides are embedded presets: the CPU recipes of ``make demo`` apply."""
+        return self.source.is_preset and self.target.is_preset
+
+    @property
+    def task(self) -> str:
+        """``source → target`` as the paper's tables name a task."""
+        return f"{self.source.label} → {self.target.label}"
+
+    def open(self, data=None):
+        """``(source, target)`` datasets. ``data`` (a :class:`~corelib.config.DataCfg`) says where
+        the embedded presets are generated and at which scale; real copies are read from their roots."""
+        root, scale = (data.dataset_root(), data.scale) if data is not None else (None, 1.0)
+        return self.source.open(root, scale=scale), self.target.open(root, scale=scale)
+
+    def open_target(self, data=None):
+        """The target dataset alone (see :meth:`open`)."""
+        root, scale = (data.dataset_root(), data.scale) if data is not None else (None, 1.0)
+        return self.target.open(root, scale=scale)
+
+    def _recipe(self, cls, own: Mapping[str, Any], smoke: bool, overrides: Mapping[str, Any]):
+        if smoke or self.embedded:
+            base = cls.embedded(self.kind, smoke=smoke)
+        elif cls is PretrainCfg:
+            base = PretrainCfg(height=INPUT_SIZES[self.kind][0], width=INPUT_SIZES[self.kind][1])
+        elif cls is FinetuneCfg:
+            base = FinetuneCfg(height=INPUT_SIZES[self.kind][0], width=INPUT_SIZES[self.kind][1],
+                               num_clusters=PAPER_CLUSTERS.get(self.target.name, 0))
+        else:
+            base = StyleCfg() if self.style_mode == "camera" else StyleCfg.domain_aware()
+        return load_config(cls, overrides={**dict(own), **dict(overrides)}, base=base)
+
+    def pretrain_cfg(self, *, smoke: bool = False, **overrides) -> PretrainCfg:
+        """The pre-training recipe (see the module docstring), then the pair's and these overrides."""
+        return self._recipe(PretrainCfg, self.pretrain_overrides, smoke, overrides)
+
+    def finetune_cfg(self, *, smoke: bool = False, **overrides) -> FinetuneCfg:
+        """The fine-tuning recipe, then the pair's and these overrides.
+
+        Raises:
+            ConfigError: the target is not one of the paper's (e.g. ``custom``) and no
+                ``num_clusters`` was given.
+        """
+        cfg = self._recipe(FinetuneCfg, self.finetune_overrides, smoke, overrides)
+        if cfg.num_clusters <= 0:
+            raise ConfigError(
+                f"pair {self.name!r}: the paper gives no k for the target {self.target.name!r}; set it with "
+                f"DATASETS[{self.name!r}][\"finetune\"] = {{\"num_clusters\": K}} (about the target's identity "
+                f"count is a good start; the paper's: {', '.join(f'{k} {v}' for k, v in PAPER_CLUSTERS.items())})")
+        return cfg
+
+    def style_cfg(self, *, smoke: bool = False, **overrides) -> StyleCfg:
+        """The CycleGAN recipe (CamStyle's, or the authors' domain-aware one), then the overrides."""
+        return self._recipe(StyleCfg, self.style_overrides, smoke, overrides)
+
+    def num_clusters(self, run_dir: Union[str, Path, None] = None, *, smoke: bool = False) -> int:
+        """k of this pair's pseudo-labels: what fine-tuning used in ``run_dir`` (its saved
+        ``config.yaml``, so a sweep's k is honoured), else the recipe's (also when ``run_dir`` is
+        empty: a chapter's own default run directory holds no fine-tuning)."""
+        if run_dir:
+            saved = Path(run_dir) / self.name / "finetune" / "config.yaml"
+            if saved.is_file():
+                return load_config(FinetuneCfg, saved).num_clusters
+        return self.finetune_cfg(smoke=smoke).num_clusters
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "task": self.task, "source": self.source.to_dict(), "target": self.target.to_dict(),
+                "kind": self.kind, "style_mode": self.style_mode, "embedded": self.embedded}
+
+    def claim(self, run_dir: Union[str, Path]) -> Path:
+        """``RUN_DIR/<name>/``, recording which datasets this pair trains on there (``pair.json``).
+
+        Raises:
+            ConfigError: the folder holds a pair of the same name trained on other datasets, whose
+                checkpoints would otherwise be resumed or mixed up with this pair's.
+        """
+        pair_dir = Path(run_dir) / self.name
+        record = pair_dir / PAIR_RECORD
+        mine = {"source": self.source.name, "source_options": dict(self.source.options),
+                "target": self.target.name, "target_options": dict(self.target.options)}
+        if record.is_file():
+            theirs = json.loads(record.read_text())
+            if {k: theirs.get(k) for k in mine} != mine:
+                raise ConfigError(
+                    f"{pair_dir} holds the pair {self.name!r} trained on {theirs.get('task', '?')}, not {self.task}; "
+                    f"give this pair another name in DATASETS or use another RUN_DIR")
+        pair_dir.mkdir(parents=True, exist_ok=True)
+        tmp = record.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps({**self.to_dict(), **mine}, indent=2))
+        tmp.replace(record)
+        return pair_dir
+
+
+def _embedded_pair(name: str) -> ExperimentPair:
+    source, target = EMBEDDED_PAIRS[name]
+    return ExperimentPair(name, DatasetRef(source), DatasetRef(target), kind=name, style_mode=EMBEDDED_STYLE_MODES[name])
+
+
+def define_pair(name: str, spec: Mapping[str, Any]) -> ExperimentPair:
+    """An :class:`ExperimentPair` from one ``DATASETS`` entry (see the module docstring).
+
+    Raises:
+        ConfigError: a missing side, an unknown key, a kind that cannot be read from a manifest.
+        UnknownNameError: an unknown loader or preset.
+    """
+    if not isinstance(spec, Mapping):
+        raise ConfigError(f"DATASETS[{name!r}] must be a mapping with \"source\" and \"target\", got {spec!r}")
+    unknown = sorted(set(spec) - set(PAIR_KEYS))
+    if unknown:
+        raise ConfigError(f"DATASETS[{name!r}] has no key {unknown[0]!r}; valid keys: {', '.join(PAIR_KEYS)}")
+    missing = [k for k in ("source", "target") if k not in spec]
+    if missing:
+        raise ConfigError(f"DATASETS[{name!r}] needs a {missing[0]!r}, e.g. \"{missing[0]}\": "
+                          f"{{\"name\": \"market1501\", \"root\": \"~/datasets\"}}")
+    source = _dataset_ref(name, "source", spec["source"])
+    target = _dataset_ref(name, "target", spec["target"])
+    kind = spec.get("kind") or _kind_of(source) or _kind_of(target)
+    if kind not in KINDS:
+        raise ConfigError(f"DATASETS[{name!r}]: cannot tell whether {source.name} -> {target.name} is a person or a "
+                          f"vehicle pair (no manifest says); add \"kind\": \"person\" or \"vehicle\"")
+    style_mode = spec.get("style_mode") or ("camera" if kind == "person" else "domain")
+    if style_mode not in STYLE_MODES:
+        raise ConfigError(f"DATASETS[{name!r}]['style_mode'] must be one of {', '.join(STYLE_MODES)}, got {style_mode!r}")
+    recipes = {}
+    for key, cls in (("pretrain", PretrainCfg), ("finetune", FinetuneCfg), ("style", StyleCfg)):
+        own = spec.get(key) or {}
+        if not isinstance(own, Mapping):
+            raise ConfigError(f"DATASETS[{name!r}][{key!r}] must be a mapping of {cls.__name__} fields, got {own!r}")
+        load_config(cls, overrides=dict(own))  # names an unknown field or a wrongly typed value now, not hours later
+        recipes[key] = dict(own)
+    return ExperimentPair(name, source, target, kind=kind, style_mode=style_mode, pretrain_overrides=recipes["pretrain"],
+                          finetune_overrides=recipes["finetune"], style_overrides=recipes["style"])
+
+
+def experiment_pairs(names: Sequence[str], datasets: Optional[Mapping[str, Any]] = None) -> dict[str, ExperimentPair]:
+    """The pairs a chapter runs: each name of ``names`` (its ``PAIRS``) defined in ``datasets``
+    (its ``DATASETS``) or, failing that, one of :data:`~corelib.config.EMBEDDED_PAIRS`.
+
+    Raises:
+        UnknownNameError: a name neither defines (the message lists both).
+        ConfigError: ``datasets`` defines pairs but ``names`` runs none of them (add them to
+            ``PAIRS``), a malformed definition, or an empty ``names``.
+    """
+    datasets = dict(datasets or {})
+    if isinstance(names, str):
+        names = [names]
+    if not names:
+        raise ConfigError(f"PAIRS is empty; name the pairs to run, e.g. {list(EMBEDDED_PAIRS)} or those of DATASETS")
+    pairs = {}
+    for name in names:
+        if not isinstance(name, str) or not name or "/" in name or name.startswith("."):
+            raise ConfigError(f"pair names are folder names in RUN_DIR (letters, digits, '_', '-'), got {name!r}")
+        if name in datasets:
+            pairs[name] = define_pair(name, datasets[name])
+        elif name in EMBEDDED_PAIRS:
+            pairs[name] = _embedded_pair(name)
+        else:
+            raise UnknownNameError(f"unknown pair {name!r}; embedded pairs: {', '.join(EMBEDDED_PAIRS)}; "
+                                   f"pairs in DATASETS: {', '.join(datasets) or 'none'}")
+    if datasets and not set(names) & set(datasets):  # DATASETS given, PAIRS left at the embedded default
+        raise ConfigError(f"DATASETS defines {', '.join(datasets)} but PAIRS lists only {', '.join(names)}: "
+                          f"add the pairs to run to PAIRS, e.g. PAIRS = {list(datasets)}")
+    return pairs
+
+
+def dataset_refs(pairs: Mapping[str, ExperimentPair]) -> dict[str, DatasetRef]:
+    """Every dataset the pairs use, once, keyed by a file-name-safe label (``market_like``,
+    ``cuhk03np_labeled`` ...; the root's folder name is added when one loader reads two roots)."""
+    import re
+
+    refs: dict[tuple, DatasetRef] = {}
+    for pair in pairs.values():
+        for ref in (pair.source, pair.target):
+            refs.setdefault((ref.name, ref.root, json.dumps(dict(ref.options), sort_keys=True, default=str)), ref)
+
+    def slug(text: str) -> str:
+        return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-")
+
+    base = {key: slug("_".join([ref.name, *map(str, ref.options.values())])) for key, ref in refs.items()}
+    out = {}
+    for key, ref in refs.items():
+        label = base[key]
+        if list(base.values()).count(label) > 1:
+            label = slug(f"{label}_{Path(ref.root).name or 'default'}")
+        out[label] = ref
+    return out
+
+
+def read_pair(pair_dir: Union[str, Path]) -> Optional[dict]:
+    """What :meth:`ExperimentPair.claim` recorded in ``RUN_DIR/<pair>/``, or None."""
+    record = Path(pair_dir) / PAIR_RECORD
+    return json.loads(record.read_text()) if record.is_file() else None
+

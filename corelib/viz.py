@@ -444,3 +444,33 @@ def adaptation_bars(table, *, title: Optional[str] = None) -> Figure:
         ax.set_title(title)
     fig.tight_layout()
     return fig
+
+
+def sweep_bars(table, keys: Sequence[str], *, title: Optional[str] = None) -> Figure:
+    """Target mAP and R-1 after adaptation at each sweep point (rows of
+    :func:`corelib.results.sweep_table`), one panel per task; each point is named by its grid values."""
+    def named(v) -> bool:
+        return v is not None and not (isinstance(v, float) and np.isnan(v))
+
+    tasks = list(dict.fromkeys(table["task"]))
+    if not tasks:
+        raise ValueError("the sweep table is empty: no sweep point has finished chapters 02 and 03")
+    width = max(len(table[table["task"] == t]) for t in tasks)
+    fig, axes = plt.subplots(1, len(tasks), figsize=(len(tasks) * max(3.2, 1.0 * width + 1.2), 3.0), squeeze=False)
+    for ax, task in zip(axes[0], tasks):
+        sub = table[table["task"] == task]
+        labels = ["\n".join(f"{k.split('.')[-1]}={r[k]}" for k in keys if named(r[k])) or str(r["run"])
+                  for _, r in sub.iterrows()]
+        x = np.arange(len(sub))
+        b1 = ax.bar(x - 0.2, sub["mAP"], 0.4, label="mAP", color="C0")
+        b2 = ax.bar(x + 0.2, sub["R-1"], 0.4, label="R-1", color="C1")
+        ax.bar_label(b1, fmt="%.1f", fontsize=7), ax.bar_label(b2, fmt="%.1f", fontsize=7)
+        ax.set_xticks(x, labels, fontsize=7)
+        ax.set_ylabel("target score after adaptation (%)")
+        ax.set_ylim(0, max(sub["mAP"].max(), sub["R-1"].max()) * 1.25)
+        ax.set_title(task, fontsize=8)
+        ax.legend(fontsize=7, loc="upper left")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig

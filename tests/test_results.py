@@ -57,6 +57,14 @@ def test_runs_become_the_papers_tables(tmp_path):
     assert R.grid_keys(df) == ["FINETUNE_OVERRIDES.num_clusters"]
     sweep = R.sweep_table(df, R.grid_keys(df))
     assert len(sweep) == 2 and set(sweep["FINETUNE_OVERRIDES.num_clusters"].dropna()) == {120}
+    from corelib import viz
+
+    fig = viz.sweep_bars(sweep, R.grid_keys(df))  # one panel per task, mAP and R-1 per point
+    assert [ax.get_title() for ax in fig.axes] == list(dict.fromkeys(sweep["task"]))
+    assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["num_clusters=120"]
+    assert len(fig.axes[0].patches) == 2
+    with pytest.raises(ValueError, match="sweep table is empty"):
+        viz.sweep_bars(sweep.iloc[:0], R.grid_keys(df))
     with pytest.raises(ValueError, match="not in the results"):
         R.sweep_table(df, ["nope"])
     with pytest.raises(ValueError, match="run chapters 02 and 03"):

@@ -452,6 +452,9 @@ def sweep_bars(table, keys: Sequence[str], *, title: Optional[str] = None) -> Fi
     def named(v) -> bool:
         return v is not None and not (isinstance(v, float) and np.isnan(v))
 
+    def value(v) -> str:  # pandas stores an int grid column as float when some runs lack it
+        return str(int(v)) if isinstance(v, float) and v.is_integer() else str(v)
+
     tasks = list(dict.fromkeys(table["task"]))
     if not tasks:
         raise ValueError("the sweep table is empty: no sweep point has finished chapters 02 and 03")
@@ -459,7 +462,7 @@ def sweep_bars(table, keys: Sequence[str], *, title: Optional[str] = None) -> Fi
     fig, axes = plt.subplots(1, len(tasks), figsize=(len(tasks) * max(3.2, 1.0 * width + 1.2), 3.0), squeeze=False)
     for ax, task in zip(axes[0], tasks):
         sub = table[table["task"] == task]
-        labels = ["\n".join(f"{k.split('.')[-1]}={r[k]}" for k in keys if named(r[k])) or str(r["run"])
+        labels = ["\n".join(f"{k.split('.')[-1]}={value(r[k])}" for k in keys if named(r[k])) or str(r["run"])
                   for _, r in sub.iterrows()]
         x = np.arange(len(sub))
         b1 = ax.bar(x - 0.2, sub["mAP"], 0.4, label="mAP", color="C0")

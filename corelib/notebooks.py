@@ -38,6 +38,26 @@ def notebook_parameters(path: Path) -> dict[str, dict]:
     return pm.inspect_notebook(str(path))
 
 
+def check_parameters(parameters: Mapping[str, Any], notebooks_dir: Optional[Path] = None) -> None:
+    """Refuse a parameter that no chapter declares: a chapter only receives the parameters it
+    declares, so a misspelt name (``STYLE_SETS``) would otherwise be dropped without a word.
+
+    Raises:
+        ConfigError: names the unknown parameter and the closest declared one.
+    """
+    import difflib
+
+    from .errors import ConfigError
+
+    declared = {"RUN_DIR"}.union(*(notebook_parameters(p) for p in list_chapters(notebooks_dir)))
+    unknown = sorted(set(parameters) - declared)
+    if unknown:
+        close = difflib.get_close_matches(unknown[0], sorted(declared), n=1)
+        hint = f"; did you mean {close[0]}?" if close else ""
+        raise ConfigError(f"no chapter has a parameter {unknown[0]!r}{hint} (`papermill --help-notebook "
+                          f"notebooks/NN_....ipynb` lists a chapter's parameters)")
+
+
 def pick_kernel() -> str:
     """``corelib`` when that kernel is registered, else ``python3`` (the running interpreter)."""
     from jupyter_client.kernelspec import KernelSpecManager
@@ -74,6 +94,7 @@ def run_notebooks(
     import papermill as pm
     from papermill.exceptions import PapermillExecutionError
 
+    check_parameters(parameters or {}, notebooks_dir)
     run_dir = Path(run_dir).expanduser().resolve()
     out_dir = run_dir / "notebooks"
     out_dir.mkdir(parents=True, exist_ok=True)

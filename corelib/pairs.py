@@ -20,8 +20,9 @@ Recipes: a pair of embedded presets trains with the CPU recipes of ``make demo``
 (``PretrainCfg.embedded(kind)`` ...); any other pair with the paper's (``PretrainCfg()``: ResNet-50,
 ImageNet weights, 120 epochs; ``FinetuneCfg()`` with the paper's k for the target, method.md §3.7;
 inputs 256x128 for persons and 256x256 for vehicles, method.md §9-Q5). ``smoke=True`` gives the
-CI-sized recipe either way. Recipe changes apply in this order: the pair's own, then the
-notebook's ``*_OVERRIDES`` (what sweeps vary).
+CI-sized recipe either way (the pair's own recipe changes describe its full run and are left
+out). Recipe changes apply in this order: the pair's own, then the notebook's ``*_OVERRIDES``
+(what sweeps vary).
 """
 
 from __future__ import annotations
@@ -47,9 +48,9 @@ PAPER_CLUSTERS: dict[str, int] = {
     "msmt17": 2000,  # Market / CUHK03 -> MSMT17 (sweep 2000 / 2500 / 3000)
     "veri776": 500,  # VehicleID -> VeRi-776 (sweep 500 / 700 / 900)
     "vehicleid": 700,  # VeRi-776 -> VehicleID (Test800)
-    "veriwild": 700,  # not stated by the paper; method.md §9-Q6 recommends starting at 700
 }
-"""k of the paper's fine-tuning per target loader (method.md §3.7)."""
+"""k of the paper's fine-tuning per target loader (method.md §3.7). The paper states none for
+VERI-Wild (method.md §9-Q6 recommends starting at 700): a pair with another target sets its own."""
 
 PAIR_KEYS = ("source", "target", "kind", "style_mode", "pretrain", "finetune", "style")
 PAIR_RECORD = "pair.json"
@@ -116,13 +117,14 @@ class DatasetRef:
 
 
 def _loader_defaults(name: str) -> dict:
+    """The options a loader takes (its keyword parameters besides ``root``) with their defaults."""
     from .data.datasets import _LOADERS
 
     fn = _LOADERS.get(name)
     if fn is None:
         return {}
     return {p.name: p.default for p in inspect.signature(fn).parameters.values()
-            if p.default is not inspect.Parameter.empty}
+            if p.default is not inspect.Parameter.empty and p.kind is not inspect.Parameter.VAR_KEYWORD}
 
 
 def manifest_for(loader: str, options: Optional[Mapping[str, Any]] = None) -> Optional[str]:
@@ -168,25 +170,40 @@ def _dataset_ref(pair: str, side: str, spec: Any) -> DatasetRef:
         raise ConfigError(f"{where} must be a dataset name such as \"market1501\" or a mapping "
                           f"{{\"name\": \"market1501\", \"root\": \"~/datasets\", ...loader options}}, got {spec!r}")
     from .data.datasets import list_datasets
+    from .data.manifests import list_manifests, load_manifest
     from .data.synthetic import PRESETS
 
     name = spec["name"]
     if name not in PRESETS and name not in list_datasets():
+        if name in list_manifests():  # e.g. cuhk03np_detected: what `corelib verify` takes, not a loader
+            m = load_manifest(name)
+            as_side = {"name": m["loader"], **(m.get("loader_kwargs") or {})}
+            raise UnknownNameError(f"{where}: {name!r} is a manifest (what `corelib verify` takes), not a loader; "
+                                   f"write the side as {json.dumps(as_side)} plus its \"root\"")
         raise UnknownNameError(f"{where}: unknown dataset {name!r}; loaders: {', '.join(list_datasets())}; "
                                f"embedded presets: {', '.join(sorted(PRESETS))}")
     root = spec.get("root") or ""
     if not isinstance(root, str):
         raise ConfigError(f"{where}['root'] must be a folder path (a string), got {root!r}")
     options = {k: v for k, v in spec.items() if k not in ("name", "root")}
+    misplaced = [k for k in options if k in PAIR_KEYS]
+    if misplaced:
+        raise ConfigError(f"{where}: {misplaced[0]!r} belongs to the pair, beside \"source\" and \"target\", "
+                          f"not inside a side")
     if name in PRESETS and options:
         raise ConfigError(f"{where}: the embedded preset {name!r} takes no loader options ({', '.join(options)}); "
                           f"its size follows DATA_ROOT and SMOKE")
     known = _loader_defaults(name)
-    unknown = [k for k in options if name not in PRESETS and known and k not in known]
+    unknown = [k for k in options if k not in known]
     if unknown:
-        raise ConfigError(f"{where}: the {name} loader has no option {unknown[0]!r}; its options: "
-                          f"{', '.join(known) or 'none'}")
-    return DatasetRef(name, str(Path(root).expanduser()) if root else "", options)
+        raise ConfigError(f"{where}: the {name} loader has no option {unknown[0]!r}; a side takes \"name\", "
+                          f"\"root\" and the loader's options ({', '.join(known) or 'none for ' + name})")
+    if root:  # relative to the repository, like data/ and runs/ (notebooks run with notebooks/ as cwd)
+        from .paths import repo_root
+
+        path = Path(root).expanduser()
+        root = str(path if path.is_absolute() else repo_root() / path)
+    return DatasetRef(name, root, options)
 
 
 @dataclass(frozen=True)
@@ -241,6 +258,7 @@ class ExperimentPair:
                                num_clusters=PAPER_CLUSTERS.get(self.target.name, 0))
         else:
             base = StyleCfg() if self.style_mode == "camera" else StyleCfg.domain_aware()
+        own = {} if smoke else own  # the pair's changes describe its full run; SMOKE is the CI size
         return load_config(cls, overrides={**dict(own), **dict(overrides)}, base=base)
 
     def pretrain_cfg(self, *, smoke: bool = False, **overrides) -> PretrainCfg:
@@ -327,10 +345,16 @@ def define_pair(name: str, spec: Mapping[str, Any]) -> ExperimentPair:
                           f"{{\"name\": \"market1501\", \"root\": \"~/datasets\"}}")
     source = _dataset_ref(name, "source", spec["source"])
     target = _dataset_ref(name, "target", spec["target"])
-    kind = spec.get("kind") or _kind_of(source) or _kind_of(target)
+    kinds = {side.name: _kind_of(side) for side in (source, target)}
+    if None not in kinds.values() and len(set(kinds.values())) > 1:
+        raise ConfigError(f"DATASETS[{name!r}] pairs a {kinds[source.name]} source ({source.name}) with a "
+                          f"{kinds[target.name]} target ({target.name}); both sides must show the same kind of object")
+    if "kind" in spec and spec["kind"] not in KINDS:
+        raise ConfigError(f"DATASETS[{name!r}]['kind'] must be \"person\" or \"vehicle\", got {spec['kind']!r}")
+    kind = spec.get("kind") or kinds[source.name] or kinds[target.name]
     if kind not in KINDS:
         raise ConfigError(f"DATASETS[{name!r}]: cannot tell whether {source.name} -> {target.name} is a person or a "
-                          f"vehicle pair (no manifest says); add \"kind\": \"person\" or \"vehicle\"")
+                          f"vehicle pair (no manifest says); add \"kind\": \"person\" or \"vehicle\" to the pair")
     style_mode = spec.get("style_mode") or ("camera" if kind == "person" else "domain")
     if style_mode not in STYLE_MODES:
         raise ConfigError(f"DATASETS[{name!r}]['style_mode'] must be one of {', '.join(STYLE_MODES)}, got {style_mode!r}")
@@ -341,6 +365,12 @@ def define_pair(name: str, spec: Mapping[str, Any]) -> ExperimentPair:
             raise ConfigError(f"DATASETS[{name!r}][{key!r}] must be a mapping of {cls.__name__} fields, got {own!r}")
         load_config(cls, overrides=dict(own))  # names an unknown field or a wrongly typed value now, not hours later
         recipes[key] = dict(own)
+    if not (source.is_preset and target.is_preset) and target.name not in PAPER_CLUSTERS \
+            and "num_clusters" not in recipes["finetune"]:
+        raise ConfigError(
+            f"DATASETS[{name!r}]: the paper gives no k for the target {target.name!r}; add \"finetune\": "
+            f"{{\"num_clusters\": K}} to the pair (about the target's identity count is a good start; the paper's: "
+            f"{', '.join(f'{k} {v}' for k, v in PAPER_CLUSTERS.items())})")
     return ExperimentPair(name, source, target, kind=kind, style_mode=style_mode, pretrain_overrides=recipes["pretrain"],
                           finetune_overrides=recipes["finetune"], style_overrides=recipes["style"])
 

@@ -10,6 +10,7 @@ import torch
 
 from corelib.config import FinetuneCfg, PretrainCfg
 from corelib.data import load_synthetic
+from corelib.errors import ConfigError
 from corelib.models import build_model
 from corelib.repro import seed_everything
 from corelib.training import evaluate_checkpoint, finetune, load_checkpoint, pretrain
@@ -63,6 +64,9 @@ def test_resume_ends_like_a_straight_run(pair, tmp_path):
     b = load_checkpoint(resumed.last_checkpoint)
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
     assert torch.equal(a["pseudo_labels"], b["pseudo_labels"])
+    with pytest.raises(ConfigError, match=r"another recipe \(num_clusters 8 -> 9\)"):
+        finetune(FinetuneCfg.smoke(epochs=4, num_clusters=9), pair["target"], tmp_path / "b",
+                 source_checkpoint=pair["checkpoint"], resume=True, progress=False)
 
 
 def test_fused_loss_trains_the_fusion(pair, tmp_path):

@@ -97,3 +97,12 @@ def test_every_parameter_has_help_text(path):
     for line in _source(tagged).splitlines():
         if line.strip() and not line.lstrip().startswith("#"):
             assert "  # " in line and line.split("  # ", 1)[1].strip(), f"{path.name}: no help text in {line!r}"
+
+
+def test_a_parameter_no_chapter_declares_is_refused_before_anything_runs(tmp_path):
+    from corelib.errors import ConfigError
+    from corelib.notebooks import run_notebooks
+
+    with pytest.raises(ConfigError, match="no chapter has a parameter 'STYLE_SETS'; did you mean STYLE_SET"):
+        run_notebooks(tmp_path / "run", parameters={"SMOKE": True, "STYLE_SETS": True}, chapters=["02"])
+    assert not (tmp_path / "run").exists()

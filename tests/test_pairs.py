@@ -33,6 +33,7 @@ def test_real_pairs_get_the_paper_recipes():
     assert not m2c.embedded and m2c.kind == "person" and m2c.style_mode == "camera"
     assert m2c.task == "market1501 → cuhk03np (subset=labeled)"
     assert m2c.source.root == os.path.expanduser("~/datasets")  # ~ expanded
+    assert m2c.target.root == ""  # no root: $COREREID_DATA or data/ (the loader finds the folder below it)
     pre, fine = m2c.pretrain_cfg(), m2c.finetune_cfg()
     assert (pre.depth, pre.weights, pre.epochs, pre.height, pre.width) == (50, "imagenet", 120, 256, 128)
     assert (fine.num_clusters, fine.epochs, fine.height, fine.width) == (900, 80, 256, 128)
@@ -69,19 +70,37 @@ def test_errors_name_the_fix():
         define_pair("x", {"sorce": "market1501", "target": "cuhk03np"})
     with pytest.raises(UnknownNameError, match="unknown dataset 'market1502'; loaders: .*market1501"):
         define_pair("x", {"source": "market1502", "target": "cuhk03np"})
-    with pytest.raises(ConfigError, match="the cuhk03np loader has no option 'subsett'; its options: subset"):
+    with pytest.raises(ConfigError, match=r"the cuhk03np loader has no option 'subsett'; .*loader's options \(subset\)"):
         define_pair("x", {"source": "market1501", "target": {"name": "cuhk03np", "subsett": "labeled"}})
+    with pytest.raises(ConfigError, match="the market1501 loader has no option 'rooot'; a side takes \"name\", \"root\""):
+        define_pair("x", {"source": {"name": "market1501", "rooot": "~/d"}, "target": "cuhk03np"})
+    with pytest.raises(UnknownNameError, match="'cuhk03np_detected' is a manifest .* \\{\"name\": \"cuhk03np\", \"subset\": \"detected\"\\}"):
+        define_pair("x", {"source": "market1501", "target": "cuhk03np_detected"})
+    with pytest.raises(ConfigError, match="'kind' belongs to the pair, beside"):
+        define_pair("x", {"source": {"name": "custom", "root": "a", "kind": "person"}, "target": "cuhk03np"})
+    with pytest.raises(ConfigError, match="must be \"person\" or \"vehicle\", got 'persons'"):
+        define_pair("x", {**M2C, "kind": "persons"})
+    with pytest.raises(ConfigError, match="pairs a person source \\(market1501\\) with a vehicle target \\(veri776\\)"):
+        define_pair("x", {"source": "market1501", "target": "veri776"})
     with pytest.raises(ConfigError, match="PretrainCfg has no field 'epoch'"):
         define_pair("x", {**M2C, "pretrain": {"epoch": 3}})  # a typo fails when the pair is read, not hours later
     with pytest.raises(ConfigError, match="person or a vehicle pair"):
         define_pair("x", {"source": {"name": "custom", "root": "a"}, "target": {"name": "custom", "root": "b"}})
-    custom = define_pair("x", {"source": {"name": "custom", "root": "a"}, "target": {"name": "custom", "root": "b"},
-                               "kind": "person"})
-    with pytest.raises(ConfigError, match=r"no k for the target 'custom'; set it with DATASETS\['x'\]\[\"finetune\"\]"):
-        custom.finetune_cfg()
-    assert custom.finetune_cfg(num_clusters=50).num_clusters == 50
+    customs = {"source": {"name": "custom", "root": "a"}, "target": {"name": "custom", "root": "b"}, "kind": "person"}
+    with pytest.raises(ConfigError, match=r"no k for the target 'custom'; add \"finetune\": \{\"num_clusters\": K\} to the pair"):
+        define_pair("x", customs)  # when the pair is read, not in chapter 03 after hours of pre-training
+    custom = define_pair("x", {**customs, "finetune": {"num_clusters": 50}})
+    assert custom.finetune_cfg().num_clusters == 50 and custom.finetune_cfg(smoke=True).num_clusters == 8
     with pytest.raises(ConfigError, match="folder names"):
         experiment_pairs(["../escape"], {"../escape": M2C})
+
+
+def test_relative_roots_are_relative_to_the_repository():
+    from corelib.paths import repo_root
+
+    # as data/ and runs/ are: the notebooks run with notebooks/ as their working directory
+    p = define_pair("x", {"source": {"name": "market1501", "root": "data/real"}, "target": "cuhk03np"})
+    assert p.source.root == str(repo_root() / "data" / "real")
 
 
 def test_manifests_are_found_by_loader_and_options():

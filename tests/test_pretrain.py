@@ -9,6 +9,7 @@ import torch
 
 from corelib.config import PretrainCfg
 from corelib.data import load_synthetic
+from corelib.errors import ConfigError
 from corelib.training import load_checkpoint, pretrain
 
 
@@ -35,6 +36,9 @@ def test_resume_ends_like_a_straight_run(synthetic_small, tmp_path):
     lines = (tmp_path / "b" / "pretrain" / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(x)["epoch"] for x in lines] == [1, 2, 3]
     assert "source_mAP" in straight.last and 0.0 <= straight.best_mAP <= 1.0
+    # resuming with another recipe (e.g. the full one over a smoke run) is refused, not mixed
+    with pytest.raises(ConfigError, match=r"trained with another recipe \(lr 0.00035 -> 0.001\).*another RUN_DIR"):
+        pretrain(PretrainCfg.smoke(epochs=4, lr=1e-3), src, tmp_path / "b", resume=True, progress=False)
 
 
 def test_bad_batch_geometry_is_named(synthetic_small, tmp_path):

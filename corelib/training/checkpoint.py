@@ -47,22 +47,61 @@ def load_checkpoint(path: Union[str, Path], *, model: Optional[nn.Module] = None
         raise FileNotFoundError(f"no checkpoint at {path}; check RUN_DIR or train first")
     state = torch.load(path, map_location=map_location, weights_only=True)
     if model is not None:
-        if key not in state:
-            raise ValueError(f"{path} has no {key!r} entry (keys: {', '.join(map(str, state))})")
-        own = model.state_dict()
-        theirs = state[key]
-        missing = sorted(set(own) - set(theirs))
-        unexpected = sorted(set(theirs) - set(own))
-        bad = sorted(k for k in set(own) & set(theirs) if own[k].shape != theirs[k].shape)
-        if missing or unexpected or bad:
-            parts = [f"{len(bad)} shape mismatch(es) (e.g. {bad[0]}: checkpoint {tuple(theirs[bad[0]].shape)}, "
-                     f"model {tuple(own[bad[0]].shape)})"] if bad else []
-            parts += [f"{len(missing)} missing key(s) (e.g. {missing[0]})"] if missing else []
-            parts += [f"{len(unexpected)} unexpected key(s) (e.g. {unexpected[0]})"] if unexpected else []
-            raise ValueError(f"{path} was written for another architecture: {'; '.join(parts)}. "
-                             f"Build the model with the checkpoint's backbone and number of classes.")
-        model.load_state_dict(theirs)
+        load_into(model, state, path, key=key)
     return state
+
+
+def load_into(model: nn.Module, state: dict, path: Union[str, Path], *, key: str = "model") -> None:
+    """Load ``state[key]`` (read from ``path``) into ``model`` after checking names and shapes.
+
+    Raises:
+        ValueError: the weights do not fit the model; the message names the first mismatching keys.
+    """
+    if key not in state:
+        raise ValueError(f"{path} has no {key!r} entry (keys: {', '.join(map(str, state))})")
+    own = model.state_dict()
+    theirs = state[key]
+    missing = sorted(set(own) - set(theirs))
+    unexpected = sorted(set(theirs) - set(own))
+    bad = sorted(k for k in set(own) & set(theirs) if own[k].shape != theirs[k].shape)
+    if missing or unexpected or bad:
+        parts = [f"{len(bad)} shape mismatch(es) (e.g. {bad[0]}: checkpoint {tuple(theirs[bad[0]].shape)}, "
+                 f"model {tuple(own[bad[0]].shape)})"] if bad else []
+        parts += [f"{len(missing)} missing key(s) (e.g. {missing[0]})"] if missing else []
+        parts += [f"{len(unexpected)} unexpected key(s) (e.g. {unexpected[0]})"] if unexpected else []
+        raise ValueError(f"{path} was written for another architecture: {'; '.join(parts)}. "
+                         f"Build the model with the checkpoint's backbone and number of classes.")
+    model.load_state_dict(theirs)
+
+
+RESUME_FREE_FIELDS = frozenset({"epochs", "eval_every", "device", "num_workers", "dist_backend", "channels_last"})
+"""Config fields a resumed run may change: how long it trains, how often it evaluates, and where
+and how it runs. Every other field shapes the result, so a change there is refused on resume."""
+
+
+def check_resume(saved: Optional[dict], cfg: dict, path: Union[str, Path]) -> None:
+    """Refuse to resume ``path`` with a recipe other than the one it was trained with.
+
+    Without this check a run directory that holds, say, a smoke run would be resumed by the full
+    recipe and silently continue the small network.
+
+    Raises:
+        ConfigError: the fields that differ (saved -> asked) and the two ways out.
+    """
+    from ..errors import ConfigError
+
+    if not saved:
+        return
+    changed = [f"{k} {saved.get(k)!r} -> {v!r}" for k, v in cfg.items()
+               if k not in RESUME_FREE_FIELDS and k in saved and _plain(saved[k]) != _plain(v)]
+    if changed:
+        raise ConfigError(f"{path} was trained with another recipe ({'; '.join(changed[:4])}"
+                          f"{f'; {len(changed) - 4} more' if len(changed) > 4 else ''}); resuming would mix the two. "
+                          f"Use another RUN_DIR, or resume=False (RESUME = False) to train this recipe from the start")
+
+
+def _plain(v: Any) -> Any:
+    return list(v) if isinstance(v, tuple) else v
 
 
 class EpochLog:

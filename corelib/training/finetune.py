@@ -45,7 +45,7 @@ from ..models import MeanTeacher, SourceNet, build_model
 from ..models.fusion import pool_map
 from ..repro import seed_everything
 from . import distributed as D
-from .checkpoint import EpochLog, evaluation_due, load_checkpoint, save_checkpoint
+from .checkpoint import EpochLog, check_resume, evaluation_due, load_checkpoint, load_into, save_checkpoint
 from .evaluate import evaluate_model
 from .pretrain import LoaderCycle, _rng_state, _set_rng_state, autocast, training_device
 
@@ -307,7 +307,9 @@ def finetune(
     direct: dict = {}
     start, best_map, best_epoch = 0, -1.0, -1
     if resume and last_path.is_file():
-        state = load_checkpoint(last_path, model=mt, map_location=device)
+        state = load_checkpoint(last_path, map_location=device)
+        check_resume(state.get("cfg"), cfg.to_dict(), last_path)  # before the weights: a new k changes shapes
+        load_into(mt, state, last_path)
         start, best_map, best_epoch = state["epoch"] + 1, state["best_mAP"], state["best_epoch"]
         direct = dict(state.get("direct_transfer", {}))
         _set_rng_state(state["rng"])

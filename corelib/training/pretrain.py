@@ -28,7 +28,7 @@ from ..losses import CrossEntropyLabelSmooth, SoftTripletLoss
 from ..models import SourceNet
 from ..repro import resolve_device, seed_everything
 from . import distributed as D
-from .checkpoint import EpochLog, evaluation_due, load_checkpoint, save_checkpoint
+from .checkpoint import EpochLog, check_resume, evaluation_due, load_checkpoint, load_into, save_checkpoint
 from .evaluate import evaluate_model
 
 
@@ -188,7 +188,9 @@ def pretrain(
 
     start, best_map, best_epoch = 0, -1.0, -1
     if resume and last_path.is_file():
-        state = load_checkpoint(last_path, model=model, map_location=device)
+        state = load_checkpoint(last_path, map_location=device)
+        check_resume(state.get("cfg"), cfg.to_dict(), last_path)  # before the weights: a new k changes shapes
+        load_into(model, state, last_path)
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         start, best_map, best_epoch = state["epoch"] + 1, state["best_mAP"], state["best_epoch"]

@@ -427,19 +427,23 @@ def image_gallery(images: Sequence[Image.Image], captions: Sequence[str], *, col
     return fig
 
 
+def _bar_pairs(ax, labels: Sequence[str], left: tuple, right: tuple) -> None:
+    """Two labelled bars per x position; ``left`` / ``right`` are ``(values in %, legend, colour)``."""
+    x = np.arange(len(labels))
+    for (values, name, colour), shift in ((left, -0.2), (right, 0.2)):
+        ax.bar_label(ax.bar(x + shift, values, 0.4, label=name, color=colour), fmt="%.1f", fontsize=7)
+    ax.set_xticks(x, labels, fontsize=7)
+    ax.set_ylim(0, max(max(left[0]), max(right[0])) * 1.25)
+    ax.legend(fontsize=7, loc="upper left")
+
+
 def adaptation_bars(table, *, title: Optional[str] = None) -> Figure:
     """Target mAP of direct transfer and after adaptation, per run and task (rows of
     :func:`corelib.results.adaptation_table`)."""
     labels = [f"{r['run']}\n{r['task']}" for _, r in table.iterrows()]
-    x = np.arange(len(labels))
     fig, ax = plt.subplots(figsize=(max(4.0, 1.3 * len(labels) + 1.0), 3.0))
-    b1 = ax.bar(x - 0.2, table["direct mAP"], 0.4, label="direct transfer", color="0.6")
-    b2 = ax.bar(x + 0.2, table["adapted mAP"], 0.4, label="adapted (CORE-ReID V2)", color="C0")
-    ax.bar_label(b1, fmt="%.1f", fontsize=7), ax.bar_label(b2, fmt="%.1f", fontsize=7)
-    ax.set_xticks(x, labels, fontsize=7)
+    _bar_pairs(ax, labels, (table["direct mAP"], "direct transfer", "0.6"), (table["adapted mAP"], "adapted (CORE-ReID V2)", "C0"))
     ax.set_ylabel("target mAP (%)")
-    ax.set_ylim(0, max(table["adapted mAP"].max(), table["direct mAP"].max()) * 1.25)
-    ax.legend(fontsize=7, loc="upper left")
     if title:
         ax.set_title(title)
     fig.tight_layout()
@@ -464,15 +468,9 @@ def sweep_bars(table, keys: Sequence[str], *, title: Optional[str] = None) -> Fi
         sub = table[table["task"] == task]
         labels = ["\n".join(f"{k.split('.')[-1]}={value(r[k])}" for k in keys if named(r[k])) or str(r["run"])
                   for _, r in sub.iterrows()]
-        x = np.arange(len(sub))
-        b1 = ax.bar(x - 0.2, sub["mAP"], 0.4, label="mAP", color="C0")
-        b2 = ax.bar(x + 0.2, sub["R-1"], 0.4, label="R-1", color="C1")
-        ax.bar_label(b1, fmt="%.1f", fontsize=7), ax.bar_label(b2, fmt="%.1f", fontsize=7)
-        ax.set_xticks(x, labels, fontsize=7)
+        _bar_pairs(ax, labels, (sub["mAP"], "mAP", "C0"), (sub["R-1"], "R-1", "C1"))
         ax.set_ylabel("target score after adaptation (%)")
-        ax.set_ylim(0, max(sub["mAP"].max(), sub["R-1"].max()) * 1.25)
         ax.set_title(task, fontsize=8)
-        ax.legend(fontsize=7, loc="upper left")
     if title:
         fig.suptitle(title)
     fig.tight_layout()

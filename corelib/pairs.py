@@ -85,21 +85,19 @@ class DatasetRef:
     @property
     def caption(self) -> str:
         """Two lines for figure rows: the name, then the embedded domain or the dataset's title."""
-        import yaml
-
+        from .data.manifests import load_manifest
         from .data.synthetic import get_preset
-        from .paths import manifests_dir
 
         if self.is_preset:
             return f"{self.name}\n{get_preset(self.name).domain.name.split(' (')[0]}"
         manifest = self.manifest()
-        title = (yaml.safe_load((manifests_dir() / f"{manifest}.yaml").read_text()) or {}).get("title") if manifest else None
+        title = load_manifest(manifest).get("title") if manifest else None
         return f"{self.name}\n{title or Path(self.root).name or 'custom'}"
 
     def to_dict(self) -> dict:
         return {"name": self.name, "root": self.root, **dict(self.options)}
 
-    def open(self, synthetic_root: Union[str, Path, None] = None, *, scale: float = 1.0):
+    def open(self, synthetic_root: Union[str, Path, None] = None, scale: float = 1.0):
         """The :class:`~corelib.data.datasets.ReIDDataset`: a preset is generated under
         ``synthetic_root`` when missing (at ``scale``); a loader reads ``root``."""
         from .data.synthetic import open_dataset
@@ -131,35 +129,27 @@ def manifest_for(loader: str, options: Optional[Mapping[str, Any]] = None) -> Op
     """The manifest of ``loader`` whose ``loader_kwargs`` agree with ``options`` (the loader's
     defaults fill what ``options`` leaves out), or None (e.g. ``custom``, or a VehicleID test size
     without a manifest)."""
-    import yaml
-
-    from .paths import manifests_dir
+    from .data.manifests import list_manifests, load_manifest
 
     options = {**_loader_defaults(loader), **dict(options or {})}
-    for path in sorted(manifests_dir().glob("*.yaml")):
-        if path.stem.startswith("synthetic_"):
+    for name in list_manifests():
+        if name.startswith("synthetic_"):
             continue
-        m = yaml.safe_load(path.read_text()) or {}
-        if m.get("loader") != loader:
-            continue
-        if all(options.get(k, v) == v for k, v in (m.get("loader_kwargs") or {}).items()):
-            return path.stem
+        m = load_manifest(name)
+        if m["loader"] == loader and all(options.get(k, v) == v for k, v in (m.get("loader_kwargs") or {}).items()):
+            return name
     return None
 
 
 def _kind_of(ref: DatasetRef) -> Optional[str]:
     """``person`` / ``vehicle`` from the preset or the loader's manifest; None when unknown."""
-    import yaml
-
+    from .data.manifests import load_manifest
     from .data.synthetic import get_preset
-    from .paths import manifests_dir
 
     if ref.is_preset:
         return get_preset(ref.name).kind
-    name = manifest_for(ref.name, ref.options)
-    if name is None:
-        return None
-    return (yaml.safe_load((manifests_dir() / f"{name}.yaml").read_text()) or {}).get("kind")
+    name = ref.manifest()
+    return load_manifest(name).get("kind") if name else None
 
 
 def _dataset_ref(pair: str, side: str, spec: Any) -> DatasetRef:
@@ -240,13 +230,11 @@ class ExperimentPair:
     def open(self, data=None):
         """``(source, target)`` datasets. ``data`` (a :class:`~corelib.config.DataCfg`) says where
         the embedded presets are generated and at which scale; real copies are read from their roots."""
-        root, scale = (data.dataset_root(), data.scale) if data is not None else (None, 1.0)
-        return self.source.open(root, scale=scale), self.target.open(root, scale=scale)
+        return self.source.open(*_synthetic_place(data)), self.target.open(*_synthetic_place(data))
 
     def open_target(self, data=None):
         """The target dataset alone (see :meth:`open`)."""
-        root, scale = (data.dataset_root(), data.scale) if data is not None else (None, 1.0)
-        return self.target.open(root, scale=scale)
+        return self.target.open(*_synthetic_place(data))
 
     def _recipe(self, cls, own: Mapping[str, Any], smoke: bool, overrides: Mapping[str, Any]):
         if smoke or self.embedded:
@@ -273,11 +261,8 @@ class ExperimentPair:
                 ``num_clusters`` was given.
         """
         cfg = self._recipe(FinetuneCfg, self.finetune_overrides, smoke, overrides)
-        if cfg.num_clusters <= 0:
-            raise ConfigError(
-                f"pair {self.name!r}: the paper gives no k for the target {self.target.name!r}; set it with "
-                f"DATASETS[{self.name!r}][\"finetune\"] = {{\"num_clusters\": K}} (about the target's identity "
-                f"count is a good start; the paper's: {', '.join(f'{k} {v}' for k, v in PAPER_CLUSTERS.items())})")
+        if cfg.num_clusters <= 0:  # define_pair refuses such a pair; this guards one built by hand
+            raise ConfigError(_no_paper_k(self.name, self.target.name))
         return cfg
 
     def style_cfg(self, *, smoke: bool = False, **overrides) -> StyleCfg:
@@ -320,6 +305,17 @@ class ExperimentPair:
         tmp.write_text(json.dumps({**self.to_dict(), **mine}, indent=2))
         tmp.replace(record)
         return pair_dir
+
+
+def _synthetic_place(data) -> tuple:
+    """``(root, scale)`` of the embedded presets from a :class:`~corelib.config.DataCfg` (or the defaults)."""
+    return (data.dataset_root(), data.scale) if data is not None else (None, 1.0)
+
+
+def _no_paper_k(pair: str, target: str) -> str:
+    return (f"DATASETS[{pair!r}]: the paper gives no k for the target {target!r}; add \"finetune\": "
+            f"{{\"num_clusters\": K}} to the pair (about the target's identity count is a good start; the paper's: "
+            f"{', '.join(f'{k} {v}' for k, v in PAPER_CLUSTERS.items())})")
 
 
 def _embedded_pair(name: str) -> ExperimentPair:
@@ -367,10 +363,7 @@ def define_pair(name: str, spec: Mapping[str, Any]) -> ExperimentPair:
         recipes[key] = dict(own)
     if not (source.is_preset and target.is_preset) and target.name not in PAPER_CLUSTERS \
             and "num_clusters" not in recipes["finetune"]:
-        raise ConfigError(
-            f"DATASETS[{name!r}]: the paper gives no k for the target {target.name!r}; add \"finetune\": "
-            f"{{\"num_clusters\": K}} to the pair (about the target's identity count is a good start; the paper's: "
-            f"{', '.join(f'{k} {v}' for k, v in PAPER_CLUSTERS.items())})")
+        raise ConfigError(_no_paper_k(name, target.name))
     return ExperimentPair(name, source, target, kind=kind, style_mode=style_mode, pretrain_overrides=recipes["pretrain"],
                           finetune_overrides=recipes["finetune"], style_overrides=recipes["style"])
 

@@ -308,7 +308,7 @@ def finetune(
     start, best_map, best_epoch = 0, -1.0, -1
     if resume and last_path.is_file():
         state = load_checkpoint(last_path, map_location=device)
-        check_resume(state.get("cfg"), cfg.to_dict(), last_path)  # before the weights: a new k changes shapes
+        check_resume(state.get("cfg"), cfg.to_dict(), last_path)  # before the weights: a new k changes their shapes
         load_into(mt, state, last_path)
         start, best_map, best_epoch = state["epoch"] + 1, state["best_mAP"], state["best_epoch"]
         direct = dict(state.get("direct_transfer", {}))

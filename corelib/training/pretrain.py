@@ -189,7 +189,7 @@ def pretrain(
     start, best_map, best_epoch = 0, -1.0, -1
     if resume and last_path.is_file():
         state = load_checkpoint(last_path, map_location=device)
-        check_resume(state.get("cfg"), cfg.to_dict(), last_path)  # before the weights: a new k changes shapes
+        check_resume(state.get("cfg"), cfg.to_dict(), last_path)  # before the weights: another recipe need not even fit them
         load_into(model, state, last_path)
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])

@@ -5,7 +5,7 @@ scratch and prints the source mAP, the direct-transfer target mAP, the adapted t
 epoch with the pseudo-label NMI, and the wall time of both stages together.
 
     python benchmarks/adaptation.py --pair person
-    python benchmarks/adaptation.py --pair person -o cluster_camera_norm=false   # the paper's clustering
+    python benchmarks/adaptation.py --pair person -o cluster.normalize=none   # the paper's clustering
 
 Options ``-p``/``-o`` override fields of the pre-training / fine-tuning configs.
 """

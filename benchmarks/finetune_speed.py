@@ -38,16 +38,21 @@ def main() -> None:
     data = open_dataset("market_like", args.data_root or synthetic_root())
     run = tempfile.mkdtemp(prefix="ft_speed_")
     # a source checkpoint to start from (one short epoch: only its shapes matter here)
-    pretrain(PretrainCfg(depth=args.depth, weights="none", height=args.height, width=args.width, batch_size=32,
-                         epochs=1, iters_per_epoch=1, warmup_epochs=0, milestones=(), device=args.device,
-                         num_workers=0), data, run, progress=False)
+    backbone = f"resnet{args.depth}"
+    size = {"augment.height": args.height, "augment.width": args.width}
+    pretrain(PretrainCfg().with_overrides({**size, "model.backbone": backbone, "model.weights": "none", "batch_size": 32,
+                                           "epochs": 1, "iters_per_epoch": 1, "warmup_epochs": 0, "milestones": (),
+                                           "runtime.device": args.device, "runtime.num_workers": 0}),
+             data, run, progress=False)
     print(f"ResNet-{args.depth} at {args.height}x{args.width}, batch {args.batch} x 3 loaders, "
           f"{len(data.train)} target images, device {args.device}")
     speeds = {}
     for precision in args.precisions:
-        cfg = FinetuneCfg(depth=args.depth, height=args.height, width=args.width, batch_size=args.batch,
-                          epochs=2, iters_per_epoch=args.iters, num_clusters=200, kmeans="lloyd", kmeans_max_iter=5,
-                          eval_every=1000, precision=precision, device=args.device, num_workers=args.workers)
+        cfg = FinetuneCfg().with_overrides({
+            **size, "model.backbone": backbone, "batch_size": args.batch, "epochs": 2, "iters_per_epoch": args.iters,
+            "cluster.num_clusters": 200, "cluster.kmeans.algorithm": "lloyd", "cluster.kmeans.max_iter": 5,
+            "eval_every": 1000, "runtime.precision": precision, "runtime.device": args.device,
+            "runtime.num_workers": args.workers})
         res = finetune(cfg, data, f"{run}/{precision}", source_checkpoint=f"{run}/pretrain/last.pt", progress=False)
         timed = res.history[-1]
         speeds[precision] = args.iters / timed["seconds_train"]

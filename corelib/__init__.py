@@ -4,22 +4,34 @@ This module is the public API: notebooks import only the names listed in ``__all
 checks it), so anything a chapter needs is exported here explicitly, timm style.
 """
 
-from . import explain, feature_space, pairs, results, style, sweeps, viz, widgets
+from . import explain, feature_space, pairs, recipes, results, style, sweeps, viz, widgets
 from .cluster import (
     KMeansResult,
+    PseudoLabels,
+    cluster_pseudo_labels,
     compare_inits,
     kmeans,
     label_agreement,
+    list_labelers,
     minibatch_kmeans,
     pseudo_label_quality,
+    register_labeler,
     summarize_inits,
 )
 from .config import (
     EMBEDDED_PAIRS,
     EMBEDDED_STYLE_MODES,
+    AdaptLossCfg,
+    AugmentCfg,
+    ClusterCfg,
     DataCfg,
     FinetuneCfg,
+    KMeansCfg,
+    MeanTeacherCfg,
     PretrainCfg,
+    RuntimeCfg,
+    SourceLossCfg,
+    SourceModelCfg,
     StyleCfg,
     embedded_manifest,
     load_config,
@@ -63,9 +75,22 @@ from .errors import (
     StyleError,
     UnknownNameError,
 )
-from .models import MeanTeacher, bmfn, build_model, count_parameters, list_models, paper_parameter_count
+from .losses import list_losses, register_loss
+from .models import (
+    MeanTeacher,
+    bmfn,
+    build_backbone,
+    build_model,
+    count_parameters,
+    list_backbones,
+    list_models,
+    paper_parameter_count,
+    register_backbone,
+    register_model,
+)
 from .notebooks import list_chapters, run_notebooks
 from .pairs import PAPER_CLUSTERS, DatasetRef, ExperimentPair, experiment_pairs
+from .recipes import list_recipes, register_recipe, resolve_recipe
 from .outputs import current_run, read_metrics, record_metric, save_figure, save_table, start_run
 from .paths import data_root, figures_dir, runs_root, synthetic_root
 from .repro import env_report, resolve_device, seed_everything
@@ -86,6 +111,28 @@ from .training import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "AdaptLossCfg",
+    "AugmentCfg",
+    "ClusterCfg",
+    "KMeansCfg",
+    "MeanTeacherCfg",
+    "RuntimeCfg",
+    "SourceLossCfg",
+    "SourceModelCfg",
+    "PseudoLabels",
+    "build_backbone",
+    "cluster_pseudo_labels",
+    "list_backbones",
+    "list_labelers",
+    "list_losses",
+    "list_recipes",
+    "recipes",
+    "register_backbone",
+    "register_labeler",
+    "register_loss",
+    "register_model",
+    "register_recipe",
+    "resolve_recipe",
     "EMBEDDED_PAIRS",
     "EMBEDDED_STYLE_MODES",
     "StyleCfg",

@@ -1,10 +1,15 @@
 """The ``corelib`` command line: ``synth``, ``verify``, ``datasets``, ``style``, ``pretrain``,
-``finetune``, ``evaluate``, ``run-notebooks``, ``bench``, ``env``.
+``finetune``, ``evaluate``, ``run-notebooks``, ``sweep``, ``bench``, ``env``.
 
-Training commands take a YAML config (fields of :class:`~corelib.config.PretrainCfg` /
-:class:`~corelib.config.FinetuneCfg`) and ``-o NAME=VALUE`` overrides on top; ``--smoke`` starts
-from the ``.smoke()`` preset instead of the paper's defaults. The resolved config is written to
-``RUN_DIR/<stage>/config.yaml``. Under ``torchrun`` the same commands train on every process.
+Training commands name their data as ``--source NAME [ROOT] [OPTION=VALUE ...]`` (a loader with
+its options, e.g. ``--target cuhk03np ~/datasets subset=labeled``, or an embedded preset) and
+resolve their recipe exactly as the chapters do (:func:`corelib.recipes.resolve_recipe`): the
+paper's for real data (``finetune --target veri776 ROOT`` trains with k = 500), the CPU recipe of
+``make demo`` for embedded presets, the CI-sized one with ``--smoke``. A YAML ``--config`` (fields
+of :class:`~corelib.config.PretrainCfg` / :class:`~corelib.config.FinetuneCfg`, nested as
+``config.yaml`` is written) and ``-o NAME=VALUE`` overrides (dotted: ``-o cluster.num_clusters=700``)
+come on top; ``--print-config`` prints the resolved recipe and trains nothing. The loops write it
+to ``RUN_DIR/<stage>/config.yaml``. Under ``torchrun`` the same commands train on every process.
 
 Errors that corelib raises on purpose (wrong root, unknown name, bad manifest) are printed as one
 readable message with exit status 2, not as a traceback; ``verify`` exits 1 when the copy has
@@ -111,11 +116,35 @@ def _cmd_run_notebooks(args: argparse.Namespace) -> int:
     return 0
 
 
-def _dataset(spec: Sequence[str], scale: float = 1.0):
-    from .data.synthetic import open_dataset
+def _side(spec: Optional[Sequence[str]], flag: str):
+    """A :class:`~corelib.pairs.DatasetRef` from ``NAME [ROOT] [OPTION=VALUE ...]`` (values read as
+    YAML; a relative ROOT is relative to the working directory)."""
+    if not spec:
+        return None
+    import yaml
 
-    name, root = spec
-    return open_dataset(name, root, scale=scale)
+    from .pairs import dataset_ref
+
+    name, *rest = spec
+    side: dict = {"name": name}
+    if rest and "=" not in rest[0]:
+        side["root"] = str(Path(rest.pop(0)).expanduser().resolve())
+    for item in rest:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise CorelibError(f"{flag}: {item!r} is not OPTION=VALUE (e.g. subset=labeled); the form is "
+                               f"{flag} NAME [ROOT] [OPTION=VALUE ...]")
+        side[key] = yaml.safe_load(value)
+    return dataset_ref(side, flag)
+
+
+def _open(ref, scale: float):
+    """The dataset of a side (a preset is generated under its ROOT at ``scale`` when missing), or None."""
+    return ref.open(scale=scale) if ref is not None else None
+
+
+def _dataset(spec: Sequence[str], scale: float = 1.0, flag: str = "--dataset"):
+    return _open(_side(spec, flag), scale)
 
 
 def _is_rank0() -> bool:
@@ -124,11 +153,31 @@ def _is_rank0() -> bool:
     return os.environ.get("RANK", "0") == "0"
 
 
-def _training_cfg(cls, args: argparse.Namespace):
-    from .config import load_config
+def cli_recipe(stage: str, args: argparse.Namespace, source=None, target=None):
+    """``(settings, context)`` of a training command: the recipe of its data, as a chapter resolves
+    it for the same pair (:func:`~corelib.recipes.resolve_recipe`), then ``--config`` and ``-o``."""
+    from .pairs import recipe_context
+    from .recipes import resolve_recipe
+    from .settings import merge_overrides
 
-    base = cls.smoke() if args.smoke else cls()
-    return load_config(cls, args.config, args.override or (), base=base)
+    where = f"corelib {'style train' if stage == 'style' else stage}"
+    ctx = recipe_context(source, target, kind=args.kind, style_mode=getattr(args, "mode", None), where=where)
+    overrides = merge_overrides(_config_file(args.config), args.override or ())
+    return resolve_recipe(stage, ctx, recipe=args.recipe, smoke=args.smoke, overrides=overrides, where=where), ctx
+
+
+def _config_file(path: Optional[str]) -> dict:
+    """The mapping of a ``--config`` YAML file (nested as config.yaml, or dotted names), or none."""
+    from .settings import read_mapping
+
+    return read_mapping(path) if path else {}
+
+
+def _print_config(cfg) -> int:
+    from .settings import config_yaml
+
+    print(config_yaml(cfg), end="")
+    return 0
 
 
 def _print_record(title: str, record: dict) -> None:
@@ -136,16 +185,21 @@ def _print_record(title: str, record: dict) -> None:
     print(f"{title}: " + ", ".join(f"{k} {100 * record[k]:.1f}" for k in keys))
 
 
+def _need_run_dir(args: argparse.Namespace) -> None:
+    if not args.run_dir:
+        raise CorelibError(f"corelib {args.command} needs --run-dir DIR (or --print-config to see the recipe)")
+
+
 def _cmd_pretrain(args: argparse.Namespace) -> int:
-    from .config import PretrainCfg, save_config
     from .training import pretrain
 
-    cfg = _training_cfg(PretrainCfg, args)
-    source = _dataset(args.source, args.scale)
-    target = _dataset(args.target, args.scale) if args.target else None
-    if _is_rank0():
-        save_config(cfg, Path(args.run_dir) / "pretrain" / "config.yaml")
-    result = pretrain(cfg, source, args.run_dir, target=target, resume=args.resume)
+    source, target = _side(args.source, "--source"), _side(args.target, "--target")
+    cfg, _ = cli_recipe("pretrain", args, source, target)
+    if args.print_config:
+        return _print_config(cfg)
+    _need_run_dir(args)
+    result = pretrain(cfg, _open(source, args.scale), args.run_dir, target=_open(target, args.scale),
+                      resume=args.resume)
     if not _is_rank0():
         return 0
     if result.last:
@@ -155,14 +209,15 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
 
 
 def _cmd_finetune(args: argparse.Namespace) -> int:
-    from .config import FinetuneCfg, save_config
     from .training import finetune
 
-    cfg = _training_cfg(FinetuneCfg, args)
-    target = _dataset(args.target, args.scale)
-    if _is_rank0():
-        save_config(cfg, Path(args.run_dir) / "finetune" / "config.yaml")
-    result = finetune(cfg, target, args.run_dir, source_checkpoint=args.source_checkpoint, resume=args.resume)
+    source, target = _side(args.source, "--source"), _side(args.target, "--target")
+    cfg, _ = cli_recipe("finetune", args, source, target)
+    if args.print_config:
+        return _print_config(cfg)
+    _need_run_dir(args)
+    result = finetune(cfg, _open(target, args.scale), args.run_dir, source_checkpoint=args.source_checkpoint,
+                      resume=args.resume)
     if not _is_rank0():
         return 0
     _print_record("direct transfer", {f"target_{k}": v for k, v in result.direct_transfer.items()})
@@ -177,7 +232,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from .repro import resolve_device
     from .training import evaluate_checkpoint
 
-    dataset = _dataset(args.dataset, args.scale)
+    dataset = _dataset(args.dataset, args.scale, "--dataset")
     metrics = evaluate_checkpoint(args.checkpoint, dataset, device=resolve_device(args.device), rerank_k=args.rerank)
     if args.json:
         print(json.dumps(metrics))
@@ -186,26 +241,37 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_training_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--run-dir", required=True, help="run directory (checkpoints, metrics.jsonl, config.yaml)")
-    p.add_argument("--config", default=None, help="YAML file of config fields, e.g. 'epochs: 40'")
+def _add_recipe_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", default=None, help="YAML file of settings, e.g. 'epochs: 40' or 'cluster: {num_clusters: 700}'")
     p.add_argument("-o", "--override", action="append", metavar="NAME=VALUE",
-                   help="a config field (value read as YAML: epochs=40, milestones=[40,70]); repeatable")
-    p.add_argument("--smoke", action="store_true", help="start from the .smoke() preset instead of the paper's defaults")
-    p.add_argument("--resume", action="store_true", help="continue from RUN_DIR/<stage>/last.pt when it exists")
+                   help="a setting, dotted (value read as YAML: epochs=40, cluster.num_clusters=700, "
+                        "runtime.device=cuda); repeatable")
+    p.add_argument("--smoke", action="store_true", help="the CI-sized recipe (seconds on a CPU) instead of the full one")
+    p.add_argument("--recipe", default="corereid_v2", help="a registered recipe (corelib.recipes.list_recipes())")
+    p.add_argument("--kind", choices=["person", "vehicle"], default=None,
+                   help="person or vehicle, when no manifest tells (a custom dataset)")
     p.add_argument("--scale", type=float, default=1.0, help="identity scale of generated synthetic presets")
 
 
+def _add_training_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--run-dir", default=None, help="run directory (checkpoints, metrics.jsonl, config.yaml)")
+    _add_recipe_args(p)
+    p.add_argument("--resume", action="store_true", help="continue from RUN_DIR/<stage>/last.pt when it exists")
+    p.add_argument("--print-config", action="store_true", help="print the resolved recipe as YAML and train nothing")
+
+
 def _cmd_style_train(args: argparse.Namespace) -> int:
-    from .config import StyleCfg, load_config
     from .style import style_gap, train_style_models
 
-    base = StyleCfg.smoke() if args.smoke else (StyleCfg.domain_aware() if args.mode == "domain" else StyleCfg())
-    cfg = load_config(StyleCfg, args.config, args.override or (), base=base)
-    source = _dataset(args.source, args.scale)
-    target = _dataset(args.target, args.scale) if args.target else None
-    models = train_style_models(source, cfg, args.out, mode=args.mode, target=target, resume=not args.restart)
-    print(f"{len(models.pairs)} style model(s) ({args.mode}-aware) in {models.root}")
+    source_ref, target_ref = _side(args.source, "--source"), _side(args.target, "--target")
+    cfg, ctx = cli_recipe("style", args, source_ref, target_ref)
+    if args.print_config:
+        return _print_config(cfg)
+    if not args.out:
+        raise CorelibError("corelib style train needs --out DIR (or --print-config to see the recipe)")
+    source, target = _open(source_ref, args.scale), _open(target_ref, args.scale)
+    models = train_style_models(source, cfg, args.out, mode=ctx.style_mode, target=target, resume=not args.restart)
+    print(f"{len(models.pairs)} style model(s) ({ctx.style_mode}-aware) in {models.root}")
     if args.gap:
         _print_gap(style_gap(source, models, target=target))
     return 0
@@ -225,7 +291,7 @@ def _print_gap(rows: list) -> None:
 def _cmd_style_generate(args: argparse.Namespace) -> int:
     from .style import load_style_set, write_style_set
 
-    source = _dataset(args.source, args.scale)
+    source = _dataset(args.source, args.scale, "--source")
     root = write_style_set(source, args.models, args.out, device=args.device, overwrite=args.overwrite)
     enlarged = load_style_set(root)
     print(enlarged.summary())
@@ -236,8 +302,8 @@ def _cmd_style_generate(args: argparse.Namespace) -> int:
 def _cmd_style_gap(args: argparse.Namespace) -> int:
     from .style import style_gap
 
-    source = _dataset(args.source, args.scale)
-    target = _dataset(args.target, args.scale) if args.target else None
+    source = _dataset(args.source, args.scale, "--source")
+    target = _dataset(args.target, args.scale, "--target")
     _print_gap(style_gap(source, args.models, target=target, device=args.device))
     return 0
 
@@ -284,23 +350,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--layouts", action="store_true", help="also print each loader's expected layout")
     p.set_defaults(func=_cmd_datasets)
 
-    dataset_help = "loader name (market1501, veri776 ...) or synthetic preset (market_like ...), and its ROOT"
+    dataset_help = ("a loader (market1501, veri776 ...) or an embedded preset (market_like ...), the folder of the copy "
+                    "or its parent (default $COREREID_DATA or data/), then the loader's options: "
+                    "cuhk03np ~/datasets subset=labeled")
+    side = {"nargs": "+", "metavar": ("NAME", "ROOT|OPTION=VALUE")}
     p = sub.add_parser("pretrain", help="supervised source pre-training (PretrainCfg)")
-    p.add_argument("--source", nargs=2, required=True, metavar=("NAME", "ROOT"), help=dataset_help)
-    p.add_argument("--target", nargs=2, default=None, metavar=("NAME", "ROOT"),
-                   help="target dataset: direct-transfer evaluation and BN statistics (optional)")
+    p.add_argument("--source", required=True, help=dataset_help, **side)
+    p.add_argument("--target", default=None, help="target dataset: direct-transfer evaluation and BN statistics "
+                                                  "(optional; its kind and presets shape the recipe as in a pair)", **side)
     _add_training_args(p)
     p.set_defaults(func=_cmd_pretrain)
 
     p = sub.add_parser("finetune", help="mean-teacher fine-tuning on the unlabelled target (FinetuneCfg)")
-    p.add_argument("--target", nargs=2, required=True, metavar=("NAME", "ROOT"), help=dataset_help)
+    p.add_argument("--target", required=True, help=dataset_help, **side)
+    p.add_argument("--source", default=None, help="the source dataset, when the recipe should be the pair's "
+                                                  "(an embedded preset source with a real target ...; optional)", **side)
     p.add_argument("--source-checkpoint", default=None, help="pre-training checkpoint (default RUN_DIR/pretrain/best.pt)")
     _add_training_args(p)
     p.set_defaults(func=_cmd_finetune)
 
     p = sub.add_parser("evaluate", help="mAP / CMC of a pretrain or finetune checkpoint on a query / gallery")
     p.add_argument("checkpoint", help="RUN_DIR/pretrain/best.pt, RUN_DIR/finetune/best.pt ...")
-    p.add_argument("--dataset", nargs=2, required=True, metavar=("NAME", "ROOT"), help=dataset_help)
+    p.add_argument("--dataset", required=True, help=dataset_help, **side)
     p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
     p.add_argument("--rerank", action="store_true", help="k-reciprocal re-ranking")
     p.add_argument("--json", action="store_true", help="print the metrics as one JSON object")
@@ -310,21 +381,20 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("style", help="CycleGAN style transfer: train models, write the enlarged source set")
     style_sub = p.add_subparsers(dest="style_command", required=True)
     q = style_sub.add_parser("train", help="train the camera-pair (camera) or source <-> target (domain) CycleGANs")
-    q.add_argument("--mode", choices=["camera", "domain"], default="camera",
-                   help="camera: one model per camera pair of the source; domain: one source <-> target model")
-    q.add_argument("--source", nargs=2, required=True, metavar=("NAME", "ROOT"), help=dataset_help)
-    q.add_argument("--target", nargs=2, default=None, metavar=("NAME", "ROOT"), help="target dataset (domain mode)")
-    q.add_argument("--out", required=True, help="folder of the style models (one sub-folder per pair)")
-    q.add_argument("--config", default=None, help="YAML file of StyleCfg fields, e.g. 'epochs: 30'")
-    q.add_argument("-o", "--override", action="append", metavar="NAME=VALUE", help="a StyleCfg field; repeatable")
-    q.add_argument("--smoke", action="store_true", help="start from StyleCfg.smoke() (seconds on a CPU)")
+    q.add_argument("--mode", choices=["camera", "domain"], default=None,
+                   help="camera: one model per camera pair of the source; domain: one source <-> target model "
+                        "(default: camera for persons, domain for vehicles, as the paper does)")
+    q.add_argument("--source", required=True, help=dataset_help, **side)
+    q.add_argument("--target", default=None, help="target dataset (domain mode)", **side)
+    q.add_argument("--out", default=None, help="folder of the style models (one sub-folder per pair)")
+    _add_recipe_args(q)
     q.add_argument("--restart", action="store_true", help="train from scratch instead of resuming")
     q.add_argument("--gap", action="store_true", help="print the colour gap before / after translation")
-    q.add_argument("--scale", type=float, default=1.0, help="identity scale of generated synthetic presets")
+    q.add_argument("--print-config", action="store_true", help="print the resolved StyleCfg as YAML and train nothing")
     q.set_defaults(func=_cmd_style_train)
     q = style_sub.add_parser("generate", help="write the enlarged source set (real images + style copies)")
     q.add_argument("--models", required=True, help="folder written by `corelib style train`")
-    q.add_argument("--source", nargs=2, required=True, metavar=("NAME", "ROOT"), help=dataset_help)
+    q.add_argument("--source", required=True, help=dataset_help, **side)
     q.add_argument("--out", required=True, help="folder of the enlarged set (the source's layout)")
     q.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
     q.add_argument("--overwrite", action="store_true", help="rewrite a complete set")
@@ -332,8 +402,8 @@ def build_parser() -> argparse.ArgumentParser:
     q.set_defaults(func=_cmd_style_generate)
     q = style_sub.add_parser("gap", help="colour gap between the two sides, before and after translation")
     q.add_argument("--models", required=True, help="folder written by `corelib style train`")
-    q.add_argument("--source", nargs=2, required=True, metavar=("NAME", "ROOT"), help=dataset_help)
-    q.add_argument("--target", nargs=2, default=None, metavar=("NAME", "ROOT"), help="target dataset (domain mode)")
+    q.add_argument("--source", required=True, help=dataset_help, **side)
+    q.add_argument("--target", default=None, help="target dataset (domain mode)", **side)
     q.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
     q.add_argument("--scale", type=float, default=1.0, help="identity scale of generated synthetic presets")
     q.set_defaults(func=_cmd_style_gap)

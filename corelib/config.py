@@ -2,20 +2,28 @@
 
 Notebooks hold literals in their ``parameters`` cell and derive everything else from these
 (``DataCfg.smoke()`` when ``SMOKE``), so the meaning of "smoke" is defined once, here, and tested.
-Later chapters add their own configs (pre-training, fine-tuning, clustering, evaluation).
+
+The training recipes group their fields where the plug-ins are: ``model`` (network and backbone
+by name), ``augment`` (input size and augmentation), ``cluster`` (pseudo-labeller by name and its
+settings), ``loss`` (criterion by name) and ``runtime`` (device, precision, workers). Overrides
+are dotted (``cluster.num_clusters=500``) or nested mappings; :mod:`corelib.settings` holds the
+machinery, and an old flat name (``num_clusters``) is answered with its new place.
 """
 
 from __future__ import annotations
 
-import typing
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Mapping, Optional, Sequence, TypeVar, Union
+from typing import ClassVar, Mapping
 
-from .errors import ConfigError
 from .paths import synthetic_root
+from .settings import LegacyRule, Settings, load_config, save_config
 
-CfgT = TypeVar("CfgT")
+__all__ = [
+    "AdaptLossCfg", "AugmentCfg", "ClusterCfg", "DataCfg", "EMBEDDED_PAIRS", "EMBEDDED_SIZES", "EMBEDDED_STYLE_MODES",
+    "FinetuneCfg", "KMeansCfg", "MeanTeacherCfg", "PretrainCfg", "RuntimeCfg", "STYLE_MODES", "SourceLossCfg",
+    "SourceModelCfg", "StyleCfg", "embedded_manifest", "load_config", "save_config",
+]
 
 EMBEDDED_PAIRS: dict[str, tuple[str, str]] = {
     "person": ("market_like", "cuhk_like"),
@@ -28,6 +36,23 @@ and VehicleID -> VeRi-776."""
 EMBEDDED_STYLE_MODES: dict[str, str] = {"person": "camera", "vehicle": "domain"}
 """Style transfer of each embedded pair, as the paper does it: camera-aware for persons (the source
 has camera labels), domain-aware (source <-> target) for vehicles."""
+
+
+EMBEDDED_SIZES: dict[str, tuple[int, int]] = {"person": (64, 32), "vehicle": (64, 64)}
+"""(height, width) of the CPU recipes of the embedded pairs."""
+
+
+def _resnet_name(depth) -> str:
+    """The backbone name of a ResNet depth (the flat layout's ``depth: 50`` is ``resnet50``)."""
+    return f"resnet{int(depth)}"
+
+
+def _choice(field_name: str, value, choices: tuple) -> None:
+    """Refuse a misspelt choice when the settings are made, not an epoch into training."""
+    if value not in choices:
+        from .errors import ConfigError
+
+        raise ConfigError(f"{field_name} must be one of {', '.join(map(repr, choices))}, got {value!r}")
 
 
 def _check_pair(pair: str) -> None:
@@ -73,18 +98,90 @@ def embedded_manifest(cfg: DataCfg, preset: str, dataset_root) -> str:
     return f"synthetic_{preset}" if cfg.scale == 1.0 else str(Path(dataset_root) / "manifest.yaml")
 
 
+# --------------------------------------------------------------------------------------------
+# groups shared by the training recipes
+
+
 @dataclass(frozen=True)
-class PretrainCfg:
+class RuntimeCfg(Settings):
+    """Where and how a loop runs. Changing these never changes what is learned, except ``precision``."""
+
+    device: str = "auto"
+    """"auto" (CUDA when present), "cpu" or "cuda[:N]" (under torchrun: cuda:LOCAL_RANK)."""
+    precision: str = "auto"
+    """"auto" (bf16 autocast on CUDA, fp32 on CPU), "fp32" or "bf16"."""
+    channels_last: bool = True
+    """NHWC memory format for the convolutions (faster on GPUs and on the CPU)."""
+    num_workers: int = 4
+    """DataLoader worker processes per loader (0 loads in the main process)."""
+    dist_backend: str = "auto"
+    """Process-group backend under torchrun: "auto" (NCCL with CUDA, gloo on CPU), "nccl", "gloo"."""
+
+    def __post_init__(self) -> None:
+        _choice("runtime.precision", self.precision, ("auto", "fp32", "bf16"))
+        _choice("runtime.dist_backend", self.dist_backend, ("auto", "nccl", "gloo"))
+
+
+@dataclass(frozen=True)
+class AugmentCfg(Settings):
+    """Input size and training augmentation (method.md §2.6; the test transform only resizes)."""
+
+    height: int = 256
+    """Input height in pixels (training and test)."""
+    width: int = 128
+    """Input width in pixels (training and test)."""
+    gray_p: float = 0.05
+    """Whole-image grayscale probability (method.md §9-Q7; 0 reproduces the authors' pre-training code)."""
+    lgpr_p: float = 0.4
+    """Local grayscale patch replacement probability."""
+    erase_p: float = 0.5
+    """Random erasing probability (the paper erases in fine-tuning only: pre-training's default is 0)."""
+
+
+# --------------------------------------------------------------------------------------------
+# source pre-training
+
+
+@dataclass(frozen=True)
+class SourceModelCfg(Settings):
+    """The network pre-training builds: a registered network around a registered backbone."""
+
+    name: str = "source_net"
+    """Registered network (``corelib.models.list_models()``): trunk, GAP, BN-neck, classifier."""
+    backbone: str = "resnet50"
+    """Registered backbone (``corelib.models.list_backbones()``): resnet18 ... resnet152, or your own."""
+    weights: str = "imagenet"
+    """Backbone initialisation: "imagenet", a file path, or "none" for random weights."""
+    backbone_args: dict = field(default_factory=dict)
+    """Further keyword arguments of the backbone's builder, e.g. ``{"last_stride": 2}``."""
+
+    def model_args(self) -> dict:
+        """What :func:`~corelib.models.build_model` takes besides the class count and the weights."""
+        return {"backbone": self.backbone, "backbone_args": dict(self.backbone_args)}
+
+
+@dataclass(frozen=True)
+class SourceLossCfg(Settings):
+    """The criterion of pre-training, built by name (``corelib.losses.list_losses("pretrain")``)."""
+
+    name: str = "ce_triplet"
+    """Registered pre-training loss: "ce_triplet" is label-smoothed CE + soft-margin batch-hard triplet."""
+    label_smooth: float = 0.1
+    """Label-smoothing epsilon of the cross-entropy."""
+    options: dict = field(default_factory=dict)
+    """Settings of a loss registered outside corelib (passed to its builder)."""
+
+
+@dataclass(frozen=True)
+class PretrainCfg(Settings):
     """Supervised source pre-training (method.md §2.4-2.7); defaults are the paper's."""
 
-    depth: int = 50
-    """ResNet depth of the trunk (18, 34, 50, 101, 152)."""
-    weights: str = "imagenet"
-    """Trunk initialisation: "imagenet", a file path, or "none" for random weights."""
-    height: int = 256
-    """Input height in pixels."""
-    width: int = 128
-    """Input width in pixels."""
+    model: SourceModelCfg = field(default_factory=SourceModelCfg)
+    """The network: backbone, weights."""
+    augment: AugmentCfg = field(default_factory=lambda: AugmentCfg(erase_p=0.0))
+    """Input size and augmentation (no random erasing in pre-training)."""
+    loss: SourceLossCfg = field(default_factory=SourceLossCfg)
+    """The criterion."""
     batch_size: int = 128
     """Images per batch, P identities x K instances."""
     num_instances: int = 4
@@ -103,52 +200,48 @@ class PretrainCfg:
     """Epochs at which the learning rate is multiplied by ``gamma``."""
     gamma: float = 0.1
     """Learning-rate decay factor at each milestone."""
-    label_smooth: float = 0.1
-    """Label-smoothing epsilon of the cross-entropy."""
     eval_every: int = 3
     """Evaluate on the source test split every this many epochs (and after the last)."""
     seed: int = 1
     """Seed of python, numpy, torch, the sampler and the loader."""
-    device: str = "auto"
-    """"auto" (CUDA when present), "cpu" or "cuda[:N]"."""
-    num_workers: int = 4
-    """DataLoader worker processes (0 loads in the main process)."""
-    gray_p: float = 0.05
-    """Whole-image grayscale probability (method.md §9-Q7; 0 reproduces the authors' code)."""
-    lgpr_p: float = 0.4
-    """Local grayscale patch replacement probability."""
     style_set: str = ""
     """Folder of an enlarged source set (real images + style copies) written by ``corelib style
     generate`` or notebook 01: its training split replaces the source's; "" trains on the source alone."""
     target_bn_forward: bool = True
     """With a target dataset: forward one unlabelled target batch per step so BN statistics mix
     both domains (the authors' code, method.md §2.4); False trains on the source alone."""
-    precision: str = "auto"
-    """"auto" (bf16 autocast on CUDA, fp32 on CPU), "fp32" or "bf16"."""
-    channels_last: bool = True
-    """NHWC memory format for the convolutions (faster on GPUs and on the CPU)."""
-    dist_backend: str = "auto"
-    """Process-group backend under torchrun: "auto" (NCCL with CUDA, gloo on CPU), "nccl", "gloo"."""
+    runtime: RuntimeCfg = field(default_factory=RuntimeCfg)
+    """Device, precision, memory layout, workers, process group."""
+
+    LEGACY: ClassVar[Mapping[str, LegacyRule]] = {
+        "depth": ("model.backbone", _resnet_name), "weights": "model.weights",
+        "height": "augment.height", "width": "augment.width", "gray_p": "augment.gray_p", "lgpr_p": "augment.lgpr_p",
+        "label_smooth": "loss.label_smooth", "device": "runtime.device", "precision": "runtime.precision",
+        "channels_last": "runtime.channels_last", "num_workers": "runtime.num_workers",
+        "dist_backend": "runtime.dist_backend",
+    }
 
     @classmethod
     def smoke(cls, **overrides) -> "PretrainCfg":
         """Seconds on a CPU: ResNet-18 from random weights at 64x32, 2 epochs of 3 steps."""
-        base = cls(depth=18, weights="none", height=64, width=32, batch_size=16, epochs=2, iters_per_epoch=3,
-                   warmup_epochs=1, milestones=(), eval_every=1, num_workers=0)
-        return replace(base, **overrides)
+        base = cls(model=SourceModelCfg(backbone="resnet18", weights="none"), augment=AugmentCfg(64, 32, erase_p=0.0),
+                   batch_size=16, epochs=2, iters_per_epoch=3, warmup_epochs=1, milestones=(), eval_every=1,
+                   runtime=RuntimeCfg(num_workers=0))
+        return base.with_overrides(overrides)
 
     @classmethod
     def embedded(cls, pair: str = "person", *, smoke: bool = False, **overrides) -> "PretrainCfg":
         """The CPU recipe for an embedded pair (``make demo``): ResNet-18 from random weights at a
         small input size, minutes on two cores. ``smoke=True`` gives the CI-sized variant."""
         _check_pair(pair)
-        size = {"person": (64, 32), "vehicle": (64, 64)}[pair]
+        height, width = EMBEDDED_SIZES[pair]
         if smoke:
-            return cls.smoke(height=size[0], width=size[1], **overrides)
+            return cls.smoke(augment={"height": height, "width": width}).with_overrides(overrides)
         # 5 epochs of 60 steps: both pairs' source networks in about 6 min on two cores (make demo <= 20 min)
-        base = cls(depth=18, weights="none", height=size[0], width=size[1], batch_size=64, epochs=5,
-                   iters_per_epoch=60, warmup_epochs=0, milestones=(), eval_every=5, num_workers=0)
-        return replace(base, **overrides)
+        base = cls(model=SourceModelCfg(backbone="resnet18", weights="none"),
+                   augment=AugmentCfg(height, width, erase_p=0.0), batch_size=64, epochs=5, iters_per_epoch=60,
+                   warmup_epochs=0, milestones=(), eval_every=5, runtime=RuntimeCfg(num_workers=0))
+        return base.with_overrides(overrides)
 
     def lr_factor(self, epoch: int) -> float:
         """Warm-up multi-step schedule, stepped per epoch (method.md §2.7)."""
@@ -158,20 +251,118 @@ class PretrainCfg:
             f = 0.01 * (1 - a) + a
         return f * self.gamma ** sum(epoch >= m for m in self.milestones)
 
-    def to_dict(self) -> dict:
-        return asdict(self)
+
+# --------------------------------------------------------------------------------------------
+# mean-teacher fine-tuning
 
 
 @dataclass(frozen=True)
-class FinetuneCfg:
+class MeanTeacherCfg(Settings):
+    """The fine-tuning network: student and EMA teacher (CORE-ReID heads) and Ensemble Fusion(++)."""
+
+    name: str = "mean_teacher"
+    """Registered network; the loop needs a mean-teacher pair (``corelib.models.MeanTeacher``)."""
+    backbone: str = "resnet50"
+    """Registered backbone; must be the source checkpoint's."""
+    backbone_args: dict = field(default_factory=dict)
+    """Further keyword arguments of the backbone's builder; must be the source checkpoint's."""
+    ecab: bool = True
+    """ECAB on the top and bottom halves (False: plain pooled vectors, the ablation)."""
+    pool: str = "gap+gmp"
+    """Pooling of every branch: "gap+gmp" (authors' code) or "gap" (paper figure)."""
+    fusion: str = "v2"
+    """Ensemble Fusion version: "v2" (Fusion++ with SECAB) or "v1"."""
+    alpha: float = 0.999
+    """EMA momentum of the teacher (alpha_t = min(1 - 1/(t+1), alpha))."""
+
+    def __post_init__(self) -> None:
+        _choice("model.pool", self.pool, ("gap+gmp", "gap"))
+        _choice("model.fusion", self.fusion, ("v1", "v2"))
+
+    def model_args(self) -> dict:
+        """What :func:`~corelib.models.build_model` takes besides the class count and the weights."""
+        return {"backbone": self.backbone, "backbone_args": dict(self.backbone_args), "ecab": self.ecab,
+                "pool": self.pool, "fusion": self.fusion, "alpha": self.alpha}
+
+
+@dataclass(frozen=True)
+class KMeansCfg(Settings):
+    """The k-means labeller (greedy k-means++ seeding, method.md §3.7 and Appendix A)."""
+
+    algorithm: str = "minibatch"
+    """"minibatch" (scikit-learn MiniBatchKMeans semantics, the code) or "lloyd" (full batch)."""
+    init: str = "greedy_kmeans++"
+    """Seeding: "greedy_kmeans++", "kmeans++" or "random"."""
+    max_iter: int = 100
+    """Lloyd iterations (lloyd) or passes over the data (minibatch)."""
+    batch_size: int = 512
+    """Mini-batch size of MiniBatchKMeans."""
+    init_size: int = 1500
+    """Points the seeding sees (raised to 3k, capped at n; method.md §9-Q12)."""
+    n_init: int = 3
+    """Seedings tried, the best kept (MiniBatchKMeans)."""
+
+    def __post_init__(self) -> None:
+        _choice("cluster.kmeans.algorithm", self.algorithm, ("minibatch", "lloyd"))  # init: checked by k-means
+
+
+@dataclass(frozen=True)
+class ClusterCfg(Settings):
+    """Pseudo-labels of the target, one clustering per level (global, top, bottom), every epoch."""
+
+    labeler: str = "kmeans"
+    """Registered pseudo-labeller (``corelib.cluster.list_labelers()``)."""
+    num_clusters: int = 900
+    """k of the three k-means runs (the pseudo-identities; method.md §3.7 table)."""
+    feature: str = "fused"
+    """What is clustered: "fused" (Fusion++ outputs, the code) or "plain" (the teacher's own
+    global / top / bottom features, the paper figure's variant; method.md §9-Q2)."""
+    normalize: str = "none"
+    """Feature normalisation before clustering (``corelib.cluster.list_normalizations()``): "none", or
+    "camera_mean" (subtract each camera's mean, not in the paper: keeps clusters from forming per
+    camera when a camera's style dominates; README, fine-tuning)."""
+    kmeans: KMeansCfg = field(default_factory=KMeansCfg)
+    """Settings of the k-means labeller."""
+    options: dict = field(default_factory=dict)
+    """Settings of a labeller registered outside corelib (it reads them from here)."""
+
+    def __post_init__(self) -> None:
+        _choice("cluster.feature", self.feature, ("fused", "plain"))
+
+
+@dataclass(frozen=True)
+class AdaptLossCfg(Settings):
+    """The criterion of fine-tuning, built by name (``corelib.losses.list_losses("finetune")``)."""
+
+    name: str = "corereid"
+    """Registered fine-tuning loss: "corereid" is CE_ls + triplet (global) + weighted triplets (top, bottom)."""
+    label_smooth: float = 0.1
+    """Label-smoothing epsilon of the cross-entropy on the global pseudo-labels."""
+    local_weight: float = 0.5
+    """Weight of each of the top and bottom triplet losses."""
+    fused_loss: bool = False
+    """Add ``local_weight`` x triplet on the fused top / bottom features so ECAB, SECAB and the fusion
+    BatchNorms receive gradients (method.md §9-Q1); False is the published recipe."""
+    options: dict = field(default_factory=dict)
+    """Settings of a loss registered outside corelib (passed to its builder)."""
+
+
+def _camera_norm_name(on: bool) -> str:
+    return "camera_mean" if on else "none"
+
+
+@dataclass(frozen=True)
+class FinetuneCfg(Settings):
     """Mean-teacher fine-tuning on the unlabelled target (method.md §3); defaults are the paper's."""
 
-    depth: int = 50
-    """ResNet depth; must match the source checkpoint."""
-    height: int = 256
-    """Input height in pixels."""
-    width: int = 128
-    """Input width in pixels."""
+    model: MeanTeacherCfg = field(default_factory=MeanTeacherCfg)
+    """The network: backbone (the source's), heads, fusion, EMA."""
+    augment: AugmentCfg = field(default_factory=AugmentCfg)
+    """Input size and augmentation."""
+    cluster: ClusterCfg = field(default_factory=ClusterCfg)
+    """Pseudo-labels: labeller, k, what is clustered and how it is normalised."""
+    loss: AdaptLossCfg = field(default_factory=AdaptLossCfg)
+    """The criterion."""
     batch_size: int = 128
     """Images per pseudo-labelled batch (P clusters x K instances); three such batches per step."""
     num_instances: int = 4
@@ -184,74 +375,41 @@ class FinetuneCfg:
     """Fine-tuning epochs; each starts with feature extraction and three clusterings."""
     iters_per_epoch: int = 400
     """Optimiser steps per epoch."""
-    num_clusters: int = 900
-    """k of the three k-means runs (the pseudo-identities; method.md §3.7 table)."""
-    alpha: float = 0.999
-    """EMA momentum of the teacher (alpha_t = min(1 - 1/(t+1), alpha))."""
-    label_smooth: float = 0.1
-    """Label-smoothing epsilon of the cross-entropy on the global pseudo-labels."""
-    local_weight: float = 0.5
-    """Weight of each of the top and bottom triplet losses."""
-    fusion: str = "v2"
-    """Ensemble Fusion version: "v2" (Fusion++ with SECAB) or "v1"."""
-    ecab: bool = True
-    """ECAB on the top and bottom halves (False: plain pooled vectors, the ablation)."""
-    pool: str = "gap+gmp"
-    """Pooling of every branch: "gap+gmp" (authors' code) or "gap" (paper figure)."""
-    cluster_feature: str = "fused"
-    """What is clustered: "fused" (Fusion++ outputs, the code) or "plain" (the teacher's own
-    global / top / bottom features, the paper figure's variant; method.md §9-Q2)."""
-    cluster_camera_norm: bool = False
-    """Centre the clustering features per camera before k-means (not in the paper): keeps clusters
-    from forming per camera when a camera's style dominates (see README, fine-tuning)."""
-    fused_loss: bool = False
-    """Add 0.5 x triplet on the fused top / bottom features so ECAB, SECAB and the fusion
-    BatchNorms receive gradients (method.md §9-Q1); False is the published recipe."""
-    kmeans: str = "minibatch"
-    """"minibatch" (scikit-learn MiniBatchKMeans semantics, the code) or "lloyd" (full batch)."""
-    kmeans_init: str = "greedy_kmeans++"
-    """Seeding: "greedy_kmeans++", "kmeans++" or "random"."""
-    kmeans_max_iter: int = 100
-    """Lloyd iterations (lloyd) or passes over the data (minibatch)."""
-    kmeans_batch_size: int = 512
-    """Mini-batch size of MiniBatchKMeans."""
-    kmeans_init_size: int = 1500
-    """Points the seeding sees (raised to 3k, capped at n; method.md §9-Q12)."""
-    kmeans_n_init: int = 3
-    """Seedings tried, the best kept (MiniBatchKMeans)."""
     teacher_forward: bool = True
     """Forward the teacher in train mode on every batch so its BN statistics follow the target
     (the authors' code); the outputs are not used by the loss."""
     bn_sub_batch: int = 0
     """BatchNorm statistics over fixed sub-batches of this size (0 = the whole batch): one device
     then behaves like the paper's several GPUs (e.g. 64 = two GPUs at batch 128)."""
-    precision: str = "auto"
-    """"auto" (bf16 autocast on CUDA, fp32 on CPU), "fp32" or "bf16"."""
-    channels_last: bool = True
-    """NHWC memory format for the convolutions (faster on GPUs and on the CPU)."""
     eval_every: int = 1
     """Evaluate the teacher on the target query / gallery every this many epochs (and after the last)."""
     seed: int = 1
-    """Seed of python, numpy, torch, the samplers, the loaders and the k-means runs."""
-    device: str = "auto"
-    """"auto" (CUDA when present), "cpu" or "cuda[:N]" (under torchrun: cuda:LOCAL_RANK)."""
-    num_workers: int = 4
-    """DataLoader worker processes per loader (0 loads in the main process)."""
-    gray_p: float = 0.05
-    """Whole-image grayscale probability."""
-    lgpr_p: float = 0.4
-    """Local grayscale patch replacement probability."""
-    erase_p: float = 0.5
-    """Random erasing probability (fine-tuning only)."""
-    dist_backend: str = "auto"
-    """Process-group backend under torchrun: "auto" (NCCL with CUDA, gloo on CPU), "nccl", "gloo"."""
+    """Seed of python, numpy, torch, the samplers, the loaders and the clusterings."""
+    runtime: RuntimeCfg = field(default_factory=RuntimeCfg)
+    """Device, precision, memory layout, workers, process group."""
+
+    LEGACY: ClassVar[Mapping[str, LegacyRule]] = {
+        "depth": ("model.backbone", _resnet_name), "ecab": "model.ecab", "pool": "model.pool",
+        "fusion": "model.fusion", "alpha": "model.alpha",
+        "height": "augment.height", "width": "augment.width", "gray_p": "augment.gray_p", "lgpr_p": "augment.lgpr_p",
+        "erase_p": "augment.erase_p",
+        "num_clusters": "cluster.num_clusters", "cluster_feature": "cluster.feature",
+        "cluster_camera_norm": ("cluster.normalize", _camera_norm_name), "kmeans": "cluster.kmeans.algorithm",
+        "kmeans_init": "cluster.kmeans.init", "kmeans_max_iter": "cluster.kmeans.max_iter",
+        "kmeans_batch_size": "cluster.kmeans.batch_size", "kmeans_init_size": "cluster.kmeans.init_size",
+        "kmeans_n_init": "cluster.kmeans.n_init",
+        "label_smooth": "loss.label_smooth", "local_weight": "loss.local_weight", "fused_loss": "loss.fused_loss",
+        "device": "runtime.device", "precision": "runtime.precision", "channels_last": "runtime.channels_last",
+        "num_workers": "runtime.num_workers", "dist_backend": "runtime.dist_backend",
+    }
 
     @classmethod
     def smoke(cls, **overrides) -> "FinetuneCfg":
         """Seconds on a CPU: ResNet-18 at 64x32, 2 epochs of 2 steps, k = 8, batch 16."""
-        base = cls(depth=18, height=64, width=32, batch_size=16, epochs=2, iters_per_epoch=2, num_clusters=8,
-                   kmeans="lloyd", kmeans_max_iter=20, eval_every=1, num_workers=0)
-        return replace(base, **overrides)
+        base = cls(model=MeanTeacherCfg(backbone="resnet18"), augment=AugmentCfg(64, 32), batch_size=16, epochs=2,
+                   iters_per_epoch=2, cluster=ClusterCfg(num_clusters=8, kmeans=KMeansCfg(algorithm="lloyd", max_iter=20)),
+                   eval_every=1, runtime=RuntimeCfg(num_workers=0))
+        return base.with_overrides(overrides)
 
     @classmethod
     def embedded(cls, pair: str = "person", *, smoke: bool = False, **overrides) -> "FinetuneCfg":
@@ -259,19 +417,18 @@ class FinetuneCfg:
         clustering with few epochs, k near the target's identity count and a small input size.
         ``smoke=True`` gives the CI-sized variant."""
         _check_pair(pair)
-        size = {"person": (64, 32), "vehicle": (64, 64)}[pair]
+        height, width = EMBEDDED_SIZES[pair]
         if smoke:
-            return cls.smoke(height=size[0], width=size[1], **overrides)
+            return cls.smoke(augment={"height": height, "width": width}).with_overrides(overrides)
         k = {"person": 160, "vehicle": 150}[pair]
         epochs = {"person": 4, "vehicle": 3}[pair]  # both pairs' adaptation in about 5 min on two cores
         # camera-centred clustering: without it the embedded targets cluster by camera and the
         # published recipe loses accuracy (README, "Fine-tuning"; measured in benchmarks/README.md)
-        base = cls(depth=18, height=size[0], width=size[1], batch_size=32, epochs=epochs, iters_per_epoch=40,
-                   num_clusters=k, kmeans="lloyd", cluster_camera_norm=True, num_workers=0)
-        return replace(base, **overrides)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
+        base = cls(model=MeanTeacherCfg(backbone="resnet18"), augment=AugmentCfg(height, width), batch_size=32,
+                   epochs=epochs, iters_per_epoch=40,
+                   cluster=ClusterCfg(num_clusters=k, normalize="camera_mean", kmeans=KMeansCfg(algorithm="lloyd")),
+                   runtime=RuntimeCfg(num_workers=0))
+        return base.with_overrides(overrides)
 
 
 STYLE_MODES = ("camera", "domain")
@@ -279,7 +436,7 @@ STYLE_MODES = ("camera", "domain")
 
 
 @dataclass(frozen=True)
-class StyleCfg:
+class StyleCfg(Settings):
     """CycleGAN style transfer (method.md §2.1-2.2); defaults are the CamStyle (camera-aware) settings.
 
     The domain-aware settings of the authors' vehicle script differ only in epochs and batch size:
@@ -340,21 +497,21 @@ class StyleCfg:
     @classmethod
     def domain_aware(cls, **overrides) -> "StyleCfg":
         """The authors' vehicle (domain-aware) settings: 100 + 100 epochs at batch size 32."""
-        return replace(cls(epochs=100, decay_epochs=100, batch_size=32), **overrides)
+        return cls(epochs=100, decay_epochs=100, batch_size=32).with_overrides(overrides)
 
     @classmethod
     def smoke(cls, **overrides) -> "StyleCfg":
         """Seconds on a CPU: a tiny CycleGAN at 32x16, 2 epochs of 3 steps."""
         base = cls(height=32, width=16, ngf=8, ndf=8, gen_blocks=1, disc_layers=2, residual_generator=True, epochs=1,
                    decay_epochs=1, iters_per_epoch=3, batch_size=4, pool_size=8, num_workers=0)
-        return replace(base, **overrides)
+        return base.with_overrides(overrides)
 
     @classmethod
     def embedded(cls, pair: str = "person", *, smoke: bool = False, **overrides) -> "StyleCfg":
         """The CPU recipe for an embedded pair (``make demo``): a small residual CycleGAN at the
         pre-training input size, 36 steps per model. ``smoke=True`` gives the CI-sized variant."""
         _check_pair(pair)
-        size = {"person": (64, 32), "vehicle": (64, 64)}[pair]
+        size = EMBEDDED_SIZES[pair]
         if smoke:
             return cls.smoke(**overrides)
         # a residual generator learns the embedded cameras' colour styles in tens of steps (36 here,
@@ -365,7 +522,7 @@ class StyleCfg:
         base = cls(height=size[0], width=size[1], ngf=16, ndf=16, gen_blocks=3, disc_layers=3, residual_generator=True,
                    lambda_identity=0.5 if pair == "person" else 0.0, lr=5e-4, epochs=2, decay_epochs=1,
                    iters_per_epoch=12, batch_size=8, num_workers=0)
-        return replace(base, **overrides)
+        return base.with_overrides(overrides)
 
     @property
     def total_epochs(self) -> int:
@@ -374,88 +531,3 @@ class StyleCfg:
     def lr_factor(self, epoch: int) -> float:
         """Constant for ``epochs``, then linear decay to 0 over ``decay_epochs`` (CycleGAN's 'linear')."""
         return 1.0 - max(0, epoch + 1 - self.epochs) / float(self.decay_epochs + 1)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
-def _coerce(cls: type, name: str, kind: Any, value: Any) -> Any:
-    """``value`` as field ``name`` of ``cls`` wants it (YAML lists become tuples, ints floats)."""
-    kind = typing.get_type_hints(cls)[name] if isinstance(kind, str) else kind
-    origin = typing.get_origin(kind)
-    if origin is tuple:
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{cls.__name__}.{name} takes a list, got {value!r}")
-        return tuple(value)
-    if kind is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{cls.__name__}.{name} takes true or false, got {value!r}")
-        return value
-    if kind is float and not isinstance(value, bool):
-        try:  # YAML 1.1 reads 1e-3 (no dot) as a string
-            return float(value)
-        except (TypeError, ValueError):
-            raise ConfigError(f"{cls.__name__}.{name} takes a number, got {value!r}") from None
-    if kind in (int, str) and (not isinstance(value, kind) or isinstance(value, bool)):
-        if kind is str and isinstance(value, (int, float)) and not isinstance(value, bool):
-            return str(value)
-        raise ConfigError(f"{cls.__name__}.{name} takes a{'n int' if kind is int else ' string'}, got {value!r}")
-    return value
-
-
-def load_config(
-    cls: type[CfgT],
-    path: Union[str, Path, None] = None,
-    overrides: Union[Mapping[str, Any], Sequence[str], None] = None,
-    *,
-    base: Optional[CfgT] = None,
-) -> CfgT:
-    """A config dataclass from ``base`` (default ``cls()``), a YAML file, then overrides.
-
-    Args:
-        cls: e.g. :class:`PretrainCfg` or :class:`FinetuneCfg`.
-        path: a YAML mapping of field names to values (``epochs: 40``); None skips it.
-        overrides: a mapping, or ``"name=value"`` strings as typed on the command line (the value
-            is read as YAML: ``epochs=40``, ``milestones=[40,70]``, ``device=cpu``).
-        base: the starting point, e.g. ``FinetuneCfg.smoke()``.
-
-    Raises:
-        ConfigError: an unknown field (the message lists the valid ones), a value of the wrong
-            type, or a file that is not a YAML mapping.
-    """
-    import yaml
-
-    values: dict[str, Any] = {}
-    if path is not None:
-        path = Path(path).expanduser()
-        if not path.is_file():
-            raise ConfigError(f"config file {path} does not exist")
-        loaded = yaml.safe_load(path.read_text()) or {}
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"{path} must hold a mapping of {cls.__name__} fields, e.g. 'epochs: 40'")
-        values.update(loaded)
-    if isinstance(overrides, Mapping):
-        values.update(overrides)
-    else:
-        for item in overrides or ():
-            key, sep, text = item.partition("=")
-            if not sep or not key.strip():
-                raise ConfigError(f"override {item!r} is not NAME=VALUE (e.g. epochs=40)")
-            values[key.strip()] = yaml.safe_load(text)
-    known = {f.name: f.type for f in fields(cls)}
-    unknown = sorted(set(values) - set(known))
-    if unknown:
-        raise ConfigError(f"{cls.__name__} has no field {unknown[0]!r}; valid fields: {', '.join(known)}")
-    values = {k: _coerce(cls, k, known[k], v) for k, v in values.items()}
-    return replace(base if base is not None else cls(), **values)
-
-
-def save_config(cfg: Any, path: Union[str, Path]) -> Path:
-    """Write a config dataclass as YAML that :func:`load_config` reads back to an equal object."""
-    import yaml
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    data = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(cfg).items()}
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
-    return path

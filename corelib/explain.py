@@ -4,8 +4,8 @@ Re-ID networks output embeddings, not class scores, so "explain the prediction" 
 here the cosine similarity between an image's embedding and a reference embedding (a query's
 for a gallery image, and the reverse). Two tools:
 
-- :func:`similarity_cam`: Grad-CAM (pytorch-grad-cam) on the last block of the trunk, for one
-  branch of the network (:class:`EmbeddingOf`: ``global``, ``top``, ``bottom`` or the retrieval
+- :func:`similarity_cam`: Grad-CAM (pytorch-grad-cam) on a layer of the trunk (one of the
+  backbone's ``cam_layers()``, the deepest by default), for one branch of the network (:class:`EmbeddingOf`: ``global``, ``top``, ``bottom`` or the retrieval
   ``descriptor``) and the target :class:`SimilarityTarget`. The CAM object is used as a context
   manager, so its hooks are released even when the call fails.
 - :func:`activation_maps`: what the authors' figures actually show (method.md §7), gradient-free:
@@ -47,7 +47,8 @@ BRANCHES = ("global", "top", "bottom", "descriptor")
 """Embeddings :class:`EmbeddingOf` exposes: the three branch features and the retrieval descriptor."""
 
 TRUNK_LAYERS = ("layer1", "layer2", "layer3", "layer4")
-"""Trunk stages a map can be taken from (strides 4, 8, 16, 32; ``layer4`` is the paper's choice)."""
+"""The layers of the ResNet backbones (strides 4, 8, 16, 32; ``layer4`` is the paper's choice); any
+backbone names its own in ``cam_layers()``."""
 
 
 def explained_network(model: nn.Module) -> nn.Module:
@@ -56,24 +57,42 @@ def explained_network(model: nn.Module) -> nn.Module:
     return model.teacher if isinstance(model, MeanTeacher) else model
 
 
-def trunk_layer(model: nn.Module, layer: str = "layer4") -> nn.Module:
-    """The last block of trunk stage ``layer`` (a Grad-CAM target layer)."""
-    if layer not in TRUNK_LAYERS:
-        raise UnknownNameError(f"unknown trunk layer {layer!r}; valid layers: {', '.join(TRUNK_LAYERS)}")
-    return getattr(explained_network(model).trunk, layer)[-1]
+def trunk_layers(model: nn.Module) -> dict[str, nn.Module]:
+    """The layers of the network's backbone a map can be taken from, shallow to deep."""
+    trunk = explained_network(model).trunk
+    layers = trunk.cam_layers() if hasattr(trunk, "cam_layers") else {"output": trunk}
+    if not layers:
+        raise ValueError(f"the backbone {type(trunk).__name__} names no layer in cam_layers()")
+    return dict(layers)
 
 
-def trunk_map(model: nn.Module, images: torch.Tensor, layer: str = "layer4") -> torch.Tensor:
-    """The trunk's feature map after stage ``layer``: ``(B, C, H / stride, W / stride)``."""
-    if layer not in TRUNK_LAYERS:
-        raise UnknownNameError(f"unknown trunk layer {layer!r}; valid layers: {', '.join(TRUNK_LAYERS)}")
-    t = explained_network(model).trunk
-    x = t.maxpool(t.relu(t.bn1(t.conv1(images))))
-    for name in TRUNK_LAYERS:
-        x = getattr(t, name)(x)
-        if name == layer:
-            return x
-    raise AssertionError("unreachable")
+def trunk_layer(model: nn.Module, layer: Optional[str] = None) -> nn.Module:
+    """The module of trunk layer ``layer`` (a Grad-CAM target layer); None is the deepest.
+
+    Raises:
+        UnknownNameError: the backbone has no such layer (the message lists those it has).
+    """
+    layers = trunk_layers(model)
+    if layer is None:
+        return list(layers.values())[-1]
+    if layer not in layers:
+        raise UnknownNameError(f"unknown trunk layer {layer!r}; valid layers: {', '.join(layers)}")
+    return layers[layer]
+
+
+def trunk_map(model: nn.Module, images: torch.Tensor, layer: Optional[str] = None) -> torch.Tensor:
+    """The trunk's feature map at layer ``layer`` (the deepest when None): ``(B, C, h, w)``."""
+    target = trunk_layer(model, layer)
+    trunk = explained_network(model).trunk
+    if target is trunk:
+        return trunk(images)
+    seen: list[torch.Tensor] = []
+    handle = target.register_forward_hook(lambda _m, _inputs, output: seen.append(output))
+    try:
+        trunk(images)
+    finally:
+        handle.remove()
+    return seen[-1]
 
 
 class EmbeddingOf(nn.Module):
@@ -82,10 +101,12 @@ class EmbeddingOf(nn.Module):
     ``descriptor`` is what the network returns in eval mode (the L2-normalised retrieval vector);
     ``global``, ``top`` and ``bottom`` are the branch features of :class:`CoreReIDNet` before
     normalisation (a :class:`SourceNet` has ``global`` and ``descriptor`` only). The wrapped network
-    is put in eval mode: BatchNorm uses its running statistics, as at test time.
+    is put in eval mode: BatchNorm uses its running statistics, as at test time. ``camids``
+    (``(B,)``) reach a backbone that uses camera embeddings; Grad-CAM calls the module on the
+    images alone, so they are fixed here.
     """
 
-    def __init__(self, model: nn.Module, branch: str = "descriptor") -> None:
+    def __init__(self, model: nn.Module, branch: str = "descriptor", camids: Optional[torch.Tensor] = None) -> None:
         super().__init__()
         model = explained_network(model)
         if branch not in BRANCHES:
@@ -94,7 +115,7 @@ class EmbeddingOf(nn.Module):
             raise UnknownNameError(f"a SourceNet has no {branch!r} branch; use 'global' or 'descriptor'")
         if not isinstance(model, (SourceNet, CoreReIDNet)):
             raise TypeError(f"EmbeddingOf expects a SourceNet, CoreReIDNet or MeanTeacher, got {type(model).__name__}")
-        self.model, self.branch = model.eval(), branch
+        self.model, self.branch, self.camids = model.eval(), branch, camids
 
     @property
     def trunk(self) -> nn.Module:
@@ -102,8 +123,8 @@ class EmbeddingOf(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.branch == "descriptor":
-            return self.model(x)
-        m = self.model.trunk(x)
+            return self.model(x, self.camids)
+        m = self.model.trunk(x, self.camids)
         if isinstance(self.model, SourceNet):
             return self.model.bnneck(m.mean(dim=(2, 3)))
         return self.model.branch_features(m)[("global", "top", "bottom").index(self.branch)]
@@ -132,7 +153,7 @@ def similarity_cam(
     references: torch.Tensor,
     *,
     branch: str = "descriptor",
-    layer: Union[str, nn.Module] = "layer4",
+    layer: Union[str, nn.Module, None] = None,
 ) -> np.ndarray:
     """Grad-CAM maps ``(B, H, W)`` in [0, 1]: where image ``i`` supports its similarity to ``references[i]``.
 
@@ -141,8 +162,8 @@ def similarity_cam(
         images: normalised image batch ``(B, 3, H, W)``.
         references: ``(B, D)`` embeddings of the same ``branch`` (e.g. the query's, repeated).
         branch: which embedding is explained (:data:`BRANCHES`).
-        layer: the trunk stage whose last block is the target layer (:data:`TRUNK_LAYERS`; a
-            coarser ``layer4`` map has ``H/32 x W/32`` cells), or a module of the network.
+        layer: a trunk layer of the backbone (:func:`trunk_layers`; for the ResNets
+            :data:`TRUNK_LAYERS`, the deepest by default), or a module of the network.
 
     Raises:
         ValueError: ``references`` does not have one row per image.
@@ -152,7 +173,7 @@ def similarity_cam(
     if references.dim() != 2 or len(references) != len(images):
         raise ValueError(f"references must be (B, D) with B = {len(images)} images, got {tuple(references.shape)}")
     net = EmbeddingOf(model, branch)
-    layer = trunk_layer(net.model, layer) if isinstance(layer, str) else layer
+    layer = trunk_layer(net.model, layer) if layer is None or isinstance(layer, str) else layer
     device = next(net.parameters()).device
     targets = [SimilarityTarget(r) for r in references]
     # the input requires grad so that the graph reaches the target layer even when the weights do
@@ -170,8 +191,9 @@ def activation_map(feature_map: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def activation_maps(model: nn.Module, images: torch.Tensor, *, flip: bool = False, layer: str = "layer4") -> torch.Tensor:
-    """:func:`activation_map` of the trunk's map after ``layer`` (the last one by default, as in the
+def activation_maps(model: nn.Module, images: torch.Tensor, *, flip: bool = False,
+                    layer: Optional[str] = None) -> torch.Tensor:
+    """:func:`activation_map` of the trunk's map at ``layer`` (the deepest by default, as in the
     paper), resized to the images and min-max scaled to [0, 1]: ``(B, H, W)``, or ``(2B, H, W)``
     with the flipped images after the originals (``flip``)."""
     model = explained_network(model).eval()
@@ -298,11 +320,11 @@ class ExplainedRankList:
     query_map: np.ndarray  # where the query supports its similarity to the rank-1 image
     gallery_maps: np.ndarray  # (k, H, W): where each gallery image supports its similarity to the query
     branch: str
-    layer: str
+    layer: Optional[str]
 
 
 def explain_rank_list(model: nn.Module, rank_list: RankList, transform, *, branch: str = "descriptor",
-                      layer: str = "layer4") -> ExplainedRankList:
+                      layer: Optional[str] = None) -> ExplainedRankList:
     """Grad-CAM for a rank list in both directions: each gallery image against the query's embedding,
     and the query against its rank-1 match's (``transform``: the test transform of the model's size)."""
     if not rank_list.gallery:
@@ -337,7 +359,7 @@ BRANCH_COLUMNS = ("image", *BRANCHES, "activation map")
 
 
 def branch_rows(model: nn.Module, query: Sample, match: Sample, transform, *, label: str,
-                layer: str = "layer4") -> list[tuple[str, list[Optional[Image.Image]]]]:
+                layer: Optional[str] = None) -> list[tuple[str, list[Optional[Image.Image]]]]:
     """Two rows for :func:`corelib.viz.samples_overview` (columns :data:`BRANCH_COLUMNS`): the query
     and a gallery image, each overlaid with its Grad-CAM for the similarity to the other, per branch,
     then the gradient-free activation map; a branch the network lacks is ``None``."""
@@ -359,7 +381,7 @@ def branch_rows(model: nn.Module, query: Sample, match: Sample, transform, *, la
 
 
 def flip_rows(models: dict, samples: Sequence[Sample], transform, *,
-              layer: str = "layer4") -> list[tuple[str, list[Image.Image]]]:
+              layer: Optional[str] = None) -> list[tuple[str, list[Image.Image]]]:
     """Rows for :func:`corelib.viz.samples_overview` in the paper's flip-pair layout: the images,
     each followed by its mirror image, then one row of :func:`activation_maps` overlays per network
     in ``models`` (``{"before adaptation": model, ...}``)."""

@@ -156,9 +156,9 @@ def study_feature_space(trained, source, target, *, k: int, source_images: Optio
     Raises:
         ValueError: ``k`` exceeds the target's training images.
     """
+    from .cluster import camera_centred as centre
     from .cluster import kmeans, pseudo_label_quality
     from .training.analysis import analysis_features
-    from .training.finetune import camera_centred as centre
 
     n_target = len(target.train)
     if k > n_target:

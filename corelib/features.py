@@ -1,8 +1,13 @@
-"""Feature extraction in eval mode, flip-averaged and L2-normalised (BMFN, method.md §3.6)."""
+"""Feature extraction in eval mode, flip-averaged and L2-normalised (BMFN, method.md §3.6).
+
+:func:`extract_split` is the one way the workbench turns a list of samples into descriptors (the
+evaluation, the fine-tuning clusterings and the analysis chapters all call it); :func:`extract_features`
+is the loop underneath, for a loader of your own.
+"""
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple, Union
+from typing import Callable, NamedTuple, Sequence, Union
 
 import numpy as np
 import torch
@@ -20,7 +25,7 @@ class Features(NamedTuple):
 
 @torch.no_grad()
 def extract_features(
-    model: Union[nn.Module, Callable[[torch.Tensor], torch.Tensor]],
+    model: Union[nn.Module, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]],
     loader: DataLoader,
     *,
     device: Union[str, torch.device] = "cpu",
@@ -31,6 +36,8 @@ def extract_features(
     """Run ``model`` in eval mode over ``loader`` (batches of ``(images, pids, camids, index)``).
 
     Args:
+        model: called as ``model(images, camids)`` (camids ``(B,)``, -1 where unknown): every
+            network of the workbench takes the camera ids and hands them to its backbone.
         flip: BMFN, ``normalize((f(x) + f(flip(x))) / 2)``; otherwise ``normalize(f(x))``.
         channels_last: NHWC memory format (1.6x faster for ResNet-50 on the 2-core CPU, and the
             fast layout for bf16 on GPUs).
@@ -51,9 +58,10 @@ def extract_features(
         x = images.to(dev, non_blocking=True)
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        f = model(x).float()
+        cams = torch.as_tensor(camid).to(dev)
+        f = model(x, cams).float()
         if flip:
-            f = f + model(torch.flip(x, dims=[3])).float()
+            f = f + model(torch.flip(x, dims=[3]), cams).float()
         feats.append(torch.nn.functional.normalize(f, dim=1).cpu())
         pids.append(np.asarray(pid))
         camids.append(np.asarray(camid))
@@ -64,3 +72,20 @@ def extract_features(
     if not feats:
         raise ValueError("the loader yielded no batch: is the split empty?")
     return Features(torch.cat(feats), np.concatenate(pids), np.concatenate(camids))
+
+
+def extract_split(model, samples: Sequence, height: int, width: int, *, device: Union[str, torch.device] = "cpu",
+                  batch_size: int = 128, channels_last: bool = True, progress: bool = False) -> Features:
+    """BMFN descriptors of ``samples`` (a split of ``(path, pid, camid)``) at the test transform of
+    size ``height`` x ``width``.
+
+    Raises:
+        ValueError: ``samples`` is empty.
+    """
+    from .data.loading import build_loader
+    from .data.transforms import build_transforms
+
+    if not len(samples):
+        raise ValueError("no images to extract features from: the split is empty")
+    loader = build_loader(samples, build_transforms("test", height, width), batch_size)
+    return extract_features(model, loader, device=device, channels_last=channels_last, progress=progress)

@@ -26,28 +26,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Optional, Sequence
 
 from . import paths
+from .paths import atomic_write_text
 from .repro import env_report, git_sha
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    """Write through a temporary file and rename, so readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def _jsonable(x: Any) -> Any:
@@ -121,7 +106,7 @@ class Run:
             fig.savefig(path, format=fmt, dpi=dpi, bbox_inches="tight", metadata=meta)
             written.append(path)
         side = out / f"{name}.json"
-        _atomic_write_text(side, json.dumps(self._sidecar(name, params, written), indent=2, sort_keys=True) + "\n")
+        atomic_write_text(side, json.dumps(self._sidecar(name, params, written), indent=2, sort_keys=True) + "\n")
         return written + [side]
 
     def save_table(self, table: Any, name: str, *, params: Optional[Mapping] = None, latex: bool = False,
@@ -137,21 +122,21 @@ class Run:
         out = self.figures_dir
         out.mkdir(parents=True, exist_ok=True)
         csv, md = out / f"{name}.csv", out / f"{name}.md"
-        _atomic_write_text(csv, df.to_csv(index=False))
-        _atomic_write_text(md, markdown_table(df.columns, df.itertuples(index=False)))
+        atomic_write_text(csv, df.to_csv(index=False))
+        atomic_write_text(md, markdown_table(df.columns, df.itertuples(index=False)))
         files = [csv, md]
         if latex:
             files.append(out / f"{name}.tex")
-            _atomic_write_text(files[-1], to_latex(df, caption=caption, label=f"tab:{name}"))
+            atomic_write_text(files[-1], to_latex(df, caption=caption, label=f"tab:{name}"))
         side = out / f"{name}.json"
-        _atomic_write_text(side, json.dumps(self._sidecar(name, params, files), indent=2, sort_keys=True) + "\n")
+        atomic_write_text(side, json.dumps(self._sidecar(name, params, files), indent=2, sort_keys=True) + "\n")
         return [*files, side]
 
     def record_metric(self, name: str, value: Any) -> None:
         """Add or replace one headline number in ``RUN_DIR/metrics.json`` (atomic)."""
         metrics = read_metrics(self.run_dir)
         metrics[name] = _jsonable(value)
-        _atomic_write_text(self.metrics_path, json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+        atomic_write_text(self.metrics_path, json.dumps(metrics, indent=2, sort_keys=True) + "\n")
 
 
 def markdown_table(columns: Iterable[Any], rows: Iterable[Sequence[Any]]) -> str:
@@ -195,9 +180,9 @@ def start_run(
     rd = Path(run_dir).expanduser() if run_dir else paths.runs_root() / name
     rd.mkdir(parents=True, exist_ok=True)
     run = Run(rd.resolve(), smoke=smoke, seed=seed, params=dict(params or {}), name=name)
-    _atomic_write_text(rd / "env.json", json.dumps(_jsonable(env_report()), indent=2, sort_keys=True) + "\n")
+    atomic_write_text(rd / "env.json", json.dumps(_jsonable(env_report()), indent=2, sort_keys=True) + "\n")
     record = {"name": name, "smoke": smoke, "seed": seed, "params": _jsonable(run.params)}
-    _atomic_write_text(rd / "params" / f"{name}.json", json.dumps(record, indent=2, sort_keys=True) + "\n")
+    atomic_write_text(rd / "params" / f"{name}.json", json.dumps(record, indent=2, sort_keys=True) + "\n")
     _CURRENT = run
     return run
 

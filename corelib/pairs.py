@@ -12,47 +12,35 @@ A side is a loader name (``corelib datasets``) or an embedded preset (``market_l
 as a string or as a mapping with ``name``, an optional ``root`` (the dataset folder or its parent;
 default ``$COREREID_DATA`` or ``data/``) and loader options (``subset``, ``test_size`` ...).
 Optional keys of a pair: ``kind`` (``person`` / ``vehicle``; read from the dataset's manifest when
-omitted), ``style_mode`` (``camera`` / ``domain``) and recipe changes for this pair only:
+omitted), ``style_mode`` (``camera`` / ``domain``), ``recipe`` (a registered recipe,
+:mod:`corelib.recipes`; default ``corereid_v2``) and recipe changes for this pair only:
 ``pretrain``, ``finetune``, ``style`` (fields of :class:`~corelib.config.PretrainCfg`,
-:class:`~corelib.config.FinetuneCfg`, :class:`~corelib.config.StyleCfg`).
+:class:`~corelib.config.FinetuneCfg`, :class:`~corelib.config.StyleCfg`, dotted or nested:
+``"finetune": {"cluster": {"num_clusters": 700}}``).
 
-Recipes: a pair of embedded presets trains with the CPU recipes of ``make demo``
-(``PretrainCfg.embedded(kind)`` ...); any other pair with the paper's (``PretrainCfg()``: ResNet-50,
-ImageNet weights, 120 epochs; ``FinetuneCfg()`` with the paper's k for the target, method.md §3.7;
-inputs 256x128 for persons and 256x256 for vehicles, method.md §9-Q5). ``smoke=True`` gives the
-CI-sized recipe either way (the pair's own recipe changes describe its full run and are left
-out). Recipe changes apply in this order: the pair's own, then the notebook's ``*_OVERRIDES``
-(what sweeps vary).
+Recipes come from :func:`corelib.recipes.resolve_recipe`, the resolver the command line uses too:
+a pair of embedded presets trains with the CPU recipes of ``make demo``, any other pair with the
+paper's, and ``smoke=True`` gives the CI-sized recipe either way (the pair's own recipe changes
+describe its full run and are left out). Recipe changes apply in this order: the pair's own, then
+the seed and device, then the notebook's ``*_OVERRIDES`` (what sweeps vary).
 """
 
 from __future__ import annotations
 
-import inspect
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence, Union
 
-from .config import EMBEDDED_PAIRS, EMBEDDED_STYLE_MODES, STYLE_MODES, FinetuneCfg, PretrainCfg, StyleCfg, load_config
+from .config import EMBEDDED_PAIRS, EMBEDDED_STYLE_MODES, STYLE_MODES, FinetuneCfg, PretrainCfg, StyleCfg
 from .errors import ConfigError, UnknownNameError
+from .recipes import INPUT_SIZES, KINDS, PAPER_CLUSTERS, RecipeContext, get_recipe, resolve_recipe
+from .settings import Overrides, merge_overrides, read_saved_config
 
-KINDS = ("person", "vehicle")
+__all__ = ["DatasetRef", "ExperimentPair", "INPUT_SIZES", "KINDS", "PAPER_CLUSTERS", "dataset_ref", "dataset_refs",
+           "define_pair", "experiment_pairs", "manifest_for", "read_pair", "recipe_context"]
 
-INPUT_SIZES: dict[str, tuple[int, int]] = {"person": (256, 128), "vehicle": (256, 256)}
-"""(height, width) of the paper recipes per kind (method.md §2.5 and §9-Q5)."""
-
-PAPER_CLUSTERS: dict[str, int] = {
-    "cuhk03np": 900,  # Market -> CUHK03 (sweep 500 / 700 / 900)
-    "market1501": 900,  # CUHK03 -> Market
-    "dukemtmc": 900,  # V1: Market -> Duke
-    "msmt17": 2000,  # Market / CUHK03 -> MSMT17 (sweep 2000 / 2500 / 3000)
-    "veri776": 500,  # VehicleID -> VeRi-776 (sweep 500 / 700 / 900)
-    "vehicleid": 700,  # VeRi-776 -> VehicleID (Test800)
-}
-"""k of the paper's fine-tuning per target loader (method.md §3.7). The paper states none for
-VERI-Wild (method.md §9-Q6 recommends starting at 700): a pair with another target sets its own."""
-
-PAIR_KEYS = ("source", "target", "kind", "style_mode", "pretrain", "finetune", "style")
+PAIR_KEYS = ("source", "target", "kind", "style_mode", "recipe", "pretrain", "finetune", "style")
 PAIR_RECORD = "pair.json"
 """Written into ``RUN_DIR/<pair>/`` by the training chapters: which datasets the pair's
 checkpoints were trained on (read back by :mod:`corelib.results` for the task names)."""
@@ -116,13 +104,9 @@ class DatasetRef:
 
 def _loader_defaults(name: str) -> dict:
     """The options a loader takes (its keyword parameters besides ``root``) with their defaults."""
-    from .data.datasets import _LOADERS
+    from .data.datasets import loader_options
 
-    fn = _LOADERS.get(name)
-    if fn is None:
-        return {}
-    return {p.name: p.default for p in inspect.signature(fn).parameters.values()
-            if p.default is not inspect.Parameter.empty and p.kind is not inspect.Parameter.VAR_KEYWORD}
+    return loader_options(name)
 
 
 def manifest_for(loader: str, options: Optional[Mapping[str, Any]] = None) -> Optional[str]:
@@ -152,8 +136,14 @@ def _kind_of(ref: DatasetRef) -> Optional[str]:
     return load_manifest(name).get("kind") if name else None
 
 
-def _dataset_ref(pair: str, side: str, spec: Any) -> DatasetRef:
-    where = f"DATASETS[{pair!r}][{side!r}]"
+def dataset_ref(spec: Any, where: str = "a dataset") -> DatasetRef:
+    """A :class:`DatasetRef` from a name or a mapping ``{name, root, ...loader options}``, checked
+    (``where`` names the caller in the messages: ``DATASETS['m2c']['target']``, ``--target``).
+
+    Raises:
+        UnknownNameError: an unknown loader or preset, or a manifest name given as a loader.
+        ConfigError: a misspelt loader option, a pair key inside a side, options for a preset.
+    """
     if isinstance(spec, str):
         spec = {"name": spec}
     if not isinstance(spec, Mapping) or not isinstance(spec.get("name"), str) or not spec["name"]:
@@ -216,6 +206,8 @@ class ExperimentPair:
     """This pair's changes to its fine-tuning recipe."""
     style_overrides: Mapping[str, Any] = field(default_factory=dict)
     """This pair's changes to its CycleGAN recipe."""
+    recipe: str = "corereid_v2"
+    """The registered recipe (:func:`corelib.recipes.list_recipes`)."""
 
     @property
     def embedded(self) -> bool:
@@ -227,6 +219,11 @@ class ExperimentPair:
         """``source → target`` as the paper's tables name a task."""
         return f"{self.source.label} → {self.target.label}"
 
+    @property
+    def context(self) -> RecipeContext:
+        """What the recipe resolver needs to know of the pair."""
+        return RecipeContext(self.kind, self.embedded, self.target.name, self.style_mode)
+
     def open(self, data=None):
         """``(source, target)`` datasets. ``data`` (a :class:`~corelib.config.DataCfg`) says where
         the embedded presets are generated and at which scale; real copies are read from their roots."""
@@ -236,38 +233,34 @@ class ExperimentPair:
         """The target dataset alone (see :meth:`open`)."""
         return self.target.open(*_synthetic_place(data))
 
-    def _recipe(self, cls, own: Mapping[str, Any], smoke: bool, overrides: Mapping[str, Any]):
-        if smoke or self.embedded:
-            base = cls.embedded(self.kind, smoke=smoke)
-        elif cls is PretrainCfg:
-            base = PretrainCfg(height=INPUT_SIZES[self.kind][0], width=INPUT_SIZES[self.kind][1])
-        elif cls is FinetuneCfg:
-            base = FinetuneCfg(height=INPUT_SIZES[self.kind][0], width=INPUT_SIZES[self.kind][1],
-                               num_clusters=PAPER_CLUSTERS.get(self.target.name, 0))
-        else:
-            base = StyleCfg() if self.style_mode == "camera" else StyleCfg.domain_aware()
-        own = {} if smoke else own  # the pair's changes describe its full run; SMOKE is the CI size
-        return load_config(cls, overrides={**dict(own), **dict(overrides)}, base=base)
+    def _recipe(self, stage: str, own: Mapping[str, Any], smoke: bool, seed: Optional[int], device: Optional[str],
+                overrides: Overrides, fields: Mapping[str, Any]):
+        where = f"DATASETS[{self.name!r}]" if not self.embedded else f"the {self.name} pair"
+        return resolve_recipe(stage, self.context, recipe=self.recipe, smoke=smoke, own=own, seed=seed, device=device,
+                              overrides=merge_overrides(overrides, fields), where=where)
 
-    def pretrain_cfg(self, *, smoke: bool = False, **overrides) -> PretrainCfg:
-        """The pre-training recipe (see the module docstring), then the pair's and these overrides."""
-        return self._recipe(PretrainCfg, self.pretrain_overrides, smoke, overrides)
+    def pretrain_cfg(self, *, smoke: bool = False, seed: Optional[int] = None, device: Optional[str] = None,
+                     overrides: Overrides = None, **fields) -> PretrainCfg:
+        """The pre-training recipe (see the module docstring), then the pair's own changes, ``seed``,
+        ``device``, ``overrides`` (dotted names or group mappings, e.g. a chapter's
+        ``PRETRAIN_OVERRIDES``) and the keyword ``fields``."""
+        return self._recipe("pretrain", self.pretrain_overrides, smoke, seed, device, overrides, fields)
 
-    def finetune_cfg(self, *, smoke: bool = False, **overrides) -> FinetuneCfg:
-        """The fine-tuning recipe, then the pair's and these overrides.
+    def finetune_cfg(self, *, smoke: bool = False, seed: Optional[int] = None, device: Optional[str] = None,
+                     overrides: Overrides = None, **fields) -> FinetuneCfg:
+        """The fine-tuning recipe, then the pair's own changes, ``seed``, ``device``, ``overrides``
+        and ``fields`` (as :meth:`pretrain_cfg`).
 
         Raises:
             ConfigError: the target is not one of the paper's (e.g. ``custom``) and no
-                ``num_clusters`` was given.
+                ``cluster.num_clusters`` was given.
         """
-        cfg = self._recipe(FinetuneCfg, self.finetune_overrides, smoke, overrides)
-        if cfg.num_clusters <= 0:  # define_pair refuses such a pair; this guards one built by hand
-            raise ConfigError(_no_paper_k(self.name, self.target.name))
-        return cfg
+        return self._recipe("finetune", self.finetune_overrides, smoke, seed, device, overrides, fields)
 
-    def style_cfg(self, *, smoke: bool = False, **overrides) -> StyleCfg:
-        """The CycleGAN recipe (CamStyle's, or the authors' domain-aware one), then the overrides."""
-        return self._recipe(StyleCfg, self.style_overrides, smoke, overrides)
+    def style_cfg(self, *, smoke: bool = False, seed: Optional[int] = None, device: Optional[str] = None,
+                  overrides: Overrides = None, **fields) -> StyleCfg:
+        """The CycleGAN recipe (CamStyle's, or the authors' domain-aware one), then the changes."""
+        return self._recipe("style", self.style_overrides, smoke, seed, device, overrides, fields)
 
     def num_clusters(self, run_dir: Union[str, Path, None] = None, *, smoke: bool = False) -> int:
         """k of this pair's pseudo-labels: what fine-tuning used in ``run_dir`` (its saved
@@ -276,12 +269,12 @@ class ExperimentPair:
         if run_dir:
             saved = Path(run_dir) / self.name / "finetune" / "config.yaml"
             if saved.is_file():
-                return load_config(FinetuneCfg, saved).num_clusters
-        return self.finetune_cfg(smoke=smoke).num_clusters
+                return read_saved_config(FinetuneCfg, saved).cluster.num_clusters
+        return self.finetune_cfg(smoke=smoke).cluster.num_clusters
 
     def to_dict(self) -> dict:
         return {"name": self.name, "task": self.task, "source": self.source.to_dict(), "target": self.target.to_dict(),
-                "kind": self.kind, "style_mode": self.style_mode, "embedded": self.embedded}
+                "kind": self.kind, "style_mode": self.style_mode, "recipe": self.recipe, "embedded": self.embedded}
 
     def claim(self, run_dir: Union[str, Path]) -> Path:
         """``RUN_DIR/<name>/``, recording which datasets this pair trains on there (``pair.json``).
@@ -312,12 +305,6 @@ def _synthetic_place(data) -> tuple:
     return (data.dataset_root(), data.scale) if data is not None else (None, 1.0)
 
 
-def _no_paper_k(pair: str, target: str) -> str:
-    return (f"DATASETS[{pair!r}]: the paper gives no k for the target {target!r}; add \"finetune\": "
-            f"{{\"num_clusters\": K}} to the pair (about the target's identity count is a good start; the paper's: "
-            f"{', '.join(f'{k} {v}' for k, v in PAPER_CLUSTERS.items())})")
-
-
 def _embedded_pair(name: str) -> ExperimentPair:
     source, target = EMBEDDED_PAIRS[name]
     return ExperimentPair(name, DatasetRef(source), DatasetRef(target), kind=name, style_mode=EMBEDDED_STYLE_MODES[name])
@@ -339,33 +326,58 @@ def define_pair(name: str, spec: Mapping[str, Any]) -> ExperimentPair:
     if missing:
         raise ConfigError(f"DATASETS[{name!r}] needs a {missing[0]!r}, e.g. \"{missing[0]}\": "
                           f"{{\"name\": \"market1501\", \"root\": \"~/datasets\"}}")
-    source = _dataset_ref(name, "source", spec["source"])
-    target = _dataset_ref(name, "target", spec["target"])
-    kinds = {side.name: _kind_of(side) for side in (source, target)}
-    if None not in kinds.values() and len(set(kinds.values())) > 1:
-        raise ConfigError(f"DATASETS[{name!r}] pairs a {kinds[source.name]} source ({source.name}) with a "
-                          f"{kinds[target.name]} target ({target.name}); both sides must show the same kind of object")
-    if "kind" in spec and spec["kind"] not in KINDS:
-        raise ConfigError(f"DATASETS[{name!r}]['kind'] must be \"person\" or \"vehicle\", got {spec['kind']!r}")
-    kind = spec.get("kind") or kinds[source.name] or kinds[target.name]
-    if kind not in KINDS:
-        raise ConfigError(f"DATASETS[{name!r}]: cannot tell whether {source.name} -> {target.name} is a person or a "
-                          f"vehicle pair (no manifest says); add \"kind\": \"person\" or \"vehicle\" to the pair")
-    style_mode = spec.get("style_mode") or ("camera" if kind == "person" else "domain")
-    if style_mode not in STYLE_MODES:
-        raise ConfigError(f"DATASETS[{name!r}]['style_mode'] must be one of {', '.join(STYLE_MODES)}, got {style_mode!r}")
+    source = dataset_ref(spec["source"], f"DATASETS[{name!r}]['source']")
+    target = dataset_ref(spec["target"], f"DATASETS[{name!r}]['target']")
+    ctx = recipe_context(source, target, kind=spec.get("kind"), style_mode=spec.get("style_mode"),
+                         where=f"DATASETS[{name!r}]")
+    recipe = spec.get("recipe", "corereid_v2")
+    get_recipe(recipe)  # an unknown recipe is named now
     recipes = {}
     for key, cls in (("pretrain", PretrainCfg), ("finetune", FinetuneCfg), ("style", StyleCfg)):
         own = spec.get(key) or {}
         if not isinstance(own, Mapping):
             raise ConfigError(f"DATASETS[{name!r}][{key!r}] must be a mapping of {cls.__name__} fields, got {own!r}")
-        load_config(cls, overrides=dict(own))  # names an unknown field or a wrongly typed value now, not hours later
         recipes[key] = dict(own)
-    if not (source.is_preset and target.is_preset) and target.name not in PAPER_CLUSTERS \
-            and "num_clusters" not in recipes["finetune"]:
-        raise ConfigError(_no_paper_k(name, target.name))
-    return ExperimentPair(name, source, target, kind=kind, style_mode=style_mode, pretrain_overrides=recipes["pretrain"],
-                          finetune_overrides=recipes["finetune"], style_overrides=recipes["style"])
+    pair = ExperimentPair(name, source, target, kind=ctx.kind, style_mode=ctx.style_mode,
+                          pretrain_overrides=recipes["pretrain"], finetune_overrides=recipes["finetune"],
+                          style_overrides=recipes["style"], recipe=recipe)
+    # resolve every stage now: an unknown field, a wrong type or a missing k is named here, not hours later
+    pair.pretrain_cfg(), pair.finetune_cfg(), pair.style_cfg()
+    return pair
+
+
+def recipe_context(source: Optional[DatasetRef], target: Optional[DatasetRef], *, kind: Optional[str] = None,
+                   style_mode: Optional[str] = None, where: str = "the pair") -> RecipeContext:
+    """The :class:`~corelib.recipes.RecipeContext` of a source and / or a target.
+
+    The data count as embedded when every side given is an embedded preset; the kind comes from
+    ``kind`` or else from the presets' and manifests' (they must agree); the style mode from
+    ``style_mode`` or else the kind (camera-aware for persons, domain-aware for vehicles).
+
+    Raises:
+        ConfigError: sides of different kinds, a kind no manifest tells, an unknown style mode.
+    """
+    sides = [s for s in (source, target) if s is not None]
+    if not sides:
+        raise ConfigError(f"{where}: name a source or a target dataset")
+    kinds = {side.name: _kind_of(side) for side in sides}
+    known = {k for k in kinds.values() if k is not None}
+    if len(known) > 1:
+        first, second = sides[0], sides[1]
+        raise ConfigError(f"{where} pairs a {kinds[first.name]} source ({first.name}) with a {kinds[second.name]} "
+                          f"target ({second.name}); both sides must show the same kind of object")
+    if kind is not None and kind not in KINDS:
+        raise ConfigError(f"{where}: kind must be \"person\" or \"vehicle\", got {kind!r}")
+    kind = kind or next(iter(known), None)
+    if kind not in KINDS:
+        names = " -> ".join(s.name for s in sides)
+        raise ConfigError(f"{where}: cannot tell whether {names} is a person or a vehicle pair (no manifest says); "
+                          f"add \"kind\": \"person\" or \"vehicle\" to the pair (on the command line: --kind)")
+    style_mode = style_mode or ("camera" if kind == "person" else "domain")
+    if style_mode not in STYLE_MODES:
+        raise ConfigError(f"{where}: style_mode must be one of {', '.join(STYLE_MODES)}, got {style_mode!r}")
+    return RecipeContext(kind, all(s.is_preset for s in sides), target.name if target is not None else None,
+                         style_mode)
 
 
 def experiment_pairs(names: Sequence[str], datasets: Optional[Mapping[str, Any]] = None) -> dict[str, ExperimentPair]:

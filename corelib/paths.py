@@ -1,4 +1,4 @@
-"""Where the workbench keeps data, runs and figures.
+"""Where the workbench keeps data, runs and figures, and how it writes a file there safely.
 
 Defaults are relative to the repository checkout (``data/``, ``runs/``, ``figures/``) so that a
 fresh clone works without configuration; environment variables move them elsewhere, e.g. onto a
@@ -56,3 +56,19 @@ def manifests_dir() -> Path:
 def notebooks_dir() -> Path:
     """The ordered notebook chapters (``<repo>/notebooks``)."""
     return repo_root() / "notebooks"
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write through a temporary file and rename, so readers never see half a file."""
+    import tempfile
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise

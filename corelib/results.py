@@ -73,19 +73,36 @@ def _pair_label(pair_dir: Path) -> str:
     return f"{EMBEDDED_PAIRS[pair][0]} → {EMBEDDED_PAIRS[pair][1]}" if pair in EMBEDDED_PAIRS else pair
 
 
+SETTING_COLUMNS = {"backbone": "model.backbone", "labeler": "cluster.labeler", "num_clusters": "cluster.num_clusters",
+                   "ecab": "model.ecab", "fusion": "model.fusion"}
+"""Result column -> the fine-tuning setting it shows (read from ``finetune/config.yaml``)."""
+
+
+def _settings(path: Path) -> dict:
+    """The :data:`SETTING_COLUMNS` of a fine-tuning ``config.yaml`` (None each when there is none;
+    a config of the flat layout written before the groups is read too)."""
+    from .config import FinetuneCfg
+    from .settings import read_saved_config
+
+    if not path.is_file():
+        return dict.fromkeys(SETTING_COLUMNS)
+    flat = read_saved_config(FinetuneCfg, path).flat()
+    return {column: flat[name] for column, name in SETTING_COLUMNS.items()}
+
+
 def collect_results(runs: Iterable[Union[str, Path]], *, names: Optional[Sequence[str]] = None):
     """One row per (run, pair, stage) with the scores in % and the run's settings.
 
     Columns: ``run``, ``pair``, ``task`` (source → target), ``stage``, ``epoch``, ``mAP``, ``R-1``,
-    ``R-5``, ``R-10``, then the fine-tuning settings that sweeps vary (``depth``, ``num_clusters``,
-    ``ecab``, ``fusion``) and, for sweep points, the grid values (from ``sweep.json``).
+    ``R-5``, ``R-10``, then the fine-tuning settings that sweeps vary (:data:`SETTING_COLUMNS`:
+    ``backbone``, ``labeler``, ``num_clusters``, ``ecab``, ``fusion``) and, for sweep points, the
+    grid values (from ``sweep.json``).
 
     Args:
         runs: run directories (see :func:`find_runs`).
         names: a label per run (default: the folder names).
     """
     import pandas as pd
-    import yaml
 
     runs = [Path(r) for r in runs]
     names = list(names) if names is not None else [r.name for r in runs]
@@ -95,8 +112,7 @@ def collect_results(runs: Iterable[Union[str, Path]], *, names: Optional[Sequenc
         if (run / "sweep.json").is_file():
             point = json.loads((run / "sweep.json").read_text()).get("point", {})
         for pair_dir in sorted(p for p in run.iterdir() if p.is_dir()):
-            cfg_path = pair_dir / "finetune" / "config.yaml"
-            cfg = yaml.safe_load(cfg_path.read_text()) if cfg_path.is_file() else {}
+            settings = _settings(pair_dir / "finetune" / "config.yaml")
             logs = {folder: _read_log(pair_dir / folder / "metrics.jsonl") for folder in ("pretrain", "finetune")}
             for stage, (folder, prefix) in STAGE_FILES.items():
                 last = _last_evaluated(logs[folder], prefix)
@@ -106,7 +122,7 @@ def collect_results(runs: Iterable[Union[str, Path]], *, names: Optional[Sequenc
                        "epoch": last.get("epoch")}
                 row.update({col: round(100 * last[f"{prefix}{key}"], 1) for key, col in METRICS.items()
                             if isinstance(last.get(f"{prefix}{key}"), (int, float))})
-                row.update({k: cfg.get(k) for k in ("depth", "num_clusters", "ecab", "fusion")})
+                row.update(settings)
                 row.update(point)
                 rows.append(row)
     return pd.DataFrame(rows)
@@ -192,7 +208,7 @@ def to_latex(table, *, caption: str = "", label: str = "") -> str:
     return "\n".join(lines) + "\n"
 
 
-BASE_COLUMNS = ("run", "pair", "task", "stage", "epoch", *METRICS.values(), "depth", "num_clusters", "ecab", "fusion")
+BASE_COLUMNS = ("run", "pair", "task", "stage", "epoch", *METRICS.values(), *SETTING_COLUMNS)
 
 
 def grid_keys(results) -> list[str]:

@@ -5,8 +5,8 @@ A sweep file (YAML) names the chapters, the parameters shared by every point and
     chapters: ["02", "03"]
     parameters: {PAIRS: ["person"]}
     grid:
-      FINETUNE_OVERRIDES.num_clusters: [120, 160]   # a dotted key sets one field of a dict parameter
-      FINETUNE_OVERRIDES.ecab: [true, false]
+      FINETUNE_OVERRIDES.cluster.num_clusters: [120, 160]   # A.b sets field b of the dict parameter A
+      FINETUNE_OVERRIDES.model.ecab: [true, false]          # (b may be dotted: a setting of a group)
 
 Every combination gets ``ROOT/<point name>/`` with ``sweep.json`` (the point's values) and its
 figures in ``ROOT/<point name>/figures/`` (never in the curated ``figures/``). A point is
@@ -51,7 +51,8 @@ def point_name(point: Mapping[str, Any]) -> str:
 
 
 def point_parameters(base: Mapping[str, Any], point: Mapping[str, Any]) -> dict:
-    """``base`` with the point's values applied; ``A.b`` sets field ``b`` of the dict parameter ``A``."""
+    """``base`` with the point's values applied; ``A.b`` sets field ``b`` of the dict parameter ``A``
+    (``FINETUNE_OVERRIDES.cluster.num_clusters`` sets the dotted override ``cluster.num_clusters``)."""
     params = json.loads(json.dumps(dict(base)))  # a deep copy of plain values
     for key, value in point.items():
         if "." in key:
@@ -88,7 +89,7 @@ def run_sweep(root: Union[str, Path], grid: Mapping[str, Sequence[Any]], *, para
     Returns one record per point: name, run directory, the point, and whether it ran now.
     """
     from .notebooks import run_notebooks
-    from .outputs import _atomic_write_text
+    from .paths import atomic_write_text
 
     root = Path(root)
     points = expand_grid(grid)
@@ -104,7 +105,7 @@ def run_sweep(root: Union[str, Path], grid: Mapping[str, Sequence[Any]], *, para
         print(f"[sweep {i}/{len(points)}] {name} -> {run_dir}", flush=True)
         run_dir.mkdir(parents=True, exist_ok=True)
         params = point_parameters({**(parameters or {}), "RESUME": True}, point)
-        _atomic_write_text(run_dir / "sweep.json", json.dumps({"point": point, "parameters": params}, indent=2) + "\n")
+        atomic_write_text(run_dir / "sweep.json", json.dumps({"point": point, "parameters": params}, indent=2) + "\n")
         # a point's figures stay in its run directory (RUN_DIR/figures), never in the curated figures/
         previous = os.environ.get("COREREID_FIGURES")
         os.environ["COREREID_FIGURES"] = str((run_dir / "figures").resolve())
@@ -116,6 +117,6 @@ def run_sweep(root: Union[str, Path], grid: Mapping[str, Sequence[Any]], *, para
                 os.environ.pop("COREREID_FIGURES", None)
             else:
                 os.environ["COREREID_FIGURES"] = previous
-        _atomic_write_text(done, json.dumps({"point": point, "chapters": chapter_records}, indent=2) + "\n")
+        atomic_write_text(done, json.dumps({"point": point, "chapters": chapter_records}, indent=2) + "\n")
         records.append({"name": name, "run_dir": str(run_dir), "point": point, "ran": True})
     return records

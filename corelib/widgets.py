@@ -52,7 +52,7 @@ class RankListExplorer(_Explorer):
     """
 
     def __init__(self, model: torch.nn.Module, query: Features, gallery: Features, query_samples: Sequence[Sample],
-                 gallery_samples: Sequence[Sample], transform, *, topk: int = 5, layer: str = "layer4",
+                 gallery_samples: Sequence[Sample], transform, *, topk: int = 5, layer: Optional[str] = None,
                  start: int = 0) -> None:
         import ipywidgets as w
 
@@ -73,13 +73,13 @@ class RankListExplorer(_Explorer):
         self.refresh()
 
     @classmethod
-    def from_model(cls, trained, dataset: ReIDDataset, *, topk: int = 5, layer: str = "layer4",
+    def from_model(cls, trained, dataset: ReIDDataset, *, topk: int = 5, layer: Optional[str] = None,
                    device: Union[str, torch.device] = "cpu") -> "RankListExplorer":
         """Extract ``dataset``'s query and gallery descriptors with a :class:`~corelib.TrainedModel`."""
         from .data.transforms import build_transforms
         from .training.analysis import analysis_features
 
-        tf = build_transforms("test", trained.cfg["height"], trained.cfg["width"])
+        tf = build_transforms("test", *trained.input_size)
         q = analysis_features(trained, dataset, split="query", device=device)
         g = analysis_features(trained, dataset, split="gallery", device=device)
         return cls(trained.model, q, g, dataset.query, dataset.gallery, tf, topk=topk, layer=layer)

@@ -24,7 +24,7 @@ from corelib.training import load_checkpoint, pretrain
 
 pytestmark = pytest.mark.slow
 
-OVERRIDES = ["device=cpu", "epochs=1", "iters_per_epoch=3", "bn_sub_batch=8", "kmeans_max_iter=10"]
+OVERRIDES = ["runtime.device=cpu", "epochs=1", "iters_per_epoch=3", "bn_sub_batch=8", "cluster.kmeans.max_iter=10"]
 
 
 def _finetune(nproc: int, target_root, checkpoint, run_dir) -> list[dict]:
@@ -65,3 +65,54 @@ def test_two_gloo_processes_match_one_process(synthetic_small, tmp_path):
     worst = max((sa["model"][k] - sb["model"][k]).abs().max().item()
                 for k in sa["model"] if sa["model"][k].is_floating_point() and "running_" not in k)
     assert worst < 2e-3, f"weights of the one- and two-process runs differ by {worst}"
+
+
+GROWING_LABELLER = '''
+import sys
+
+from corelib.cli import main
+from corelib.cluster import kmeans, register_labeler
+
+
+@register_labeler("growing")
+def growing(features, camids, cfg, *, seed, epoch, device):
+    out = []
+    for i, x in enumerate(features):
+        labels = kmeans(x, 3 + epoch, seed=seed + i, device=device, max_iter=10).labels.cpu().numpy()
+        labels[::7] = -1
+        out.append(labels)
+    return out
+
+
+sys.exit(main(sys.argv[1:]))
+'''
+
+
+def test_a_changing_cluster_count_under_two_gloo_processes(synthetic_small, tmp_path):
+    """K grows from 3 to 4 between the epochs: rank 0 broadcasts K before the centres, every rank
+    resizes its classifiers and rebuilds the DDP wrapper, and the first epoch agrees with one process."""
+    source = load_synthetic(synthetic_small["market_like"])
+    pretrain(PretrainCfg.smoke(), source, tmp_path / "src", progress=False)
+    script = tmp_path / "growing.py"
+    script.write_text(GROWING_LABELLER)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1"}
+    runs = {}
+    for nproc in (1, 2):
+        cmd = [sys.executable] + (["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
+                                  if nproc > 1 else [])
+        cmd += [str(script), "finetune", "--target", "cuhk_like", str(synthetic_small["cuhk_like"].parent),
+                "--scale", "0.05", "--smoke", "--source-checkpoint", str(tmp_path / "src" / "pretrain" / "best.pt"),
+                "--run-dir", str(tmp_path / str(nproc))]
+        for o in ("runtime.device=cpu", "epochs=2", "iters_per_epoch=3", "batch_size=8", "bn_sub_batch=4",
+                  "cluster.labeler=growing"):
+            cmd += ["-o", o]
+        res = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+        assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+        runs[nproc] = [json.loads(x) for x in (tmp_path / str(nproc) / "finetune" / "metrics.jsonl").read_text().splitlines()]
+        state = load_checkpoint(tmp_path / str(nproc) / "finetune" / "last.pt")
+        assert state["num_clusters"] == 4 and state["model"]["student.classifier.weight"].shape[0] == 4
+    a, b = runs[1][0], runs[2][0]
+    assert [h["epoch"] for h in runs[2]] == [1, 2] and b["outliers_global"] > 0
+    for key in ("nmi_global", "loss", "ce", "tri_global"):
+        assert b[key] == pytest.approx(a[key], rel=1e-3), key
+    assert all(torch.isfinite(torch.tensor(h["loss"])) for h in runs[2])

@@ -84,7 +84,7 @@ def test_study_feature_space_on_a_small_pair(synthetic_small):
 
     source, target = load_synthetic(synthetic_small["market_like"]), load_synthetic(synthetic_small["cuhk_like"])
     torch.manual_seed(0)
-    trained = TrainedModel(SourceNet(18, num_classes=3, weights="none").eval(), "pretrain", {"height": 64, "width": 32}, 1)
+    trained = TrainedModel(SourceNet(18, num_classes=3, weights="none").eval(), "pretrain", {"augment": {"height": 64, "width": 32}}, 1)
     fs = study_feature_space(trained, source, target, k=5, source_images=20, seed=0)
     n_t = len(target.train)
     assert len(fs.source.pids) == 20 and len(fs.target.pids) == n_t and fs.points.shape == (20 + n_t, 2)

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-from dataclasses import replace
-
 import pytest
 import torch
 
@@ -47,7 +45,7 @@ def test_finetune_runs_logs_and_measures_pseudo_labels(pair, tmp_path):
     assert [json.loads(x)["epoch"] for x in lines] == [1, 2]
     state = load_checkpoint(res.last_checkpoint)
     assert state["pseudo_labels"].shape == (3, len(pair["target"].train))
-    assert state["stage"] == "finetune" and state["cfg"]["num_clusters"] == 8
+    assert state["stage"] == "finetune" and state["cfg"]["cluster"]["num_clusters"] == 8 and state["num_clusters"] == 8
 
 
 def test_resume_ends_like_a_straight_run(pair, tmp_path):
@@ -64,8 +62,8 @@ def test_resume_ends_like_a_straight_run(pair, tmp_path):
     b = load_checkpoint(resumed.last_checkpoint)
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
     assert torch.equal(a["pseudo_labels"], b["pseudo_labels"])
-    with pytest.raises(ConfigError, match=r"another recipe \(num_clusters 8 -> 9\)"):
-        finetune(FinetuneCfg.smoke(epochs=4, num_clusters=9), pair["target"], tmp_path / "b",
+    with pytest.raises(ConfigError, match=r"another recipe \(cluster.num_clusters 8 -> 9\)"):
+        finetune(FinetuneCfg.smoke(epochs=4, cluster={"num_clusters": 9}), pair["target"], tmp_path / "b",
                  source_checkpoint=pair["checkpoint"], resume=True, progress=False)
 
 
@@ -74,12 +72,12 @@ def test_fused_loss_trains_the_fusion(pair, tmp_path):
     cfg = FinetuneCfg.smoke(epochs=1)
     runs = {}
     for fused in (False, True):
-        res = finetune(replace(cfg, fused_loss=fused), pair["target"], tmp_path / str(fused),
+        res = finetune(cfg.with_overrides({"loss.fused_loss": fused}), pair["target"], tmp_path / str(fused),
                        source_checkpoint=pair["checkpoint"], progress=False)
         runs[fused] = load_checkpoint(res.last_checkpoint)["model"]
         assert ("tri_fused_top" in res.history[0]) == fused
     seed_everything(cfg.seed)  # what finetune() does before building the pair
-    initial = build_model("mean_teacher_resnet18", num_classes=cfg.num_clusters, weights="none").state_dict()
+    initial = build_model("mean_teacher_resnet18", num_classes=cfg.cluster.num_clusters, weights="none").state_dict()
     ecab = [k for k in runs[False] if k.startswith(("student.ecab_top.", "student.ecab_bottom."))]
     assert ecab
     assert all(torch.equal(runs[False][k], initial[k]) for k in ecab)
@@ -87,7 +85,7 @@ def test_fused_loss_trains_the_fusion(pair, tmp_path):
 
 
 def test_plain_cluster_feature_and_lloyd_are_options(pair, tmp_path):
-    cfg = FinetuneCfg.smoke(epochs=1, cluster_feature="plain", kmeans="minibatch", kmeans_max_iter=5)
+    cfg = FinetuneCfg.smoke(epochs=1, cluster={"feature": "plain", "kmeans": {"algorithm": "minibatch", "max_iter": 5}})
     res = finetune(cfg, pair["target"], tmp_path, source_checkpoint=pair["checkpoint"], progress=False)
     assert res.history[0]["clusters_global"] >= 1
 
@@ -104,15 +102,15 @@ def test_checkpoint_evaluates_at_its_own_size(pair, tmp_path):
 
 def test_bad_inputs_name_the_fix(pair, tmp_path):
     with pytest.raises(ValueError, match="choose k <="):
-        finetune(FinetuneCfg.smoke(num_clusters=10**6), pair["target"], tmp_path,
+        finetune(FinetuneCfg.smoke(cluster={"num_clusters": 10**6}), pair["target"], tmp_path,
                  source_checkpoint=pair["checkpoint"], progress=False)
-    with pytest.raises(ValueError, match="set depth=18"):
-        finetune(FinetuneCfg.smoke(depth=50), pair["target"], tmp_path, source_checkpoint=pair["checkpoint"],
+    with pytest.raises(ValueError, match="set model.backbone=resnet18"):
+        finetune(FinetuneCfg.smoke(model={"backbone": "resnet50"}), pair["target"], tmp_path, source_checkpoint=pair["checkpoint"],
                  progress=False)
     with pytest.raises(FileNotFoundError, match="no checkpoint"):
         finetune(FinetuneCfg.smoke(), pair["target"], tmp_path / "empty", progress=False)
-    with pytest.raises(ValueError, match="cluster_feature"):
-        finetune(FinetuneCfg.smoke(cluster_feature="teacher"), pair["target"], tmp_path,
+    with pytest.raises(ValueError, match="cluster.feature"):
+        finetune(FinetuneCfg.smoke(cluster={"feature": "teacher"}), pair["target"], tmp_path,
                  source_checkpoint=pair["checkpoint"], progress=False)
 
 
@@ -134,6 +132,6 @@ def test_sub_batch_statistics_match_separate_forwards():
 
 @pytest.mark.gpu
 def test_finetune_on_cuda_with_bf16(pair, tmp_path):
-    res = finetune(FinetuneCfg.smoke(epochs=1, device="cuda", precision="bf16"), pair["target"], tmp_path,
+    res = finetune(FinetuneCfg.smoke(epochs=1, runtime={"device": "cuda", "precision": "bf16"}), pair["target"], tmp_path,
                    source_checkpoint=pair["checkpoint"], progress=False)
     assert 0.0 <= res.last["target_mAP"] <= 1.0 and res.last["loss"] == res.last["loss"]  # finite, not NaN

@@ -13,6 +13,9 @@ import torchvision
 from corelib.errors import UnknownNameError
 from corelib.models import (
     DEPTHS,
+    build_backbone,
+    list_backbones,
+    register_model,
     ECAB,
     SECAB,
     CoreReIDNet,
@@ -29,7 +32,7 @@ from corelib.models import (
     measure_flops,
     paper_parameter_count,
 )
-from corelib.models import backbone as backbone_mod
+from corelib.models import resnet as backbone_mod
 from corelib.models.complexity import PAPER_TABLE
 
 SMALL = (64, 32)  # input size for CPU tests: R50+ maps 4x2, R18/34 maps 2x1
@@ -203,8 +206,59 @@ def test_fused_features_and_classifier_reset():
 def test_registry_lists_names():
     names = list_models()
     assert "corereid_resnet50" in names and "source_resnet18" in names and "mean_teacher_resnet152" in names
+    assert {"source_net", "corereid_net", "mean_teacher"} <= set(names)
     with pytest.raises(UnknownNameError, match="corereid_resnet50"):
         build_model("resnet50")
+    # digits sort as numbers; a pattern selects; any name (not only resnet<d>) can be registered
+    assert list_models("corereid_resnet*") == [f"corereid_resnet{d}" for d in DEPTHS]
+    assert list_backbones("resnet*") == [f"resnet{d}" for d in DEPTHS]
+    register_model("zz_plain_name")(lambda **kw: torch.nn.Identity())
+    try:
+        assert "zz_plain_name" in list_models()
+        with pytest.raises(UnknownNameError, match="did you mean 'zz_plain_name'"):
+            build_model("zz_plain_nam")
+    finally:
+        from corelib.models import registry
+
+        registry.MODELS.pop("zz_plain_name")
+    with pytest.raises(UnknownNameError, match="unknown backbone 'resnet51'; did you mean 'resnet50'.*register_backbone"):
+        build_model("corereid_net", backbone="resnet51", weights=None)
+
+
+# every registered network and backbone, timm style: a new one is tested without editing this file
+MODEL_NAMES = list_models()
+
+
+def _tensors(out):
+    return [t for t in (out if isinstance(out, tuple) else (out,)) if isinstance(t, torch.Tensor)]
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_every_registered_model_keeps_the_contract(name):
+    torch.manual_seed(0)
+    net = build_model(name, num_classes=5, weights=None)
+    x, camids = torch.randn(2, 3, *SMALL), torch.tensor([0, 1])
+    out = net.train()(x, camids)
+    assert isinstance(out, tuple) and hasattr(out, "_fields"), f"{name}: training mode must return a named structure"
+    parts = _tensors(out)
+    assert parts and all(torch.isfinite(t).all() for t in parts)
+    sum(t.float().mean() for t in parts).backward()
+    assert any(p.grad is not None and torch.isfinite(p.grad).all() for p in net.parameters())
+    net.eval()
+    with torch.no_grad():
+        d = net(x, camids)
+    assert d.dim() == 2 and d.shape[0] == 2 and torch.allclose(d.norm(dim=1), torch.ones(2), atol=1e-5)
+
+
+@pytest.mark.parametrize("name", list_backbones())
+def test_every_registered_backbone_keeps_the_contract(name):
+    trunk = build_backbone(name, weights=None)
+    x = torch.randn(2, 3, *SMALL)
+    with torch.no_grad():
+        m = trunk.eval()(x, torch.tensor([0, 1]))
+    assert m.dim() == 4 and m.shape[:2] == (2, trunk.out_channels) and torch.isfinite(m).all()
+    layers = trunk.cam_layers()
+    assert layers and all(isinstance(v, torch.nn.Module) for v in layers.values())
 
 
 def test_weights_from_a_local_file(tmp_path):
@@ -217,11 +271,11 @@ def test_weights_from_a_local_file(tmp_path):
     # a checkpoint of another backbone names the mismatching keys and the fix
     other = tmp_path / "r34.pth"
     torch.save(torchvision.models.resnet34(weights=None).state_dict(), other)
-    with pytest.raises(ValueError, match=r"unexpected key.*layer1\.2.*depth=34"):
+    with pytest.raises(ValueError, match=r"unexpected key.*layer1\.2.*backbone='resnet34'"):
         build_trunk(18, weights=other)
     r50 = tmp_path / "r50.pth"
     torch.save({"state_dict": torchvision.models.resnet50(weights=None).state_dict()}, r50)
-    with pytest.raises(ValueError, match=r"shape mismatch.*resnet50.*depth=50"):
+    with pytest.raises(ValueError, match=r"shape mismatch.*resnet50.*backbone='resnet50'"):
         build_trunk(18, weights=r50)
     with pytest.raises(FileNotFoundError, match="does not exist"):
         build_trunk(18, weights=tmp_path / "nope.pth")

@@ -35,13 +35,14 @@ def test_real_pairs_get_the_paper_recipes():
     assert m2c.source.root == os.path.expanduser("~/datasets")  # ~ expanded
     assert m2c.target.root == ""  # no root: $COREREID_DATA or data/ (the loader finds the folder below it)
     pre, fine = m2c.pretrain_cfg(), m2c.finetune_cfg()
-    assert (pre.depth, pre.weights, pre.epochs, pre.height, pre.width) == (50, "imagenet", 120, 256, 128)
-    assert (fine.num_clusters, fine.epochs, fine.height, fine.width) == (900, 80, 256, 128)
+    assert (pre.model.backbone, pre.model.weights, pre.epochs, pre.augment.height, pre.augment.width) == \
+        ("resnet50", "imagenet", 120, 256, 128)
+    assert (fine.cluster.num_clusters, fine.epochs, fine.augment.height, fine.augment.width) == (900, 80, 256, 128)
     assert m2c.style_cfg() == StyleCfg()
     # vehicles: 256x256 (method.md §9-Q5), domain-aware style transfer, the paper's k for VeRi-776
     assert v2v.kind == "vehicle" and v2v.style_mode == "domain"
-    assert (v2v.pretrain_cfg().height, v2v.pretrain_cfg().width) == (256, 256)
-    assert v2v.finetune_cfg().num_clusters == PAPER_CLUSTERS["veri776"] == 500
+    assert (v2v.pretrain_cfg().augment.height, v2v.pretrain_cfg().augment.width) == (256, 256)
+    assert v2v.finetune_cfg().cluster.num_clusters == PAPER_CLUSTERS["veri776"] == 500
     assert v2v.style_cfg() == StyleCfg.domain_aware()
     # SMOKE shrinks real pairs like embedded ones
     assert m2c.pretrain_cfg(smoke=True) == PretrainCfg.embedded("person", smoke=True)
@@ -49,12 +50,17 @@ def test_real_pairs_get_the_paper_recipes():
 
 
 def test_pair_recipe_changes_apply_before_the_notebook_overrides():
-    spec = {**M2C, "pretrain": {"epochs": 60, "depth": 101}, "finetune": {"num_clusters": 700}}
+    spec = {**M2C, "pretrain": {"epochs": 60, "model": {"backbone": "resnet101"}},
+            "finetune": {"cluster": {"num_clusters": 700}}}
     p = define_pair("m2c", spec)
-    assert p.pretrain_cfg().epochs == 60 and p.pretrain_cfg().depth == 101
+    assert p.pretrain_cfg().epochs == 60 and p.pretrain_cfg().model.backbone == "resnet101"
     assert p.pretrain_cfg(epochs=10).epochs == 10  # the notebook's PRETRAIN_OVERRIDES win (sweeps)
-    assert p.finetune_cfg().num_clusters == 700
-    assert p.finetune_cfg(num_clusters=500).num_clusters == 500
+    assert p.pretrain_cfg(overrides={"epochs": 10}).model.backbone == "resnet101"  # a group is updated, not replaced
+    assert p.finetune_cfg().cluster.num_clusters == 700
+    assert p.finetune_cfg(overrides={"cluster.num_clusters": 500}).cluster.num_clusters == 500
+    assert p.finetune_cfg(overrides={"cluster": {"normalize": "camera_mean"}}).cluster.num_clusters == 700
+    with pytest.raises(ConfigError, match="no field 'num_clusters' any more: it moved to 'cluster.num_clusters'"):
+        define_pair("m2c", {**M2C, "finetune": {"num_clusters": 700}})  # the flat layout of older files
 
 
 def test_errors_name_the_fix():
@@ -87,10 +93,11 @@ def test_errors_name_the_fix():
     with pytest.raises(ConfigError, match="person or a vehicle pair"):
         define_pair("x", {"source": {"name": "custom", "root": "a"}, "target": {"name": "custom", "root": "b"}})
     customs = {"source": {"name": "custom", "root": "a"}, "target": {"name": "custom", "root": "b"}, "kind": "person"}
-    with pytest.raises(ConfigError, match=r"no k for the target 'custom'; add \"finetune\": \{\"num_clusters\": K\} to the pair"):
+    with pytest.raises(ConfigError, match=r"no k for the target 'custom'; set cluster.num_clusters \(in a pair: "
+                                          r"\"finetune\": \{\"cluster\": \{\"num_clusters\": K\}\}"):
         define_pair("x", customs)  # when the pair is read, not in chapter 03 after hours of pre-training
-    custom = define_pair("x", {**customs, "finetune": {"num_clusters": 50}})
-    assert custom.finetune_cfg().num_clusters == 50 and custom.finetune_cfg(smoke=True).num_clusters == 8
+    custom = define_pair("x", {**customs, "finetune": {"cluster.num_clusters": 50}})
+    assert custom.finetune_cfg().cluster.num_clusters == 50 and custom.finetune_cfg(smoke=True).cluster.num_clusters == 8
     with pytest.raises(ConfigError, match="folder names"):
         experiment_pairs(["../escape"], {"../escape": M2C})
 
@@ -136,10 +143,13 @@ def test_num_clusters_follows_the_run_then_the_recipe(tmp_path):
     from corelib.config import save_config
 
     p = experiment_pairs(["person"])["person"]
-    assert p.num_clusters(tmp_path) == FinetuneCfg.embedded("person").num_clusters
-    assert p.num_clusters("", smoke=True) == FinetuneCfg.embedded("person", smoke=True).num_clusters
-    save_config(FinetuneCfg.embedded("person", num_clusters=123), tmp_path / "person" / "finetune" / "config.yaml")
+    assert p.num_clusters(tmp_path) == FinetuneCfg.embedded("person").cluster.num_clusters
+    assert p.num_clusters("", smoke=True) == FinetuneCfg.embedded("person", smoke=True).cluster.num_clusters
+    save_config(FinetuneCfg.embedded("person", cluster={"num_clusters": 123}), tmp_path / "person" / "finetune" / "config.yaml")
     assert p.num_clusters(tmp_path) == 123  # what chapter 03 used (e.g. a sweep point's k)
+    (tmp_path / "old" / "person" / "finetune").mkdir(parents=True)  # a run directory of the flat layout
+    (tmp_path / "old" / "person" / "finetune" / "config.yaml").write_text("depth: 18\nnum_clusters: 77\n")
+    assert p.num_clusters(tmp_path / "old") == 77
 
 
 def test_real_loaders_open_the_pair(synthetic_small, tmp_path):
@@ -188,7 +198,7 @@ def test_the_committed_experiment_and_sweep_files_are_valid():
         everything = experiment_pairs(list(params["DATASETS"]), params["DATASETS"])
         assert set(pairs) <= set(everything)
         for p in everything.values():
-            assert not p.embedded and p.finetune_cfg().num_clusters > 0 and p.source.manifest() and p.target.manifest()
+            assert not p.embedded and p.finetune_cfg().cluster.num_clusters > 0 and p.source.manifest() and p.target.manifest()
     for path in sorted((repo_root() / "sweeps").glob("*.yaml")):
         spec = load_sweep(path)
         keys = set(spec["parameters"]) | {k.split(".")[0] for k in spec["grid"]}
@@ -196,4 +206,4 @@ def test_the_committed_experiment_and_sweep_files_are_valid():
         for point in expand_grid(spec["grid"]):
             overrides = {k.split(".", 1)[1]: v for k, v in point.items() if k.startswith("FINETUNE_OVERRIDES.")}
             for p in experiment_pairs(spec["parameters"]["PAIRS"], spec["parameters"].get("DATASETS")).values():
-                p.finetune_cfg(**overrides)
+                p.finetune_cfg(overrides=overrides)

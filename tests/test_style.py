@@ -149,7 +149,7 @@ def test_train_writes_checkpoint_and_log(tmp_path):
 
 
 def test_resume_equals_a_straight_run(tmp_path, monkeypatch):
-    import corelib.style.cyclegan as cg
+    import corelib.runtime.loop as cg  # the shared loop runtime writes every loop's checkpoints
 
     a, b = _tiny_domains(tmp_path)
     cfg = StyleCfg.smoke(epochs=2, decay_epochs=1)

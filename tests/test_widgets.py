@@ -21,7 +21,7 @@ def dataset(synthetic_small):
 def test_rank_list_explorer_reacts_to_its_controls(dataset):
     torch.manual_seed(0)
     trained = TrainedModel(CoreReIDNet(18, num_classes=4, weights="none").eval(), "finetune",
-                           {"height": 64, "width": 32}, 1)
+                           {"augment": {"height": 64, "width": 32}}, 1)
     ex = RankListExplorer.from_model(trained, dataset, topk=3, layer="layer3")
     assert list(ex.branch.options) == ["global", "top", "bottom", "descriptor"]
     first = ex.image.value
@@ -36,7 +36,7 @@ def test_rank_list_explorer_reacts_to_its_controls(dataset):
     assert "application/vnd.jupyter.widget-view+json" in ex._repr_mimebundle_()
     with pytest.raises(UnknownNameError, match="valid layers"):
         RankListExplorer.from_model(trained, dataset, topk=2, layer="layer5")
-    src = TrainedModel(SourceNet(18, num_classes=3, weights="none").eval(), "pretrain", {"height": 64, "width": 32}, 1)
+    src = TrainedModel(SourceNet(18, num_classes=3, weights="none").eval(), "pretrain", {"augment": {"height": 64, "width": 32}}, 1)
     assert list(RankListExplorer.from_model(src, dataset, topk=2).branch.options) == ["global", "descriptor"]
 
 

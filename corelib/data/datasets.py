@@ -117,6 +117,18 @@ def list_datasets() -> list[str]:
     return sorted(_LOADERS)
 
 
+def loader_options(name: str) -> dict:
+    """The options loader ``name`` takes (its keyword parameters besides ``root``) with their
+    defaults; ``{}`` for an unknown name."""
+    import inspect
+
+    fn = _LOADERS.get(name)
+    if fn is None:
+        return {}
+    return {p.name: p.default for p in inspect.signature(fn).parameters.values()
+            if p.default is not inspect.Parameter.empty and p.kind is not inspect.Parameter.VAR_KEYWORD}
+
+
 def expected_layout(name: str) -> str:
     """The folder tree a loader expects, as printed in its errors."""
     _check_name(name)

@@ -4,7 +4,8 @@ Three stages, following method.md §2.6 and the §9-Q7 resolution:
 
 - ``pretrain`` (source pre-training): Resize (bicubic) -> horizontal flip -> edge pad -> random crop
   -> Local Grayscale Patch Replacement (LGPR) -> global RandomGrayscale -> ToTensor -> Normalize;
-- ``finetune`` (target fine-tuning): the same, then RandomErasing on the normalised tensor;
+- ``finetune`` (target fine-tuning): the same, then RandomErasing on the normalised tensor (the
+  paper erases in fine-tuning only; ``erase_p > 0`` adds it to pre-training too, as an ablation);
 - ``test``: Resize (bicubic) -> ToTensor -> Normalize, deterministic.
 
 ``gray_p=0.0`` drops the global RandomGrayscale and reproduces the authors' pre-training code; the
@@ -24,6 +25,7 @@ Example::
 from __future__ import annotations
 
 import math
+from typing import Optional
 
 import torch
 from PIL import Image
@@ -123,7 +125,7 @@ def build_transforms(
     *,
     lgpr_p: float = 0.4,
     gray_p: float = 0.05,
-    erase_p: float = 0.5,
+    erase_p: Optional[float] = None,
     flip_p: float = 0.5,
     pad: int = 10,
 ) -> T.Compose:
@@ -138,7 +140,8 @@ def build_transforms(
         width: output image width in pixels.
         lgpr_p: probability of Local Grayscale Patch Replacement (training stages).
         gray_p: probability of whole-image grayscale (training stages).
-        erase_p: probability of RandomErasing (fine-tuning only).
+        erase_p: probability of RandomErasing; None is the stage's default (0.5 in fine-tuning,
+            0 in pre-training, as the paper has it).
         flip_p: probability of a horizontal flip (training stages).
         pad: edge padding before the random crop, in pixels (training stages).
 
@@ -171,7 +174,9 @@ def build_transforms(
     if gray_p > 0:
         steps.append(T.RandomGrayscale(p=gray_p))
     steps += to_tensor
-    if stage == "finetune" and erase_p > 0:
+    if erase_p is None:
+        erase_p = 0.5 if stage == "finetune" else 0.0
+    if erase_p > 0:
         # The authors write the ImageNet *mean* into the already-normalised tensor, so the erased
         # area is not mean-coloured after denormalisation; kept as-is to match their recipe.
         steps.append(

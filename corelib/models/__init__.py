@@ -1,54 +1,42 @@
-"""CORE-ReID networks and the model registry.
+"""CORE-ReID networks, their backbones and the two registries (timm style).
 
-``build_model(name, **kw)`` builds a registered model; ``list_models()`` lists the names:
+``build_model(name, **kw)`` builds a registered network; ``list_models(pattern)`` lists the names:
 
-- ``source_resnet{18,34,50,101,152}``: the pre-training network (:class:`SourceNet`);
-- ``corereid_resnet{...}``: one fine-tuning network (:class:`CoreReIDNet`, student or teacher);
-- ``mean_teacher_resnet{...}``: student + EMA teacher + Ensemble Fusion (:class:`MeanTeacher`).
+- ``source_net``: the pre-training network (:class:`SourceNet`);
+- ``corereid_net``: one fine-tuning network (:class:`CoreReIDNet`, student or teacher);
+- ``mean_teacher``: student + EMA teacher + Ensemble Fusion (:class:`MeanTeacher`);
+- ``source_resnet{18,...,152}``, ``corereid_resnet{...}``, ``mean_teacher_resnet{...}``: the same
+  with a ResNet backbone fixed.
+
+Each takes ``backbone=`` a name of :func:`list_backbones` (``resnet18`` ... ``resnet152``, or one
+registered with :func:`register_backbone`) and ``backbone_args`` for its builder.
 
 Example::
 
-    model = build_model("corereid_resnet50", num_classes=900, weights=None)
+    model = build_model("corereid_net", backbone="resnet50", num_classes=900, weights=None)
     model.eval(); descriptor = model(images)          # (B, 6144), L2-normalised
 """
 
 from __future__ import annotations
 
-from typing import Callable, Optional
+from functools import partial
+from typing import Optional
 
-from torch import nn
-
-from ..errors import UnknownNameError
 from .attention import ECAB, SECAB, get_attention
-from .backbone import DEPTHS, ResNetTrunk, build_trunk, feature_channels, load_trunk_state
 from .complexity import count_parameters, measure_flops, paper_parameter_count
 from .fusion import EnsembleFusion, FusedFeatures
 from .mean_teacher import MeanTeacher
-from .reid_net import CoreReIDNet, FineTuneOutput, SourceNet, SourceOutput, bmfn
-
-_MODELS: dict[str, Callable[..., nn.Module]] = {}
-
-
-def register_model(name: str) -> Callable:
-    """Register a builder ``fn(**kw) -> nn.Module`` under ``name``."""
-
-    def deco(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-        _MODELS[name] = fn
-        return fn
-
-    return deco
-
-
-def list_models() -> list[str]:
-    """Names accepted by :func:`build_model`."""
-    return sorted(_MODELS, key=lambda n: (n.rsplit("resnet", 1)[0], int(n.rsplit("resnet", 1)[1])))
-
-
-def build_model(name: str, **kwargs) -> nn.Module:
-    """Build a registered model; an unknown name raises an error listing the valid ones."""
-    if name not in _MODELS:
-        raise UnknownNameError(f"unknown model {name!r}; valid names: {', '.join(list_models())}")
-    return _MODELS[name](**kwargs)
+from .registry import (
+    Backbone,
+    build_backbone,
+    build_model,
+    list_backbones,
+    list_models,
+    register_backbone,
+    register_model,
+)
+from .reid_net import CoreReIDNet, FineTuneOutput, SourceNet, SourceOutput, backbone_name, bmfn
+from .resnet import DEPTHS, ResNetTrunk, build_trunk, feature_channels, load_trunk_state
 
 
 def _fusion_has_secab(fusion: Optional[str], secab: Optional[bool]) -> bool:
@@ -61,28 +49,35 @@ def _fusion_has_secab(fusion: Optional[str], secab: Optional[bool]) -> bool:
     return fusion == "v2"
 
 
-def _make(depth: int) -> None:
-    @register_model(f"source_resnet{depth}")
-    def source(num_classes: int = 751, **kw) -> SourceNet:
-        return SourceNet(depth, num_classes, **kw)
-
-    @register_model(f"corereid_resnet{depth}")
-    def corereid(num_classes: int = 900, **kw) -> CoreReIDNet:
-        return CoreReIDNet(depth, num_classes, **kw)
-
-    @register_model(f"mean_teacher_resnet{depth}")
-    def mean_teacher(num_classes: int = 900, *, fusion: Optional[str] = None, secab: Optional[bool] = None,
-                     alpha: float = 0.999, **kw) -> MeanTeacher:
-        # student and teacher heads are initialised independently, as in the authors' code
-        student, teacher = CoreReIDNet(depth, num_classes, **kw), CoreReIDNet(depth, num_classes, **kw)
-        fuse = EnsembleFusion(student.feature_dim, secab=_fusion_has_secab(fusion, secab), pool=student.pool)
-        return MeanTeacher(student, teacher, fuse, alpha=alpha)
+@register_model("source_net")
+def source_net(backbone="resnet50", num_classes: int = 751, **kw) -> SourceNet:
+    """:class:`SourceNet` (pre-training)."""
+    return SourceNet(backbone, num_classes, **kw)
 
 
-for _d in DEPTHS:
-    _make(_d)
+@register_model("corereid_net")
+def corereid_net(backbone="resnet50", num_classes: int = 900, **kw) -> CoreReIDNet:
+    """:class:`CoreReIDNet` (one fine-tuning network)."""
+    return CoreReIDNet(backbone, num_classes, **kw)
+
+
+@register_model("mean_teacher")
+def mean_teacher(backbone="resnet50", num_classes: int = 900, *, fusion: Optional[str] = None,
+                 secab: Optional[bool] = None, alpha: float = 0.999, **kw) -> MeanTeacher:
+    """:class:`MeanTeacher`: two :class:`CoreReIDNet` and an :class:`EnsembleFusion` (v2 = Fusion++)."""
+    # student and teacher heads are initialised independently, as in the authors' code
+    student, teacher = CoreReIDNet(backbone, num_classes, **kw), CoreReIDNet(backbone, num_classes, **kw)
+    fuse = EnsembleFusion(student.feature_dim, secab=_fusion_has_secab(fusion, secab), pool=student.pool)
+    return MeanTeacher(student, teacher, fuse, alpha=alpha)
+
+
+for _depth in DEPTHS:  # the networks with their ResNet fixed, as the paper names them
+    register_model(f"source_resnet{_depth}")(partial(source_net, f"resnet{_depth}"))
+    register_model(f"corereid_resnet{_depth}")(partial(corereid_net, f"resnet{_depth}"))
+    register_model(f"mean_teacher_resnet{_depth}")(partial(mean_teacher, f"resnet{_depth}"))
 
 __all__ = [
+    "Backbone",
     "CoreReIDNet",
     "DEPTHS",
     "ECAB",
@@ -94,15 +89,19 @@ __all__ = [
     "SECAB",
     "SourceNet",
     "SourceOutput",
+    "backbone_name",
     "bmfn",
+    "build_backbone",
     "build_model",
     "build_trunk",
     "count_parameters",
     "feature_channels",
     "get_attention",
+    "list_backbones",
     "list_models",
     "load_trunk_state",
     "measure_flops",
     "paper_parameter_count",
+    "register_backbone",
     "register_model",
 ]

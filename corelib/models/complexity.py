@@ -97,12 +97,12 @@ def complexity_table(depths=(18, 34, 50, 101, 152), *, device: Optional[torch.de
                      num_classes: int = 900, bf16: bool = False, channels_last: bool = False) -> list[dict]:
     """Per backbone: parameters (ours and as the paper counts), MACs/FLOPs and eval images/s."""
     from .fusion import EnsembleFusion
-    from .reid_net import CoreReIDNet
+    from .registry import build_model
 
     device = device or torch.device("cpu")
     rows = []
     for depth in depths:
-        net = CoreReIDNet(depth, num_classes, weights=None)
+        net = build_model("corereid_net", backbone=f"resnet{depth}", num_classes=num_classes, weights=None)
         flops = measure_flops(net, input_size)
         fusion = EnsembleFusion(net.feature_dim, secab=True)
         ips = images_per_second(net, device=device, input_size=input_size, batch=batch, iters=iters,

@@ -14,6 +14,8 @@ vectors to produce the features that are clustered.
 
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 from torch import nn
 
@@ -31,7 +33,7 @@ class MeanTeacher(nn.Module):
         s_shapes = {k: v.shape for k, v in student.named_parameters()}
         t_shapes = {k: v.shape for k, v in teacher.named_parameters()}
         if s_shapes != t_shapes:
-            raise ValueError("student and teacher must have the same architecture (same depth, K and switches)")
+            raise ValueError("student and teacher must have the same architecture (same backbone, K and switches)")
         self.student, self.teacher, self.fusion = student, teacher, fusion
         self.alpha = alpha
         self.teacher.requires_grad_(False)
@@ -60,13 +62,18 @@ class MeanTeacher(nn.Module):
         self.teacher.reset_classifier(centroids)
         self.teacher.classifier.weight.requires_grad_(False)
 
-    def fused_features(self, images: torch.Tensor) -> FusedFeatures:
+    @property
+    def num_classes(self) -> int:
+        """K: rows of the (shared-size) classifiers."""
+        return self.student.num_classes
+
+    def fused_features(self, images: torch.Tensor, camids: Optional[torch.Tensor] = None) -> FusedFeatures:
         """Ensemble Fusion(++) of the teacher's map and the student's ECAB vectors."""
-        _, psi_top, psi_bottom = self.student.ecab_vectors(images)
+        _, psi_top, psi_bottom = self.student.ecab_vectors(images, camids)
         with torch.no_grad():
-            teacher_map = self.teacher.trunk(images)
+            teacher_map = self.teacher.trunk(images, camids)
         return self.fusion(teacher_map, psi_top, psi_bottom)
 
-    def forward(self, images: torch.Tensor):
+    def forward(self, images: torch.Tensor, camids: Optional[torch.Tensor] = None):
         """Eval mode: the teacher's retrieval descriptor. Training mode: the student's outputs."""
-        return self.student(images) if self.training else self.teacher(images)
+        return self.student(images, camids) if self.training else self.teacher(images, camids)

@@ -1,7 +1,9 @@
 """The source network (pre-training) and the CORE-ReID fine-tuning network (method.md §2.4, §3.2).
 
 Model contract (torchreid style): in training mode a network returns a small named structure; in
-eval mode it returns the L2-normalised retrieval descriptor ``(B, D)``.
+eval mode it returns the L2-normalised retrieval descriptor ``(B, D)``. Both take
+``forward(images, camids=None)`` and hand the camera ids to the backbone (registered by name,
+:func:`corelib.models.build_backbone`), which uses them or not.
 
 Source network: trunk -> GAP -> BN-neck (frozen zero bias) -> bias-free classifier.
   train: ``SourceOutput(features=GAP feature (pre-BN), logits)``; eval: ``normalize(BN(GAP))``.
@@ -26,8 +28,20 @@ import torch.nn.functional as F
 from torch import nn
 
 from .attention import get_attention
-from .backbone import ResNetTrunk, build_trunk
 from .fusion import bnneck, pool_map
+from .registry import Backbone, build_backbone
+
+BackboneName = Union[str, int]
+"""A registered backbone name (``"resnet50"``); an int ``d`` is short for ``"resnet{d}"``."""
+
+
+def backbone_name(backbone: BackboneName) -> str:
+    """``"resnet50"`` for ``50``; names pass through."""
+    return f"resnet{backbone}" if isinstance(backbone, int) else str(backbone)
+
+
+def _trunk(backbone: BackboneName, weights, backbone_args: Optional[dict]) -> Backbone:
+    return build_backbone(backbone_name(backbone), weights=weights, **dict(backbone_args or {}))
 
 
 class SourceOutput(NamedTuple):
@@ -56,13 +70,20 @@ def _classifier(channels: int, num_classes: int) -> nn.Linear:
 
 
 class SourceNet(nn.Module):
-    """Supervised pre-training network: trunk, GAP, BN-neck, bias-free classifier."""
+    """Supervised pre-training network: trunk, GAP, BN-neck, bias-free classifier.
 
-    def __init__(self, depth: int = 50, num_classes: int = 751, *, weights: Union[str, Path, None] = "imagenet",
-                 last_stride: Optional[int] = None) -> None:
+    Args:
+        backbone: a registered backbone (``resnet50`` ...; an int is a ResNet depth).
+        num_classes: source identities.
+        weights: backbone weights ("imagenet", a file, None).
+        backbone_args: further keyword arguments of the backbone's builder.
+    """
+
+    def __init__(self, backbone: BackboneName = "resnet50", num_classes: int = 751, *,
+                 weights: Union[str, Path, None] = "imagenet", backbone_args: Optional[dict] = None) -> None:
         super().__init__()
-        self.trunk = build_trunk(depth, weights, last_stride)
-        self.depth = depth
+        self.trunk = _trunk(backbone, weights, backbone_args)
+        self.backbone = backbone_name(backbone)
         c = self.trunk.out_channels
         self.bnneck = bnneck(c)
         self.classifier = _classifier(c, num_classes)
@@ -71,8 +92,8 @@ class SourceNet(nn.Module):
     def feature_dim(self) -> int:
         return self.trunk.out_channels
 
-    def forward(self, x: torch.Tensor) -> Union[SourceOutput, torch.Tensor]:
-        f = self.trunk(x).mean(dim=(2, 3))
+    def forward(self, x: torch.Tensor, camids: Optional[torch.Tensor] = None) -> Union[SourceOutput, torch.Tensor]:
+        f = self.trunk(x, camids).mean(dim=(2, 3))
         bn = self.bnneck(f)
         if not self.training:
             return F.normalize(bn, dim=1)
@@ -83,21 +104,22 @@ class CoreReIDNet(nn.Module):
     """The fine-tuning network of CORE-ReID (student and teacher are two of these).
 
     Args:
-        depth: ResNet depth (18, 34, 50, 101, 152).
+        backbone: a registered backbone (``resnet50`` ...; an int is a ResNet depth).
         num_classes: number of pseudo-identity clusters K (the classifier's rows).
         ecab: ECAB on the top and bottom halves (False: plain GMP + GAP vectors, the ablation).
         pool: ``"gap+gmp"`` (authors' code) or ``"gap"`` (paper figure) for every branch.
-        weights: trunk weights (see :func:`corelib.models.backbone.build_trunk`).
+        weights: backbone weights (for the ResNets see :func:`corelib.models.resnet.build_trunk`).
+        backbone_args: further keyword arguments of the backbone's builder.
         reduction: ECAB reduction ratio per layer.
     """
 
-    def __init__(self, depth: int = 50, num_classes: int = 900, *, ecab: bool = True, pool: str = "gap+gmp",
-                 weights: Union[str, Path, None] = "imagenet", last_stride: Optional[int] = None,
-                 reduction: int = 4) -> None:
+    def __init__(self, backbone: BackboneName = "resnet50", num_classes: int = 900, *, ecab: bool = True,
+                 pool: str = "gap+gmp", weights: Union[str, Path, None] = "imagenet",
+                 backbone_args: Optional[dict] = None, reduction: int = 4) -> None:
         super().__init__()
         pool_map(torch.zeros(1, 1, 1, 1), pool)  # validate the name early
-        self.trunk: ResNetTrunk = build_trunk(depth, weights, last_stride)
-        self.depth, self.pool, self.use_ecab = depth, pool, ecab
+        self.trunk: Backbone = _trunk(backbone, weights, backbone_args)
+        self.backbone, self.pool, self.use_ecab = backbone_name(backbone), pool, ecab
         c = self.trunk.out_channels
         part_in = 2 * c if pool == "gap+gmp" else c  # concatenated [GAP; GMP] or GAP only
         self.bn_global = bnneck(c)
@@ -138,8 +160,8 @@ class CoreReIDNet(nn.Module):
         f_g = self.bn_global(pool_map(m, self.pool))
         return f_g, self.bn_top(self.fc_top(self._part(top))), self.bn_bottom(self.fc_bottom(self._part(bottom)))
 
-    def forward(self, x: torch.Tensor) -> Union[FineTuneOutput, torch.Tensor]:
-        m = self.trunk(x)
+    def forward(self, x: torch.Tensor, camids: Optional[torch.Tensor] = None) -> Union[FineTuneOutput, torch.Tensor]:
+        m = self.trunk(x, camids)
         f_g, f_top, f_bot = self.branch_features(m)
         if not self.training:
             return F.normalize(torch.cat([f_g, f_top, f_bot], dim=1), dim=1)
@@ -147,9 +169,10 @@ class CoreReIDNet(nn.Module):
         return FineTuneOutput(f_g, f_top, f_bot, self.classifier(f_g), self.ecab_top(m[:, :, : h // 2]),
                               self.ecab_bottom(m[:, :, h // 2 :]), m)
 
-    def ecab_vectors(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def ecab_vectors(self, x: torch.Tensor, camids: Optional[torch.Tensor] = None
+                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The trunk map and the ECAB vectors of its halves (what Ensemble Fusion needs)."""
-        m = self.trunk(x)
+        m = self.trunk(x, camids)
         h = m.shape[2]
         return m, self.ecab_top(m[:, :, : h // 2]), self.ecab_bottom(m[:, :, h // 2 :])
 
@@ -157,14 +180,22 @@ class CoreReIDNet(nn.Module):
     def reset_classifier(self, centroids: torch.Tensor) -> None:
         """Overwrite the classifier with row-wise L2-normalised centroids ``(K, C)`` (method §3.9).
 
-        A different K re-creates the layer on the same device and dtype.
+        A different K re-creates the layer on the same device and dtype, without drawing random
+        numbers (its weights are the centroids), keeping the layer's ``requires_grad``. The caller
+        must hand the new parameters to its optimiser (and DDP wrapper): the fine-tuning loop
+        rebuilds both every epoch.
         """
         if centroids.dim() != 2 or centroids.shape[1] != self.feature_dim:
             raise ValueError(f"centroids must be (K, {self.feature_dim}), got {tuple(centroids.shape)}")
+        if centroids.shape[0] < 1:
+            raise ValueError("centroids must hold at least one cluster")
         w = F.normalize(centroids.float(), dim=1)
         old = self.classifier.weight
         if w.shape[0] != old.shape[0]:
-            self.classifier = nn.Linear(self.feature_dim, w.shape[0], bias=False).to(old.device, old.dtype)
+            layer = nn.utils.skip_init(nn.Linear, self.feature_dim, w.shape[0], bias=False, device=old.device,
+                                       dtype=old.dtype)
+            layer.weight.requires_grad_(old.requires_grad)
+            self.classifier = layer
         self.classifier.weight.copy_(w.to(old.device, old.dtype))
 
 

@@ -35,8 +35,11 @@ from torchvision.transforms import InterpolationMode
 from ..config import StyleCfg
 from ..data.datasets import Sample
 from ..data.loading import build_loader
-from ..repro import resolve_device, seed_everything
-from ..training.checkpoint import EpochLog, load_checkpoint, save_checkpoint
+from ..repro import seed_everything
+from ..runtime import Runtime, StageRun, load_checkpoint, load_into, rng_state, set_rng_state
+
+STYLE_RESUME_FREE = frozenset({"device", "num_workers", "generate_batch_size"})
+"""StyleCfg fields a resumed CycleGAN may change: where it runs and how fast it translates."""
 
 # --------------------------------------------------------------------------------------------
 # networks
@@ -274,18 +277,15 @@ def train_cyclegan(
     """
     from tqdm.auto import tqdm
 
-    from ..training.pretrain import _rng_state, _set_rng_state, autocast
-
     samples = []
     for name, items in (("A", images_a), ("B", images_b)):
         if len(items) == 0:
             raise ValueError(f"domain {name} has no images: a CycleGAN needs images on both sides")
         samples.append([s if isinstance(s, Sample) else Sample(str(s), 0, 0) for s in items])
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    last_path = out / "last.pt"
+    rt = Runtime(cfg.device, cfg.precision)
+    run = StageRun(out_dir, cfg, rt, stage="style", resume=resume, free=STYLE_RESUME_FREE)
     seed_everything(cfg.seed)
-    device = resolve_device(cfg.device)
+    device = rt.device
     model = CycleGAN(cfg).to(device)
     gens, discs = [model.g_ab, model.g_ba], [model.d_a, model.d_b]
     opt_g = torch.optim.Adam([p for g in gens for p in g.parameters()], lr=cfg.lr, betas=(cfg.beta1, 0.999))
@@ -297,24 +297,22 @@ def train_cyclegan(
     tf = style_transforms(cfg, train=True)
     samplers = [_EpochBatches(len(s), cfg.batch_size, steps, cfg.seed, domain) for domain, s in enumerate(samples)]
     loaders = [build_loader(s, tf, cfg.batch_size, batch_sampler=sm, num_workers=cfg.num_workers, seed=cfg.seed + d,
-                            pin_memory=device.type == "cuda")
+                            pin_memory=rt.pin_memory)
                for d, (s, sm) in enumerate(zip(samples, samplers))]
-    start = 0
-    if resume and last_path.is_file():
-        state = load_checkpoint(last_path, model=model, map_location=device)
+    if run.resumed:
+        state = run.state
+        load_into(model, state, run.last_path)
         opt_g.load_state_dict(state["opt_g"])
         opt_d.load_state_dict(state["opt_d"])
         sched_g.load_state_dict(state["sched_g"])
         sched_d.load_state_dict(state["sched_d"])
         for pool, ps in zip(pools, state["pools"]):
             pool.load_state_dict(ps)
-        _set_rng_state(state["rng"])
-        start = state["epoch"] + 1
-    log = EpochLog(out / "metrics.jsonl", keep=start)
+        set_rng_state(state["rng"])
     lam_c, lam_i = cfg.lambda_cycle, cfg.lambda_cycle * cfg.lambda_identity
     l1 = nn.L1Loss()
 
-    for epoch in range(start, cfg.total_epochs):
+    for epoch in range(run.start, cfg.total_epochs):
         t0 = time.perf_counter()
         model.train()
         for sm in samplers:
@@ -326,7 +324,7 @@ def train_cyclegan(
             real_a, real_b = batch_a[0].to(device, non_blocking=True), batch_b[0].to(device, non_blocking=True)
             # generators: fool both discriminators, reconstruct both ways, leave own-style images alone
             _set_requires_grad(discs, False)
-            with autocast(cfg.precision, device):
+            with rt.autocast():
                 fake_b, fake_a = model.g_ab(real_a), model.g_ba(real_b)
                 g_gan = _lsgan(model.d_b(fake_b), True) + _lsgan(model.d_a(fake_a), True)
                 cycle = l1(model.g_ba(fake_b).float(), real_a) + l1(model.g_ab(fake_a).float(), real_b)
@@ -338,7 +336,7 @@ def train_cyclegan(
             opt_g.step()
             # discriminators: real vs (pooled) fake, each term halved as in CycleGAN
             _set_requires_grad(discs, True)
-            with autocast(cfg.precision, device):
+            with rt.autocast():
                 pooled_b, pooled_a = pools[1].query(fake_b.detach()), pools[0].query(fake_a.detach())
                 loss_d = 0.5 * (_lsgan(model.d_b(real_b), True) + _lsgan(model.d_b(pooled_b), False)) + \
                     0.5 * (_lsgan(model.d_a(real_a), True) + _lsgan(model.d_a(pooled_a), False))
@@ -352,17 +350,15 @@ def train_cyclegan(
             for k, v in values.items():
                 totals[k] += v / steps
             bar.set_postfix(cycle=f"{values['cycle']:.3f}", d=f"{values['d']:.3f}")
-        record = {"epoch": epoch + 1, "lr": opt_g.param_groups[0]["lr"], **totals,
-                  "seconds": time.perf_counter() - t0}
+        record = {"epoch": epoch + 1, "lr": opt_g.param_groups[0]["lr"], **totals}
         sched_g.step()
         sched_d.step()
-        log.append(record)
-        save_checkpoint({"stage": "style", "cfg": cfg.to_dict(), "model": model.state_dict(), "epoch": epoch,
-                         "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(),
-                         "sched_g": sched_g.state_dict(), "sched_d": sched_d.state_dict(),
-                         "pools": [p.state_dict() for p in pools], "rng": _rng_state()}, last_path)
+        run.end_epoch(epoch, record, t0, model=model,
+                      last={"opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(), "sched_g": sched_g.state_dict(),
+                            "sched_d": sched_d.state_dict(), "pools": [p.state_dict() for p in pools],
+                            "rng": rng_state()})
     model.eval()
-    return CycleGANResult(model, last_path, log.history)
+    return CycleGANResult(model, run.last_path, run.log.history)
 
 
 def load_cyclegan(path: Union[str, Path], *, device: Union[str, torch.device] = "cpu") -> tuple[CycleGAN, StyleCfg]:

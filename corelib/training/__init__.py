@@ -1,9 +1,9 @@
-"""Training loops: source pre-training and mean-teacher fine-tuning, with atomic checkpoints."""
+"""Training loops: source pre-training and mean-teacher fine-tuning, built on :mod:`corelib.runtime`."""
 
+from ..runtime import load_checkpoint, save_checkpoint
 from .analysis import analysis_features, analysis_model, analysis_models
-from .checkpoint import load_checkpoint, save_checkpoint
-from .evaluate import TrainedModel, evaluate_checkpoint, evaluate_model, load_trained_model
-from .finetune import FinetuneResult, cluster_pseudo_labels, extract_cluster_features, finetune
+from .evaluate import TrainedModel, evaluate_checkpoint, evaluate_model, load_trained_model, model_record
+from .finetune import FinetuneResult, extract_cluster_features, finetune
 from .pretrain import PretrainResult, pretrain
 
 __all__ = [
@@ -12,7 +12,6 @@ __all__ = [
     "analysis_models",
     "FinetuneResult",
     "PretrainResult",
-    "cluster_pseudo_labels",
     "TrainedModel",
     "evaluate_checkpoint",
     "evaluate_model",
@@ -20,6 +19,7 @@ __all__ = [
     "extract_cluster_features",
     "finetune",
     "load_checkpoint",
+    "model_record",
     "pretrain",
     "save_checkpoint",
 ]

@@ -16,9 +16,7 @@ import numpy as np
 import torch
 
 from ..data.datasets import ReIDDataset
-from ..data.loading import build_loader
-from ..data.transforms import build_transforms
-from ..features import Features, extract_features
+from ..features import Features, extract_split
 from .evaluate import TrainedModel, load_trained_model
 
 
@@ -104,19 +102,17 @@ def analysis_features(trained: TrainedModel, dataset: ReIDDataset, *, split: str
     """BMFN retrieval descriptors of ``dataset``'s ``split`` at the model's training size.
 
     Args:
-        camera_centred: subtract each camera's mean (as ``FinetuneCfg.cluster_camera_norm`` does).
+        camera_centred: subtract each camera's mean (``cluster.normalize="camera_mean"`` of fine-tuning).
         max_images: at most this many images, a seeded random subset kept in split order.
         seed: the subset's seed.
     """
-    from .finetune import camera_centred as centre
+    from ..cluster import camera_centred as centre
 
-    cfg = trained.cfg
-    tf = build_transforms("test", cfg["height"], cfg["width"])
     samples = dataset.split(split)
     if max_images is not None and max_images < len(samples):
         keep = np.sort(np.random.default_rng(seed).choice(len(samples), max_images, replace=False))
         samples = [samples[i] for i in keep]
-    feats = extract_features(trained.model, build_loader(samples, tf, 128), device=device)
+    feats = extract_split(trained.model, samples, *trained.input_size, device=device)
     if camera_centred:
         feats = Features(centre(feats.features, [s.camid for s in samples]), feats.pids, feats.camids)
     return feats

@@ -1,9 +1,10 @@
 """Retrieval evaluation of a network or a saved checkpoint on a dataset's query / gallery.
 
 Both training loops evaluate through :func:`evaluate_model`; ``corelib evaluate`` and the
-notebooks open saved checkpoints with :func:`load_trained_model`, which rebuilds the network
-from the configuration stored in the checkpoint (so the caller need not know the depth, the
-input size or the fusion switches it was trained with).
+notebooks open saved checkpoints with :func:`load_trained_model`, which rebuilds the network from
+the registered model name and arguments stored in the checkpoint (so the caller need not know the
+backbone, the input size or the fusion switches it was trained with). Checkpoints written before
+the names were stored (a ResNet ``depth`` and a flat config) still load.
 """
 
 from __future__ import annotations
@@ -15,11 +16,9 @@ import torch
 from torch import nn
 
 from ..data.datasets import ReIDDataset
-from ..data.loading import build_loader
-from ..data.transforms import build_transforms
 from ..evaluation import evaluate_distmat, evaluate_ranking, rerank
-from ..features import extract_features
-from .checkpoint import load_checkpoint
+from ..features import extract_split
+from ..runtime import load_checkpoint
 
 
 def evaluate_model(model: nn.Module, dataset: ReIDDataset, height: int, width: int, *,
@@ -38,11 +37,10 @@ def evaluate_model(model: nn.Module, dataset: ReIDDataset, height: int, width: i
         is ranked without the same-camera rule on the gallery draw its loader made; the 10-draw
         protocol is :func:`corelib.evaluate_vehicleid`.
     """
-    tf = build_transforms("test", height, width)
-    q = extract_features(model, build_loader(dataset.query, tf, batch_size), device=device,
-                         channels_last=channels_last)
-    g = extract_features(model, build_loader(dataset.gallery, tf, batch_size), device=device,
-                         channels_last=channels_last)
+    q = extract_split(model, dataset.query, height, width, device=device, batch_size=batch_size,
+                      channels_last=channels_last)
+    g = extract_split(model, dataset.gallery, height, width, device=device, batch_size=batch_size,
+                      channels_last=channels_last)
     protocol = dataset.protocol if dataset.has_cameras else "vehicleid"
     cams = (q.camids, g.camids) if dataset.has_cameras else (None, None)
     if rerank_k:
@@ -56,8 +54,39 @@ class TrainedModel(NamedTuple):
 
     model: nn.Module  # eval-mode descriptor network (SourceNet, or the MeanTeacher's teacher)
     stage: str  # "pretrain" or "finetune"
-    cfg: dict  # the training configuration stored in the checkpoint
+    cfg: dict  # the training configuration stored in the checkpoint (grouped: cfg["augment"]["height"])
     epoch: int  # 1-based epoch the weights are from
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        """(height, width) the network was trained at (and is tested at)."""
+        return int(self.cfg["augment"]["height"]), int(self.cfg["augment"]["width"])
+
+    @property
+    def channels_last(self) -> bool:
+        return bool(self.cfg.get("runtime", {}).get("channels_last", True))
+
+
+def model_record(name: str, **args) -> dict:
+    """The entries of a checkpoint that let :func:`load_trained_model` rebuild its network."""
+    return {"model_name": name, "model_args": args}
+
+
+def _stage_cfg(stage: str, cfg: dict) -> dict:
+    """The grouped config of a checkpoint (a flat one of an older checkpoint is upgraded)."""
+    from ..config import FinetuneCfg, PretrainCfg
+
+    cls = PretrainCfg if stage == "pretrain" else FinetuneCfg
+    return cls.from_dict(cls.upgrade(cfg)).to_dict()
+
+
+def _legacy_record(stage: str, state: dict, cfg: dict) -> dict:
+    """The model name and arguments of a checkpoint written before they were stored."""
+    m = cfg["model"]
+    if stage == "pretrain":
+        return model_record("source_net", backbone=m["backbone"], num_classes=int(state["num_classes"]))
+    return model_record("mean_teacher", backbone=m["backbone"], num_classes=int(state["num_clusters"]),
+                        ecab=m["ecab"], pool=m["pool"], fusion=m["fusion"], alpha=m["alpha"])
 
 
 def load_trained_model(path: Union[str, Path], *, device: Union[str, torch.device] = "cpu") -> TrainedModel:
@@ -66,23 +95,17 @@ def load_trained_model(path: Union[str, Path], *, device: Union[str, torch.devic
     Raises:
         ValueError: the file is not a checkpoint of either loop (it names what it found).
     """
-    from ..models import MeanTeacher, SourceNet, build_model
+    from ..models import build_model
 
     state = load_checkpoint(path)
     cfg, stage = state.get("cfg"), state.get("stage")
     if not isinstance(cfg, dict) or stage not in ("pretrain", "finetune") or "model" not in state:
         raise ValueError(f"{path} is not a corelib pretrain / finetune checkpoint (keys: {sorted(state)}); "
                          f"pass RUN_DIR/pretrain/best.pt or RUN_DIR/finetune/best.pt")
-    model: nn.Module
-    if stage == "pretrain":
-        model = SourceNet(cfg["depth"], state["num_classes"], weights=None)
-        model.load_state_dict(state["model"])
-    else:
-        mt: MeanTeacher = build_model(f"mean_teacher_resnet{cfg['depth']}", num_classes=cfg["num_clusters"],
-                                      weights=None, ecab=cfg["ecab"], pool=cfg["pool"], fusion=cfg["fusion"],
-                                      alpha=cfg["alpha"])
-        mt.load_state_dict(state["model"])
-        model = mt
+    cfg = _stage_cfg(stage, cfg)
+    record = state if "model_name" in state else _legacy_record(stage, state, cfg)
+    model = build_model(record["model_name"], weights=None, **record["model_args"])
+    model.load_state_dict(state["model"])
     return TrainedModel(model.to(device).eval(), stage, cfg, int(state["epoch"]) + 1)
 
 
@@ -90,6 +113,6 @@ def evaluate_checkpoint(path: Union[str, Path], dataset: ReIDDataset, *, device:
                         rerank_k: bool = False) -> dict:
     """:func:`evaluate_model` of the network saved at ``path``, at the input size it was trained with."""
     trained = load_trained_model(path, device=device)
-    metrics = evaluate_model(trained.model, dataset, trained.cfg["height"], trained.cfg["width"], device=device,
-                             channels_last=bool(trained.cfg.get("channels_last", True)), rerank_k=rerank_k)
+    metrics = evaluate_model(trained.model, dataset, *trained.input_size, device=device,
+                             channels_last=trained.channels_last, rerank_k=rerank_k)
     return {"stage": trained.stage, "epoch": trained.epoch, **metrics}

@@ -4,20 +4,25 @@ Every epoch (method.md §3.12):
 
 1. BMFN features of every target training image from Ensemble Fusion(++) (the teacher's map, the
    student's ECAB vectors): theta_g, theta_top, theta_bot, each L2-normalised separately;
-2. three k-means runs with the same k (greedy k-means++ seeding) -> y_g, y_top, y_bot;
-3. student and teacher classifiers <- the L2-normalised centroids of the global clustering;
-4. three pseudo-labelled camera-aware P x K loaders and a fresh Adam;
-5. ``iters_per_epoch`` steps of
-   ``L = CE_ls(W f_g(B_g), y_g) + tri(f_g(B_g)) + 0.5 tri(f_top(B_top)) + 0.5 tri(f_bot(B_bot))``
+2. pseudo-labels of the three levels from the labeller of ``cfg.cluster`` (by name; the paper's is
+   three k-means runs with the same k and greedy k-means++ seeding), after the feature
+   normalisation it names (:func:`corelib.cluster.cluster_pseudo_labels`); -1 marks an outlier;
+3. student and teacher classifiers <- the L2-normalised centres of the global clustering; when
+   the number of clusters K changes, both are resized, and the optimiser and the DDP wrapper are
+   rebuilt around the new layers;
+4. three pseudo-labelled camera-aware P x K loaders (outliers left out) and a fresh Adam;
+5. ``iters_per_epoch`` steps of the criterion of ``cfg.loss`` (by name; the paper's is
+   ``L = CE_ls(W f_g(B_g), y_g) + tri(f_g(B_g)) + 0.5 tri(f_top(B_top)) + 0.5 tri(f_bot(B_bot))``)
    on the student, each followed by the EMA update of the teacher;
-6. the teacher's descriptor evaluated on the target query / gallery; pseudo-label quality against
-   the hidden identities logged whenever the target has them.
+6. the teacher's descriptor evaluated on the target query / gallery; the outlier share and
+   pseudo-label quality against the hidden identities logged whenever the target has them.
 
 Before the first epoch the source network itself is evaluated on the target: the direct-transfer
-baseline. State is checkpointed atomically after every epoch (``RUN_DIR/finetune/last.pt``);
-``resume=True`` continues and, on the CPU with the same seed, ends with the same metrics as a run
-that was never stopped. Under ``torchrun`` training and feature extraction are split across the
-processes (see :mod:`corelib.training.distributed`); clustering runs on rank 0.
+baseline. State is checkpointed atomically after every epoch (``RUN_DIR/finetune/last.pt``, with
+the pseudo-labels and the current K); ``resume=True`` continues and, on the CPU with the same
+seed, ends with the same metrics as a run that was never stopped. Under ``torchrun`` training and
+feature extraction are split across the processes (see :mod:`corelib.runtime.distributed`);
+clustering runs on rank 0.
 """
 
 from __future__ import annotations
@@ -26,30 +31,25 @@ import contextlib
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Union
+from typing import Optional, Union
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..cluster import camera_mixing, kmeans, minibatch_kmeans, pseudo_label_quality
+from ..cluster import check_labeler, cluster_pseudo_labels, label_report
 from ..config import FinetuneCfg
 from ..data.datasets import ReIDDataset, Sample
 from ..data.loading import build_loader
 from ..data.samplers import CameraAwareIdentitySampler, pids_per_batch
 from ..data.transforms import build_transforms
-from ..features import extract_features
-from ..losses import CrossEntropyLabelSmooth, SoftTripletLoss
-from ..models import MeanTeacher, SourceNet, build_model
-from ..models.fusion import pool_map
+from ..features import extract_split
+from ..losses import AdaptBatch, build_criterion
+from ..models import MeanTeacher, backbone_name, build_model
 from ..repro import seed_everything
-from . import distributed as D
-from .checkpoint import EpochLog, check_resume, evaluation_due, load_checkpoint, load_into, save_checkpoint
-from .evaluate import evaluate_model
-from .pretrain import LoaderCycle, _rng_state, _set_rng_state, autocast, training_device
-
-BRANCHES = ("global", "top", "bottom")
+from ..runtime import LoaderCycle, Runtime, StageRun, distributed as D, load_checkpoint, load_into, rng_state, set_rng_state
+from .evaluate import evaluate_model, model_record
 
 
 @dataclass
@@ -63,16 +63,17 @@ class FinetuneResult:
     history: list[dict]  # one record per epoch
     best_checkpoint: Path
     last_checkpoint: Path
+    loss_terms: tuple[str, ...] = ("loss",)  # the criterion's logged terms, the total first
 
 
 # ----------------------------------------------------------------------------- model set-up
 
 
 def load_source_trunk(net: nn.Module, source_state: dict, *, where: str = "source checkpoint") -> None:
-    """Copy the trunk of a pre-trained :class:`SourceNet` into a fine-tuning network.
+    """Copy the trunk of a pre-trained source network into a fine-tuning network.
 
     Only the ``trunk.*`` weights move (the source classifier has N_S rows, the heads are new);
-    a checkpoint of another depth is refused with the depth it was written for.
+    a checkpoint of another backbone is refused with the backbone it was written for.
     """
     own = net.state_dict()
     trunk = {k: v for k, v in source_state.items() if k.startswith("trunk.")}
@@ -81,8 +82,8 @@ def load_source_trunk(net: nn.Module, source_state: dict, *, where: str = "sourc
     if bad:
         k = bad[0]
         got = tuple(trunk[k].shape) if k in trunk else "missing"
-        raise ValueError(f"{where} does not fit a ResNet-{getattr(net, 'depth', '?')} trunk: {k} is {got}, "
-                         f"expected {tuple(want[k].shape)}. Use the depth the source model was trained with.")
+        raise ValueError(f"{where} does not fit a {getattr(net, 'backbone', '?')} trunk: {k} is {got}, "
+                         f"expected {tuple(want[k].shape)}. Use the backbone the source model was trained with.")
     net.load_state_dict(trunk, strict=False)
 
 
@@ -108,18 +109,23 @@ def frozen_bn_statistics(module: nn.Module):
             m.momentum = mom
 
 
-def forward_sub_batches(net: nn.Module, x: torch.Tensor, sub_batch: int):
-    """``net(x)`` with BatchNorm statistics per fixed sub-batch of ``sub_batch`` images.
+def forward_sub_batches(net: nn.Module, x: torch.Tensor, sub_batch: int, camids: Optional[torch.Tensor] = None):
+    """``net(x, camids)`` with BatchNorm statistics per fixed sub-batch of ``sub_batch`` images.
 
     0 (or >= len(x)) is a plain forward. Outputs (tensors or named tuples of tensors) are
-    concatenated along the batch. Only the first sub-batch updates running statistics.
+    concatenated along the batch. Only the first sub-batch updates running statistics. Without
+    ``camids`` the network is called on the images alone.
     """
+    def call(images, cams):
+        return net(images) if cams is None else net(images, cams)
+
     if sub_batch <= 0 or sub_batch >= x.shape[0]:
-        return net(x)
+        return call(x, camids)
+    cam_chunks = camids.split(sub_batch) if camids is not None else [None] * len(x.split(sub_batch))
     outs = []
-    for i, chunk in enumerate(x.split(sub_batch)):
+    for i, (chunk, cams) in enumerate(zip(x.split(sub_batch), cam_chunks)):
         with frozen_bn_statistics(net) if i else contextlib.nullcontext():
-            outs.append(net(chunk))
+            outs.append(call(chunk, cams))
     first = outs[0]
     if isinstance(first, torch.Tensor):
         return torch.cat(outs)
@@ -147,8 +153,8 @@ class _StudentStep(nn.Module):
         super().__init__()
         self.student, self.sub_batch = student, sub_batch
 
-    def forward(self, batches: list[torch.Tensor]):
-        return [forward_sub_batches(self.student, x, self.sub_batch) for x in batches]
+    def forward(self, batches: list[torch.Tensor], camids: list[torch.Tensor]):
+        return [forward_sub_batches(self.student, x, self.sub_batch, c) for x, c in zip(batches, camids)]
 
 
 class _ClusterFeatures(nn.Module):
@@ -161,19 +167,14 @@ class _ClusterFeatures(nn.Module):
     def __init__(self, mt: MeanTeacher, mode: str) -> None:
         super().__init__()
         if mode not in ("fused", "plain"):
-            raise ValueError(f"cluster_feature must be 'fused' or 'plain', got {mode!r}")
+            raise ValueError(f"cluster.feature must be 'fused' or 'plain', got {mode!r}")
         self.mt, self.mode = mt, mode
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, camids: Optional[torch.Tensor] = None) -> torch.Tensor:
         if self.mode == "fused":
-            return torch.cat(list(self.mt.fused_features(x)), dim=1)
+            return torch.cat(list(self.mt.fused_features(x, camids)), dim=1)
         t = self.mt.teacher
-        m = t.trunk(x)
-        h = m.shape[2]
-        f_g = t.bn_global(pool_map(m, t.pool))
-        f_top = t.bn_top(t.fc_top(t._part(m[:, :, : h // 2])))
-        f_bot = t.bn_bottom(t.fc_bottom(t._part(m[:, :, h // 2:])))
-        return torch.cat([f_g, f_top, f_bot], dim=1)
+        return torch.cat(t.branch_features(t.trunk(x, camids)), dim=1)
 
 
 # ----------------------------------------------------------------------------- pieces of an epoch
@@ -181,57 +182,24 @@ class _ClusterFeatures(nn.Module):
 
 def extract_cluster_features(mt: MeanTeacher, samples: list[Sample], cfg: FinetuneCfg, device, info=D.DistInfo(),
                              progress: bool = False) -> list[torch.Tensor]:
-    """BMFN features of ``samples`` for the three clusterings: ``[global, top, bottom]``, each (n, C).
+    """BMFN features of ``samples`` for the three clusterings: ``[global, top, bottom]``, each (n, C),
+    each L2-normalised on its own (the labeller's normalisation comes after, in
+    :func:`corelib.cluster.cluster_pseudo_labels`).
 
     Under torchrun every rank extracts a strided share and the shares are gathered (on every rank).
     """
-    tf = build_transforms("test", cfg.height, cfg.width)
     mine = D.shard(samples, info)
-    feats = extract_features(_ClusterFeatures(mt, cfg.cluster_feature), build_loader(mine, tf, 128), device=device,
-                             channels_last=cfg.channels_last, progress=progress).features
+    feats = extract_split(_ClusterFeatures(mt, cfg.cluster.feature), mine, cfg.augment.height, cfg.augment.width,
+                          device=device, channels_last=cfg.runtime.channels_last, progress=progress).features
     feats = D.gather_shards(feats.to(device), len(samples), info).cpu()
     c = feats.shape[1] // 3
     # extract_features normalised the whole (B, 3C) sum; each part is re-normalised on its own (BMFN)
-    parts = [F.normalize(part, dim=1) for part in feats.split(c, dim=1)]
-    if cfg.cluster_camera_norm:
-        parts = [camera_centred(p, [s.camid for s in samples]) for p in parts]
-    return parts
-
-
-def camera_centred(features: torch.Tensor, camids) -> torch.Tensor:
-    """Subtract each camera's mean feature, then L2-normalise the rows again.
-
-    A camera's colour cast and background shift all of its features the same way; removing the
-    per-camera mean keeps k-means from grouping by camera instead of by identity. Samples without
-    a camera (``None``) are centred together.
-    """
-    cams = np.array([-1 if c is None else int(c) for c in camids])
-    out = features.clone()
-    for cam in np.unique(cams):
-        rows = torch.from_numpy(cams == cam)
-        out[rows] -= out[rows].mean(dim=0, keepdim=True)
-    return F.normalize(out, dim=1)
-
-
-def cluster_pseudo_labels(features: list[torch.Tensor], cfg: FinetuneCfg, *, seed: int, device) -> list:
-    """One k-means per feature (same k): a list of :class:`~corelib.cluster.KMeansResult`."""
-    out = []
-    for i, x in enumerate(features):
-        if cfg.kmeans == "minibatch":
-            res = minibatch_kmeans(x, cfg.num_clusters, batch_size=cfg.kmeans_batch_size, max_iter=cfg.kmeans_max_iter,
-                                   init=cfg.kmeans_init, init_size=cfg.kmeans_init_size, n_init=cfg.kmeans_n_init,
-                                   reassignment_ratio=0.05, max_no_improvement=50, seed=seed + i, device=device)
-        elif cfg.kmeans == "lloyd":
-            res = kmeans(x, cfg.num_clusters, init=cfg.kmeans_init, max_iter=cfg.kmeans_max_iter, seed=seed + i,
-                         device=device)
-        else:
-            raise ValueError(f"unknown kmeans {cfg.kmeans!r}; use 'minibatch' or 'lloyd'")
-        out.append(res)
-    return out
+    return [F.normalize(part, dim=1) for part in feats.split(c, dim=1)]
 
 
 def _relabel(samples: list[Sample], labels: np.ndarray) -> list[Sample]:
-    return [Sample(s.path, int(y), s.camid) for s, y in zip(samples, labels)]
+    """The samples with their pseudo-labels as pids; outliers (-1) are left out."""
+    return [Sample(s.path, int(y), s.camid) for s, y in zip(samples, labels) if y >= 0]
 
 
 def _source_checkpoint_state(path: Union[str, Path]) -> dict:
@@ -239,6 +207,26 @@ def _source_checkpoint_state(path: Union[str, Path]) -> dict:
     if "model" not in state:
         raise ValueError(f"{path} is not a pre-training checkpoint (no 'model' entry); pass RUN_DIR/pretrain/best.pt")
     return state
+
+
+def _source_record(state: dict) -> dict:
+    """Model name and arguments of a source checkpoint (older ones stored a ResNet depth)."""
+    if "model_name" in state:
+        return state
+    return model_record("source_net", backbone=backbone_name(int(state.get("depth", 50))),
+                        num_classes=int(state["model"]["classifier.weight"].shape[0]))
+
+
+def _tensorboard(run_dir: Path, record: dict) -> None:
+    """Scalars to ``RUN_DIR/tensorboard`` when the tensorboard package is installed."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except Exception:  # tensorboard is optional
+        return
+    with SummaryWriter(str(run_dir / "tensorboard")) as w:
+        for k, v in record.items():
+            if isinstance(v, (int, float)) and k != "epoch":
+                w.add_scalar(f"finetune/{k}", v, record["epoch"])
 
 
 # ----------------------------------------------------------------------------- the loop
@@ -259,100 +247,104 @@ def finetune(
         cfg: the fine-tuning settings.
         target: the target dataset; its training pids are used only to *measure* pseudo-label
             quality, never by the training.
-        run_dir: the run directory; checkpoints and ``metrics.jsonl`` go to ``RUN_DIR/finetune``.
+        run_dir: the run directory; checkpoints, ``metrics.jsonl`` and ``config.yaml`` go to
+            ``RUN_DIR/finetune``.
         source_checkpoint: a pre-training checkpoint (default ``RUN_DIR/pretrain/best.pt``).
         resume: continue from ``RUN_DIR/finetune/last.pt`` when it exists.
         progress: tqdm bars (rank 0 only).
     """
     from tqdm.auto import tqdm
 
-    info = D.init_distributed(cfg.dist_backend)
+    rt = Runtime.from_cfg(cfg.runtime)
     run_dir = Path(run_dir)
-    out = run_dir / "finetune"
-    last_path, best_path, log_path = out / "last.pt", out / "best.pt", out / "metrics.jsonl"
-    if info.is_main:
-        out.mkdir(parents=True, exist_ok=True)
     pids_per_batch(cfg.batch_size, cfg.num_instances)
     n_train = len(target.train)
-    if cfg.num_clusters > n_train:
-        raise ValueError(f"num_clusters={cfg.num_clusters} is larger than the {n_train} target training images; "
-                         f"choose k <= {n_train}")
-    device = training_device(cfg.device, info)
-    progress = progress and info.is_main
-    seed_everything(cfg.seed)
+    check_labeler(cfg.cluster, n_train)  # an unknown labeller or k > n fails now, not after an epoch
+    criterion = build_criterion(cfg.loss, stage="finetune")
+    progress = progress and rt.is_main
 
     src_path = Path(source_checkpoint) if source_checkpoint else run_dir / "pretrain" / "best.pt"
     src = _source_checkpoint_state(src_path)
-    if src.get("depth", cfg.depth) != cfg.depth:
-        raise ValueError(f"{src_path} holds a ResNet-{src['depth']} source model but cfg.depth={cfg.depth}; "
-                         f"set depth={src['depth']}")
-    mt: MeanTeacher = build_model(f"mean_teacher_resnet{cfg.depth}", num_classes=cfg.num_clusters, weights="none",
-                                  ecab=cfg.ecab, pool=cfg.pool, fusion=cfg.fusion, alpha=cfg.alpha)
+    src_record = _source_record(src)
+    src_backbone = src_record["model_args"].get("backbone")
+    if src_backbone != cfg.model.backbone:
+        raise ValueError(f"{src_path} holds a {src_backbone} source model but model.backbone={cfg.model.backbone!r}; "
+                         f"set model.backbone={src_backbone}")
+    run = StageRun(run_dir / "finetune", cfg, rt, stage="finetune", resume=resume)
+    seed_everything(cfg.seed)
+    # K: the classifier rows; a resumed run continues with the K its checkpoint was written with
+    classes = int(run.state["num_clusters"]) if run.resumed else cfg.cluster.num_clusters
+    model_args = cfg.model.model_args()
+    mt = build_model(cfg.model.name, num_classes=classes, weights="none", **model_args)
+    if not isinstance(mt, MeanTeacher):
+        raise TypeError(f"model.name={cfg.model.name!r} builds a {type(mt).__name__}; fine-tuning needs a mean-teacher "
+                        f"pair (corelib.models.MeanTeacher), e.g. 'mean_teacher'")
     for net in (mt.student, mt.teacher):
         load_source_trunk(net, src["model"], where=str(src_path))
-    if not cfg.fused_loss:  # no loss reaches ECAB / SECAB / fusion BNs in the published recipe
+    if not criterion.uses_fused:  # no loss reaches ECAB / SECAB / fusion BNs in the published recipe
         for m in (mt.student.ecab_top, mt.student.ecab_bottom, mt.fusion):
             m.requires_grad_(False)
-    mt.to(device)
-    if cfg.channels_last:  # once, before DDP registers the parameters; extraction keeps this layout
-        mt.to(memory_format=torch.channels_last)
-    step_net: nn.Module = _StudentStep(mt.student, cfg.bn_sub_batch)
-    trainable = [p for p in mt.student.parameters() if p.requires_grad]
-    if cfg.fused_loss:
-        trainable += [p for p in mt.fusion.parameters() if p.requires_grad]
-    if info.enabled:
-        step_net = nn.parallel.DistributedDataParallel(
-            step_net, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=False)
+    rt.place(mt)  # once, before DDP registers the parameters; extraction keeps this layout
+
+    def trainable() -> list[nn.Parameter]:
+        params = [p for p in mt.student.parameters() if p.requires_grad]
+        return params + ([p for p in mt.fusion.parameters() if p.requires_grad] if criterion.uses_fused else [])
+
+    def wrapped() -> nn.Module:
+        return rt.wrap(_StudentStep(mt.student, cfg.bn_sub_batch), find_unused_parameters=False)
+
+    step_net, wrapped_classifier = wrapped(), mt.student.classifier
 
     direct: dict = {}
-    start, best_map, best_epoch = 0, -1.0, -1
-    if resume and last_path.is_file():
-        state = load_checkpoint(last_path, map_location=device)
-        check_resume(state.get("cfg"), cfg.to_dict(), last_path)  # before the weights: a new k changes their shapes
-        load_into(mt, state, last_path)
-        start, best_map, best_epoch = state["epoch"] + 1, state["best_mAP"], state["best_epoch"]
-        direct = dict(state.get("direct_transfer", {}))
-        _set_rng_state(state["rng"])
-    elif info.is_main:
-        source_net = SourceNet(cfg.depth, src["model"]["classifier.weight"].shape[0], weights=None)
+    if run.resumed:
+        load_into(mt, run.state, run.last_path)
+        direct = dict(run.state.get("direct_transfer", {}))
+        set_rng_state(run.state["rng"])
+    elif rt.is_main:
+        source_net = build_model(src_record["model_name"], weights=None, **src_record["model_args"])
         source_net.load_state_dict(src["model"])
-        direct = {k: v for k, v in evaluate_model(source_net.to(device), target, cfg.height, cfg.width, device=device,
-                                                  channels_last=cfg.channels_last).items() if isinstance(v, float)}
+        direct = {k: v for k, v in evaluate_model(source_net.to(rt.device), target, cfg.augment.height,
+                                                  cfg.augment.width, device=rt.device,
+                                                  channels_last=cfg.runtime.channels_last).items()
+                  if isinstance(v, float)}
         del source_net
-    log = EpochLog(log_path, keep=start, write=info.is_main)
 
-    ce, triplet = CrossEntropyLabelSmooth(cfg.label_smooth), SoftTripletLoss()
-    tf_train = build_transforms("finetune", cfg.height, cfg.width, gray_p=cfg.gray_p, lgpr_p=cfg.lgpr_p,
-                                erase_p=cfg.erase_p)
+    aug = cfg.augment
+    tf_train = build_transforms("finetune", aug.height, aug.width, gray_p=aug.gray_p, lgpr_p=aug.lgpr_p,
+                                erase_p=aug.erase_p)
     truth = np.array([s.pid for s in target.train])
     has_truth = len(set(truth.tolist())) > 1
     camids = np.array([-1 if s.camid is None else s.camid for s in target.train])
 
-    for epoch in range(start, cfg.epochs):
+    def evaluate() -> tuple[dict, float]:
+        metrics = evaluate_model(mt.teacher, target, aug.height, aug.width, device=rt.device,
+                                 channels_last=cfg.runtime.channels_last)
+        return {f"target_{k}": v for k, v in metrics.items() if isinstance(v, float)}, metrics["mAP"]
+
+    for epoch in range(run.start, cfg.epochs):
         t0 = time.perf_counter()
-        # 1-3. features, three clusterings on rank 0, labels and centroids to every rank
-        feats = extract_cluster_features(mt, target.train, cfg, device, info, progress=progress)
-        labels = torch.zeros(3, n_train, dtype=torch.long, device=device)
-        centroids = torch.zeros(cfg.num_clusters, feats[0].shape[1], device=device)
+        # 1-3. features, three clusterings on rank 0, labels and centres to every rank
+        feats = extract_cluster_features(mt, target.train, cfg, rt.device, rt.info, progress=progress)
+        labels = torch.zeros(3, n_train, dtype=torch.long, device=rt.device)
+        num_classes = torch.zeros((), dtype=torch.long, device=rt.device)
         record: dict = {"epoch": epoch + 1}
-        if info.is_main:
-            results = cluster_pseudo_labels(feats, cfg, seed=cfg.seed * 1000 + 3 * epoch, device=device)
-            for i, res in enumerate(results):
-                labels[i] = res.labels.to(device)
-            # classifier rows: normalised centroids of the global features (method.md §3.9)
-            centroids.copy_(results[0].centroids.to(device))
-            record["kmeans_iters"] = [r.n_iter for r in results]
-            for name, res in zip(BRANCHES, results):  # needs cameras only: watchable on real targets too
-                record[f"camera_mixing_{name}"] = camera_mixing(res.labels.cpu().numpy(), camids)
-            if has_truth:
-                for name, res in zip(BRANCHES, results):
-                    q = pseudo_label_quality(res.labels.cpu().numpy(), truth)
-                    for key in ("nmi", "ari", "purity", "clusters", "size_max", "singletons"):
-                        if key in q:
-                            record[f"{key}_{name}"] = q[key]
-        D.broadcast(labels, info)
-        D.broadcast(centroids, info)
+        if rt.is_main:
+            pseudo, clustered = cluster_pseudo_labels(feats, camids, cfg.cluster, seed=cfg.seed * 1000 + 3 * epoch,
+                                                      epoch=epoch, device=rt.device)
+            for i, lab in enumerate(pseudo.labels):
+                labels[i] = torch.from_numpy(lab).to(rt.device)
+            # classifier rows: normalised centres of the global clustering (method.md §3.9)
+            centroids = pseudo.centres(0, clustered[0].to(rt.device)).to(rt.device)
+            num_classes.fill_(centroids.shape[0])
+            record.update(label_report(pseudo, camids, truth if has_truth else None))
+        D.broadcast(labels, rt.info)
+        D.broadcast(num_classes, rt.info)
+        if not rt.is_main:
+            centroids = torch.zeros(int(num_classes), feats[0].shape[1], device=rt.device)
+        D.broadcast(centroids, rt.info)
         mt.reset_classifiers(centroids)
+        if mt.student.classifier is not wrapped_classifier:  # K changed: DDP must see the new layer
+            step_net, wrapped_classifier = wrapped(), mt.student.classifier
         labels_state = labels.cpu()
         t_cluster = time.perf_counter() - t0
 
@@ -362,105 +354,57 @@ def finetune(
             relabelled = _relabel(target.train, labels_state[i].numpy())
             sampler = CameraAwareIdentitySampler(relabelled, num_instances=cfg.num_instances,
                                                  seed=cfg.seed + 7919 * (i + 1))
-            loader = build_loader(relabelled, tf_train, cfg.batch_size, num_workers=cfg.num_workers,
-                                  batch_sampler=D.RankSliceBatchSampler(sampler, cfg.batch_size, info, keyed=True),
-                                  seed=cfg.seed * 1000 + 3 * epoch + i, pin_memory=device.type == "cuda")
+            loader = build_loader(relabelled, tf_train, cfg.batch_size, num_workers=cfg.runtime.num_workers,
+                                  batch_sampler=D.RankSliceBatchSampler(sampler, cfg.batch_size, rt.info, keyed=True),
+                                  seed=cfg.seed * 1000 + 3 * epoch + i, pin_memory=rt.pin_memory)
             cycles.append(LoaderCycle(loader, sampler, base_epoch=epoch * 1000))
-        optimizer = torch.optim.Adam(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        optimizer = torch.optim.Adam(trainable(), lr=cfg.lr, weight_decay=cfg.weight_decay)
 
         # 5. student steps, EMA teacher after each
         mt.train()
-        totals = {"loss": 0.0, "ce": 0.0, "tri_global": 0.0, "tri_top": 0.0, "tri_bottom": 0.0}
-        if cfg.fused_loss:
-            totals.update(tri_fused_top=0.0, tri_fused_bottom=0.0)
+        totals = dict.fromkeys(criterion.terms, 0.0)
         bar = tqdm(range(cfg.iters_per_epoch), desc=f"finetune {epoch + 1}/{cfg.epochs}", disable=not progress,
                    leave=False)
         for _ in bar:
             batches = [c.next() for c in cycles]
-            xs = [b[0].to(device, non_blocking=True) for b in batches]
-            if cfg.channels_last:
-                xs = [x.contiguous(memory_format=torch.channels_last) for x in xs]
-            ys = [D.gather_tensor(b[1].to(device), info) for b in batches]
-            with autocast(cfg.precision, device):
-                outs = step_net(xs)
-                teacher_maps = []
-                if cfg.teacher_forward or cfg.fused_loss:
+            xs = [rt.images(b[0]) for b in batches]
+            cams = [b[2].to(rt.device) for b in batches]
+            ys = [rt.gather_labels(b[1]) for b in batches]
+            with rt.autocast():
+                outs = step_net(xs, cams)
+                fused = [None, None]
+                if cfg.teacher_forward or criterion.uses_fused:
                     with torch.no_grad():  # teacher BN statistics follow the target (outputs unused by the loss)
-                        for x in xs:
-                            teacher_maps.append(forward_sub_batches(mt.teacher, x, cfg.bn_sub_batch).feature_map)
-                g, top, bot = outs[0], outs[1], outs[2]
-                f_g = D.gather_with_grad(g.global_feat.float(), info)
-                logits = D.gather_with_grad(g.logits.float(), info)
-                f_top = D.gather_with_grad(top.top_feat.float(), info)
-                f_bot = D.gather_with_grad(bot.bottom_feat.float(), info)
-                parts = {
-                    "ce": ce(logits, ys[0]),
-                    "tri_global": triplet(f_g, ys[0]),
-                    "tri_top": triplet(f_top, ys[1]),
-                    "tri_bottom": triplet(f_bot, ys[2]),
-                }
-                loss = parts["ce"] + parts["tri_global"] + cfg.local_weight * (parts["tri_top"] + parts["tri_bottom"])
-                if teacher_maps:
+                        teacher_maps = [forward_sub_batches(mt.teacher, x, cfg.bn_sub_batch, c).feature_map
+                                        for x, c in zip(xs, cams)]
                     # Fusion in train mode: its BN running statistics track the target (as in the code);
-                    # with fused_loss the fused local features also get a triplet loss (method.md §9-Q1)
-                    with torch.enable_grad() if cfg.fused_loss else torch.no_grad():
-                        fused_top = fuse_sub_batches(mt.fusion, teacher_maps[1], top.psi_top, top.psi_bottom,
-                                                     cfg.bn_sub_batch)
-                        fused_bot = fuse_sub_batches(mt.fusion, teacher_maps[2], bot.psi_top, bot.psi_bottom,
-                                                     cfg.bn_sub_batch)
-                    if cfg.fused_loss:
-                        parts["tri_fused_top"] = triplet(D.gather_with_grad(fused_top.top_feat.float(), info), ys[1])
-                        parts["tri_fused_bottom"] = triplet(D.gather_with_grad(fused_bot.bottom_feat.float(), info), ys[2])
-                        loss = loss + cfg.local_weight * (parts["tri_fused_top"] + parts["tri_fused_bottom"])
+                    # a criterion that uses_fused trains through it (method.md §9-Q1)
+                    with torch.enable_grad() if criterion.uses_fused else torch.no_grad():
+                        fused = [fuse_sub_batches(mt.fusion, teacher_maps[i], outs[i].psi_top, outs[i].psi_bottom,
+                                                  cfg.bn_sub_batch) for i in (1, 2)]
+                terms = criterion(AdaptBatch(outs, ys, fused, rt.gather))
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if info.enabled and cfg.fused_loss:  # the fusion sits outside DDP: average its gradients
-                D.all_reduce_mean_grads(mt.fusion, info)
+            terms["loss"].backward()
+            if rt.info.enabled and criterion.uses_fused:  # the fusion sits outside DDP: average its gradients
+                D.all_reduce_mean_grads(mt.fusion, rt.info)
             optimizer.step()
             mt.update_teacher()
-            totals["loss"] += loss.item() / cfg.iters_per_epoch
-            for k, v in parts.items():
-                totals[k] += v.item() / cfg.iters_per_epoch
-            bar.set_postfix(loss=f"{loss.item():.3f}")
-        if info.enabled:  # the BN statistics of rank 0 are the ones kept (DDP's rule for the student)
+            for key in totals:
+                totals[key] += terms[key].item() / cfg.iters_per_epoch
+            bar.set_postfix(loss=f"{terms['loss'].item():.3f}")
+        if rt.info.enabled:  # the BN statistics of rank 0 are the ones kept (DDP's rule for the student)
             for m in (mt.student, mt.teacher, mt.fusion):
-                D.broadcast_buffers(m, info)
+                D.broadcast_buffers(m, rt.info)
         record.update(totals)
         record["seconds_cluster"] = t_cluster
         record["seconds_train"] = time.perf_counter() - t0 - t_cluster
 
         # 6. teacher on the target query / gallery, checkpoints (rank 0)
-        if info.is_main:
-            if evaluation_due(epoch, cfg.eval_every, cfg.epochs):
-                metrics = evaluate_model(mt.teacher, target, cfg.height, cfg.width, device=device,
-                                         channels_last=cfg.channels_last)
-                record.update({f"target_{k}": v for k, v in metrics.items() if isinstance(v, float)})
-                if metrics["mAP"] > best_map:
-                    best_map, best_epoch = metrics["mAP"], epoch + 1
-                    save_checkpoint({"stage": "finetune", "cfg": cfg.to_dict(), "model": mt.state_dict(),
-                                     "epoch": epoch, "depth": cfg.depth, "num_clusters": cfg.num_clusters,
-                                     "mAP": best_map}, best_path)
-            record["seconds"] = time.perf_counter() - t0
-            log.append(record)
-            _tensorboard(run_dir, record)
-            save_checkpoint({
-                "stage": "finetune", "cfg": cfg.to_dict(), "model": mt.state_dict(),
-                "optimizer": optimizer.state_dict(), "epoch": epoch,
-                "best_mAP": best_map, "best_epoch": best_epoch, "pseudo_labels": labels_state,
-                "rng": _rng_state(), "depth": cfg.depth, "num_clusters": cfg.num_clusters,
-                "direct_transfer": direct,
-            }, last_path)
-        D.barrier(info)
-    return FinetuneResult(direct, best_map, best_epoch, log.last, log.history, best_path, last_path)
-
-
-def _tensorboard(run_dir: Path, record: dict) -> None:
-    """Scalars to ``RUN_DIR/tensorboard`` when the tensorboard package is installed."""
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except Exception:  # tensorboard is optional
-        return
-    with SummaryWriter(str(run_dir / "tensorboard")) as w:
-        for k, v in record.items():
-            if isinstance(v, (int, float)) and k != "epoch":
-                w.add_scalar(f"finetune/{k}", v, record["epoch"])
+        classes = mt.num_classes  # this epoch's K: what resume and load_trained_model rebuild
+        run.model_record = model_record(cfg.model.name, num_classes=classes, **model_args)
+        run.end_epoch(epoch, record, t0, model=mt, evaluate=evaluate, best={"num_clusters": classes},
+                      last={"optimizer": optimizer.state_dict(), "pseudo_labels": labels_state, "rng": rng_state(),
+                            "num_clusters": classes, "direct_transfer": direct},
+                      after_log=lambda r: _tensorboard(run_dir, r))
+    return FinetuneResult(direct, run.best_score, run.best_epoch, run.log.last, run.log.history, run.best_path,
+                          run.last_path, tuple(criterion.terms))

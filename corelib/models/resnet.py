@@ -1,4 +1,6 @@
-"""ResNet-18/34/50/101/152 trunks from torchvision, with the method's last-stride rule and weights.
+"""ResNet-18/34/50/101/152 backbones from torchvision, with the method's last-stride rule and weights.
+
+Registered as the backbones ``resnet18`` ... ``resnet152`` (:func:`corelib.models.build_backbone`).
 
 The trunk is torchvision's ResNet without ``avgpool`` and ``fc``: an image ``(B, 3, H, W)`` becomes a
 feature map ``(B, C, H/16, W/16)`` for the Bottleneck trunks (ResNet-50/101/152, C = 2048, last
@@ -22,6 +24,8 @@ import torch
 from torch import nn
 from torchvision.models import get_model, get_model_weights
 
+from .registry import Backbone, register_backbone
+
 DEPTHS = (18, 34, 50, 101, 152)
 # feature channels of the last stage: BasicBlock trunks end at 512, Bottleneck trunks at 2048
 CHANNELS = {18: 512, 34: 512, 50: 2048, 101: 2048, 152: 2048}
@@ -40,8 +44,8 @@ def _check_depth(depth: int) -> None:
         raise ValueError(f"ResNet depth {depth} is not supported; choose one of {', '.join(map(str, DEPTHS))}")
 
 
-class ResNetTrunk(nn.Module):
-    """torchvision ResNet up to ``layer4``: ``(B, 3, H, W) -> (B, C, h, w)``."""
+class ResNetTrunk(Backbone):
+    """torchvision ResNet up to ``layer4``: ``(B, 3, H, W) -> (B, C, h, w)`` (camera ids are not used)."""
 
     def __init__(self, depth: int, last_stride: Optional[int] = None) -> None:
         super().__init__()
@@ -60,9 +64,13 @@ class ResNetTrunk(nn.Module):
         self.conv1, self.bn1, self.relu, self.maxpool = net.conv1, net.bn1, net.relu, net.maxpool
         self.layer1, self.layer2, self.layer3, self.layer4 = net.layer1, net.layer2, net.layer3, net.layer4
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, camids: Optional[torch.Tensor] = None) -> torch.Tensor:
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
         return self.layer4(self.layer3(self.layer2(self.layer1(x))))
+
+    def cam_layers(self) -> dict[str, nn.Module]:
+        """The last block of each stage (strides 4, 8, 16 and 32 or 16; ``layer4`` is the paper's)."""
+        return {name: getattr(self, name)[-1] for name in ("layer1", "layer2", "layer3", "layer4")}
 
 
 def build_trunk(depth: int, weights: Union[str, Path, None] = "imagenet", last_stride: Optional[int] = None) -> ResNetTrunk:
@@ -141,7 +149,8 @@ def load_trunk_state(trunk: ResNetTrunk, state: dict, *, source: str = "state_di
         if unexpected:
             parts.append(f"{len(unexpected)} unexpected key(s): {', '.join(unexpected[:5])}")
         guess = _guess_depth(cleaned)
-        hint = f" The file looks like a resnet{guess}; build the model with depth={guess}." if guess and guess != trunk.depth else ""
+        hint = (f" The file looks like a resnet{guess}; build the model with backbone='resnet{guess}'."
+                if guess and guess != trunk.depth else "")
         raise ValueError(f"{source} does not fit a resnet{trunk.depth} trunk: {'; '.join(parts)}.{hint}")
     trunk.load_state_dict(cleaned, strict=True)
 
@@ -153,3 +162,15 @@ def _guess_depth(state: dict) -> Optional[int]:
     n3 = len(blocks)
     table = {(False, 2): 18, (False, 6): 34, (True, 6): 50, (True, 23): 101, (True, 36): 152}
     return table.get((bottleneck, n3))
+
+
+def _register(depth: int) -> None:
+    @register_backbone(f"resnet{depth}")
+    def build(weights: Union[str, Path, None] = "imagenet", last_stride: Optional[int] = None) -> ResNetTrunk:
+        return build_trunk(depth, weights, last_stride)
+
+    build.__doc__ = f"ResNet-{depth} trunk ({CHANNELS[depth]} channels); see :func:`build_trunk`."
+
+
+for _depth in DEPTHS:
+    _register(_depth)

@@ -1,5 +1,5 @@
-"""Losses of CORE-ReID (method.md §2.4, §3.8): label-smoothed cross-entropy and the soft-margin
-batch-hard triplet loss."""
+"""The loss functions CORE-ReID's criteria combine (method.md §2.4, §3.8): label-smoothed
+cross-entropy and the soft-margin batch-hard triplet loss."""
 
 from __future__ import annotations
 

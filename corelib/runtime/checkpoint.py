@@ -74,30 +74,63 @@ def load_into(model: nn.Module, state: dict, path: Union[str, Path], *, key: str
     model.load_state_dict(theirs)
 
 
-RESUME_FREE_FIELDS = frozenset({"epochs", "eval_every", "device", "num_workers", "dist_backend", "channels_last"})
-"""Config fields a resumed run may change: how long it trains, how often it evaluates, and where
-and how it runs. Every other field shapes the result, so a change there is refused on resume."""
+RESUME_FREE_FIELDS = frozenset({"epochs", "eval_every", "runtime.device", "runtime.num_workers",
+                                "runtime.dist_backend", "runtime.channels_last"})
+"""Config fields (dotted) a resumed training run may change: how long it trains, how often it
+evaluates, and where and how it runs. Every other field shapes the result, so a change there is
+refused on resume."""
 
 
-def check_resume(saved: Optional[dict], cfg: dict, path: Union[str, Path]) -> None:
+def check_resume(saved: Optional[dict], cfg: Any, path: Union[str, Path], *,
+                 free: frozenset = RESUME_FREE_FIELDS) -> None:
     """Refuse to resume ``path`` with a recipe other than the one it was trained with.
 
     Without this check a run directory that holds, say, a smoke run would be resumed by the full
     recipe and silently continue the small network.
 
+    Args:
+        saved: the config stored in the checkpoint (a flat one of an older checkpoint is upgraded).
+        cfg: the settings dataclass of this run.
+        free: dotted fields that may differ.
+
     Raises:
         ConfigError: the fields that differ (saved -> asked) and the two ways out.
     """
     from ..errors import ConfigError
+    from ..settings import flatten
 
     if not saved:
         return
-    changed = [f"{k} {saved.get(k)!r} -> {v!r}" for k, v in cfg.items()
-               if k not in RESUME_FREE_FIELDS and k in saved and _plain(saved[k]) != _plain(v)]
+    cls = type(cfg)
+    mine = cfg.flat()
+    theirs = flatten(_nest(cls.upgrade(saved)), set(_groups_of(mine)))
+    changed = [f"{k} {theirs.get(k)!r} -> {v!r}" for k, v in mine.items()
+               if k not in free and k in theirs and _plain(theirs[k]) != _plain(v)]
     if changed:
         raise ConfigError(f"{path} was trained with another recipe ({'; '.join(changed[:4])}"
                           f"{f'; {len(changed) - 4} more' if len(changed) > 4 else ''}); resuming would mix the two. "
                           f"Use another RUN_DIR, or resume=False (RESUME = False) to train this recipe from the start")
+
+
+def _groups_of(flat: dict) -> list[str]:
+    """Every dotted prefix of the keys of a flat config (``cluster``, ``cluster.kmeans`` ...)."""
+    out = set()
+    for key in flat:
+        parts = key.split(".")[:-1]
+        out |= {".".join(parts[: i + 1]) for i in range(len(parts))}
+    return sorted(out)
+
+
+def _nest(data: dict) -> dict:
+    """Dotted keys (an upgraded flat config) as nested mappings, so that both layouts flatten alike."""
+    out: dict = {}
+    for key, value in data.items():
+        node = out
+        *heads, last = key.split(".")
+        for head in heads:
+            node = node.setdefault(head, {})
+        node[last] = value
+    return out
 
 
 def _plain(v: Any) -> Any:

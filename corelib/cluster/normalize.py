@@ -1,0 +1,69 @@
+"""Feature normalisation before clustering, by name: an option of every pseudo-labeller.
+
+``none`` clusters the features as they are. ``camera_mean`` subtracts each camera's mean feature
+and L2-normalises the rows again: a camera's colour cast and background shift all of its features
+the same way, and removing the per-camera mean keeps the clustering from grouping by camera
+instead of by identity (not in the paper; README, "Fine-tuning"). A normalisation is a function
+``fn(features (n, d), camids (n,)) -> (n, d)`` registered with :func:`register_normalization`.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence, Union
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..registry import Registry
+
+Normalization = Callable[[torch.Tensor, np.ndarray], torch.Tensor]
+NORMALIZATIONS: Registry[Normalization] = Registry(
+    "feature normalisation (cluster.normalize)", "Register your own with corelib.cluster.register_normalization.")
+
+
+def register_normalization(name: str) -> Callable[[Normalization], Normalization]:
+    """Register ``fn(features, camids) -> features`` under ``name``."""
+    return NORMALIZATIONS.register(name)
+
+
+def list_normalizations() -> list[str]:
+    return NORMALIZATIONS.names()
+
+
+def camera_ids(camids: Sequence[Union[int, None]]) -> np.ndarray:
+    """Camera ids as an int array, ``None`` (datasets without cameras) as -1."""
+    return np.array([-1 if c is None else int(c) for c in camids], dtype=np.int64)
+
+
+def normalize_features(features: torch.Tensor, camids, method: str = "none") -> torch.Tensor:
+    """``features`` after the normalisation ``method`` (see the module docstring).
+
+    Raises:
+        UnknownNameError: an unknown method (the message lists the registered ones).
+        ValueError: ``camids`` has another length than ``features``.
+    """
+    normalize = NORMALIZATIONS.get(method)
+    cams = camera_ids(camids)
+    if len(cams) != len(features):
+        raise ValueError(f"{len(features)} feature rows but {len(cams)} camera ids")
+    return normalize(features, cams)
+
+
+@register_normalization("none")
+def _as_they_are(features: torch.Tensor, camids: np.ndarray) -> torch.Tensor:
+    return features
+
+
+@register_normalization("camera_mean")
+def camera_centred(features: torch.Tensor, camids) -> torch.Tensor:
+    """Subtract each camera's mean feature, then L2-normalise the rows again.
+
+    Samples without a camera (``None`` or -1) are centred together.
+    """
+    cams = camera_ids(camids)
+    out = features.clone()
+    for cam in np.unique(cams):
+        rows = torch.from_numpy(cams == cam)
+        out[rows] -= out[rows].mean(dim=0, keepdim=True)
+    return F.normalize(out, dim=1)

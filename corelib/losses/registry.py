@@ -1,0 +1,89 @@
+"""Criteria by name: a loss is one file that registers itself; the loops log whatever terms it returns.
+
+A criterion is an ``nn.Module`` built from the ``loss`` group of a training recipe
+(:class:`~corelib.config.SourceLossCfg` or :class:`~corelib.config.AdaptLossCfg`). Its
+``forward`` returns an ordered mapping of named scalar terms whose first entry, ``"loss"``, is the
+total that is back-propagated; ``terms`` names them in that order before training starts, so the
+loops log every term per epoch and the chapters plot what was logged.
+
+- pre-training criteria (``stage = "pretrain"``) take ``(outputs, pids, gather)``: the network's
+  training output (:class:`~corelib.models.SourceOutput`), the identities of the batch, and the
+  function that collects a tensor from every process under torchrun (identity on one process);
+- fine-tuning criteria (``stage = "finetune"``) take one :class:`AdaptBatch`.
+
+Example (``corelib/losses/corereid.py`` registers the two criteria of the paper this way)::
+
+    @register_loss("ce_only", stage="pretrain")
+    class CEOnly(Criterion):
+        terms = ("loss", "ce")
+        def __init__(self, cfg): super().__init__(); self.ce = CrossEntropyLabelSmooth(cfg.label_smooth)
+        def forward(self, outputs, pids, gather):
+            ce = self.ce(gather(outputs.logits.float()), pids)
+            return {"loss": ce, "ce": ce}
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, ClassVar, Optional, Sequence
+
+import torch
+from torch import nn
+
+from ..errors import UnknownNameError
+from ..registry import Registry
+
+STAGES = ("pretrain", "finetune")
+
+
+class Criterion(nn.Module):
+    """Base class of the criteria: ``stage``, ``terms`` and ``uses_fused``."""
+
+    stage: ClassVar[str] = "pretrain"
+    terms: tuple[str, ...] = ("loss",)
+    """Names of the returned terms, the total ``"loss"`` first."""
+    uses_fused: bool = False
+    """Fine-tuning: the criterion needs the Ensemble Fusion outputs with gradients (ECAB and SECAB train)."""
+
+
+@dataclass
+class AdaptBatch:
+    """What one fine-tuning step hands its criterion."""
+
+    outputs: Sequence  # FineTuneOutput of the student on the global, top and bottom batches
+    labels: Sequence[torch.Tensor]  # pseudo-labels of the three batches (gathered over the processes)
+    fused: Sequence[Optional[object]]  # FusedFeatures of the top / bottom batches, None when not computed
+    gather: Callable[[torch.Tensor], torch.Tensor]  # every process's rows (identity on one process)
+
+
+LOSSES: dict[str, Registry[Callable[..., Criterion]]] = {
+    stage: Registry(f"{stage} loss", "Register your own with corelib.losses.register_loss.") for stage in STAGES}
+"""One registry per stage: a pre-training criterion cannot be asked for in fine-tuning."""
+
+
+def register_loss(name: str, *, stage: str) -> Callable:
+    """Register a criterion builder ``fn(loss_cfg) -> Criterion`` (a class works) for ``stage``."""
+    if stage not in STAGES:
+        raise ValueError(f"stage must be one of {', '.join(STAGES)}, got {stage!r}")
+    return LOSSES[stage].register(name)
+
+
+def list_losses(stage: Optional[str] = None) -> list[str]:
+    """Registered criteria, of one stage or all."""
+    return sorted(n for s in STAGES if stage is None or s == stage for n in LOSSES[s].names())
+
+
+def build_criterion(cfg, *, stage: str) -> Criterion:
+    """The criterion ``cfg.name`` of ``stage``, built from the loss settings ``cfg``.
+
+    Raises:
+        UnknownNameError: no criterion of that name for that stage (the message lists those there are).
+    """
+    others = [s for s in STAGES if s != stage and cfg.name in LOSSES[s]]
+    if cfg.name not in LOSSES[stage] and others:
+        raise UnknownNameError(f"unknown {stage} loss {cfg.name!r} ({cfg.name!r} is a {others[0]} criterion). Valid "
+                               f"names: {', '.join(LOSSES[stage].names())}")
+    criterion = LOSSES[stage].get(cfg.name)(cfg)
+    if not criterion.terms or criterion.terms[0] != "loss":
+        raise TypeError(f"loss {cfg.name!r} must declare terms starting with 'loss' (the total), got {criterion.terms}")
+    return criterion

@@ -1,0 +1,101 @@
+"""Registries of backbones and networks, timm style: a part is one file that registers itself by name.
+
+- A **backbone** (trunk) is built by ``build_backbone(name, weights=..., **kwargs)``. It states its
+  output channels (``out_channels``) and maps ``forward(x, camids=None)``: images ``(B, 3, H, W)``
+  -> a feature map ``(B, C, h, w)`` (a ViT reshapes its patch tokens to their grid). A trunk that
+  uses side information (camera embeddings) receives the camera ids; the others ignore them.
+  ``cam_layers()`` names the modules whose outputs Grad-CAM and the activation maps can show,
+  shallow to deep (the last one is the default).
+- A **network** is built by ``build_model(name, **kwargs)``: in training mode it returns a named
+  structure of outputs, in eval mode the retrieval descriptor. The training loops record the
+  name and the arguments in every checkpoint, so that :func:`corelib.load_trained_model`
+  rebuilds it.
+
+Example (the test suite registers such a toy backbone in its own file)::
+
+    @register_backbone("tiny_cnn")
+    def tiny_cnn(weights=None, width=16):
+        return TinyCNN(width)            # a Backbone: out_channels, forward(x, camids=None)
+
+    net = build_model("corereid_net", backbone="tiny_cnn", num_classes=10)
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+import torch
+from torch import nn
+
+from ..registry import Registry
+
+
+class Backbone(nn.Module):
+    """Base class of the trunks: ``out_channels`` and ``forward(x, camids=None) -> (B, C, h, w)``."""
+
+    out_channels: int
+
+    def forward(self, x: torch.Tensor, camids: Optional[torch.Tensor] = None) -> torch.Tensor:  # pragma: no cover
+        raise NotImplementedError
+
+    def cam_layers(self) -> dict[str, nn.Module]:
+        """Modules whose outputs can be shown (Grad-CAM target layers), shallow to deep.
+
+        The default is the whole trunk: its output map is the last one.
+        """
+        return {"output": self}
+
+
+BACKBONES: Registry[Callable[..., Backbone]] = Registry(
+    "backbone", "Register your own with corelib.models.register_backbone.")
+MODELS: Registry[Callable[..., nn.Module]] = Registry("model", "Register your own with corelib.models.register_model.")
+
+
+def register_backbone(name: str) -> Callable:
+    """Register a builder ``fn(weights=None, **kwargs) -> Backbone`` under ``name``.
+
+    ``weights`` is None / "none" for random initialisation, or whatever else the backbone can
+    load ("imagenet", a file path ...).
+    """
+    return BACKBONES.register(name)
+
+
+def list_backbones(pattern: str = "*") -> list[str]:
+    """Names :func:`build_backbone` accepts that match ``pattern`` (shell-style, e.g. ``"resnet*"``)."""
+    return BACKBONES.names(pattern)
+
+
+def build_backbone(name: str, *, weights=None, **kwargs) -> Backbone:
+    """Build a registered backbone and check its contract.
+
+    Raises:
+        UnknownNameError: the name is not registered (the message lists the valid ones).
+        TypeError: the builder returned something without an integer ``out_channels``.
+    """
+    trunk = BACKBONES.get(name)(weights=weights, **kwargs)
+    if not isinstance(trunk, nn.Module) or not isinstance(getattr(trunk, "out_channels", None), int):
+        raise TypeError(f"backbone {name!r} must build an nn.Module with an int out_channels (the feature map's C), "
+                        f"got {type(trunk).__name__}")
+    trunk.backbone_name = name
+    return trunk
+
+
+def register_model(name: str) -> Callable:
+    """Register a network builder ``fn(**kwargs) -> nn.Module`` under ``name``."""
+    return MODELS.register(name)
+
+
+def list_models(pattern: str = "*") -> list[str]:
+    """Names :func:`build_model` accepts that match ``pattern`` (shell-style, e.g. ``"*resnet50"``)."""
+    return MODELS.names(pattern)
+
+
+def build_model(name: str, **kwargs) -> nn.Module:
+    """Build a registered network; an unknown name raises an error listing the valid ones.
+
+    Example::
+
+        model = build_model("corereid_net", backbone="resnet50", num_classes=900, weights=None)
+        model.eval(); descriptor = model(images)          # (B, 6144), L2-normalised
+    """
+    return MODELS.get(name)(**kwargs)

@@ -1,0 +1,168 @@
+"""Recipes: named presets of the training settings, and the one resolver the command line and the
+notebooks share.
+
+A recipe turns *what is trained* (a :class:`RecipeContext`: person or vehicle, embedded or real
+data, which target) into the base settings of each stage; :func:`resolve_recipe` then applies,
+in this order, a pair's own recipe changes (full runs only), the seed and device of the run, and
+the caller's overrides (a chapter's ``*_OVERRIDES``, the command line's ``--config`` and ``-o``).
+The chapters (through :class:`corelib.pairs.ExperimentPair`) and ``corelib pretrain / finetune /
+style train`` call nothing else, so both reach the same recipe for the same data.
+
+``corereid_v2`` (the default) is the paper's:
+
+- a pair of embedded presets trains with the CPU recipes of ``make demo``
+  (``PretrainCfg.embedded(kind)`` ...), and ``smoke=True`` gives the CI-sized ones for any pair;
+- real data gets the paper's settings: ``PretrainCfg()`` (ResNet-50, ImageNet weights, 120
+  epochs), ``FinetuneCfg()`` with the paper's k for the target (:data:`PAPER_CLUSTERS`), inputs
+  256x128 for persons and 256x256 for vehicles (method.md §9-Q5), CamStyle's CycleGAN settings
+  (camera-aware) or the authors' domain-aware ones.
+
+A recipe of your own is a class with ``pretrain``, ``finetune`` and ``style`` methods registered
+with :func:`register_recipe`; pairs name it with ``"recipe"``, the command line with ``--recipe``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping, Optional, Union
+
+from .config import FinetuneCfg, PretrainCfg, StyleCfg
+from .errors import ConfigError, UnknownNameError
+from .registry import Registry
+from .settings import Overrides
+
+KINDS = ("person", "vehicle")
+
+INPUT_SIZES: dict[str, tuple[int, int]] = {"person": (256, 128), "vehicle": (256, 256)}
+"""(height, width) of the paper recipes per kind (method.md §2.5 and §9-Q5)."""
+
+PAPER_CLUSTERS: dict[str, int] = {
+    "cuhk03np": 900,  # Market -> CUHK03 (sweep 500 / 700 / 900)
+    "market1501": 900,  # CUHK03 -> Market
+    "dukemtmc": 900,  # V1: Market -> Duke
+    "msmt17": 2000,  # Market / CUHK03 -> MSMT17 (sweep 2000 / 2500 / 3000)
+    "veri776": 500,  # VehicleID -> VeRi-776 (sweep 500 / 700 / 900)
+    "vehicleid": 700,  # VeRi-776 -> VehicleID (Test800)
+}
+"""k of the paper's fine-tuning per target loader (method.md §3.7). The paper states none for
+VERI-Wild (method.md §9-Q6 recommends starting at 700): a pair with another target sets its own."""
+
+STAGE_SETTINGS = {"pretrain": PretrainCfg, "finetune": FinetuneCfg, "style": StyleCfg}
+DEVICE_FIELDS = {"pretrain": "runtime.device", "finetune": "runtime.device", "style": "device"}
+
+StageSettings = Union[PretrainCfg, FinetuneCfg, StyleCfg]
+
+
+@dataclass(frozen=True)
+class RecipeContext:
+    """What a recipe needs to know of the data it trains on."""
+
+    kind: str
+    """``person`` or ``vehicle``."""
+    embedded: bool
+    """Every dataset named is an embedded (synthetic) preset: the CPU recipes apply."""
+    target: Optional[str] = None
+    """The target's loader or preset name (the paper's k depends on it), None when there is none."""
+    style_mode: str = "camera"
+    """``camera`` (one CycleGAN per source camera pair) or ``domain`` (source <-> target)."""
+
+
+class Recipe:
+    """Base settings of each stage for a context (override the three methods)."""
+
+    def pretrain(self, ctx: RecipeContext, smoke: bool) -> PretrainCfg:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def finetune(self, ctx: RecipeContext, smoke: bool) -> FinetuneCfg:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def style(self, ctx: RecipeContext, smoke: bool) -> StyleCfg:  # pragma: no cover - interface
+        raise NotImplementedError
+
+
+RECIPES: Registry[Recipe] = Registry("recipe", "Register your own with corelib.recipes.register_recipe.")
+
+
+def register_recipe(name: str) -> Callable[[type], type]:
+    """Register a :class:`Recipe` subclass under ``name`` (one instance is kept)."""
+
+    def deco(cls: type) -> type:
+        RECIPES.register(name)(cls())
+        return cls
+
+    return deco
+
+
+def list_recipes() -> list[str]:
+    return RECIPES.names()
+
+
+def get_recipe(name: str) -> Recipe:
+    return RECIPES.get(name)
+
+
+@register_recipe("corereid_v2")
+class CoreReIDV2(Recipe):
+    """The paper's recipe (real data) and its CPU / CI versions (embedded data, smoke)."""
+
+    def pretrain(self, ctx: RecipeContext, smoke: bool) -> PretrainCfg:
+        if smoke or ctx.embedded:
+            return PretrainCfg.embedded(ctx.kind, smoke=smoke)
+        height, width = INPUT_SIZES[ctx.kind]
+        return PretrainCfg().with_overrides({"augment.height": height, "augment.width": width})
+
+    def finetune(self, ctx: RecipeContext, smoke: bool) -> FinetuneCfg:
+        if smoke or ctx.embedded:
+            return FinetuneCfg.embedded(ctx.kind, smoke=smoke)
+        height, width = INPUT_SIZES[ctx.kind]
+        # no k of the paper's for this target: 0, which resolve_recipe refuses unless the caller sets one
+        return FinetuneCfg().with_overrides({"augment.height": height, "augment.width": width,
+                                             "cluster.num_clusters": PAPER_CLUSTERS.get(ctx.target or "", 0)})
+
+    def style(self, ctx: RecipeContext, smoke: bool) -> StyleCfg:
+        if smoke or ctx.embedded:
+            return StyleCfg.embedded(ctx.kind, smoke=smoke)
+        return StyleCfg() if ctx.style_mode == "camera" else StyleCfg.domain_aware()
+
+
+def no_paper_k(where: str, target: Optional[str]) -> str:
+    """The message for a target without a k of the paper's."""
+    return (f"{where}: the paper gives no k for the target {target!r}; set cluster.num_clusters (in a pair: "
+            f"\"finetune\": {{\"cluster\": {{\"num_clusters\": K}}}}; on the command line: -o cluster.num_clusters=K; "
+            f"about the target's identity count is a good start; the paper's: "
+            f"{', '.join(f'{k} {v}' for k, v in PAPER_CLUSTERS.items())})")
+
+
+def resolve_recipe(stage: str, ctx: RecipeContext, *, recipe: str = "corereid_v2", smoke: bool = False,
+                   own: Optional[Mapping[str, Any]] = None, seed: Optional[int] = None, device: Optional[str] = None,
+                   overrides: Overrides = None, where: str = "the recipe") -> StageSettings:
+    """The settings of ``stage`` ("pretrain", "finetune" or "style") for ``ctx``.
+
+    Args:
+        recipe: a registered recipe (:func:`list_recipes`).
+        smoke: the CI-sized recipe (a pair's own changes describe its full run and are left out).
+        own: the pair's own recipe changes (``DATASETS[pair]["finetune"]`` ...).
+        seed, device: the run's seed and device, when given.
+        overrides: the caller's changes, applied last (dotted names or group mappings).
+        where: how messages name the caller (``DATASETS['m2c']``, ``corelib finetune``).
+
+    Raises:
+        ConfigError: an unknown or moved field, a wrongly typed value, or a fine-tuning recipe
+            left without k (a target the paper gives none for).
+        UnknownNameError: an unknown stage or recipe.
+    """
+    if stage not in STAGE_SETTINGS:
+        raise UnknownNameError(f"unknown stage {stage!r}; valid stages: {', '.join(STAGE_SETTINGS)}")
+    if ctx.kind not in KINDS:
+        raise ConfigError(f"{where}: kind must be one of {', '.join(KINDS)}, got {ctx.kind!r}")
+    cfg = getattr(get_recipe(recipe), stage)(ctx, smoke)
+    if own and not smoke:
+        cfg = cfg.with_overrides(own)
+    if seed is not None:
+        cfg = cfg.with_overrides({"seed": seed})
+    if device is not None:
+        cfg = cfg.with_overrides({DEVICE_FIELDS[stage]: str(device)})
+    cfg = cfg.with_overrides(overrides)
+    if stage == "finetune" and cfg.cluster.num_clusters <= 0:
+        raise ConfigError(no_paper_k(where, ctx.target))
+    return cfg

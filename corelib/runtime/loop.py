@@ -1,0 +1,249 @@
+"""What every training loop shares: where it runs, how it resumes, and how an epoch ends.
+
+Pre-training, fine-tuning and CycleGAN training differ in their steps, not in their scaffolding:
+
+- :class:`Runtime`: the process group (torchrun), the device, bf16 autocast, the memory layout,
+  DDP wrapping and the gathers the losses need under DDP;
+- :class:`StageRun`: one loop's folder (``config.yaml``, ``metrics.jsonl``, ``last.pt`` /
+  ``best.pt``): it refuses to resume another recipe, writes the resolved config itself, and ends
+  every epoch the same way: evaluate -> keep the best -> log -> full-state ``last.pt``;
+- :func:`rng_state` / :func:`set_rng_state`: every RNG a loop draws from, as checkpoint values;
+- :class:`LoaderCycle`: a fixed number of steps per epoch over a sampler that wraps around.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from pathlib import Path
+from typing import Any, Callable, Mapping, Optional, Sequence, Union
+
+import numpy as np
+import torch
+from torch import nn
+
+from . import distributed as D
+from .checkpoint import RESUME_FREE_FIELDS, EpochLog, check_resume, evaluation_due, load_checkpoint, save_checkpoint
+
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+def rng_state(generators: Sequence[Optional[torch.Generator]] = ()) -> dict:
+    """Global RNG states (torch, numpy, python) plus those of the loaders' / samplers' own generators."""
+    # only tensors and plain values: checkpoints are read back with weights_only=True
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    return {
+        "torch": torch.get_rng_state(),
+        "numpy": {"name": name, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "cached": float(cached)},
+        "python": random.getstate(),
+        "generators": [g.get_state() if g is not None else None for g in generators],
+    }
+
+
+def set_rng_state(state: dict, generators: Sequence[Optional[torch.Generator]] = ()) -> None:
+    """Restore what :func:`rng_state` saved (the generators in the same order)."""
+    torch.set_rng_state(state["torch"])
+    n = state["numpy"]
+    np.random.set_state((n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached"]))
+    random.setstate(state["python"])
+    for g, saved in zip(generators, state.get("generators", [])):
+        if g is not None and saved is not None:
+            g.set_state(saved)
+
+
+def autocast(precision: str, device: torch.device):
+    """bf16 autocast for ``precision`` "bf16", or "auto" on CUDA; a no-op context for "fp32"."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be 'auto', 'fp32' or 'bf16', got {precision!r}")
+    bf16 = precision == "bf16" or (precision == "auto" and device.type == "cuda")
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
+
+
+def training_device(name: str, info: D.DistInfo) -> torch.device:
+    """``resolve_device(name)``, or ``cuda:LOCAL_RANK`` for a CUDA process under torchrun."""
+    from ..repro import resolve_device
+
+    device = resolve_device(name)
+    if device.type == "cuda" and info.enabled:
+        device = torch.device("cuda", info.local_rank)
+        torch.cuda.set_device(device)
+    return device
+
+
+class Runtime:
+    """Device, precision and process group of one loop.
+
+    Args:
+        device: "auto", "cpu" or "cuda[:N]" (under torchrun a CUDA process takes its local rank's GPU).
+        precision: "auto" (bf16 on CUDA), "fp32" or "bf16".
+        channels_last: NHWC for the convolutions (:meth:`place` and :meth:`images`).
+        dist_backend: process-group backend under torchrun ("auto", "nccl", "gloo").
+    """
+
+    def __init__(self, device: str = "auto", precision: str = "auto", *, channels_last: bool = False,
+                 dist_backend: str = "auto") -> None:
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be 'auto', 'fp32' or 'bf16', got {precision!r}")
+        self.info = D.init_distributed(dist_backend)
+        self.device = training_device(device, self.info)
+        self.precision, self.channels_last = precision, channels_last
+
+    @classmethod
+    def from_cfg(cls, cfg) -> "Runtime":
+        """From a :class:`~corelib.config.RuntimeCfg`."""
+        return cls(cfg.device, cfg.precision, channels_last=cfg.channels_last, dist_backend=cfg.dist_backend)
+
+    @property
+    def is_main(self) -> bool:
+        """Rank 0 (or the only process): it evaluates and writes."""
+        return self.info.is_main
+
+    @property
+    def pin_memory(self) -> bool:
+        return self.device.type == "cuda"
+
+    def autocast(self):
+        return autocast(self.precision, self.device)
+
+    def place(self, module: nn.Module) -> nn.Module:
+        """``module`` on the device, in the memory layout (once, before DDP registers its parameters)."""
+        module.to(self.device)
+        if self.channels_last:
+            module.to(memory_format=torch.channels_last)
+        return module
+
+    def images(self, x: torch.Tensor) -> torch.Tensor:
+        """An image batch on the device, in the memory layout."""
+        x = x.to(self.device, non_blocking=True)
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
+    def wrap(self, module: nn.Module, **ddp_kwargs: Any) -> nn.Module:
+        """``module`` in DistributedDataParallel under torchrun, else ``module`` itself.
+
+        Call it again whenever the trainable parameters change (a classifier resized): DDP knows
+        only the parameters it saw when it was built.
+        """
+        if not self.info.enabled:
+            return module
+        ids = [self.device.index] if self.device.type == "cuda" else None
+        return nn.parallel.DistributedDataParallel(module, device_ids=ids, **ddp_kwargs)
+
+    def gather(self, x: torch.Tensor) -> torch.Tensor:
+        """Every rank's rows in rank order, gradients flowing back to each rank's part."""
+        return D.gather_with_grad(x, self.info)
+
+    def gather_labels(self, x: torch.Tensor) -> torch.Tensor:
+        """Every rank's labels in rank order (no gradient)."""
+        return D.gather_tensor(x.to(self.device), self.info)
+
+    def barrier(self) -> None:
+        D.barrier(self.info)
+
+
+class LoaderCycle:
+    """Endless iteration over a loader whose sampler is re-seeded at every wrap.
+
+    The training loops take a fixed number of steps per epoch, longer or shorter than one pass of
+    the identity sampler; pass ``w`` of epoch ``e`` draws with sampler epoch ``base_epoch + w``.
+    """
+
+    def __init__(self, loader, sampler, base_epoch: int) -> None:
+        self.loader, self.sampler, self.base, self.wrap, self.it = loader, sampler, base_epoch, 0, None
+
+    def next(self):
+        batch = next(self.it, None) if self.it is not None else None
+        if batch is None:
+            self.sampler.set_epoch(self.base + self.wrap)
+            self.wrap += 1
+            self.it = iter(self.loader)
+            batch = next(self.it, None)
+        if batch is None:  # a whole pass gave no complete batch: waiting would never end
+            raise ValueError(f"a pass of the sampler ({len(self.sampler)} images: num_instances per identity or "
+                             f"cluster) fills no batch of {getattr(self.loader.batch_sampler, 'batch_size', '?')}: "
+                             f"too few identities (or clusters, or too many outliers) for this batch_size; lower "
+                             f"batch_size or keep more images")
+        return batch
+
+
+class StageRun:
+    """One training loop's folder and bookkeeping: resume, ``config.yaml``, the log, the epoch end.
+
+    Files in ``out_dir``: ``config.yaml`` (the resolved settings, written once the resume check
+    has passed), ``metrics.jsonl`` (one line per epoch), ``last.pt`` (full state after every epoch)
+    and, when the loop evaluates, ``best.pt``.
+
+    Args:
+        out_dir: the loop's folder, e.g. ``RUN_DIR/pretrain``.
+        cfg: the settings dataclass (saved in every checkpoint and as ``config.yaml``).
+        runtime: where the loop runs (rank 0 writes).
+        stage: the name recorded in the checkpoints ("pretrain", "finetune", "style").
+        resume: continue from ``last.pt`` when it exists.
+        free: dotted config fields a resumed run may change.
+        model_record: ``{"model_name": ..., "model_args": ...}`` saved with the weights, so that
+            :func:`corelib.load_trained_model` can rebuild the network (an attribute: fine-tuning
+            updates it when the number of clusters changes).
+
+    Raises:
+        ConfigError: ``last.pt`` was trained with another recipe (before anything is written).
+    """
+
+    def __init__(self, out_dir: Union[str, Path], cfg, runtime: Runtime, *, stage: str, resume: bool,
+                 free: frozenset = RESUME_FREE_FIELDS, model_record: Optional[Mapping[str, Any]] = None) -> None:
+        from ..settings import save_config
+
+        self.out = Path(out_dir)
+        self.cfg, self.runtime, self.stage = cfg, runtime, stage
+        self.model_record = dict(model_record or {})
+        self.last_path, self.best_path = self.out / "last.pt", self.out / "best.pt"
+        self.state: Optional[dict] = None
+        if resume and self.last_path.is_file():
+            self.state = load_checkpoint(self.last_path, map_location=runtime.device)
+            # before the weights: another recipe need not even fit them
+            check_resume(self.state.get("cfg"), cfg, self.last_path, free=free)
+        self.start = int(self.state["epoch"]) + 1 if self.state else 0
+        self.best_score = float(self.state.get("best_mAP", -1.0)) if self.state else -1.0
+        self.best_epoch = int(self.state.get("best_epoch", -1)) if self.state else -1
+        if runtime.is_main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            save_config(cfg, self.out / "config.yaml")
+        self.log = EpochLog(self.out / "metrics.jsonl", keep=self.start, write=runtime.is_main)
+
+    @property
+    def resumed(self) -> bool:
+        return self.state is not None
+
+    def _record(self, model: nn.Module, epoch: int) -> dict:
+        return {"stage": self.stage, "cfg": self.cfg.to_dict(), **self.model_record, "model": model.state_dict(),
+                "epoch": epoch}
+
+    def end_epoch(self, epoch: int, record: dict, t0: float, *, model: nn.Module,
+                  evaluate: Optional[Callable[[], tuple[dict, float]]] = None,
+                  last: Optional[Mapping[str, Any]] = None, best: Optional[Mapping[str, Any]] = None,
+                  after_log: Optional[Callable[[dict], None]] = None) -> None:
+        """Evaluate (when due) -> keep the best -> log -> write ``last.pt``; rank 0 only, then a barrier.
+
+        Args:
+            epoch: the 0-based epoch that just ended.
+            record: its log line so far (updated in place with the scores and ``seconds``).
+            t0: ``time.perf_counter()`` at the start of the epoch.
+            model: the network whose ``state_dict`` is saved.
+            evaluate: returns ``(scores to log, the score the best checkpoint is chosen on)``.
+            last: further entries of ``last.pt`` (optimiser, RNG states, pseudo-labels ...).
+            best: further entries of ``best.pt``.
+            after_log: called with the finished record (e.g. TensorBoard).
+        """
+        if self.runtime.is_main:
+            if evaluate is not None and evaluation_due(epoch, self.cfg.eval_every, self.cfg.epochs):
+                scores, score = evaluate()
+                record.update(scores)
+                if score > self.best_score:
+                    self.best_score, self.best_epoch = score, epoch + 1
+                    save_checkpoint({**self._record(model, epoch), "mAP": score, **dict(best or {})}, self.best_path)
+            record["seconds"] = time.perf_counter() - t0
+            self.log.append(record)
+            if after_log is not None:
+                after_log(record)
+            save_checkpoint({**self._record(model, epoch), "best_mAP": self.best_score, "best_epoch": self.best_epoch,
+                             **dict(last or {})}, self.last_path)
+        self.runtime.barrier()

@@ -55,9 +55,9 @@ from .data import (
     list_datasets,
     list_manifests,
     list_presets,
+    load_manifest,
     load_synthetic,
     open_dataset,
-    load_manifest,
     pids_per_batch,
     preset_manifest,
     read_image,
@@ -65,16 +65,26 @@ from .data import (
     render_example,
     verify_dataset,
 )
-from .evaluation import RankingResult, evaluate_ranking, evaluate_vehicleid, rerank
 from .errors import (
+    CheckpointError,
+    ConfigError,
     CorelibError,
     CorruptImageError,
     DatasetRootError,
+    DeviceError,
+    InvalidInputError,
+    InvalidTypeError,
     ManifestError,
+    MissingFileError,
     MissingStageError,
+    NotOwnedError,
+    RunDirBusyError,
+    RunExistsError,
     StyleError,
     UnknownNameError,
+    UnsafePathError,
 )
+from .evaluation import RankingResult, evaluate_ranking, evaluate_vehicleid, rerank
 from .losses import list_losses, register_loss
 from .models import (
     MeanTeacher,
@@ -89,10 +99,10 @@ from .models import (
     register_model,
 )
 from .notebooks import list_chapters, run_notebooks
-from .pairs import PAPER_CLUSTERS, DatasetRef, ExperimentPair, experiment_pairs
-from .recipes import list_recipes, register_recipe, resolve_recipe
 from .outputs import current_run, read_metrics, record_metric, save_figure, save_table, start_run
+from .pairs import PAPER_CLUSTERS, DatasetRef, ExperimentPair, experiment_pairs
 from .paths import data_root, figures_dir, runs_root, synthetic_root
+from .recipes import list_recipes, register_recipe, resolve_recipe
 from .repro import env_report, resolve_device, seed_everything
 from .training import (
     FinetuneResult,
@@ -170,8 +180,18 @@ __all__ = [
     "build_model",
     "build_transforms",
     "CameraAwareIdentitySampler",
+    "CheckpointError",
+    "ConfigError",
     "CorelibError",
     "CorruptImageError",
+    "DeviceError",
+    "InvalidInputError",
+    "InvalidTypeError",
+    "MissingFileError",
+    "NotOwnedError",
+    "RunDirBusyError",
+    "RunExistsError",
+    "UnsafePathError",
     "count_parameters",
     "current_run",
     "data_root",

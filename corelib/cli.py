@@ -11,9 +11,14 @@ of :class:`~corelib.config.PretrainCfg` / :class:`~corelib.config.FinetuneCfg`, 
 come on top; ``--print-config`` prints the resolved recipe and trains nothing. The loops write it
 to ``RUN_DIR/<stage>/config.yaml``. Under ``torchrun`` the same commands train on every process.
 
-Errors that corelib raises on purpose (wrong root, unknown name, bad manifest) are printed as one
-readable message with exit status 2, not as a traceback; ``verify`` exits 1 when the copy has
-problems.
+A training command owns its run directory while it runs (a second one there is refused, naming
+the first) and never replaces a finished stage unless told: ``--resume`` continues it,
+``--overwrite`` sets it aside as ``<stage>.replaced-<time>`` (README, "Safety").
+
+Errors that corelib raises on purpose (wrong root, unknown name, bad manifest, a value out of
+range, a busy run directory, an unreadable checkpoint) are printed as one readable message with
+exit status 2, not as a traceback; an unexpected error keeps its traceback; ``verify`` exits 1
+when the copy has problems.
 """
 
 from __future__ import annotations
@@ -66,12 +71,13 @@ def _cmd_datasets(args: argparse.Namespace) -> int:
     return 0
 
 
-def _parse_value(text: str):
-    """Command-line parameter values: JSON literals (true, 3, 0.5, "x", [1,2]) or plain strings."""
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        return text
+def _parse_value(name: str, text: str, chapters: Optional[Sequence[str]] = None):
+    """A ``-p NAME VALUE`` read as the type of NAME's default in the chapters that receive it
+    (:func:`corelib.notebooks.coerce_parameter`): ``-p SMOKE False`` is the bool False, ``-p SEED abc``
+    is refused naming SEED and its chapter, never passed on as text."""
+    from .notebooks import coerce_parameter
+
+    return coerce_parameter(name, text, chapters=chapters)
 
 
 def _params_file(path: Optional[str]) -> dict:
@@ -82,9 +88,19 @@ def _params_file(path: Optional[str]) -> dict:
 
     from .errors import ConfigError
 
-    values = yaml.safe_load(Path(path).read_text()) or {}
+    if not Path(path).is_file():
+        raise ConfigError(f"--params {path}: no such file; give a YAML file of NAME: value lines (e.g. SEED: 2)")
+    try:
+        values = yaml.safe_load(Path(path).read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]}); a parameters file is a mapping "
+                          f"such as 'SEED: 2'") from e
     if not isinstance(values, dict):
         raise ConfigError(f"{path}: a parameters file is a mapping such as 'SEED: 2', got {type(values).__name__}")
+    bad = [k for k in values if not isinstance(k, str)]
+    if bad:
+        raise ConfigError(f"{path}: parameter names are texts such as SEED, got {bad[0]!r}")
+    # the values keep their YAML types; run_notebooks checks them against the chapters' defaults
     return values
 
 
@@ -92,11 +108,17 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     from .sweeps import load_sweep, run_sweep
 
     spec = load_sweep(args.file)
-    params = {**spec["parameters"], **({"SMOKE": True} if args.smoke else {})}
+    # SMOKE is always passed (and so recorded in each point's sweep.json): a smoke and a full point differ in it
+    params = {"SMOKE": False, **spec["parameters"], **({"SMOKE": True} if args.smoke else {})}
     chapters = args.chapters or spec["chapters"]
-    records = run_sweep(args.root, spec["grid"], parameters=params, chapters=chapters, execution_timeout=args.timeout)
+    records = run_sweep(args.root, spec["grid"], parameters=params, chapters=chapters, execution_timeout=args.timeout,
+                        rerun_changed=args.rerun_changed)
     ran = sum(r["ran"] for r in records)
-    print(f"{len(records)} sweep point(s), {ran} run now, {len(records) - ran} finished earlier; root: {Path(args.root).resolve()}")
+    replaced = [r["replaced"] for r in records if r.get("replaced")]
+    kept = (f" ({len(replaced)} rerun with changed parameters; the old folders are kept as "
+            f"*.replaced-*)") if replaced else ""
+    print(f"{len(records)} sweep point(s), {ran} run now{kept}, {len(records) - ran} finished earlier; "
+          f"root: {Path(args.root).resolve()}")
     return 0
 
 
@@ -107,7 +129,7 @@ def _cmd_run_notebooks(args: argparse.Namespace) -> int:
     if args.seed is not None:  # otherwise each chapter keeps the SEED of its parameters cell
         params["SEED"] = args.seed
     params.update(_params_file(args.params))
-    params.update({k: _parse_value(v) for k, v in (args.param or [])})
+    params.update({k: _parse_value(k, v, args.chapters) for k, v in (args.param or [])})
     run_dir = args.run_dir or str(Path("runs") / ("smoke" if args.smoke else "demo"))
     records = run_notebooks(run_dir, parameters=params, chapters=args.chapters,
                             execution_timeout=args.timeout, log_output=args.log_output)
@@ -199,7 +221,7 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
         return _print_config(cfg)
     _need_run_dir(args)
     result = pretrain(cfg, _open(source, args.scale), args.run_dir, target=_open(target, args.scale),
-                      resume=args.resume)
+                      resume=args.resume, overwrite=args.overwrite)
     if not _is_rank0():
         return 0
     if result.last:
@@ -217,7 +239,7 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
         return _print_config(cfg)
     _need_run_dir(args)
     result = finetune(cfg, _open(target, args.scale), args.run_dir, source_checkpoint=args.source_checkpoint,
-                      resume=args.resume)
+                      resume=args.resume, overwrite=args.overwrite)
     if not _is_rank0():
         return 0
     _print_record("direct transfer", {f"target_{k}": v for k, v in result.direct_transfer.items()})
@@ -257,6 +279,9 @@ def _add_training_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--run-dir", default=None, help="run directory (checkpoints, metrics.jsonl, config.yaml)")
     _add_recipe_args(p)
     p.add_argument("--resume", action="store_true", help="continue from RUN_DIR/<stage>/last.pt when it exists")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace a run already in RUN_DIR/<stage> (the old one is kept as <stage>.replaced-<time>); "
+                        "without --resume or --overwrite an existing run is refused")
     p.add_argument("--print-config", action="store_true", help="print the resolved recipe as YAML and train nothing")
 
 
@@ -270,7 +295,8 @@ def _cmd_style_train(args: argparse.Namespace) -> int:
     if not args.out:
         raise CorelibError("corelib style train needs --out DIR (or --print-config to see the recipe)")
     source, target = _open(source_ref, args.scale), _open(target_ref, args.scale)
-    models = train_style_models(source, cfg, args.out, mode=ctx.style_mode, target=target, resume=not args.restart)
+    models = train_style_models(source, cfg, args.out, mode=ctx.style_mode, target=target, resume=not args.restart,
+                                overwrite=args.restart)
     print(f"{len(models.pairs)} style model(s) ({ctx.style_mode}-aware) in {models.root}")
     if args.gap:
         _print_gap(style_gap(source, models, target=target))
@@ -388,16 +414,20 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--target", default=None, help="target dataset (domain mode)", **side)
     q.add_argument("--out", default=None, help="folder of the style models (one sub-folder per pair)")
     _add_recipe_args(q)
-    q.add_argument("--restart", action="store_true", help="train from scratch instead of resuming")
+    q.add_argument("--restart", action="store_true",
+                   help="train from scratch instead of resuming (earlier models are kept as <pair>.replaced-<time>)")
     q.add_argument("--gap", action="store_true", help="print the colour gap before / after translation")
     q.add_argument("--print-config", action="store_true", help="print the resolved StyleCfg as YAML and train nothing")
     q.set_defaults(func=_cmd_style_train)
     q = style_sub.add_parser("generate", help="write the enlarged source set (real images + style copies)")
     q.add_argument("--models", required=True, help="folder written by `corelib style train`")
     q.add_argument("--source", required=True, help=dataset_help, **side)
-    q.add_argument("--out", required=True, help="folder of the enlarged set (the source's layout)")
+    q.add_argument("--out", required=True,
+                   help="folder of the enlarged set (the source's layout): new, empty, or a set written before; "
+                        "any other folder is refused, never deleted")
     q.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
-    q.add_argument("--overwrite", action="store_true", help="rewrite a complete set")
+    q.add_argument("--overwrite", action="store_true",
+                   help="rewrite a complete set (a folder holding style_set.json; nothing else is replaced)")
     q.add_argument("--scale", type=float, default=1.0, help="identity scale of generated synthetic presets")
     q.set_defaults(func=_cmd_style_generate)
     q = style_sub.add_parser("gap", help="colour gap between the two sides, before and after translation")
@@ -412,10 +442,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run-dir", default=None, help="shared run directory (default runs/demo or runs/smoke)")
     p.add_argument("--smoke", action="store_true", help="tiny parameters (what CI runs)")
     p.add_argument("--seed", type=int, default=None, help="SEED passed to every chapter (default: each chapter's own)")
-    p.add_argument("--chapters", nargs="*", default=None, help="chapter prefixes to run, e.g. 00 02")
+    p.add_argument("--chapters", nargs="*", default=None,
+                   help="chapters to run, each by number, file stem or file name, e.g. 00 02_pretraining")
     p.add_argument("--params", default=None, help="YAML file of notebook parameters (NAME: value); -p wins")
     p.add_argument("-p", "--param", nargs=2, action="append", metavar=("NAME", "VALUE"),
-                   help="a notebook parameter (JSON literal or string); repeatable")
+                   help="a notebook parameter, read as the type of its default in the chapter (SMOKE true, "
+                        "SEED 3, PAIRS '[\"person\"]'); repeatable")
     p.add_argument("--timeout", type=int, default=None, help="seconds allowed per cell")
     p.add_argument("--log-output", action="store_true", help="stream cell output")
     p.set_defaults(func=_cmd_run_notebooks)
@@ -423,8 +455,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("sweep", help="run chapters over a grid of parameters, one run directory per point (resumable)")
     p.add_argument("file", help="sweep YAML: chapters, parameters, grid (see corelib.sweeps)")
     p.add_argument("--root", default="runs/sweeps", help="folder of the sweep's run directories")
-    p.add_argument("--chapters", nargs="*", default=None, help="override the file's chapters")
+    p.add_argument("--chapters", nargs="*", default=None,
+                   help="override the file's chapters (each by number, file stem or file name)")
     p.add_argument("--smoke", action="store_true", help="SMOKE=True for every point")
+    p.add_argument("--rerun-changed", action="store_true",
+                   help="rerun the points recorded with other parameters (their old folders are kept as "
+                        "POINT.replaced-TIME) instead of refusing")
     p.add_argument("--timeout", type=int, default=None, help="seconds allowed per cell")
     p.set_defaults(func=_cmd_sweep)
 

@@ -51,8 +51,107 @@ def _choice(field_name: str, value, choices: tuple) -> None:
     """Refuse a misspelt choice when the settings are made, not an epoch into training."""
     if value not in choices:
         from .errors import ConfigError
+        from .registry import did_you_mean
 
-        raise ConfigError(f"{field_name} must be one of {', '.join(map(repr, choices))}, got {value!r}")
+        raise ConfigError(f"{field_name} must be one of {', '.join(map(repr, choices))}, got {value!r}"
+                          f"{did_you_mean(value, [str(c) for c in choices])}")
+
+
+def _at_least(field_name: str, value, low, why: str = "") -> None:
+    """Refuse a count or an interval below ``low`` (``epochs=0`` would train nothing and report a
+    best checkpoint that does not exist; ``eval_every=0`` would divide by zero after an epoch)."""
+    if value < low:
+        from .errors import ConfigError
+
+        raise ConfigError(f"{field_name} must be at least {low}, got {value!r}{f' ({why})' if why else ''}")
+
+
+def _within(field_name: str, value, low: float, high: float, *, high_open: bool = False) -> None:
+    """Refuse a probability, a factor or a momentum outside ``[low, high]`` (``[low, high)``)."""
+    if not (low <= value < high if high_open else low <= value <= high) or value != value:  # NaN fails both
+        from .errors import ConfigError
+
+        raise ConfigError(f"{field_name} must lie in [{low}, {high}{')' if high_open else ']'}, got {value!r}")
+
+
+def _positive(field_name: str, value) -> None:
+    if not value > 0:  # NaN too
+        from .errors import ConfigError
+
+        raise ConfigError(f"{field_name} must be greater than 0, got {value!r}")
+
+
+def _registered(field_name: str, value: str, registry) -> None:
+    """Refuse a name no part is registered under (the message lists the names and the closest)."""
+    from .errors import UnknownNameError
+
+    try:
+        registry().get(value)
+    except UnknownNameError as e:
+        raise UnknownNameError(f"{field_name}: {e}") from None
+
+
+def _models():
+    from .models.registry import MODELS
+
+    return MODELS
+
+
+def _backbones():
+    from .models.registry import BACKBONES
+
+    return BACKBONES
+
+
+class _losses:
+    """The losses of one stage, looked up with the stage-aware message of :func:`corelib.losses.loss_builder`."""
+
+    def __init__(self, stage: str) -> None:
+        self.stage = stage
+
+    def __call__(self) -> "_losses":
+        return self
+
+    def get(self, name: str):
+        from .losses.registry import loss_builder
+
+        return loss_builder(name, self.stage)
+
+
+def _labelers():
+    from .cluster.labelers import LABELERS
+
+    return LABELERS
+
+
+def _normalizations():
+    from .cluster.normalize import NORMALIZATIONS
+
+    return NORMALIZATIONS
+
+
+def _check_weights(field_name: str, weights: str) -> None:
+    """"imagenet", "none" / "" or something that reads as a file path (checked for existence when loaded)."""
+    text = str(weights)
+    if text.lower() in ("imagenet", "none", ""):
+        return
+    if not any(ch in text for ch in "/\\") and Path(text).suffix not in (".pth", ".pt", ".bin", ".tar", ".ckpt"):
+        from .errors import ConfigError
+        from .registry import did_you_mean
+
+        raise ConfigError(f"{field_name}={weights!r} is neither 'imagenet', 'none' nor a weights file (a path such as "
+                          f"weights/resnet50.pth){did_you_mean(text.lower(), ['imagenet', 'none'])}")
+
+
+def _check_training_loop(cfg) -> None:
+    """The fields pre-training and fine-tuning share: counts and intervals of the loop."""
+    _at_least("batch_size", cfg.batch_size, 1)
+    _at_least("num_instances", cfg.num_instances, 1)
+    _positive("lr", cfg.lr)
+    _at_least("weight_decay", cfg.weight_decay, 0)
+    _at_least("epochs", cfg.epochs, 1, "a run of 0 epochs trains nothing and has no best checkpoint")
+    _at_least("iters_per_epoch", cfg.iters_per_epoch, 1, "an epoch of 0 steps trains nothing")
+    _at_least("eval_every", cfg.eval_every, 1, "evaluate every N >= 1 epochs; the last epoch is always evaluated")
 
 
 def _check_pair(pair: str) -> None:
@@ -118,6 +217,10 @@ class RuntimeCfg(Settings):
     """Process-group backend under torchrun: "auto" (NCCL with CUDA, gloo on CPU), "nccl", "gloo"."""
 
     def __post_init__(self) -> None:
+        from .repro import check_device_name
+
+        check_device_name(self.device, "runtime.device")
+        _at_least("runtime.num_workers", self.num_workers, 0)
         _choice("runtime.precision", self.precision, ("auto", "fp32", "bf16"))
         _choice("runtime.dist_backend", self.dist_backend, ("auto", "nccl", "gloo"))
 
@@ -137,6 +240,12 @@ class AugmentCfg(Settings):
     erase_p: float = 0.5
     """Random erasing probability (the paper erases in fine-tuning only: pre-training's default is 0)."""
 
+    def __post_init__(self) -> None:
+        _at_least("augment.height", self.height, 8)
+        _at_least("augment.width", self.width, 8)
+        for name in ("gray_p", "lgpr_p", "erase_p"):
+            _within(f"augment.{name}", getattr(self, name), 0.0, 1.0)
+
 
 # --------------------------------------------------------------------------------------------
 # source pre-training
@@ -155,6 +264,11 @@ class SourceModelCfg(Settings):
     backbone_args: dict = field(default_factory=dict)
     """Further keyword arguments of the backbone's builder, e.g. ``{"last_stride": 2}``."""
 
+    def __post_init__(self) -> None:
+        _registered("model.name", self.name, _models)
+        _registered("model.backbone", self.backbone, _backbones)
+        _check_weights("model.weights", self.weights)
+
     def model_args(self) -> dict:
         """What :func:`~corelib.models.build_model` takes besides the class count and the weights."""
         return {"backbone": self.backbone, "backbone_args": dict(self.backbone_args)}
@@ -170,6 +284,10 @@ class SourceLossCfg(Settings):
     """Label-smoothing epsilon of the cross-entropy."""
     options: dict = field(default_factory=dict)
     """Settings of a loss registered outside corelib (passed to its builder)."""
+
+    def __post_init__(self) -> None:
+        _registered("loss.name", self.name, _losses("pretrain"))
+        _within("loss.label_smooth", self.label_smooth, 0.0, 1.0, high_open=True)
 
 
 @dataclass(frozen=True)
@@ -212,6 +330,15 @@ class PretrainCfg(Settings):
     both domains (the authors' code, method.md §2.4); False trains on the source alone."""
     runtime: RuntimeCfg = field(default_factory=RuntimeCfg)
     """Device, precision, memory layout, workers, process group."""
+
+    def __post_init__(self) -> None:
+        _check_training_loop(self)
+        _at_least("warmup_epochs", self.warmup_epochs, 0)
+        _positive("gamma", self.gamma)
+        if any(m < 1 for m in self.milestones):
+            from .errors import ConfigError
+
+            raise ConfigError(f"milestones are epochs >= 1, got {list(self.milestones)}")
 
     LEGACY: ClassVar[Mapping[str, LegacyRule]] = {
         "depth": ("model.backbone", _resnet_name), "weights": "model.weights",
@@ -276,6 +403,9 @@ class MeanTeacherCfg(Settings):
     """EMA momentum of the teacher (alpha_t = min(1 - 1/(t+1), alpha))."""
 
     def __post_init__(self) -> None:
+        _registered("model.name", self.name, _models)
+        _registered("model.backbone", self.backbone, _backbones)
+        _within("model.alpha", self.alpha, 0.0, 1.0)
         _choice("model.pool", self.pool, ("gap+gmp", "gap"))
         _choice("model.fusion", self.fusion, ("v1", "v2"))
 
@@ -303,6 +433,9 @@ class KMeansCfg(Settings):
     """Seedings tried, the best kept (MiniBatchKMeans)."""
 
     def __post_init__(self) -> None:
+        _choice("cluster.kmeans.init", self.init, ("greedy_kmeans++", "kmeans++", "random"))
+        for name in ("max_iter", "batch_size", "init_size", "n_init"):
+            _at_least(f"cluster.kmeans.{name}", getattr(self, name), 1)
         _choice("cluster.kmeans.algorithm", self.algorithm, ("minibatch", "lloyd"))  # init: checked by k-means
 
 
@@ -327,6 +460,9 @@ class ClusterCfg(Settings):
     """Settings of a labeller registered outside corelib (it reads them from here)."""
 
     def __post_init__(self) -> None:
+        _registered("cluster.labeler", self.labeler, _labelers)
+        _registered("cluster.normalize", self.normalize, _normalizations)
+        _at_least("cluster.num_clusters", self.num_clusters, 0, "0 means not set yet: a recipe without the paper's k")
         _choice("cluster.feature", self.feature, ("fused", "plain"))
 
 
@@ -345,6 +481,11 @@ class AdaptLossCfg(Settings):
     BatchNorms receive gradients (method.md §9-Q1); False is the published recipe."""
     options: dict = field(default_factory=dict)
     """Settings of a loss registered outside corelib (passed to its builder)."""
+
+    def __post_init__(self) -> None:
+        _registered("loss.name", self.name, _losses("finetune"))
+        _within("loss.label_smooth", self.label_smooth, 0.0, 1.0, high_open=True)
+        _at_least("loss.local_weight", self.local_weight, 0)
 
 
 def _camera_norm_name(on: bool) -> str:
@@ -387,6 +528,10 @@ class FinetuneCfg(Settings):
     """Seed of python, numpy, torch, the samplers, the loaders and the clusterings."""
     runtime: RuntimeCfg = field(default_factory=RuntimeCfg)
     """Device, precision, memory layout, workers, process group."""
+
+    def __post_init__(self) -> None:
+        _check_training_loop(self)
+        _at_least("bn_sub_batch", self.bn_sub_batch, 0)
 
     LEGACY: ClassVar[Mapping[str, LegacyRule]] = {
         "depth": ("model.backbone", _resnet_name), "ecab": "model.ecab", "pool": "model.pool",
@@ -493,6 +638,21 @@ class StyleCfg(Settings):
     """"auto" (CUDA when present), "cpu" or "cuda[:N]"."""
     num_workers: int = 4
     """DataLoader worker processes per domain (0 loads in the main process)."""
+
+    def __post_init__(self) -> None:
+        from .repro import check_device_name
+
+        check_device_name(self.device, "device")
+        _choice("precision", self.precision, ("auto", "fp32", "bf16"))
+        for name in ("height", "width", "ngf", "ndf", "batch_size", "generate_batch_size"):
+            _at_least(name, getattr(self, name), 1)
+        for name in ("gen_blocks", "gen_downsampling", "disc_layers", "decay_epochs", "iters_per_epoch", "pool_size",
+                     "num_workers", "epochs", "lambda_cycle", "lambda_identity"):
+            _at_least(name, getattr(self, name), 0)
+        _at_least("epochs + decay_epochs", self.epochs + self.decay_epochs, 1, "a CycleGAN of 0 epochs learns nothing")
+        _at_least("load_scale", self.load_scale, 1.0)
+        _positive("lr", self.lr)
+        _within("beta1", self.beta1, 0.0, 1.0, high_open=True)
 
     @classmethod
     def domain_aware(cls, **overrides) -> "StyleCfg":

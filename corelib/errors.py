@@ -2,6 +2,11 @@
 
 Every error names the thing that is wrong *and* the fix, so that a researcher who points the
 workbench at a wrong folder reads what to do instead of a traceback from deep inside PIL or torch.
+
+Each class is also the built-in exception a caller would expect (``InvalidInputError`` is a
+``ValueError``, ``MissingStageError`` a ``FileNotFoundError`` ...), so ``except ValueError`` keeps
+working; the command line turns every :class:`CorelibError` into one line and exit status 2,
+while an unexpected error keeps its traceback.
 """
 
 from __future__ import annotations
@@ -34,9 +39,49 @@ class ConfigError(CorelibError, ValueError):
     """A configuration file or override names an unknown field or gives a value of the wrong type."""
 
 
+class InvalidInputError(CorelibError, ValueError):
+    """A value handed to the library is out of range, inconsistent or empty (lengths that disagree,
+    NaN features, k larger than the number of samples ...)."""
+
+
+class InvalidTypeError(CorelibError, TypeError):
+    """An argument of the wrong kind (a NumPy array where a tensor is needed, a network that is not
+    a mean teacher ...)."""
+
+
+class DeviceError(CorelibError, RuntimeError):
+    """A device was asked for that this machine does not have."""
+
+
 class StyleError(CorelibError, ValueError):
     """Style transfer asked of data that cannot give it (no cameras, no target, models of another source)."""
 
 
 class MissingStageError(CorelibError, FileNotFoundError):
     """An earlier stage's output (style models, an enlarged set, a checkpoint) is not where it is expected."""
+
+
+class CheckpointError(CorelibError, ValueError):
+    """A checkpoint file cannot be used: empty, truncated, not a checkpoint, unsafe to unpickle,
+    written by another stage or for another architecture."""
+
+
+class UnsafePathError(CorelibError, ValueError):
+    """A path read from a dataset's own files (a CSV, a manifest, a list file) points outside that
+    dataset's root (``..``, an absolute path, a symbolic link)."""
+
+
+class RunDirBusyError(CorelibError, RuntimeError):
+    """Another live process holds the run directory's lock."""
+
+
+class RunExistsError(CorelibError, FileExistsError):
+    """A stage folder already holds a run and neither resume nor overwrite was asked for."""
+
+
+class NotOwnedError(CorelibError, FileExistsError):
+    """A command would delete or replace a folder that the workbench did not write."""
+
+
+class MissingFileError(CorelibError, FileNotFoundError):
+    """A file named in the settings (weights, a parameters file ...) does not exist."""

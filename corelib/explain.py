@@ -34,7 +34,7 @@ from PIL import Image
 from torch import nn
 
 from .data.datasets import Sample, read_image
-from .errors import UnknownNameError
+from .errors import InvalidInputError, InvalidTypeError, UnknownNameError
 from .features import Features
 from .models.mean_teacher import MeanTeacher
 from .models.reid_net import CoreReIDNet, SourceNet
@@ -62,7 +62,7 @@ def trunk_layers(model: nn.Module) -> dict[str, nn.Module]:
     trunk = explained_network(model).trunk
     layers = trunk.cam_layers() if hasattr(trunk, "cam_layers") else {"output": trunk}
     if not layers:
-        raise ValueError(f"the backbone {type(trunk).__name__} names no layer in cam_layers()")
+        raise InvalidInputError(f"the backbone {type(trunk).__name__} names no layer in cam_layers()")
     return dict(layers)
 
 
@@ -114,7 +114,7 @@ class EmbeddingOf(nn.Module):
         if isinstance(model, SourceNet) and branch in ("top", "bottom"):
             raise UnknownNameError(f"a SourceNet has no {branch!r} branch; use 'global' or 'descriptor'")
         if not isinstance(model, (SourceNet, CoreReIDNet)):
-            raise TypeError(f"EmbeddingOf expects a SourceNet, CoreReIDNet or MeanTeacher, got {type(model).__name__}")
+            raise InvalidTypeError(f"EmbeddingOf expects a SourceNet, CoreReIDNet or MeanTeacher, got {type(model).__name__}")
         self.model, self.branch, self.camids = model.eval(), branch, camids
 
     @property
@@ -171,7 +171,7 @@ def similarity_cam(
     from pytorch_grad_cam import GradCAM
 
     if references.dim() != 2 or len(references) != len(images):
-        raise ValueError(f"references must be (B, D) with B = {len(images)} images, got {tuple(references.shape)}")
+        raise InvalidInputError(f"references must be (B, D) with B = {len(images)} images, got {tuple(references.shape)}")
     net = EmbeddingOf(model, branch)
     layer = trunk_layer(net.model, layer) if layer is None or isinstance(layer, str) else layer
     device = next(net.parameters()).device
@@ -235,13 +235,13 @@ def sample_queries(num_queries: int, count: int, *, seed: int = 0,
     success and a failure; a side with too few queries is filled from the other.
     """
     if num_queries < 1:
-        raise ValueError("the query split is empty")
+        raise InvalidInputError("the query split is empty")
     g = torch.Generator().manual_seed(seed)
     count = min(count, num_queries)
     if correct is None:
         return sorted(torch.randperm(num_queries, generator=g)[:count].tolist())
     if len(correct) != num_queries:
-        raise ValueError(f"{len(correct)} correctness flags for {num_queries} queries")
+        raise InvalidInputError(f"{len(correct)} correctness flags for {num_queries} queries")
     right = [i for i in range(num_queries) if correct[i]]
     wrong = [i for i in range(num_queries) if not correct[i]]
     right = [right[j] for j in torch.randperm(len(right), generator=g).tolist()]
@@ -295,12 +295,12 @@ def rank_lists(query: Features, gallery: Features, query_samples: Sequence[Sampl
         ValueError: features and samples disagree in length, or an index is out of range.
     """
     if len(query.features) != len(query_samples) or len(gallery.features) != len(gallery_samples):
-        raise ValueError(f"features and samples disagree: {len(query.features)} query features for "
+        raise InvalidInputError(f"features and samples disagree: {len(query.features)} query features for "
                          f"{len(query_samples)} samples, {len(gallery.features)} gallery features for "
                          f"{len(gallery_samples)} samples")
     bad = [i for i in indices if not 0 <= i < len(query_samples)]
     if bad:
-        raise ValueError(f"query indices {bad} out of range: the query split has {len(query_samples)} images")
+        raise InvalidInputError(f"query indices {bad} out of range: the query split has {len(query_samples)} images")
     out = []
     for i in indices:
         sim = _protocol_similarity(query, torch.tensor([i]), gallery)[0]  # (G,)
@@ -328,7 +328,7 @@ def explain_rank_list(model: nn.Module, rank_list: RankList, transform, *, branc
     """Grad-CAM for a rank list in both directions: each gallery image against the query's embedding,
     and the query against its rank-1 match's (``transform``: the test transform of the model's size)."""
     if not rank_list.gallery:
-        raise ValueError(f"the rank list of {rank_list.query.path} is empty: nothing to explain")
+        raise InvalidInputError(f"the rank list of {rank_list.query.path} is empty: nothing to explain")
     device = next(explained_network(model).parameters()).device
     q_img = read_image(rank_list.query.path)
     g_imgs = [read_image(s.path) for s in rank_list.gallery]

@@ -23,6 +23,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .errors import InvalidInputError
+
 if TYPE_CHECKING:
     from .features import Features
 
@@ -47,7 +49,7 @@ def umap_projection(features: Union[torch.Tensor, np.ndarray], *, n_neighbors: i
 
     x = features.detach().float().cpu().numpy() if isinstance(features, torch.Tensor) else np.asarray(features, np.float32)
     if len(x) < 4:
-        raise ValueError(f"UMAP needs at least 4 samples, got {len(x)}")
+        raise InvalidInputError(f"UMAP needs at least 4 samples, got {len(x)}")
     reducer = umap.UMAP(n_neighbors=min(n_neighbors, len(x) - 1), min_dist=min_dist, metric=metric,
                         random_state=seed, n_components=2)
     with warnings.catch_warnings():  # "n_jobs overridden by random_state": the intended trade
@@ -90,7 +92,7 @@ def similarity_histograms(features: torch.Tensor, pids: Sequence[int], camids: S
     p = torch.as_tensor(np.asarray(pids), device=dev)
     c = torch.as_tensor(np.asarray(camids), device=dev)
     if len(p) != n or len(c) != n:
-        raise ValueError(f"{n} features but {len(p)} pids and {len(c)} camids")
+        raise InvalidInputError(f"{n} features but {len(p)} pids and {len(c)} camids")
     counts = {k: torch.zeros(bins, dtype=torch.float64, device=dev) for k in PAIR_KINDS}
     sums = {k: 0.0 for k in PAIR_KINDS}
     cols = torch.arange(n, device=dev)
@@ -162,7 +164,7 @@ def study_feature_space(trained, source, target, *, k: int, source_images: Optio
 
     n_target = len(target.train)
     if k > n_target:
-        raise ValueError(f"k = {k} clusters for {n_target} target training images; use k <= {n_target}")
+        raise InvalidInputError(f"k = {k} clusters for {n_target} target training images; use k <= {n_target}")
     src = analysis_features(trained, source, max_images=source_images, seed=seed, device=device)
     tgt = analysis_features(trained, target, device=device)
     x = centre(tgt.features, [int(c) for c in tgt.camids]) if camera_centred else tgt.features

@@ -14,6 +14,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from .errors import InvalidInputError
+
 
 class Features(NamedTuple):
     """Descriptors of a split, with its labels (camid -1 where the dataset has no cameras)."""
@@ -70,7 +72,7 @@ def extract_features(
     if isinstance(model, nn.Module) and was_training:
         model.train()
     if not feats:
-        raise ValueError("the loader yielded no batch: is the split empty?")
+        raise InvalidInputError("the loader yielded no batch: is the split empty?")
     return Features(torch.cat(feats), np.concatenate(pids), np.concatenate(camids))
 
 
@@ -86,6 +88,6 @@ def extract_split(model, samples: Sequence, height: int, width: int, *, device: 
     from .data.transforms import build_transforms
 
     if not len(samples):
-        raise ValueError("no images to extract features from: the split is empty")
+        raise InvalidInputError("no images to extract features from: the split is empty")
     loader = build_loader(samples, build_transforms("test", height, width), batch_size)
     return extract_features(model, loader, device=device, channels_last=channels_last, progress=progress)

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Optional, Sequence
 
 from . import paths
+from .errors import InvalidInputError
 from .paths import atomic_write_text
 from .repro import env_report, git_sha
 
@@ -153,7 +154,7 @@ def markdown_table(columns: Iterable[Any], rows: Iterable[Sequence[Any]]) -> str
 
 def _check_name(name: str) -> None:
     if not name or "/" in name or "\\" in name or name.startswith("."):
-        raise ValueError(f"output name {name!r} must be a plain file stem such as '05_cluster_sizes'")
+        raise InvalidInputError(f"output name {name!r} must be a plain file stem such as '05_cluster_sizes'")
 
 
 _CURRENT: Optional[Run] = None

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Sequence
 
 
 def repo_root() -> Path:
@@ -72,3 +73,70 @@ def atomic_write_text(path: Path, text: str) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+PARTIAL_MARKER = ".corelib_partial.json"
+"""File a writer puts into a temporary (partial) folder the moment it creates it: the proof, on a
+later run, that a left-over folder of that name is the workbench's own and may be removed."""
+
+
+def make_partial_dir(path: Path, writer: str) -> Path:
+    """Create ``path`` as a new folder holding :data:`PARTIAL_MARKER` (which names ``writer``).
+
+    The folder must not exist yet (remove an old one with :func:`remove_owned_tree` first), so a
+    marker is never written into a folder somebody else made.
+    """
+    import json
+
+    path.mkdir(parents=True)
+    (path / PARTIAL_MARKER).write_text(json.dumps({"writer": writer, "pid": os.getpid()}) + "\n")
+    return path
+
+
+def _is_plain_file(path: Path) -> bool:
+    return path.is_file() and not path.is_symlink()
+
+
+def check_owned_tree(path: Path, marker_names: Sequence[str], what: str, fix: str = "") -> bool:
+    """Whether ``path`` may be replaced by a writer whose folders carry one of ``marker_names``.
+
+    Returns False when nothing is at ``path``, True when it is an empty folder or holds one of the
+    marker files (a stamp or :data:`PARTIAL_MARKER`) as a plain file.
+
+    Raises:
+        NotOwnedError: anything else (a folder of someone else's files, a file, a symbolic link):
+            the message names it, what it holds, and ``fix`` (by default: choose another folder,
+            or remove it yourself).
+    """
+    from .errors import NotOwnedError
+
+    path = Path(path)
+    if not path.exists() and not path.is_symlink():
+        return False
+    if path.is_dir() and not path.is_symlink():
+        if any(_is_plain_file(path / m) for m in marker_names):
+            return True
+        held = sorted(p.name for p in path.iterdir())
+        if not held:
+            return True
+        shown = ", ".join(held[:3]) + (f" and {len(held) - 3} more" if len(held) > 3 else "")
+        entries = "1 entry" if len(held) == 1 else f"{len(held)} entries"
+        why = f"a folder holding {entries} ({shown}) and no {' or '.join(marker_names)}"
+    else:
+        why = "a symbolic link" if path.is_symlink() else "a file"
+    fix = fix or f"choose another folder, or remove {path} yourself if nothing in it is needed"
+    raise NotOwnedError(f"{path} is not {what}: it is {why}, so it was left untouched. Fix: {fix}")
+
+
+def remove_owned_tree(path: Path, marker_names: Sequence[str], what: str, fix: str = "") -> bool:
+    """Remove ``path`` if :func:`check_owned_tree` allows it (the writer's own, or an empty folder).
+
+    Returns whether something was removed; raises ``NotOwnedError`` (nothing deleted) otherwise.
+    """
+    import shutil
+
+    path = Path(path)
+    if not check_owned_tree(path, marker_names, what, fix):
+        return False
+    shutil.rmtree(path)
+    return True

@@ -35,13 +35,48 @@ def seed_everything(seed: int, *, deterministic: bool = True) -> int:
     return seed
 
 
+DEVICE_FORMS = ("auto", "cpu", "cuda", "cuda:N")
+
+
+def check_device_name(device: str, where: str = "device") -> str:
+    """``device`` when it is a device name corelib understands (``auto``, ``cpu``, ``cuda``, ``cuda:N``),
+    whether or not this machine has that device; otherwise an error with the closest form.
+
+    Raises:
+        DeviceError: not a device name (``"gpu"``, ``"cuda0"`` ...).
+    """
+    import difflib
+
+    from .errors import DeviceError
+
+    text = str(device).strip()
+    head, _, index = text.partition(":")
+    if text in ("auto", "cpu", "cuda") or (head == "cuda" and index.isdigit()):
+        return text
+    close = difflib.get_close_matches(text.lower(), ["auto", "cpu", "cuda"], n=1)
+    guess = {"gpu": "cuda", "cuda0": "cuda:0", "cuda1": "cuda:1"}.get(text.lower()) or (close[0] if close else "")
+    hint = f" (did you mean {guess!r}?)" if guess else ""
+    raise DeviceError(f"{where}={device!r} is not a device{hint}; use one of {', '.join(DEVICE_FORMS)}")
+
+
 def resolve_device(device: str = "auto") -> torch.device:
-    """``"auto"`` picks CUDA when present, else CPU; other strings go to ``torch.device``."""
+    """``"auto"`` picks CUDA when present, else CPU; other strings go to ``torch.device``.
+
+    Raises:
+        DeviceError: not a device name, or CUDA asked for on a machine without it.
+    """
+    from .errors import DeviceError
+
+    if isinstance(device, torch.device):
+        device = str(device)
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
+    dev = torch.device(check_device_name(device))
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"device {device!r} requested but CUDA is not available; use DEVICE='cpu' or 'auto'")
+        raise DeviceError(f"device {device!r} requested but CUDA is not available; use DEVICE='cpu' or 'auto'")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise DeviceError(f"device {device!r} requested but this machine has {torch.cuda.device_count()} CUDA "
+                          f"device(s) (cuda:0 ... cuda:{torch.cuda.device_count() - 1})")
     return dev
 
 

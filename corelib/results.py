@@ -20,6 +20,8 @@ import json
 from pathlib import Path
 from typing import Iterable, Optional, Sequence, Union
 
+from .errors import InvalidInputError
+
 METRICS = {"mAP": "mAP", "rank1": "R-1", "rank5": "R-5", "rank10": "R-10"}
 """Logged metric -> column name in the tables (values in %)."""
 
@@ -27,7 +29,14 @@ STAGE_FILES = {"source": ("pretrain", "source_"), "direct": ("pretrain", "target
 
 
 def find_runs(roots: Union[str, Path, Sequence[Union[str, Path]]], *, max_depth: int = 3) -> list[Path]:
-    """Run directories at or below ``roots``: folders with ``<pair>/pretrain`` or ``<pair>/finetune`` logs."""
+    """Run directories at or below ``roots``: folders with ``<pair>/pretrain`` or ``<pair>/finetune`` logs.
+
+    Folders set aside by a rerun (``<point>.replaced-<UTC time>``, see :mod:`corelib.sweeps`) are left
+    out below a root: they hold the results the rerun replaced, which would otherwise be tabulated
+    beside the new ones. A root given by name is read whatever its name.
+    """
+    from .sweeps import REPLACED_PATTERN
+
     roots = [roots] if isinstance(roots, (str, Path)) else list(roots)
     found: list[Path] = []
 
@@ -41,7 +50,8 @@ def find_runs(roots: Union[str, Path, Sequence[Union[str, Path]]], *, max_depth:
             found.append(d)
             return
         if depth < max_depth:
-            for child in sorted(p for p in d.iterdir() if p.is_dir() and not p.name.startswith(".")):
+            for child in sorted(p for p in d.iterdir()
+                                if p.is_dir() and not p.name.startswith(".") and not REPLACED_PATTERN.search(p.name)):
                 walk(child, depth + 1)
 
     for r in roots:
@@ -133,7 +143,7 @@ def pair_table(results, *, stage: str = "adapted", metrics: Sequence[str] = ("mA
     sub = results[results["stage"] == stage] if "stage" in results else results
     if sub.empty:
         present = sorted(set(results["stage"])) if "stage" in results else []
-        raise ValueError(f"no {stage!r} results in these runs (stages present: {present}); run chapters 02 and 03 "
+        raise InvalidInputError(f"no {stage!r} results in these runs (stages present: {present}); run chapters 02 and 03 "
                          f"(make demo) or `corelib sweep` first")
     table = sub.pivot_table(index="run", columns="task", values=list(metrics), aggfunc="first")
     table = table.reorder_levels([1, 0], axis=1)
@@ -158,7 +168,7 @@ def sweep_table(results, grid_keys: Sequence[str], *, stage: str = "adapted"):
     runs that are not sweep points (no grid value) are left out."""
     missing = [k for k in grid_keys if k not in results.columns]
     if missing:
-        raise ValueError(f"grid keys {missing} are not in the results; are these sweep runs (sweep.json)?")
+        raise InvalidInputError(f"grid keys {missing} are not in the results; are these sweep runs (sweep.json)?")
     sub = results[(results["stage"] == stage) & results[list(grid_keys)].notna().any(axis=1)]  # sweep points only
     return sub[["run", "task", *grid_keys, "mAP", "R-1", "R-5", "R-10"]].reset_index(drop=True)
 

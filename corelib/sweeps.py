@@ -8,15 +8,45 @@ A sweep file (YAML) names the chapters, the parameters shared by every point and
       FINETUNE_OVERRIDES.cluster.num_clusters: [120, 160]   # A.b sets field b of the dict parameter A
       FINETUNE_OVERRIDES.model.ecab: [true, false]          # (b may be dotted: a setting of a group)
 
-Every combination gets ``ROOT/<point name>/`` with ``sweep.json`` (the point's values) and its
-figures in ``ROOT/<point name>/figures/`` (never in the curated ``figures/``). A point is
-finished when ``sweep_done.json`` exists: running the sweep again skips it, and an interrupted
-point starts again with ``RESUME`` (the training loops continue from their ``last.pt``).
-:mod:`corelib.results` and notebook 07 gather the runs into tables.
+Every combination gets ``ROOT/<point name>/`` with ``sweep.json`` (the point's values, every
+parameter passed to the chapters and the chapters run) and its figures in
+``ROOT/<point name>/figures/`` (never in the curated ``figures/``); ``sweep_done.json`` is written
+once the point's chapters have all run. :mod:`corelib.results` and notebook 07 gather the runs into
+tables.
+
+**Point names** are readable and never shared by two points: ``num_clusters=120,ecab=true``.
+
+- A key is shortened to its last dotted part (``num_clusters``) unless another key of the grid has
+  the same last part (``a.x`` and ``b.x``): those keep their full dotted key.
+- A value is written as it is (a text) or as JSON (numbers, true/false, lists). When the name had to
+  be changed to be a safe folder name (``/``, spaces, ``,`` or ``=`` inside a value), when a text
+  value reads as a JSON literal of another type (the text ``"1"`` beside the number ``1``), or when
+  the name is longer than :data:`MAX_NAME` characters, a short hash of the point's JSON is
+  appended (``tag=a_b-1f3a9c02``): ``"a/b"`` and ``"a_b"`` get different folders, and a point's
+  folder does not depend on which other points the grid has.
+- Two points of one grid that still end up with names equal up to case (folders are one on a
+  case-insensitive disk) are refused before anything runs.
+
+**Running a sweep again** compares each point's folder with what would run now, before any point
+runs:
+
+- a folder whose ``sweep.json`` records the same parameters and chapters is the same point:
+  skipped when finished, continued with ``RESUME`` when interrupted (the training loops continue
+  from their ``last.pt``). A parameter left out is compared as the chapters' default, so a sweep
+  run without ``SMOKE`` and one with ``SMOKE: false`` are the same.
+- a folder recorded with other parameters (a smoke sweep, then the full one) is refused with the
+  parameters that differ, ``recorded -> now``: its results are not the point's. With
+  ``rerun_changed`` the old folder is renamed to ``<point>.replaced-<UTC time>`` (never deleted; the
+  chapters have no parameter to overwrite their stages, so nothing of the old run may stay where
+  the new one resumes) and the point runs afresh; :func:`corelib.results.find_runs` leaves the
+  replaced folders out, so notebook 07 does not mix them into the tables.
+- a folder without a ``sweep.json`` written by the workbench is not a point of any sweep (someone's
+  run directory, a copy): it is refused, never adopted. An empty folder is taken.
 """
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 import os
@@ -24,7 +54,19 @@ import re
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence, Union
 
-from .errors import ConfigError
+from .errors import ConfigError, NotOwnedError
+
+WRITTEN_BY = "corelib.sweeps"
+"""The ``written_by`` of a point's ``sweep.json``: what makes a folder a sweep point."""
+
+MAX_NAME = 120
+"""Longest point name kept as it is (with the hash, well below the 255 bytes of a file name)."""
+
+REPLACED_PATTERN = re.compile(r"\.replaced-\d{8}T\d{6}Z(-\d+)?$")
+"""The end of a folder name that a rerun (or an overwrite) set aside: ``<name>.replaced-<UTC time>``."""
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._+-]")  # in a key or a value; "=" and "," separate them in a name
+_MISSING = object()
 
 
 def expand_grid(grid: Mapping[str, Sequence[Any]]) -> list[dict]:
@@ -33,6 +75,8 @@ def expand_grid(grid: Mapping[str, Sequence[Any]]) -> list[dict]:
     Raises:
         ConfigError: a grid entry is not a non-empty list.
     """
+    if not isinstance(grid, Mapping):
+        raise ConfigError(f"a grid is a mapping NAME: [values, ...], got {type(grid).__name__}")
     for key, values in grid.items():
         if not isinstance(values, (list, tuple)) or not values:
             raise ConfigError(f"grid entry {key!r} must be a non-empty list of values, got {values!r}")
@@ -40,14 +84,41 @@ def expand_grid(grid: Mapping[str, Sequence[Any]]) -> list[dict]:
     return [dict(zip(keys, combo)) for combo in itertools.product(*(grid[k] for k in keys))]
 
 
-def point_name(point: Mapping[str, Any]) -> str:
-    """A folder name for a grid point, readable and unique: ``num_clusters=120,ecab=true``."""
-    def short(key: str) -> str:
-        return key.split(".")[-1]
+def _point_hash(point: Mapping[str, Any]) -> str:
+    """Eight hex digits of the point's JSON: what keeps names apart that sanitising made equal."""
+    text = json.dumps(point, sort_keys=True, default=str)
+    return hashlib.sha1(text.encode()).hexdigest()[:8]
 
-    parts = [f"{short(k)}={json.dumps(v) if not isinstance(v, str) else v}" for k, v in point.items()]
+
+def _value_text(value: Any) -> tuple[str, bool]:
+    """A value as it appears in a point name, and whether that text is ambiguous (a text that reads
+    as a JSON literal of another type: ``"1"`` would be named as the number 1)."""
+    if not isinstance(value, str):
+        return json.dumps(value), False
+    try:
+        ambiguous = not isinstance(json.loads(value), str)
+    except ValueError:
+        ambiguous = False
+    return value, ambiguous
+
+
+def point_name(point: Mapping[str, Any]) -> str:
+    """A folder name for a grid point, readable and unique: ``num_clusters=120,ecab=true`` (the rules
+    are in the module docstring)."""
+    keys = list(point)
+    shorts = [k.split(".")[-1] for k in keys]
+    labels = [short if shorts.count(short) == 1 else key for key, short in zip(keys, shorts)]
+    parts, changed = [], False
+    for label, value in zip(labels, point.values()):
+        text, ambiguous = _value_text(value)
+        safe_label, safe_text = _UNSAFE.sub("_", label), _UNSAFE.sub("_", text)
+        changed |= ambiguous or safe_label != label or safe_text != text
+        parts.append(f"{safe_label}={safe_text}")
     name = ",".join(parts) or "default"
-    return re.sub(r"[^A-Za-z0-9=,._+-]", "_", name)
+    # a name ending as a set-aside folder does would be left out of the results
+    if changed or len(name) > MAX_NAME or REPLACED_PATTERN.search(name):
+        name = f"{name[:MAX_NAME]}-{_point_hash(point)}"
+    return name
 
 
 def point_parameters(base: Mapping[str, Any], point: Mapping[str, Any]) -> dict:
@@ -69,54 +140,247 @@ def load_sweep(path: Union[str, Path]) -> dict:
     """Read a sweep file: ``{"chapters": [...], "parameters": {...}, "grid": {...}}``.
 
     Raises:
-        ConfigError: unknown top-level keys or no grid.
+        ConfigError: unknown top-level keys, no grid, or a part of the wrong kind.
     """
     import yaml
 
     spec = yaml.safe_load(Path(path).read_text()) or {}
+    if not isinstance(spec, dict):
+        raise ConfigError(f"{path}: a sweep file is a mapping with chapters, parameters and grid")
     unknown = set(spec) - {"chapters", "parameters", "grid"}
     if unknown:
         raise ConfigError(f"{path}: unknown keys {sorted(unknown)}; a sweep file has chapters, parameters and grid")
     if not spec.get("grid"):
         raise ConfigError(f"{path}: no grid; add e.g. grid: {{SEED: [1, 2]}}")
-    return {"chapters": spec.get("chapters"), "parameters": spec.get("parameters") or {}, "grid": spec["grid"]}
+    if not isinstance(spec["grid"], dict):
+        raise ConfigError(f"{path}: grid is a mapping NAME: [values, ...], e.g. grid: {{SEED: [1, 2]}}")
+    if not isinstance(spec.get("parameters") or {}, dict):
+        raise ConfigError(f"{path}: parameters is a mapping NAME: value, e.g. parameters: {{PAIRS: [person]}}")
+    chapters = spec.get("chapters")
+    if chapters is not None and not isinstance(chapters, list):
+        raise ConfigError(f"{path}: chapters is a list such as [\"02\", \"03\"], got {chapters!r}")
+    return {"chapters": chapters, "parameters": spec.get("parameters") or {}, "grid": spec["grid"]}
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Equal as recorded values: a bool is no number, 1 and 1.0 are the same number."""
+    if isinstance(a, bool) or isinstance(b, bool):
+        return type(a) is type(b) and a == b
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)):
+        return a == b
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    return type(a) is type(b) and a == b
+
+
+def _defaults(chapters: Sequence[Path]) -> dict:
+    """The default of each parameter the chapters declare, where they agree on it: what a chapter
+    uses when the sweep leaves the parameter out."""
+    from .notebooks import chapter_parameters
+
+    seen: dict[str, list] = {}
+    for chapter in chapters:
+        for name, decl in chapter_parameters(chapter).items():
+            if decl.literal:
+                seen.setdefault(name, []).append(decl.default)
+    return {name: json.loads(json.dumps(values[0])) for name, values in seen.items()
+            if all(_same(v, values[0]) for v in values)}
+
+
+def _differences(recorded: Mapping, now: Mapping, defaults: Mapping) -> list[str]:
+    """``NAME: recorded -> now`` for each parameter that differs (a missing one as its default)."""
+    out = []
+    for name in sorted(set(recorded) | set(now)):
+        before = recorded.get(name, defaults.get(name, _MISSING))
+        after = now.get(name, defaults.get(name, _MISSING))
+        if not _same(before, after):
+            show = lambda v: "(not given)" if v is _MISSING else json.dumps(v)  # noqa: E731
+            out.append(f"{name}: {show(before)} -> {show(after)}")
+    return out
+
+
+def _read_record(run_dir: Path) -> Optional[dict]:
+    """What ``run_dir`` holds as a point: its ``sweep.json`` (with the chapters of ``sweep_done.json``
+    when an earlier version did not record them), None for an empty folder.
+
+    Raises:
+        NotOwnedError: the folder holds something that is not a sweep point of the workbench.
+    """
+    if not run_dir.is_dir():
+        raise NotOwnedError(f"{run_dir} exists and is not a folder; it cannot be a sweep point: move it away or "
+                            f"give another --root")
+    record_path = run_dir / "sweep.json"
+    if not record_path.is_file():
+        if not any(run_dir.iterdir()):
+            return None
+        raise NotOwnedError(f"{run_dir} exists but holds no sweep.json written by corelib sweep, so it is no point "
+                            f"of this sweep and is left alone; move it away or give another --root")
+    try:
+        record = json.loads(record_path.read_text())
+    except (OSError, ValueError):
+        record = None
+    legacy = isinstance(record, dict) and "written_by" not in record  # before the marker was written
+    if not (isinstance(record, dict) and (legacy or record.get("written_by") == WRITTEN_BY)
+            and isinstance(record.get("point"), dict) and isinstance(record.get("parameters"), dict)):
+        raise NotOwnedError(f"{record_path} was not written by corelib sweep (no point and parameters in it), so "
+                            f"{run_dir} is no point of this sweep and is left alone; move it away or give another "
+                            f"--root")
+    if not isinstance(record.get("chapters"), list):
+        done = _read_done(run_dir)
+        chapters = [c.get("chapter") for c in done.get("chapters", [])] if done else None
+        record["chapters"] = chapters if chapters and all(isinstance(c, str) for c in chapters) else None
+    return record
+
+
+def _read_done(run_dir: Path) -> Optional[dict]:
+    """``sweep_done.json`` of a point, None while it has not finished (or the file is unreadable)."""
+    try:
+        done = json.loads((run_dir / "sweep_done.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return done if isinstance(done, dict) else None
+
+
+def _set_aside(run_dir: Path) -> Path:
+    """Rename ``run_dir`` to ``<name>.replaced-<UTC time>`` (:func:`corelib.ownership.set_aside`); never
+    delete, and never move a point that a live process is running in.
+
+    Raises:
+        RunDirBusyError: another process holds the point's run directory.
+    """
+    from .ownership import RunLock, set_aside
+
+    with RunLock(run_dir, what="sweep --rerun-changed"):  # refused, naming the holder, while a run is there
+        pass
+    return set_aside(run_dir)
+
+
+def plan_sweep(root: Union[str, Path], grid: Mapping[str, Sequence[Any]], *, parameters: Optional[Mapping] = None,
+               chapters: Optional[Sequence[str]] = None, notebooks_dir: Optional[Path] = None) -> list[dict]:
+    """What :func:`run_sweep` would do with each point, decided without running anything.
+
+    Returns one dict per point: ``name``, ``run_dir``, ``point``, ``parameters`` (passed to the
+    chapters), ``chapters`` (file stems) and ``state``: ``"new"``, ``"interrupted"`` (continued with
+    ``RESUME``), ``"finished"`` (skipped) or ``"changed"`` (recorded with other parameters; then
+    ``differences`` lists them as ``NAME: recorded -> now``).
+
+    Raises:
+        InvalidInputError: a chapter entry names no chapter.
+        ConfigError: a parameter no chapter declares or of the wrong type, or two points whose folders
+            would be the same.
+        NotOwnedError: a point's folder exists and is not a sweep point of the workbench.
+    """
+    from .notebooks import check_parameters, select_chapters
+
+    root = Path(root)
+    selected = select_chapters(chapters, notebooks_dir)
+    stems = [p.stem for p in selected]
+    points = expand_grid(grid)
+    names: dict[str, dict] = {}
+    for point in points:
+        key = point_name(point).lower()
+        if key in names:
+            raise ConfigError(f"sweep points {names[key]} and {point} would share the folder {point_name(point)!r} "
+                              f"(names equal up to case); make the grid values differ by more than case or "
+                              f"punctuation")
+        names[key] = point
+    defaults = _defaults(selected)
+    plan = []
+    for point in points:
+        name = point_name(point)
+        run_dir = root / name
+        params = point_parameters({**(parameters or {}), "RESUME": True}, point)
+        try:
+            check_parameters(params, notebooks_dir, chapters=selected)
+        except ConfigError as e:
+            raise ConfigError(f"sweep point {name}: {e}") from e
+        entry = {"name": name, "run_dir": run_dir, "point": point, "parameters": params, "chapters": stems,
+                 "state": "new", "differences": []}
+        record = _read_record(run_dir) if run_dir.exists() else None
+        if record is not None:
+            now = json.loads(json.dumps(params))  # as it will be recorded: tuples are lists
+            differences = _differences(record["parameters"], now, defaults)
+            if record["chapters"] != stems:
+                shown = "(not recorded)" if record["chapters"] is None else json.dumps(record["chapters"])
+                differences.append(f"chapters: {shown} -> {json.dumps(stems)}")
+            if differences:
+                entry.update(state="changed", differences=differences)
+            else:
+                entry["state"] = "finished" if (run_dir / "sweep_done.json").is_file() else "interrupted"
+        plan.append(entry)
+    return plan
+
+
+def _refuse_changed(changed: Sequence[dict]) -> ConfigError:
+    """One line: the first changed point with its differences, the others by name, and the two ways out."""
+    first = changed[0]
+    others = [c["name"] for c in changed[1:]]
+    more = ""
+    if others:
+        more = f"; {len(others)} more point(s) differ: {', '.join(others[:5])}{' ...' if len(others) > 5 else ''}"
+    return ConfigError(f"sweep point {first['name']} ({first['run_dir']}) was run with other parameters "
+                       f"({'; '.join(first['differences'])}){more}; its results are not this point's. Rerun the "
+                       f"changed points with `corelib sweep ... --rerun-changed` (run_sweep(rerun_changed=True); "
+                       f"the old folders are kept as <point>.replaced-<UTC time>) or give another --root")
 
 
 def run_sweep(root: Union[str, Path], grid: Mapping[str, Sequence[Any]], *, parameters: Optional[Mapping] = None,
-              chapters: Optional[Sequence[str]] = None, execution_timeout: Optional[int] = None) -> list[dict]:
+              chapters: Optional[Sequence[str]] = None, execution_timeout: Optional[int] = None,
+              rerun_changed: bool = False, notebooks_dir: Optional[Path] = None) -> list[dict]:
     """Run ``chapters`` once per grid point into ``root/<point name>/``; finished points are skipped.
 
-    Returns one record per point: name, run directory, the point, and whether it ran now.
+    Every point is checked first (:func:`plan_sweep`): the chapters, the parameters' names and
+    types, the folders. A point recorded with other parameters is refused, or, with
+    ``rerun_changed``, its folder is set aside as ``<point>.replaced-<UTC time>`` and the point runs
+    afresh.
+
+    Returns one record per point: name, run directory, the point, whether it ran now and the folder
+    its old results were moved to (``replaced``, None when none).
+
+    Raises:
+        ConfigError: points recorded with other parameters (without ``rerun_changed``), named with
+            the parameters that differ; and what :func:`plan_sweep` raises. Nothing has run then.
     """
-    from .notebooks import run_notebooks
+    from . import notebooks
     from .paths import atomic_write_text
 
-    root = Path(root)
-    points = expand_grid(grid)
+    plan = plan_sweep(root, grid, parameters=parameters, chapters=chapters, notebooks_dir=notebooks_dir)
+    changed = [p for p in plan if p["state"] == "changed"]
+    if changed and not rerun_changed:
+        raise _refuse_changed(changed)
     records = []
-    for i, point in enumerate(points, 1):
-        name = point_name(point)
-        run_dir = root / name
-        done = run_dir / "sweep_done.json"
-        if done.is_file():
-            print(f"[sweep {i}/{len(points)}] {name}: finished earlier, skipped", flush=True)
-            records.append({"name": name, "run_dir": str(run_dir), "point": point, "ran": False})
+    for i, entry in enumerate(plan, 1):
+        name, run_dir, point, params = entry["name"], entry["run_dir"], entry["point"], entry["parameters"]
+        if entry["state"] == "finished":
+            print(f"[sweep {i}/{len(plan)}] {name}: finished earlier, skipped", flush=True)
+            records.append({"name": name, "run_dir": str(run_dir), "point": point, "ran": False, "replaced": None})
             continue
-        print(f"[sweep {i}/{len(points)}] {name} -> {run_dir}", flush=True)
+        replaced = None
+        if entry["state"] == "changed":
+            replaced = _set_aside(run_dir)
+            print(f"[sweep {i}/{len(plan)}] {name}: recorded with other parameters "
+                  f"({'; '.join(entry['differences'])}); the old run is kept as {replaced}", flush=True)
+        print(f"[sweep {i}/{len(plan)}] {name} -> {run_dir}", flush=True)
         run_dir.mkdir(parents=True, exist_ok=True)
-        params = point_parameters({**(parameters or {}), "RESUME": True}, point)
-        atomic_write_text(run_dir / "sweep.json", json.dumps({"point": point, "parameters": params}, indent=2) + "\n")
+        atomic_write_text(run_dir / "sweep.json", json.dumps(
+            {"written_by": WRITTEN_BY, "point": point, "parameters": params, "chapters": entry["chapters"]},
+            indent=2) + "\n")
         # a point's figures stay in its run directory (RUN_DIR/figures), never in the curated figures/
         previous = os.environ.get("COREREID_FIGURES")
         os.environ["COREREID_FIGURES"] = str((run_dir / "figures").resolve())
         try:
-            chapter_records = run_notebooks(run_dir, parameters=params, chapters=chapters,
-                                            execution_timeout=execution_timeout, progress=False)
+            chapter_records = notebooks.run_notebooks(run_dir, parameters=params, chapters=entry["chapters"],
+                                                      notebooks_dir=notebooks_dir, execution_timeout=execution_timeout,
+                                                      progress=False)
         finally:
             if previous is None:
                 os.environ.pop("COREREID_FIGURES", None)
             else:
                 os.environ["COREREID_FIGURES"] = previous
-        atomic_write_text(done, json.dumps({"point": point, "chapters": chapter_records}, indent=2) + "\n")
-        records.append({"name": name, "run_dir": str(run_dir), "point": point, "ran": True})
+        atomic_write_text(run_dir / "sweep_done.json", json.dumps(
+            {"point": point, "parameters": params, "chapters": chapter_records}, indent=2) + "\n")
+        records.append({"name": name, "run_dir": str(run_dir), "point": point, "ran": True,
+                        "replaced": str(replaced) if replaced else None})
     return records

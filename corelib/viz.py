@@ -14,6 +14,7 @@ from matplotlib.figure import Figure
 from PIL import Image
 
 from .data.datasets import ReIDDataset, read_image
+from .errors import InvalidInputError
 
 
 def style() -> None:
@@ -46,7 +47,7 @@ def camera_rows(
     """
     items = dataset.split(split)
     if not items:
-        raise ValueError(f"{dataset.name}: split {split!r} is empty")
+        raise InvalidInputError(f"{dataset.name}: split {split!r} is empty")
     by_pid_cam: dict = {}
     for s in items:
         by_pid_cam.setdefault(s.pid, {}).setdefault(s.camid, []).append(s)
@@ -407,7 +408,7 @@ def image_gallery(images: Sequence[Image.Image], captions: Sequence[str], *, col
                   columns: int = 8, title: Optional[str] = None) -> Figure:
     """Images in rows of ``columns``, each with a caption (and a frame in ``colours``, when given)."""
     if not images:
-        raise ValueError("no images to show")
+        raise InvalidInputError("no images to show")
     nrows = -(-len(images) // columns)
     ncols = min(columns, len(images))
     fig, axes = plt.subplots(nrows, ncols, figsize=(ncols * 0.95, nrows * 1.4), squeeze=False)
@@ -461,7 +462,7 @@ def sweep_bars(table, keys: Sequence[str], *, title: Optional[str] = None) -> Fi
 
     tasks = list(dict.fromkeys(table["task"]))
     if not tasks:
-        raise ValueError("the sweep table is empty: no sweep point has finished chapters 02 and 03")
+        raise InvalidInputError("the sweep table is empty: no sweep point has finished chapters 02 and 03")
     width = max(len(table[table["task"] == t]) for t in tasks)
     fig, axes = plt.subplots(1, len(tasks), figsize=(len(tasks) * max(3.2, 1.0 * width + 1.2), 3.0), squeeze=False)
     for ax, task in zip(axes[0], tasks):

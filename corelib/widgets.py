@@ -23,6 +23,7 @@ import torch
 
 from . import viz
 from .data.datasets import ReIDDataset, Sample, read_image
+from .errors import InvalidInputError
 from .explain import BRANCHES, explain_rank_list, has_branch, rank_list_row, rank_lists
 from .features import Features
 
@@ -57,7 +58,7 @@ class RankListExplorer(_Explorer):
         import ipywidgets as w
 
         if not len(query_samples):
-            raise ValueError("the query split is empty: nothing to explore")
+            raise InvalidInputError("the query split is empty: nothing to explore")
         self.model, self.transform, self.topk, self.layer = model, transform, topk, layer
         self.query_features, self.gallery_features = query, gallery
         self.query_samples, self.gallery_samples = list(query_samples), list(gallery_samples)
@@ -110,10 +111,10 @@ class ClusterExplorer(_Explorer):
 
         labels = np.asarray(labels)
         if len(labels) != len(samples):
-            raise ValueError(f"{len(labels)} labels for {len(samples)} samples")
+            raise InvalidInputError(f"{len(labels)} labels for {len(samples)} samples")
         ids, sizes = np.unique(labels[labels >= 0], return_counts=True)
         if not len(ids):
-            raise ValueError("no clusters: every label is -1")
+            raise InvalidInputError("no clusters: every label is -1")
         order = np.argsort(-sizes, kind="stable")
         self.samples, self.labels = list(samples), labels
         self.max_members, self.columns = max_members, columns

@@ -102,8 +102,12 @@ def test_run_notebooks_and_sweep_take_their_parameters_from_yaml(tmp_path, monke
     assert main(["sweep", str(sweep), "--root", str(tmp_path / "sw"), "--smoke"]) == 0
     assert [s[0].rsplit("/", 1)[-1] for s in seen[-2:]] == ["num_clusters=6", "num_clusters=9"]
     assert seen[-1][1]["SMOKE"] is True and seen[-1][1]["FINETUNE_OVERRIDES"] == {"cluster.num_clusters": 9}
-    assert main(["sweep", str(sweep), "--root", str(tmp_path / "sw")]) == 0
+    capsys.readouterr()
+    assert main(["sweep", str(sweep), "--root", str(tmp_path / "sw"), "--smoke"]) == 0
     assert "2 finished earlier" in capsys.readouterr().out and len(seen) == 3
+    # the full sweep on the smoke sweep's folders: refused, the differing parameter named
+    assert main(["sweep", str(sweep), "--root", str(tmp_path / "sw")]) == 2
+    assert "SMOKE: true -> false" in capsys.readouterr().err and len(seen) == 3
 
 
 def _printed(capsys, argv, cls):

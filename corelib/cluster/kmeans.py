@@ -35,6 +35,8 @@ from typing import Optional, Union
 import numpy as np
 import torch
 
+from ..errors import InvalidInputError
+
 INITS = ("greedy_kmeans++", "kmeans++", "random")
 
 
@@ -64,18 +66,18 @@ def default_trials(k: int) -> int:
 
 def _validate(x: torch.Tensor, k: int) -> None:
     if x.dim() != 2:
-        raise ValueError(f"k-means needs an (n, d) matrix, got shape {tuple(x.shape)}")
+        raise InvalidInputError(f"k-means needs an (n, d) matrix, got shape {tuple(x.shape)}")
     n = x.shape[0]
     if n == 0:
-        raise ValueError("k-means got no samples: the feature matrix is empty")
+        raise InvalidInputError("k-means got no samples: the feature matrix is empty")
     if not isinstance(k, (int, np.integer)) or k < 1:
-        raise ValueError(f"k must be a positive integer, got {k!r}")
+        raise InvalidInputError(f"k must be a positive integer, got {k!r}")
     if k > n:
-        raise ValueError(f"k = {k} clusters is larger than the number of samples ({n}); use k <= {n}")
+        raise InvalidInputError(f"k = {k} clusters is larger than the number of samples ({n}); use k <= {n}")
     bad = ~torch.isfinite(x).all(dim=1)
     if bool(bad.any()):
         rows = torch.nonzero(bad)[:5, 0].tolist()
-        raise ValueError(f"{int(bad.sum())} feature rows contain NaN or inf (first: {rows}); re-extract the features")
+        raise InvalidInputError(f"{int(bad.sum())} feature rows contain NaN or inf (first: {rows}); re-extract the features")
 
 
 def _chunk_rows(n_cols: int, device: torch.device) -> int:
@@ -173,7 +175,7 @@ def kmeans_plusplus(
     n, _ = x.shape
     trials = default_trials(k) if n_trials is None else n_trials
     if trials < 1:
-        raise ValueError(f"n_trials must be >= 1, got {trials}")
+        raise InvalidInputError(f"n_trials must be >= 1, got {trials}")
     dev = x.device
     gdev = generator.device if generator is not None else torch.device("cpu")
     x_sq = (x * x).sum(1) if x_sq is None else x_sq
@@ -299,9 +301,9 @@ def kmeans(
     x = _prepare(x, device)
     _validate(x, k)
     if isinstance(init, str) and init not in INITS:
-        raise ValueError(f"unknown init {init!r}; valid inits: {', '.join(INITS)} or a (k, d) tensor")
+        raise InvalidInputError(f"unknown init {init!r}; valid inits: {', '.join(INITS)} or a (k, d) tensor")
     if backend not in ("torch", "faiss"):
-        raise ValueError(f"unknown backend {backend!r}; use 'torch' or 'faiss'")
+        raise InvalidInputError(f"unknown backend {backend!r}; use 'torch' or 'faiss'")
     dev = x.device
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
     gen = _generator(seed, dev)
@@ -311,7 +313,7 @@ def kmeans(
     if isinstance(init, torch.Tensor):
         centroids = init.to(dev, torch.float32).clone()
         if centroids.shape != (k, x.shape[1]):
-            raise ValueError(f"init centres must be ({k}, {x.shape[1]}), got {tuple(centroids.shape)}")
+            raise InvalidInputError(f"init centres must be ({k}, {x.shape[1]}), got {tuple(centroids.shape)}")
         init_name = "given"
     elif init == "random":
         centroids, init_name = random_init(x, k, generator=gen), init
@@ -413,7 +415,7 @@ def minibatch_kmeans(
     x = _prepare(x, device)
     _validate(x, k)
     if init not in INITS:
-        raise ValueError(f"unknown init {init!r}; valid inits: {', '.join(INITS)}")
+        raise InvalidInputError(f"unknown init {init!r}; valid inits: {', '.join(INITS)}")
     n, _ = x.shape
     dev = x.device
     gen = _generator(seed, dev)

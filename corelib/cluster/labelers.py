@@ -25,6 +25,7 @@ from typing import Callable, Optional, Sequence, Union
 import numpy as np
 import torch
 
+from ..errors import InvalidInputError
 from ..registry import Registry
 from .kmeans import kmeans, minibatch_kmeans
 from .normalize import camera_ids, normalize_features
@@ -116,21 +117,21 @@ def _checked(name: str, out, n: int, levels: int) -> PseudoLabels:
     """``out`` as :class:`PseudoLabels`, with every level's labels checked."""
     pseudo = out if isinstance(out, PseudoLabels) else PseudoLabels([np.asarray(x) for x in out])
     if len(pseudo.labels) != levels:
-        raise ValueError(f"labeller {name!r} returned {len(pseudo.labels)} labellings for {levels} feature levels")
+        raise InvalidInputError(f"labeller {name!r} returned {len(pseudo.labels)} labellings for {levels} feature levels")
     labels = []
     for i, lab in enumerate(pseudo.labels):
         a = lab.detach().cpu().numpy() if isinstance(lab, torch.Tensor) else np.asarray(lab)
         if a.shape != (n,) or not np.issubdtype(a.dtype, np.integer):
-            raise ValueError(f"labeller {name!r}, level {i}: labels must be {n} integers, got {a.dtype} {a.shape}")
+            raise InvalidInputError(f"labeller {name!r}, level {i}: labels must be {n} integers, got {a.dtype} {a.shape}")
         if a.size and a.min() < -1:
-            raise ValueError(f"labeller {name!r}, level {i}: labels must be >= -1 (-1 marks an outlier), got {a.min()}")
+            raise InvalidInputError(f"labeller {name!r}, level {i}: labels must be >= -1 (-1 marks an outlier), got {a.min()}")
         if not (a >= 0).any():
-            raise ValueError(f"labeller {name!r}, level {i}: every sample is an outlier; no cluster to train on")
+            raise InvalidInputError(f"labeller {name!r}, level {i}: every sample is an outlier; no cluster to train on")
         labels.append(a.astype(np.int64))
     pseudo.labels = labels
     for i, c in enumerate(pseudo.centroids):
         if c is not None and int(labels[i].max()) >= c.shape[0]:
-            raise ValueError(f"labeller {name!r}, level {i}: label {labels[i].max()} but only {c.shape[0]} centroids")
+            raise InvalidInputError(f"labeller {name!r}, level {i}: label {labels[i].max()} but only {c.shape[0]} centroids")
     pseudo.info = dict(pseudo.info)
     return pseudo
 
@@ -150,9 +151,28 @@ def cluster_pseudo_labels(features: Sequence[torch.Tensor], camids, cfg, *, seed
     """
     labeler = get_labeler(cfg.labeler)
     cams = camera_ids(camids)
+    _check_features(features, len(cams))
     feats = [normalize_features(x, cams, cfg.normalize) for x in features]
     out = labeler(feats, cams, cfg, seed=seed, epoch=epoch, device=device)
     return _checked(cfg.labeler, out, len(cams), len(feats)), feats
+
+
+def _check_features(features: Sequence[torch.Tensor], n: int) -> None:
+    """Every level an (N, D) matrix of finite values with one row per camera id, before any labeller
+    sees it (a NaN row would otherwise become a cluster, or stop a labeller far from its cause)."""
+    if not len(features):
+        raise InvalidInputError("no feature levels to cluster: pass one (N, D) matrix per level")
+    for level, x in enumerate(features):
+        if x.dim() != 2 or x.shape[0] != n:
+            raise InvalidInputError(f"features of level {level} must be (N, D) with N = {n} (one row per camera id), "
+                                    f"got shape {tuple(x.shape)}")
+        if n == 0:
+            raise InvalidInputError("no samples to cluster: the target's training split is empty")
+        bad = (~torch.isfinite(x).all(dim=1)).nonzero().flatten()
+        if len(bad):
+            raise InvalidInputError(f"features of level {level} contain NaN or inf in {len(bad)} row(s) (first: row "
+                                    f"{int(bad[0])}): the network diverged or an image is corrupt; lower the learning "
+                                    f"rate, or check that image")
 
 
 @register_labeler("kmeans")
@@ -170,7 +190,7 @@ def kmeans_labels(features: Sequence[torch.Tensor], camids: np.ndarray, cfg, *, 
         elif k.algorithm == "lloyd":
             res = kmeans(x, cfg.num_clusters, init=k.init, max_iter=k.max_iter, seed=seed + i, device=device)
         else:
-            raise ValueError(f"unknown cluster.kmeans.algorithm {k.algorithm!r}; use 'minibatch' or 'lloyd'")
+            raise InvalidInputError(f"unknown cluster.kmeans.algorithm {k.algorithm!r}; use 'minibatch' or 'lloyd'")
         results.append(res)
     return PseudoLabels([r.labels.cpu().numpy() for r in results], [r.centroids for r in results],
                         {"kmeans_iters": [r.n_iter for r in results]})
@@ -180,9 +200,12 @@ def _check_kmeans(cfg, num_samples: int) -> None:
     from .kmeans import INITS
 
     if cfg.kmeans.init not in INITS:
-        raise ValueError(f"cluster.kmeans.init must be one of {', '.join(INITS)}, got {cfg.kmeans.init!r}")
+        raise InvalidInputError(f"cluster.kmeans.init must be one of {', '.join(INITS)}, got {cfg.kmeans.init!r}")
+    if cfg.num_clusters < 2:
+        raise InvalidInputError(f"cluster.num_clusters={cfg.num_clusters}: k-means needs k >= 2 pseudo-identities; set "
+                                f"cluster.num_clusters (about the target's identity count is a good start)")
     if cfg.num_clusters > num_samples:
-        raise ValueError(f"cluster.num_clusters={cfg.num_clusters} is larger than the {num_samples} target training "
+        raise InvalidInputError(f"cluster.num_clusters={cfg.num_clusters} is larger than the {num_samples} target training "
                          f"images; choose k <= {num_samples}")
 
 

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..errors import InvalidInputError
 from ..registry import Registry
 
 Normalization = Callable[[torch.Tensor, np.ndarray], torch.Tensor]
@@ -46,7 +47,7 @@ def normalize_features(features: torch.Tensor, camids, method: str = "none") -> 
     normalize = NORMALIZATIONS.get(method)
     cams = camera_ids(camids)
     if len(cams) != len(features):
-        raise ValueError(f"{len(features)} feature rows but {len(cams)} camera ids")
+        raise InvalidInputError(f"{len(features)} feature rows but {len(cams)} camera ids")
     return normalize(features, cams)
 
 

@@ -15,13 +15,15 @@ import torch
 from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 from sklearn.metrics.cluster import contingency_matrix
 
+from ..errors import InvalidInputError
+
 Labels = Union[np.ndarray, torch.Tensor, list]
 
 
 def _np(labels: Labels) -> np.ndarray:
     a = labels.detach().cpu().numpy() if isinstance(labels, torch.Tensor) else np.asarray(labels)
     if a.ndim != 1:
-        raise ValueError(f"labels must be one-dimensional, got shape {a.shape}")
+        raise InvalidInputError(f"labels must be one-dimensional, got shape {a.shape}")
     return a
 
 
@@ -82,7 +84,7 @@ def label_agreement(a: Labels, b: Labels) -> dict:
     """Agreement of two labelings of the same samples (e.g. epoch t vs t-1, global vs top)."""
     x, y = _np(a), _np(b)
     if x.shape != y.shape:
-        raise ValueError(f"labelings differ in length: {x.shape[0]} vs {y.shape[0]}")
+        raise InvalidInputError(f"labelings differ in length: {x.shape[0]} vs {y.shape[0]}")
     return {"nmi": float(normalized_mutual_info_score(x, y)), "ari": float(adjusted_rand_score(x, y))}
 
 
@@ -90,7 +92,7 @@ def pseudo_label_quality(pred: Labels, truth: Labels) -> dict:
     """Everything at once: NMI, ARI, purity, pairwise precision / recall / F and size statistics."""
     p, t = _np(pred), _np(truth)
     if p.shape != t.shape:
-        raise ValueError(f"{p.shape[0]} pseudo-labels for {t.shape[0]} ground-truth labels")
+        raise InvalidInputError(f"{p.shape[0]} pseudo-labels for {t.shape[0]} ground-truth labels")
     prec, rec, f = pairwise_precision_recall(p, t)
     out = {
         "nmi": float(normalized_mutual_info_score(t, p)),

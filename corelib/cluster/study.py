@@ -16,6 +16,7 @@ from typing import Optional, Sequence, Union
 import numpy as np
 import torch
 
+from ..errors import InvalidInputError
 from .kmeans import kmeans
 from .quality import cluster_size_stats, label_agreement, pseudo_label_quality
 
@@ -44,9 +45,9 @@ def compare_inits(
             errors: k larger than the number of samples, NaN rows, an unknown init).
     """
     if not seeds:
-        raise ValueError("compare_inits needs at least one seed")
+        raise InvalidInputError("compare_inits needs at least one seed")
     if truth is not None and len(truth) != len(features):
-        raise ValueError(f"{len(truth)} identities for {len(features)} feature rows")
+        raise InvalidInputError(f"{len(truth)} identities for {len(features)} feature rows")
     runs, labels = [], {}
     for init in inits:
         labels[init] = []

@@ -10,6 +10,11 @@ Every loader turns a dataset copy into three lists of ``Sample(path, pid, camid)
 Datasets without camera information (VehicleID) say so with ``has_cameras=False`` and camid
 ``None`` on every sample; the evaluator never relies on a fake camera id to switch junk filtering off.
 
+Every image path a loader returns lies inside the dataset root once symbolic links are followed
+(:class:`RootGuard`): a list file or CSV naming ``../../x.jpg``, an absolute path elsewhere, or a link
+that leaves the root raises ``UnsafePathError``, and an empty train, query or gallery split raises
+``DatasetRootError`` at load time rather than an epoch into training.
+
 Example::
 
     ds = build_dataset("market1501", "~/datasets")   # the folder or its parent
@@ -19,14 +24,17 @@ Example::
 
 from __future__ import annotations
 
+import os
 import re
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, NamedTuple, Optional, Sequence
+from typing import Callable, Iterable, Iterator, NamedTuple, Optional, Sequence, Union
 
 from PIL import Image, UnidentifiedImageError
 
-from ..errors import CorruptImageError, DatasetRootError, UnknownNameError
+from ..errors import CorruptImageError, DatasetRootError, InvalidInputError, UnknownNameError, UnsafePathError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
 
@@ -65,7 +73,7 @@ class ReIDDataset:
     def split(self, name: str) -> list[Sample]:
         """The list of one split by name (``train``, ``query`` or ``gallery``)."""
         if name not in ("train", "query", "gallery"):
-            raise ValueError(f"unknown split {name!r}: use 'train', 'query' or 'gallery'")
+            raise InvalidInputError(f"unknown split {name!r}: use 'train', 'query' or 'gallery'")
         return getattr(self, name)
 
     def stats(self) -> dict[str, dict[str, int]]:
@@ -156,7 +164,11 @@ def build_dataset(name: str, root: str | Path, **kwargs) -> ReIDDataset:
         DatasetRootError: ``root`` does not hold the expected layout (the message prints it).
     """
     _check_name(name)
-    return _LOADERS[name](Path(root).expanduser(), **kwargs)
+    ds = _LOADERS[name](Path(root).expanduser(), **kwargs)
+    # The built-in loaders name the empty folder or list themselves; this catches registered ones.
+    for split in ("train", "query", "gallery"):
+        require_split(split, ds.split(split), ds.root, "images")
+    return ds
 
 
 # --------------------------------------------------------------------------------------------
@@ -186,9 +198,99 @@ def resolve_root(name: str, root: Path, folder_names: Sequence[str], required: S
     )
 
 
-def list_images(folder: Path) -> list[Path]:
-    """Image files directly inside ``folder``, sorted by name (deterministic order)."""
-    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+_TRUSTED_ROOTS: ContextVar[tuple[str, ...]] = ContextVar("corelib_trusted_roots", default=())
+
+UNSAFE_PATH_FIX = (
+    "keep every image path inside the dataset root (no '..', absolute path or symbolic link that leads "
+    "out of it); a dataset that lives elsewhere is opened from its own root"
+)
+
+
+@contextmanager
+def trusted_roots(*roots: Union[str, Path]) -> Iterator[None]:
+    """Within the block, loaders also accept image paths that resolve inside ``roots``.
+
+    Meant for :func:`corelib.style.load_style_set` only: an enlarged style set links to (or lists)
+    the real images of the source it was written from, and its stamp records that source's root.
+    Everywhere else a dataset's images must lie inside its own root.
+    """
+    token = _TRUSTED_ROOTS.set(_TRUSTED_ROOTS.get() + tuple(os.path.realpath(r) for r in roots))
+    try:
+        yield
+    finally:
+        _TRUSTED_ROOTS.reset(token)
+
+
+class RootGuard:
+    """Refuses image paths of one dataset copy that resolve outside its root.
+
+    Paths are resolved as :meth:`pathlib.Path.resolve` does (symbolic links followed, ``..``
+    applied after them), but each folder is resolved once and each file costs one ``lstat``, so a
+    list of 100k images stays cheap to check.
+
+    Args:
+        root: the dataset root (the folder the loader found).
+    """
+
+    def __init__(self, root: Union[str, Path]) -> None:
+        self.root = Path(root)
+        self.allowed = (os.path.realpath(root),) + _TRUSTED_ROOTS.get()
+        self._folders: dict[str, str] = {}
+
+    def real(self, path: Union[str, Path]) -> str:
+        """``path`` with every symbolic link followed (the file need not exist)."""
+        text = os.fspath(path)
+        head, name = os.path.split(text)
+        if name in ("", ".", "..") or os.path.islink(text):
+            return os.path.realpath(text)
+        folder = self._folders.get(head)
+        if folder is None:
+            folder = self._folders[head] = os.path.realpath(head or ".")
+        return os.path.join(folder, name)
+
+    def inside(self, real: str) -> bool:
+        return any(real == r or real.startswith(r.rstrip(os.sep) + os.sep) for r in self.allowed)
+
+    def check(self, path: Union[str, Path], where: str) -> None:
+        """Raise ``UnsafePathError`` when ``path`` resolves outside the root; ``where`` says which
+        file and line (or folder) it came from, e.g. ``"dataset.csv, line 4: path '../x.jpg'"``."""
+        real = self.real(path)
+        if not self.inside(real):
+            raise UnsafePathError(
+                f"{where} resolves to {real}, outside the dataset root {self.root}. Fix: {UNSAFE_PATH_FIX}"
+            )
+
+
+def list_images(folder: Path, guard: Optional[RootGuard] = None) -> list[Path]:
+    """Image files directly inside ``folder``, sorted by name (deterministic order).
+
+    With ``guard``, the folder and every image that is a symbolic link must resolve inside the
+    guard's root (``UnsafePathError`` otherwise); a plain file in a folder inside the root is inside.
+    """
+    if guard is not None:
+        guard.check(folder, f"folder {folder}")
+    found = []
+    with os.scandir(folder) as entries:
+        for entry in entries:
+            if Path(entry.name).suffix.lower() in IMAGE_EXTENSIONS and entry.is_file():
+                path = folder / entry.name
+                if guard is not None and entry.is_symlink():
+                    guard.check(path, f"{path} (a symbolic link in {folder})")
+                found.append(path)
+    return sorted(found)
+
+
+def require_split(split: str, samples: Sequence[Sample], source: Union[str, Path], expected: str) -> None:
+    """Raise ``DatasetRootError`` when a split came out empty, naming where it was read from.
+
+    An empty query or gallery would otherwise load as 0 images and fail only at the first
+    evaluation, an epoch into training.
+    """
+    if not samples:
+        raise DatasetRootError(
+            f"the {split} split is empty: {source} holds no {expected}. Fix: add the missing {split} images "
+            f"(or rows), or point root at a complete copy; every dataset needs train, query and gallery images"
+        )
 
 
 def relabel(samples: Iterable[Sample]) -> list[Sample]:
@@ -204,14 +306,16 @@ def parse_folder(
     *,
     camera_base: int = 1,
     drop_junk: bool = True,
+    guard: Optional[RootGuard] = None,
 ) -> list[Sample]:
     """Parse every image in ``folder`` with a ``(pid)(camera)`` regex, Market-1501 style.
 
     Files whose name does not match are an error (a foreign file in a dataset folder usually means
     a wrong root); pid ``-1`` is junk and dropped; cameras are shifted from ``camera_base`` to 0.
+    ``guard`` refuses a folder or linked image outside the dataset root (see :func:`list_images`).
     """
     out = []
-    for path in list_images(folder):
+    for path in list_images(folder, guard):
         m = pattern.search(path.name)
         if m is None:
             raise DatasetRootError(
@@ -247,13 +351,17 @@ def read_image(path: str | Path) -> Image.Image:
 # Market-1501 family (also the layout of the embedded person data)
 
 MARKET_PATTERN = re.compile(r"([-\d]+)_c(\d+)")
+MARKET_EXPECTED = "image of a kept identity (files named PID_cCAM..., e.g. 0002_c1s1_000451_03.jpg; pid -1 is junk)"
 
 
 def load_market_style(name: str, root: Path, folder_names: Sequence[str], **_: object) -> ReIDDataset:
     """Market-1501 layout: ``bounding_box_train/``, ``query/``, ``bounding_box_test/``."""
     splits = ("bounding_box_train", "query", "bounding_box_test")
     base = resolve_root(name, root, folder_names, splits)
-    train, query, gallery = (parse_folder(base / s, MARKET_PATTERN) for s in splits)
+    guard = RootGuard(base)
+    train, query, gallery = (parse_folder(base / s, MARKET_PATTERN, guard=guard) for s in splits)
+    for split, folder, samples in zip(("train", "query", "gallery"), splits, (train, query, gallery)):
+        require_split(split, samples, base / folder, MARKET_EXPECTED)
     return ReIDDataset(name, base, relabel(train), query, gallery, has_cameras=True, protocol="market")
 
 

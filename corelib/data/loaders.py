@@ -9,7 +9,10 @@ Every loader follows the contract of :mod:`corelib.data.datasets`:
 - train pids are relabelled to ``0..N-1`` with :func:`~corelib.data.datasets.relabel`;
 - every split is in a deterministic, sorted order;
 - a wrong root raises ``DatasetRootError`` with the expected layout, and a malformed list file
-  raises ``DatasetRootError`` naming the file and the line.
+  raises ``DatasetRootError`` naming the file and the line;
+- every image path read from a list file or CSV (and every linked image found in a split folder)
+  must resolve inside the dataset root, else ``UnsafePathError`` names the file, the line and the fix;
+- an empty train, query or gallery split raises ``DatasetRootError`` naming the folder or list.
 
 The loaders read only what lies on disk; they never download anything.
 """
@@ -23,9 +26,10 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Iterator, Optional, Sequence
 
-from ..errors import DatasetRootError
+from ..errors import DatasetRootError, InvalidInputError
 from .datasets import (
     ReIDDataset,
+    RootGuard,
     Sample,
     expected_layout,
     list_images,
@@ -33,6 +37,7 @@ from .datasets import (
     parse_folder,
     register_dataset,
     relabel,
+    require_split,
     resolve_root,
 )
 
@@ -134,7 +139,7 @@ def cuhk03np(root: Path, subset: str = "detected") -> ReIDDataset:
         subset: ``"detected"`` (boxes from a detector, the paper's counts) or ``"labeled"``.
     """
     if subset not in CUHK03NP_SUBSETS:
-        raise ValueError(
+        raise InvalidInputError(
             f"unknown CUHK03-NP subset {subset!r}; valid subsets: {', '.join(CUHK03NP_SUBSETS)}"
         )
     folders = tuple(f"{top}/{subset}" for top in ("cuhk03-np", "cuhk03np", "CUHK03-NP")) + (subset,)
@@ -173,7 +178,7 @@ _MSMT17_LISTS = {
 }
 
 
-def _read_msmt_list(base: Path, list_name: str, image_dir: str) -> list[Sample]:
+def _read_msmt_list(base: Path, list_name: str, image_dir: str, guard: RootGuard) -> list[Sample]:
     path = base / list_name
     expected = "'relative/path.jpg label', e.g. '0000/0000_000_01_0303morning_0015_0.jpg 0'"
     out = []
@@ -186,9 +191,11 @@ def _read_msmt_list(base: Path, list_name: str, image_dir: str) -> list[Sample]:
         if m is None:
             raise _bad_line(path, lineno, line, expected)
         camid = _camid(int(m.group(1)), 1, f"{path}, line {lineno}")
+        image = base / image_dir / rel
+        guard.check(image, f"{path}, line {lineno}: path {rel!r}")
         if pid == -1:
             continue
-        out.append(Sample(str(base / image_dir / rel), pid, camid))
+        out.append(Sample(str(image), pid, camid))
     _check_first_image(out, path)
     return out
 
@@ -202,10 +209,14 @@ def msmt17(root: Path) -> ReIDDataset:
     """
     required = ("train", "test") + tuple(n for pairs in _MSMT17_LISTS.values() for n, _ in pairs)
     base = resolve_root("msmt17", root, ("MSMT17_V1", "MSMT17", "msmt17"), required)
+    guard = RootGuard(base)
     splits = {
-        split: _sorted([s for name, d in pairs for s in _read_msmt_list(base, name, d)])
+        split: _sorted([s for name, d in pairs for s in _read_msmt_list(base, name, d, guard)])
         for split, pairs in _MSMT17_LISTS.items()
     }
+    for split, pairs in _MSMT17_LISTS.items():
+        require_split(split, splits[split], " and ".join(str(base / name) for name, _ in pairs),
+                      "line 'relative/path.jpg label' with a label other than -1")
     return ReIDDataset(
         "msmt17", base, relabel(splits["train"]), splits["query"], splits["gallery"],
         has_cameras=True, protocol="market",
@@ -231,7 +242,10 @@ def veri776(root: Path) -> ReIDDataset:
     """VeRi-776: 20 cameras; 576 train IDs / 37,778 images; 1,678 queries; 11,579 gallery."""
     splits = ("image_train", "image_query", "image_test")
     base = resolve_root("veri776", root, ("VeRi", "VeRi-776", "VeRi776", "veri776"), splits)
-    train, query, gallery = (parse_folder(base / s, VERI776_NAME) for s in splits)
+    guard = RootGuard(base)
+    train, query, gallery = (parse_folder(base / s, VERI776_NAME, guard=guard) for s in splits)
+    for split, folder, samples in zip(SPLIT_NAMES, splits, (train, query, gallery)):
+        require_split(split, samples, base / folder, "image of a kept vehicle (files like 0001_c001_00016450_0.jpg)")
     return ReIDDataset("veri776", base, relabel(train), query, gallery, protocol="market")
 
 
@@ -252,7 +266,7 @@ VehicleID_V1.0/
 """
 
 
-def _read_vehicleid_list(base: Path, list_name: str) -> list[Sample]:
+def _read_vehicleid_list(base: Path, list_name: str, guard: RootGuard) -> list[Sample]:
     path = base / "train_test_split" / list_name
     expected = "'imageid vehicleid', e.g. '0004832 1'"
     out = []
@@ -261,9 +275,11 @@ def _read_vehicleid_list(base: Path, list_name: str) -> list[Sample]:
             raise _bad_line(path, lineno, line, expected)
         image_id, vid = fields
         pid = _to_int(vid, path, lineno, line, expected)
+        image = base / "image" / f"{image_id}.jpg"
+        guard.check(image, f"{path}, line {lineno}: image id {image_id!r}")
         if pid == -1:
             continue
-        out.append(Sample(str(base / "image" / f"{image_id}.jpg"), pid, None))
+        out.append(Sample(str(image), pid, None))
     _check_first_image(out, path)
     return _sorted(out)
 
@@ -317,16 +333,22 @@ def vehicleid(root: Path, test_size: int = 800, draw_seed: int = 0) -> ReIDDatas
     """
     valid = VEHICLEID_TEST_SIZES + VEHICLEID_EXTRA_TEST_SIZES
     if test_size not in valid:
-        raise ValueError(
+        raise InvalidInputError(
             f"unknown VehicleID test_size {test_size!r}; valid sizes: "
             f"{', '.join(map(str, valid))} (the last three only where the list file exists)"
         )
     test_list = f"test_list_{test_size}.txt"
     required = ("image", "train_test_split/train_list.txt", f"train_test_split/{test_list}")
     base = resolve_root("vehicleid", root, ("VehicleID_V1.0", "VehicleID", "vehicleid"), required)
-    train = _read_vehicleid_list(base, "train_list.txt")
-    test = _read_vehicleid_list(base, test_list)
+    guard = RootGuard(base)
+    train = _read_vehicleid_list(base, "train_list.txt", guard)
+    test = _read_vehicleid_list(base, test_list, guard)
     query, gallery = draw_vehicleid_gallery(test, draw_seed)
+    split_dir = base / "train_test_split"
+    require_split("train", train, split_dir / "train_list.txt", "line 'imageid vehicleid'")
+    require_split("gallery", gallery, split_dir / test_list, "line 'imageid vehicleid'")
+    require_split("query", query, split_dir / test_list,
+                  "vehicle with two or more images (one image of each vehicle goes to the gallery)")
     return ReIDDataset(
         "vehicleid", base, relabel(train), query, gallery,
         has_cameras=False, protocol="vehicleid",
@@ -385,7 +407,7 @@ def _read_vehicle_info(path: Path) -> tuple[dict[tuple[int, int], int], int]:
 
 
 def _read_veriwild_list(
-    base: Path, list_path: Path, cameras: dict[tuple[int, int], int], info_path: Path
+    base: Path, list_path: Path, cameras: dict[tuple[int, int], int], info_path: Path, guard: RootGuard
 ) -> list[Sample]:
     expected = "'00001/000001.jpg label camera' or '00001/000001'"
     out = []
@@ -401,7 +423,10 @@ def _read_veriwild_list(
                 f"camera is unknown; the list and vehicle_info.txt come from different copies"
             )
         rel = fields[0] if fields[0].endswith(".jpg") else f"{fields[0]}.jpg"
-        out.append(Sample(str(base / "images" / rel), vid, camid))
+        image = base / "images" / rel
+        # the listed name is only digits, but the file (or its vehicle folder) may be a link out of the root
+        guard.check(image, f"{list_path}, line {lineno}: path {rel!r}")
+        out.append(Sample(str(image), vid, camid))
     _check_first_image(out, list_path)
     return _sorted(out)
 
@@ -419,7 +444,7 @@ def veriwild(root: Path, test_size: int = 3000) -> ReIDDataset:
         test_size: 3000 (small), 5000 (medium) or 10000 (large).
     """
     if test_size not in VERIWILD_TEST_SIZES:
-        raise ValueError(
+        raise InvalidInputError(
             f"unknown VERI-Wild test_size {test_size!r}; valid sizes: "
             f"{', '.join(map(str, VERIWILD_TEST_SIZES))}"
         )
@@ -429,9 +454,12 @@ def veriwild(root: Path, test_size: int = 3000) -> ReIDDataset:
     release, names = _pick_veriwild_release(split_dir, test_size)
     info_path = split_dir / "vehicle_info.txt"
     cameras, camera_base = _read_vehicle_info(info_path)
+    guard = RootGuard(base)
     train, gallery, query = (
-        _read_veriwild_list(base, split_dir / name, cameras, info_path) for name in names
+        _read_veriwild_list(base, split_dir / name, cameras, info_path, guard) for name in names
     )
+    for split, name, samples in zip(("train", "gallery", "query"), names, (train, gallery, query)):
+        require_split(split, samples, split_dir / name, "line '00001/000001.jpg ...'")
     return ReIDDataset(
         "veriwild", base, relabel(train), query, gallery, has_cameras=True, protocol="veriwild",
         extras={"test_size": test_size, "release": release, "camera_base": camera_base},
@@ -491,6 +519,7 @@ def custom(root: Path) -> ReIDDataset:
 
 def _custom_csv(csv_path: Path) -> ReIDDataset:
     folder = csv_path.parent
+    guard = RootGuard(folder)  # the CSV's folder is the dataset root: paths are relative to it
     splits: dict[str, list[Sample]] = {s: [] for s in SPLIT_NAMES}
     first_cam_row: Optional[tuple[int, bool]] = None  # (line, has camid) of the first row
     with open(csv_path, newline="", encoding="utf-8-sig") as f:  # sig: Excel BOM
@@ -530,9 +559,12 @@ def _custom_csv(csv_path: Path) -> ReIDDataset:
                     f"{'set' if first_cam_row[1] else 'empty'} on line {first_cam_row[0]}; leave "
                     f"camid empty on every row (no cameras) or fill it on every row"
                 )
+            guard.check(folder / path, f"{where}: path {path!r}")
             if pid == -1:
                 continue
             splits[split].append(Sample(str(folder / path), pid, camid))
+    for split in SPLIT_NAMES:
+        require_split(split, splits[split], csv_path, f"row with split={split} (pid -1 rows are dropped)")
     has_cameras = first_cam_row[1] if first_cam_row else True
     return ReIDDataset(
         "custom", folder, relabel(_sorted(splits["train"])), _sorted(splits["query"]),
@@ -542,10 +574,11 @@ def _custom_csv(csv_path: Path) -> ReIDDataset:
 
 
 def _custom_folders(base: Path) -> ReIDDataset:
+    guard = RootGuard(base)
     found: dict[str, list[tuple[Path, int]]] = {}
     for split in SPLIT_NAMES:
         split_dir = base / split
-        stray = list_images(split_dir)
+        stray = list_images(split_dir, guard)
         if stray:
             raise DatasetRootError(
                 f"{stray[0]} lies directly in {split_dir}; put images in one folder per pid "
@@ -560,7 +593,8 @@ def _custom_folders(base: Path) -> ReIDDataset:
                     f"{pid_dir}: pid folders must be named by an integer id (e.g. 0001)"
                 ) from None
             if pid != -1:
-                items.extend((path, pid) for path in list_images(pid_dir))
+                items.extend((path, pid) for path in list_images(pid_dir, guard))
+        require_split(split, items, split_dir, "image in a pid folder (<pid>/<image>; pid -1 is junk)")
         found[split] = items
     # Cameras only when every file names one: a partial match would mix real and missing ids.
     matches = {p: CUSTOM_CAMERA.search(p.name) for items in found.values() for p, _ in items}

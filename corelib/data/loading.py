@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from ..errors import InvalidInputError
 from .datasets import Sample, read_image
 
 
@@ -111,16 +112,16 @@ def build_loader(
         ValueError: both ``sampler`` and ``shuffle`` given, or a non-positive batch size.
     """
     if sampler is not None and shuffle:
-        raise ValueError(
+        raise InvalidInputError(
             "pass either sampler or shuffle=True, not both: the sampler sets the order"
         )
     if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        raise InvalidInputError(f"batch_size must be >= 1, got {batch_size}")
     generator = torch.Generator()
     generator.manual_seed(seed)
     if batch_sampler is not None:
         if sampler is not None or shuffle:
-            raise ValueError("batch_sampler sets the order and the batches: pass neither sampler nor shuffle")
+            raise InvalidInputError("batch_sampler sets the order and the batches: pass neither sampler nor shuffle")
         return DataLoader(ImageDataset(samples, transform, seed=seed), batch_sampler=batch_sampler, num_workers=num_workers,
                           worker_init_fn=seed_worker, generator=generator, pin_memory=pin_memory)
     return DataLoader(

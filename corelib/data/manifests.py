@@ -5,6 +5,10 @@ and camera counts as the loader returns them, the evaluation protocol, where to 
 notes and known count discrepancies. ``verify_dataset`` checks a copy against it and returns a
 readable report; ``corelib verify NAME ROOT`` prints that report and exits non-zero on a problem.
 
+Every folder a manifest names (``layout`` entries and the keys of ``files``) must lie inside the
+dataset root, also once symbolic links are followed; so must every image file the verifier decodes.
+A manifest or copy that points elsewhere raises ``UnsafePathError`` instead of reading foreign files.
+
 Example::
 
     report = verify_dataset("market1501", "~/datasets/Market-1501-v15.09.15")
@@ -23,8 +27,8 @@ import yaml
 from PIL import Image
 
 from .. import paths
-from ..errors import DatasetRootError, ManifestError
-from .datasets import IMAGE_EXTENSIONS, build_dataset, expected_layout
+from ..errors import DatasetRootError, InvalidInputError, ManifestError, UnsafePathError
+from .datasets import IMAGE_EXTENSIONS, RootGuard, build_dataset, expected_layout
 
 REQUIRED_KEYS = ("name", "title", "kind", "loader", "folder", "layout", "protocol", "splits")
 SPLITS = ("train", "query", "gallery")
@@ -41,6 +45,7 @@ def load_manifest(name_or_path: Union[str, Path, Mapping]) -> dict:
     Raises:
         ManifestError: unknown name (the message lists the known ones), unreadable YAML, a
             missing key, or a layout entry that would escape the dataset root.
+        UnsafePathError: a ``files`` entry (a folder whose images are counted) would escape it.
     """
     if isinstance(name_or_path, Mapping):
         data, source = dict(name_or_path), "<dict>"
@@ -74,6 +79,16 @@ def _validate(data: Any, source: str) -> None:
         pp = PurePosixPath(str(entry))
         if pp.is_absolute() or ".." in pp.parts:
             raise ManifestError(f"{source}: layout entry {entry!r} escapes the dataset root; use relative paths")
+    files = data.get("files") or {}
+    if not isinstance(files, Mapping):
+        raise ManifestError(f"{source}: files must map folders to image counts, got {type(files).__name__}")
+    for entry in files:
+        pp = PurePosixPath(str(entry))
+        if pp.is_absolute() or ".." in pp.parts:
+            raise UnsafePathError(
+                f"{source}: files entry {entry!r} escapes the dataset root. Fix: name folders relative to "
+                f"the dataset root without '..' (e.g. bounding_box_train)"
+            )
     for split in SPLITS:
         if split not in data["splits"]:
             raise ManifestError(f"{source}: splits.{split} is missing")
@@ -146,6 +161,7 @@ def verify_dataset(
         progress: show a progress bar while decoding images.
     """
     m = load_manifest(manifest)
+    source = str(manifest) if isinstance(manifest, (str, Path)) else f"manifest {m['name']!r}"
     root = Path(root).expanduser()
     report = VerificationReport(m["name"], root)
 
@@ -158,6 +174,11 @@ def verify_dataset(
         )
         return report
     report.root = base
+    guard = RootGuard(base)
+    # A layout folder that is a link out of the copy would be counted and decoded as if it were data.
+    for kind, entries in (("layout", m["layout"]), ("files", m.get("files") or {})):
+        for e in entries:
+            guard.check(base / str(e), f"{source}: {kind} entry {str(e)!r} ({base / str(e)})")
     missing = [e for e in m["layout"] if not (base / e).exists()]
     for e in missing:
         report.problems.append(f"missing folder or file: {base / e} (expected by the {m['title']} layout)")
@@ -175,15 +196,24 @@ def verify_dataset(
     for folder, expected in (m.get("files") or {}).items():
         if expected is None or not (base / folder).is_dir():
             continue
-        n = sum(1 for p in (base / folder).rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)
+        n = len(_image_files(base / folder, guard))
         if n != expected:
             report.problems.append(f"{folder}/: {n} image files, manifest says {expected} ({_diff(n, expected)})")
         else:
             report.checks.append(f"{folder}/: {n} image files")
 
     if check_images != "none":
-        _check_images(m, base, check_images, progress, seed, report)
+        _check_images(m, base, check_images, progress, seed, report, guard)
     return report
+
+
+def _image_files(folder: Path, guard: RootGuard) -> list[Path]:
+    """Image files under ``folder`` (recursively); a linked one resolving outside the root is refused."""
+    files = [p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS]
+    for p in files:
+        if p.is_symlink():
+            guard.check(p, f"{p} (a symbolic link in {folder})")
+    return files
 
 
 def _find_base(m: Mapping, root: Path) -> Optional[Path]:
@@ -224,18 +254,15 @@ def _check_counts(m: Mapping, stats: Mapping, has_cameras: bool, report: Verific
 
 
 def _check_images(m: Mapping, base: Path, how: Union[str, int], progress: bool, seed: int,
-                  report: VerificationReport) -> None:
+                  report: VerificationReport, guard: RootGuard) -> None:
     from tqdm.auto import tqdm
 
-    files = sorted(
-        p for e in m["layout"] if (base / e).is_dir()
-        for p in (base / e).rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS
-    )
+    files = sorted(p for e in m["layout"] if (base / e).is_dir() for p in _image_files(base / e, guard))
     if how != "all":
         try:
             n = int(how)
         except (TypeError, ValueError):
-            raise ValueError(f"check_images must be 'all', 'none' or a number, got {how!r}") from None
+            raise InvalidInputError(f"check_images must be 'all', 'none' or a number, got {how!r}") from None
         files = random.Random(seed).sample(files, min(n, len(files)))
     bad = []
     for p in tqdm(files, desc=f"decode {m['name']}", unit="img", disable=not progress, mininterval=0.5):

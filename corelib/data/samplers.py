@@ -28,6 +28,8 @@ from typing import TYPE_CHECKING, Iterator, Sequence
 import torch
 from torch.utils.data import Sampler
 
+from ..errors import InvalidInputError
+
 if TYPE_CHECKING:  # only for the annotation: the sampler needs nothing else from the registry
     from .datasets import Sample
 
@@ -39,14 +41,14 @@ def pids_per_batch(batch_size: int, num_instances: int) -> int:
         ValueError: a non-positive argument, or ``batch_size`` not a multiple of ``num_instances``.
     """
     if num_instances < 1 or batch_size < 1:
-        raise ValueError(
+        raise InvalidInputError(
             f"batch_size ({batch_size}) and num_instances ({num_instances}) must both be >= 1"
         )
     if batch_size % num_instances:
         lower = batch_size - batch_size % num_instances
         upper = lower + num_instances
         hint = f"{lower} or {upper}" if lower else f"{upper}"
-        raise ValueError(
+        raise InvalidInputError(
             f"batch_size {batch_size} is not a multiple of num_instances {num_instances}: "
             f"a P x K batch needs batch_size = P * {num_instances}; use batch_size {hint}, "
             f"or change num_instances to a divisor of {batch_size}"
@@ -80,11 +82,11 @@ class CameraAwareIdentitySampler(Sampler[int]):
 
     def __init__(self, samples: Sequence[Sample], num_instances: int = 4, seed: int = 0) -> None:
         if len(samples) == 0:
-            raise ValueError(
+            raise InvalidInputError(
                 "CameraAwareIdentitySampler got no samples: the training list is empty"
             )
         if num_instances < 1:
-            raise ValueError(f"num_instances must be >= 1, got {num_instances}")
+            raise InvalidInputError(f"num_instances must be >= 1, got {num_instances}")
         self.num_instances = int(num_instances)
         self.seed = int(seed)
         self.epoch = 0

@@ -34,15 +34,15 @@ import hashlib
 import json
 import math
 import os
-import shutil
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Optional, Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
+from .. import paths
 from ..errors import UnknownNameError
 
 GENERATOR_VERSION = 1
@@ -846,9 +846,13 @@ def generate_synthetic(
 ) -> Path:
     """Write one synthetic dataset under ``root/<synthetic_PRESET>`` and return that folder.
 
-    An existing complete copy with the same fingerprint is reused (nothing is redrawn); an
-    incomplete or stale copy is replaced. Files are written to a temporary sibling folder and
-    renamed at the end, so an interrupted run never leaves a half-written dataset behind.
+    An existing complete copy with the same fingerprint is reused (nothing is redrawn); a stale
+    copy (its stamp names another fingerprint) is replaced. Files are written to a temporary sibling
+    folder and renamed at the end, so an interrupted run never leaves a half-written dataset behind.
+
+    Nothing the generator did not write is deleted: an existing ``root/<synthetic_PRESET>`` without
+    the generator's stamp (other than an empty folder), or a left-over temporary folder without its
+    marker, raises ``NotOwnedError`` before anything is drawn.
 
     Args:
         preset: a preset name (:func:`list_presets`) or a :class:`SyntheticPreset`.
@@ -857,6 +861,9 @@ def generate_synthetic(
         workers: processes to draw with (default: all cores).
         overwrite: redraw even when a complete copy exists.
         progress: show a tqdm progress bar.
+
+    Raises:
+        NotOwnedError: the dataset folder or the temporary folder exists and is not the generator's.
     """
     p = get_preset(preset) if isinstance(preset, str) else preset
     if scale != 1.0:
@@ -872,10 +879,17 @@ def generate_synthetic(
         except (json.JSONDecodeError, OSError):
             pass  # unreadable stamp: regenerate
 
+    what = "a synthetic dataset written by corelib"
+    fix = (f"pass another root, or move {out} away yourself if it is not needed; "
+           f"generate_synthetic writes root/{dataset_folder(p)}")
+    paths.check_owned_tree(out, (STAMP_FILE,), what, fix)  # refuse before drawing, not after
     jobs = plan_jobs(p)
     tmp = root / f".{dataset_folder(p)}.tmp-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
+    # A temporary folder of this name is only removed when its marker says this generator made it.
+    paths.remove_owned_tree(tmp, (paths.PARTIAL_MARKER, STAMP_FILE),
+                            "a temporary folder of generate_synthetic",
+                            f"remove {tmp} yourself if nothing in it is needed")
+    paths.make_partial_dir(tmp, "generate_synthetic")
     for folder in _split_folders(p).values():
         (tmp / folder).mkdir(parents=True)
     workers = workers or os.cpu_count() or 1
@@ -896,8 +910,9 @@ def generate_synthetic(
 
     dump_manifest(manifest, tmp / "manifest.yaml")
     (tmp / STAMP_FILE).write_text(json.dumps({"fingerprint": fp, "preset": p.name, "images": len(jobs)}, indent=1))
-    if out.exists():
-        shutil.rmtree(out)
+    # The marker only guards the temporary folder: the dataset itself holds exactly what it always held.
+    (tmp / paths.PARTIAL_MARKER).unlink()
+    paths.remove_owned_tree(out, (STAMP_FILE,), what, fix)
     tmp.rename(out)
     return out
 

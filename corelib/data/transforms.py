@@ -32,6 +32,8 @@ from PIL import Image
 from torchvision import transforms as T
 from torchvision.transforms import InterpolationMode
 
+from ..errors import InvalidInputError, InvalidTypeError
+
 IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
 IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
 
@@ -70,13 +72,13 @@ class LocalGrayscalePatchReplacement:
         attempts: int = 100,
     ) -> None:
         if not 0.0 <= p <= 1.0:
-            raise ValueError(f"LGPR probability p must be in [0, 1], got {p}")
+            raise InvalidInputError(f"LGPR probability p must be in [0, 1], got {p}")
         if not 0.0 < area[0] <= area[1] <= 1.0:
-            raise ValueError(f"LGPR area must satisfy 0 < low <= high <= 1, got {area}")
+            raise InvalidInputError(f"LGPR area must satisfy 0 < low <= high <= 1, got {area}")
         if not 0.0 < aspect[0] <= aspect[1]:
-            raise ValueError(f"LGPR aspect must satisfy 0 < low <= high, got {aspect}")
+            raise InvalidInputError(f"LGPR aspect must satisfy 0 < low <= high, got {aspect}")
         if attempts < 1:
-            raise ValueError(f"LGPR attempts must be >= 1, got {attempts}")
+            raise InvalidInputError(f"LGPR attempts must be >= 1, got {attempts}")
         self.p = float(p)
         self.area = (float(area[0]), float(area[1]))
         self.aspect = (float(aspect[0]), float(aspect[1]))
@@ -85,7 +87,7 @@ class LocalGrayscalePatchReplacement:
     def __call__(self, img: Image.Image) -> Image.Image:
         """Apply LGPR to ``img``; the input is never modified, a new image is returned."""
         if not isinstance(img, Image.Image):
-            raise TypeError(
+            raise InvalidTypeError(
                 f"LocalGrayscalePatchReplacement expects a PIL image, got {type(img).__name__}; "
                 f"put it before ToTensor in the pipeline"
             )
@@ -153,11 +155,11 @@ def build_transforms(
         ValueError: unknown stage or invalid size / padding.
     """
     if stage not in STAGES:
-        raise ValueError(f"unknown transform stage {stage!r}; valid stages: {', '.join(STAGES)}")
+        raise InvalidInputError(f"unknown transform stage {stage!r}; valid stages: {', '.join(STAGES)}")
     if height < 1 or width < 1:
-        raise ValueError(f"image size must be positive, got height={height}, width={width}")
+        raise InvalidInputError(f"image size must be positive, got height={height}, width={width}")
     if pad < 0:
-        raise ValueError(f"pad must be >= 0, got {pad}")
+        raise InvalidInputError(f"pad must be >= 0, got {pad}")
     size = (height, width)
     resize = T.Resize(size, interpolation=InterpolationMode.BICUBIC)
     to_tensor = [T.ToTensor(), T.Normalize(mean=IMAGENET_MEAN, std=IMAGENET_STD)]
@@ -193,7 +195,7 @@ def denormalize(tensor: torch.Tensor) -> torch.Tensor:
     Returns a new tensor clamped to 0..1, ready for plotting; the input is left untouched.
     """
     if tensor.dim() not in (3, 4) or tensor.shape[-3] != 3:
-        raise ValueError(f"expected a (3, H, W) or (N, 3, H, W) tensor, got {tuple(tensor.shape)}")
+        raise InvalidInputError(f"expected a (3, H, W) or (N, 3, H, W) tensor, got {tuple(tensor.shape)}")
     mean = torch.tensor(IMAGENET_MEAN, dtype=tensor.dtype, device=tensor.device).view(3, 1, 1)
     std = torch.tensor(IMAGENET_STD, dtype=tensor.dtype, device=tensor.device).view(3, 1, 1)
     return (tensor * std + mean).clamp(0.0, 1.0)

@@ -36,6 +36,7 @@ import numpy as np
 import torch
 
 from ..data.loaders import vehicleid_draw
+from ..errors import InvalidInputError
 
 PROTOCOLS = ("market", "veriwild", "vehicleid")
 CMC_RANKS = (1, 5, 10, 20)
@@ -105,7 +106,7 @@ def pairwise_distance(x: torch.Tensor, y: torch.Tensor, metric: str = "euclidean
         xn = torch.nn.functional.normalize(x, dim=1)
         yn = torch.nn.functional.normalize(y, dim=1)
         return 1.0 - xn @ yn.t()
-    raise ValueError(f"unknown metric {metric!r}; use 'euclidean' or 'cosine'")
+    raise InvalidInputError(f"unknown metric {metric!r}; use 'euclidean' or 'cosine'")
 
 
 # --------------------------------------------------------------------------------------------
@@ -242,22 +243,34 @@ def _as_tensor(x: Optional[ArrayLike], device: torch.device, name: str) -> Optio
         return None
     t = torch.as_tensor(np.asarray(x) if not torch.is_tensor(x) else x)
     if t.dim() != 1:
-        raise ValueError(f"{name} must be one-dimensional, got shape {tuple(t.shape)}")
+        raise InvalidInputError(f"{name} must be one-dimensional, got shape {tuple(t.shape)}")
     return t.to(device=device, dtype=torch.long)
 
 
 def _check_protocol(protocol: str, q_cams, g_cams) -> bool:
     """Whether the protocol filters same-camera matches (and has the camids to do it)."""
     if protocol not in PROTOCOLS:
-        raise ValueError(f"unknown protocol {protocol!r}; valid protocols: {', '.join(PROTOCOLS)}")
+        raise InvalidInputError(f"unknown protocol {protocol!r}; valid protocols: {', '.join(PROTOCOLS)}")
     if protocol == "vehicleid":
         return False
     if q_cams is None or g_cams is None:
-        raise ValueError(
+        raise InvalidInputError(
             f"protocol {protocol!r} removes same-id same-camera matches and needs query and gallery camids; "
             f"for a dataset without cameras (e.g. VehicleID) use protocol='vehicleid'"
         )
     return True
+
+
+def _check_lengths(q_pids, g_pids, q_cams, g_cams) -> None:
+    """One pid (and camid) per query and per gallery item, and neither side empty; otherwise
+    camids past the end were silently ignored or ran into an ``IndexError`` deep in the ranking."""
+    nq, ng = len(q_pids), len(g_pids)
+    if nq == 0 or ng == 0:
+        raise InvalidInputError(f"nothing to evaluate: {nq} query and {ng} gallery item(s); check that the query "
+                                f"and gallery folders hold images")
+    for name, cams, n, side in (("query_camids", q_cams, nq, "query_pids"), ("gallery_camids", g_cams, ng, "gallery_pids")):
+        if cams is not None and len(cams) != n:
+            raise InvalidInputError(f"{name} has {len(cams)} entries but {side} has {n}: one camera id per image")
 
 
 def default_chunk(num_gallery: int, device: torch.device) -> int:
@@ -283,6 +296,9 @@ def evaluate_distance_chunks(
     galleries); :func:`evaluate_ranking` and :func:`evaluate_distmat` call it.
     """
     use_cams = _check_protocol(protocol, query_camids, gallery_camids)
+    _check_lengths(query_pids, gallery_pids, query_camids if use_cams else None, gallery_camids if use_cams else None)
+    if int(max_rank) < 1:
+        raise InvalidInputError(f"max_rank must be at least 1, got {max_rank!r}")
     nq = len(query_pids)
     ap = np.full(nq, np.nan)
     inp = np.full(nq, np.nan)
@@ -297,15 +313,15 @@ def evaluate_distance_chunks(
             g_cams = _as_tensor(gallery_camids, dev, "gallery_camids") if use_cams else None
             g_index = _GalleryIndex(g_pids)
             if dist.shape[1] != len(g_pids):
-                raise ValueError(f"distance chunk has {dist.shape[1]} columns but there are {len(g_pids)} gallery pids")
+                raise InvalidInputError(f"distance chunk has {dist.shape[1]} columns but there are {len(g_pids)} gallery pids")
             all_q_pids = _as_tensor(query_pids, dev, "query_pids")
             if bool((all_q_pids < 0).any()):
-                raise ValueError("query pids must be >= 0: drop junk (pid -1) queries before evaluating")
+                raise InvalidInputError("query pids must be >= 0: drop junk (pid -1) queries before evaluating")
             all_q_cams = _as_tensor(query_camids, dev, "query_camids") if use_cams else None
         q_pids = all_q_pids[rows]
         q_cams = all_q_cams[rows] if use_cams else None
         if torch.isnan(dist).any():
-            raise ValueError("the distance matrix contains NaN: check the features (NaN descriptors?)")
+            raise InvalidInputError("the distance matrix contains NaN: check the features (NaN descriptors?)")
         ranks, num_pos = _positive_ranks(dist.float(), q_pids, g_pids, q_cams, g_cams, g_index)
         r = ranks.double()
         k = torch.arange(1, r.shape[1] + 1, device=dev, dtype=torch.double)[None, :]
@@ -323,11 +339,11 @@ def evaluate_distance_chunks(
         npos[idx] = num_pos.cpu().numpy()
         seen[idx] = True
     if not seen.all():
-        raise ValueError(f"the distance chunks covered {int(seen.sum())} of {nq} queries")
+        raise InvalidInputError(f"the distance chunks covered {int(seen.sum())} of {nq} queries")
     valid = npos > 0
     n_valid = int(valid.sum())
     if n_valid == 0:
-        raise ValueError("no query has a valid positive in the gallery: check pids, camids and the protocol")
+        raise InvalidInputError("no query has a valid positive in the gallery: check pids, camids and the protocol")
     hits = first[valid]
     cmc = np.array([(hits <= r).mean() for r in range(1, max_rank + 1)])
     return RankingResult(
@@ -349,6 +365,9 @@ def evaluate_distmat(
 ) -> RankingResult:
     """Metrics from a precomputed (Q, G) distance matrix (smaller is closer)."""
     distmat = torch.as_tensor(distmat)
+    if distmat.dim() != 2 or distmat.shape != (len(query_pids), len(gallery_pids)):
+        raise InvalidInputError(f"distmat must be (Q, G) = ({len(query_pids)}, {len(gallery_pids)}) for these pids, "
+                                f"got {tuple(distmat.shape)}")
     q, g = distmat.shape
     step = chunk_size or default_chunk(g, distmat.device)
     chunks = ((slice(s, min(s + step, q)), distmat[s : s + step]) for s in range(0, q, step))
@@ -394,11 +413,13 @@ def evaluate_ranking(
     """
     qf, gf = torch.as_tensor(query_feats), torch.as_tensor(gallery_feats)
     if qf.dim() != 2 or gf.dim() != 2 or qf.shape[1] != gf.shape[1]:
-        raise ValueError(f"features must be (Q, D) and (G, D) with the same D, got {tuple(qf.shape)} and {tuple(gf.shape)}")
+        raise InvalidInputError(f"features must be (Q, D) and (G, D) with the same D, got {tuple(qf.shape)} and {tuple(gf.shape)}")
     if len(query_pids) != qf.shape[0] or len(gallery_pids) != gf.shape[0]:
-        raise ValueError("there must be one pid per query and per gallery descriptor")
+        raise InvalidInputError(f"there must be one pid per query and per gallery descriptor: {qf.shape[0]} query "
+                                f"descriptors, {len(query_pids)} query pids; {gf.shape[0]} gallery descriptors, "
+                                f"{len(gallery_pids)} gallery pids")
     if not (torch.isfinite(qf).all() and torch.isfinite(gf).all()):
-        raise ValueError("features contain NaN or inf: re-extract them (a diverged model?)")
+        raise InvalidInputError("features contain NaN or inf: re-extract them (a diverged model?)")
     dev = torch.device(device) if device is not None else qf.device
     gf = gf.to(dev, torch.float32)
     step = chunk_size or default_chunk(gf.shape[0], dev)

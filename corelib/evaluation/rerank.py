@@ -44,6 +44,8 @@ from typing import NamedTuple, Optional, Union
 
 import torch
 
+from ..errors import InvalidInputError, InvalidTypeError
+
 __all__ = ["k_reciprocal_chunks", "rerank"]
 
 # Block edge of the N x N distance pass. Larger blocks run the GEMM closer to peak, but the
@@ -156,35 +158,35 @@ def _validate(query: torch.Tensor, gallery: torch.Tensor, k1: int, k2: int, lam:
     """Raise ValueError (TypeError for non-tensors) naming the problem and the fix."""
     for name, t in (("query_feats", query), ("gallery_feats", gallery)):
         if not isinstance(t, torch.Tensor):
-            raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}; "
+            raise InvalidTypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}; "
                             "wrap numpy arrays with torch.from_numpy")
         if t.dim() != 2:
-            raise ValueError(f"{name} must be 2-D (num_images, feature_dim), got shape "
+            raise InvalidInputError(f"{name} must be 2-D (num_images, feature_dim), got shape "
                              f"{tuple(t.shape)}; reshape or stack the features first")
         if not t.is_floating_point():
-            raise ValueError(f"{name} must be a floating-point tensor, got {t.dtype}; "
+            raise InvalidInputError(f"{name} must be a floating-point tensor, got {t.dtype}; "
                              "convert it with .float()")
         if t.shape[0] == 0 or t.shape[1] == 0:
-            raise ValueError(f"{name} is empty (shape {tuple(t.shape)}); re-ranking needs at "
+            raise InvalidInputError(f"{name} is empty (shape {tuple(t.shape)}); re-ranking needs at "
                              "least one query and one gallery image with non-empty features")
     if query.shape[1] != gallery.shape[1]:
-        raise ValueError(f"query_feats has feature dim {query.shape[1]} but gallery_feats has "
+        raise InvalidInputError(f"query_feats has feature dim {query.shape[1]} but gallery_feats has "
                          f"{gallery.shape[1]}; extract both with the same model and head")
     for name, t in (("query_feats", query), ("gallery_feats", gallery)):
         if not bool(torch.isfinite(t).all()):
-            raise ValueError(f"{name} contains NaN or Inf; fix or drop the broken images (or "
+            raise InvalidInputError(f"{name} contains NaN or Inf; fix or drop the broken images (or "
                              "the diverged model) before re-ranking")
     if not isinstance(k1, numbers.Integral) or k1 < 1:
-        raise ValueError(f"k1 must be an integer >= 1, got {k1!r}")
+        raise InvalidInputError(f"k1 must be an integer >= 1, got {k1!r}")
     if not isinstance(k2, numbers.Integral) or k2 < 1:
-        raise ValueError(f"k2 must be an integer >= 1 (1 disables query expansion), got {k2!r}")
+        raise InvalidInputError(f"k2 must be an integer >= 1 (1 disables query expansion), got {k2!r}")
     if not 0.0 <= float(lam) <= 1.0:
-        raise ValueError(f"lambda_value must lie in [0, 1], got {lam!r}")
+        raise InvalidInputError(f"lambda_value must lie in [0, 1], got {lam!r}")
     if not isinstance(query_chunk, numbers.Integral) or query_chunk < 1:
-        raise ValueError(f"query_chunk must be an integer >= 1, got {query_chunk!r}")
+        raise InvalidInputError(f"query_chunk must be an integer >= 1, got {query_chunk!r}")
     n = query.shape[0] + gallery.shape[0]
     if k1 >= n:
-        raise ValueError(f"k1={k1} must be smaller than the number of images (queries + "
+        raise InvalidInputError(f"k1={k1} must be smaller than the number of images (queries + "
                          f"gallery = {n}); lower k1 or re-rank a larger set")
 
 

@@ -7,6 +7,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import InvalidInputError
+
 
 class CrossEntropyLabelSmooth(nn.Module):
     """Cross-entropy with label smoothing: targets ``(1 - eps) * onehot + eps / K``, batch mean.
@@ -17,7 +19,7 @@ class CrossEntropyLabelSmooth(nn.Module):
     def __init__(self, epsilon: float = 0.1) -> None:
         super().__init__()
         if not 0.0 <= epsilon < 1.0:
-            raise ValueError(f"label smoothing epsilon must be in [0, 1), got {epsilon}")
+            raise InvalidInputError(f"label smoothing epsilon must be in [0, 1), got {epsilon}")
         self.epsilon = epsilon
 
     def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

@@ -30,7 +30,7 @@ from typing import Callable, ClassVar, Optional, Sequence
 import torch
 from torch import nn
 
-from ..errors import UnknownNameError
+from ..errors import InvalidInputError, InvalidTypeError, UnknownNameError
 from ..registry import Registry
 
 STAGES = ("pretrain", "finetune")
@@ -64,7 +64,7 @@ LOSSES: dict[str, Registry[Callable[..., Criterion]]] = {
 def register_loss(name: str, *, stage: str) -> Callable:
     """Register a criterion builder ``fn(loss_cfg) -> Criterion`` (a class works) for ``stage``."""
     if stage not in STAGES:
-        raise ValueError(f"stage must be one of {', '.join(STAGES)}, got {stage!r}")
+        raise InvalidInputError(f"stage must be one of {', '.join(STAGES)}, got {stage!r}")
     return LOSSES[stage].register(name)
 
 
@@ -73,17 +73,27 @@ def list_losses(stage: Optional[str] = None) -> list[str]:
     return sorted(n for s in STAGES if stage is None or s == stage for n in LOSSES[s].names())
 
 
+def loss_builder(name: str, stage: str) -> Callable[..., Criterion]:
+    """The builder registered as ``name`` for ``stage``.
+
+    Raises:
+        UnknownNameError: no criterion of that name for that stage (the message lists those there
+            are, and says when the name is another stage's).
+    """
+    others = [s for s in STAGES if s != stage and name in LOSSES[s]]
+    if name not in LOSSES[stage] and others:
+        raise UnknownNameError(f"unknown {stage} loss {name!r} ({name!r} is a {others[0]} criterion). Valid "
+                               f"names: {', '.join(LOSSES[stage].names())}")
+    return LOSSES[stage].get(name)
+
+
 def build_criterion(cfg, *, stage: str) -> Criterion:
     """The criterion ``cfg.name`` of ``stage``, built from the loss settings ``cfg``.
 
     Raises:
         UnknownNameError: no criterion of that name for that stage (the message lists those there are).
     """
-    others = [s for s in STAGES if s != stage and cfg.name in LOSSES[s]]
-    if cfg.name not in LOSSES[stage] and others:
-        raise UnknownNameError(f"unknown {stage} loss {cfg.name!r} ({cfg.name!r} is a {others[0]} criterion). Valid "
-                               f"names: {', '.join(LOSSES[stage].names())}")
-    criterion = LOSSES[stage].get(cfg.name)(cfg)
+    criterion = loss_builder(cfg.name, stage)(cfg)
     if not criterion.terms or criterion.terms[0] != "loss":
-        raise TypeError(f"loss {cfg.name!r} must declare terms starting with 'loss' (the total), got {criterion.terms}")
+        raise InvalidTypeError(f"loss {cfg.name!r} must declare terms starting with 'loss' (the total), got {criterion.terms}")
     return criterion

@@ -22,6 +22,7 @@ from __future__ import annotations
 from functools import partial
 from typing import Optional
 
+from ..errors import InvalidInputError
 from .attention import ECAB, SECAB, get_attention
 from .complexity import count_parameters, measure_flops, paper_parameter_count
 from .fusion import EnsembleFusion, FusedFeatures
@@ -43,9 +44,9 @@ def _fusion_has_secab(fusion: Optional[str], secab: Optional[bool]) -> bool:
     if fusion is None:
         return True if secab is None else secab
     if fusion not in ("v1", "v2"):
-        raise ValueError(f"fusion must be 'v1' (Ensemble Fusion) or 'v2' (Ensemble Fusion++), got {fusion!r}")
+        raise InvalidInputError(f"fusion must be 'v1' (Ensemble Fusion) or 'v2' (Ensemble Fusion++), got {fusion!r}")
     if secab is not None and secab != (fusion == "v2"):
-        raise ValueError("fusion='v1' has no SECAB and fusion='v2' always has one; set only one of fusion/secab")
+        raise InvalidInputError("fusion='v1' has no SECAB and fusion='v2' always has one; set only one of fusion/secab")
     return fusion == "v2"
 
 

@@ -19,7 +19,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from ..errors import UnknownNameError
+from ..errors import InvalidInputError, UnknownNameError
 
 
 def _pool_pair(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -32,12 +32,12 @@ class SharedMLP(nn.Sequential):
 
     def __init__(self, channels: int, reduction: int = 4, hidden_layers: int = 5) -> None:
         if hidden_layers % 2 != 1:
-            raise ValueError("hidden_layers must be odd: the first half shrinks, the second half expands")
+            raise InvalidInputError("hidden_layers must be odd: the first half shrinks, the second half expands")
         half = hidden_layers // 2 + 1
         widths = [channels // reduction**i for i in range(half + 1)]  # C, C/4, C/16, C/64
         widths = widths + widths[-2::-1]  # ... back up to C
         if min(widths) < 1:
-            raise ValueError(f"{channels} channels are too few for {hidden_layers} layers with reduction {reduction}")
+            raise InvalidInputError(f"{channels} channels are too few for {hidden_layers} layers with reduction {reduction}")
         layers: list[nn.Module] = []
         for i, (cin, cout) in enumerate(zip(widths[:-1], widths[1:])):
             layers.append(nn.Conv2d(cin, cout, kernel_size=1, bias=False))

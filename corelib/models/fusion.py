@@ -21,6 +21,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
+from ..errors import InvalidInputError
 from .attention import SECAB
 
 
@@ -47,7 +48,7 @@ def pool_map(x: torch.Tensor, pool: str) -> torch.Tensor:
         return x.mean(dim=(2, 3)) + x.amax(dim=(2, 3))
     if pool == "gap":
         return x.mean(dim=(2, 3))
-    raise ValueError(f"unknown pooling {pool!r}; use 'gap+gmp' (authors' code) or 'gap' (paper figure)")
+    raise InvalidInputError(f"unknown pooling {pool!r}; use 'gap+gmp' (authors' code) or 'gap' (paper figure)")
 
 
 class EnsembleFusion(nn.Module):

@@ -19,6 +19,7 @@ from typing import Optional
 import torch
 from torch import nn
 
+from ..errors import InvalidInputError
 from .fusion import EnsembleFusion, FusedFeatures
 from .reid_net import CoreReIDNet
 
@@ -29,11 +30,11 @@ class MeanTeacher(nn.Module):
     def __init__(self, student: CoreReIDNet, teacher: CoreReIDNet, fusion: EnsembleFusion, *, alpha: float = 0.999) -> None:
         super().__init__()
         if not 0.0 <= alpha < 1.0:
-            raise ValueError(f"EMA alpha must be in [0, 1), got {alpha}")
+            raise InvalidInputError(f"EMA alpha must be in [0, 1), got {alpha}")
         s_shapes = {k: v.shape for k, v in student.named_parameters()}
         t_shapes = {k: v.shape for k, v in teacher.named_parameters()}
         if s_shapes != t_shapes:
-            raise ValueError("student and teacher must have the same architecture (same backbone, K and switches)")
+            raise InvalidInputError("student and teacher must have the same architecture (same backbone, K and switches)")
         self.student, self.teacher, self.fusion = student, teacher, fusion
         self.alpha = alpha
         self.teacher.requires_grad_(False)

@@ -27,6 +27,7 @@ from typing import Callable, Optional
 import torch
 from torch import nn
 
+from ..errors import InvalidTypeError
 from ..registry import Registry
 
 
@@ -74,7 +75,7 @@ def build_backbone(name: str, *, weights=None, **kwargs) -> Backbone:
     """
     trunk = BACKBONES.get(name)(weights=weights, **kwargs)
     if not isinstance(trunk, nn.Module) or not isinstance(getattr(trunk, "out_channels", None), int):
-        raise TypeError(f"backbone {name!r} must build an nn.Module with an int out_channels (the feature map's C), "
+        raise InvalidTypeError(f"backbone {name!r} must build an nn.Module with an int out_channels (the feature map's C), "
                         f"got {type(trunk).__name__}")
     trunk.backbone_name = name
     return trunk

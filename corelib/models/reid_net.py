@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import InvalidInputError
 from .attention import get_attention
 from .fusion import bnneck, pool_map
 from .registry import Backbone, build_backbone
@@ -155,7 +156,7 @@ class CoreReIDNet(nn.Module):
         """``(f_g, f_top, f_bot)`` of a trunk map ``m`` (B, C, H, W), each (B, C), not normalised."""
         h = m.shape[2]
         if h < 2:
-            raise ValueError(f"feature map height {h} cannot be split into top and bottom; use taller inputs")
+            raise InvalidInputError(f"feature map height {h} cannot be split into top and bottom; use taller inputs")
         top, bottom = m[:, :, : h // 2], m[:, :, h // 2 :]
         f_g = self.bn_global(pool_map(m, self.pool))
         return f_g, self.bn_top(self.fc_top(self._part(top))), self.bn_bottom(self.fc_bottom(self._part(bottom)))
@@ -186,9 +187,9 @@ class CoreReIDNet(nn.Module):
         rebuilds both every epoch.
         """
         if centroids.dim() != 2 or centroids.shape[1] != self.feature_dim:
-            raise ValueError(f"centroids must be (K, {self.feature_dim}), got {tuple(centroids.shape)}")
+            raise InvalidInputError(f"centroids must be (K, {self.feature_dim}), got {tuple(centroids.shape)}")
         if centroids.shape[0] < 1:
-            raise ValueError("centroids must hold at least one cluster")
+            raise InvalidInputError("centroids must hold at least one cluster")
         w = F.normalize(centroids.float(), dim=1)
         old = self.classifier.weight
         if w.shape[0] != old.shape[0]:

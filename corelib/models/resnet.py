@@ -8,9 +8,11 @@ stride set to 1 as CORE-ReID does) and ``(B, C, H/32, W/32)`` for the BasicBlock
 (ResNet-18/34, C = 512, stride kept: their block puts the stride in ``conv1``, where the method
 does not change it; method.md §2.3).
 
-Weights: ``weights="imagenet"`` goes through torchvision's weights API, which downloads where there
-is internet and otherwise reuses its cache (``$TORCH_HOME/hub/checkpoints``); a path loads a local
-file (a torchvision ``state_dict``, with or without ``fc.*``); ``None`` means random initialisation.
+Weights: ``weights="imagenet"`` reads torchvision's published file from torch's cache
+(``$TORCH_HOME/hub/checkpoints``, downloaded there where there is internet), checks its SHA-256
+against the prefix in its name and loads it with ``weights_only=True``; a path loads a local file
+(a torchvision ``state_dict``, with or without ``fc.*``) as safely; ``None`` means random
+initialisation.
 When ImageNet weights cannot be had, the trunk is initialised at random and one warning says so.
 """
 
@@ -24,6 +26,7 @@ import torch
 from torch import nn
 from torchvision.models import get_model, get_model_weights
 
+from ..errors import CheckpointError, InvalidInputError, MissingFileError
 from .registry import Backbone, register_backbone
 
 DEPTHS = (18, 34, 50, 101, 152)
@@ -41,7 +44,7 @@ def feature_channels(depth: int) -> int:
 
 def _check_depth(depth: int) -> None:
     if depth not in DEPTHS:
-        raise ValueError(f"ResNet depth {depth} is not supported; choose one of {', '.join(map(str, DEPTHS))}")
+        raise InvalidInputError(f"ResNet depth {depth} is not supported; choose one of {', '.join(map(str, DEPTHS))}")
 
 
 class ResNetTrunk(Backbone):
@@ -92,10 +95,12 @@ def build_trunk(depth: int, weights: Union[str, Path, None] = "imagenet", last_s
             return trunk
         load_trunk_state(trunk, state, source=f"torchvision ImageNet weights of resnet{depth}")
         return trunk
+    from ..runtime.checkpoint import load_checkpoint  # safe reading, errors that name the file
+
     path = Path(weights).expanduser()
     if not path.is_file():
-        raise FileNotFoundError(f"weights file {path} does not exist; pass weights='imagenet', None or an existing file")
-    state = torch.load(path, map_location="cpu", weights_only=True)  # never unpickle code
+        raise MissingFileError(f"weights file {path} does not exist; pass weights='imagenet', None or an existing file")
+    state = load_checkpoint(path)  # weights_only=True: never unpickle code
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     load_trunk_state(trunk, state, source=str(path))
@@ -103,20 +108,58 @@ def build_trunk(depth: int, weights: Union[str, Path, None] = "imagenet", last_s
 
 
 def _imagenet_state_dict(depth: int) -> Optional[dict]:
+    """torchvision's ImageNet weights of ``resnet<depth>``, read safely, or None (one warning) when
+    they can be neither found in torch's hub cache nor downloaded.
+
+    The file is read with ``weights_only=True`` (torchvision's own loader would unpickle it) after
+    its SHA-256 is checked against the prefix torchvision puts in the file name, so a file planted
+    in the cache can neither run code nor pass as ImageNet weights.
+
+    Raises:
+        CheckpointError: the cached file is not the published one (hash), or cannot be read.
+    """
+    from ..runtime.checkpoint import load_checkpoint
+
     weights = get_model_weights(f"resnet{depth}").IMAGENET1K_V1
-    try:
-        return weights.get_state_dict(progress=False)  # downloads, or reads torch's hub cache
-    except Exception as e:  # noqa: BLE001 - no network, proxy errors, a corrupt cache file ...
-        if depth not in _WARNED:
-            _WARNED.add(depth)
-            cache = Path(torch.hub.get_dir()) / "checkpoints" / Path(weights.url).name
-            warnings.warn(
-                f"ImageNet weights for resnet{depth} are not available ({type(e).__name__}: {e}); the trunk "
-                f"is initialised at random. To use them offline, copy {Path(weights.url).name} to {cache} "
-                f"or pass weights=PATH.",
-                stacklevel=3,
-            )
-        return None
+    name = Path(weights.url).name
+    cache = Path(torch.hub.get_dir()) / "checkpoints" / name
+    expected = _hash_prefix(name)
+    if not cache.is_file():
+        try:  # no network here in CI: the failure is the usual path
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            torch.hub.download_url_to_file(weights.url, str(cache), hash_prefix=expected, progress=False)
+        except Exception as e:  # noqa: BLE001 - no network, proxy errors, a refused hash ...
+            if depth not in _WARNED:
+                _WARNED.add(depth)
+                warnings.warn(
+                    f"ImageNet weights for resnet{depth} are not available ({type(e).__name__}: {e}); the trunk "
+                    f"is initialised at random. To use them offline, copy {name} to {cache} or pass weights=PATH.",
+                    stacklevel=3,
+                )
+            return None
+    if expected and not _sha256(cache).startswith(expected):
+        raise CheckpointError(f"{cache} is not torchvision's {name}: its SHA-256 does not start with {expected}, as "
+                              f"the published file's does. Remove it (it is downloaded again where there is "
+                              f"internet), copy the genuine file there, or pass weights=PATH")
+    return load_checkpoint(cache)
+
+
+def _hash_prefix(filename: str) -> str:
+    """The hex digits torchvision writes into its weight file names (``resnet50-0676ba61.pth``)."""
+    import re
+
+    found = re.search(r"-([a-f0-9]{6,})\.", filename)
+    return found.group(1) if found else ""
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def load_trunk_state(trunk: ResNetTrunk, state: dict, *, source: str = "state_dict") -> None:
@@ -151,7 +194,7 @@ def load_trunk_state(trunk: ResNetTrunk, state: dict, *, source: str = "state_di
         guess = _guess_depth(cleaned)
         hint = (f" The file looks like a resnet{guess}; build the model with backbone='resnet{guess}'."
                 if guess and guess != trunk.depth else "")
-        raise ValueError(f"{source} does not fit a resnet{trunk.depth} trunk: {'; '.join(parts)}.{hint}")
+        raise InvalidInputError(f"{source} does not fit a resnet{trunk.depth} trunk: {'; '.join(parts)}.{hint}")
     trunk.load_state_dict(cleaned, strict=True)
 
 

@@ -9,6 +9,7 @@ the checkpoint was written for the same architecture, naming the mismatching key
 from __future__ import annotations
 
 import os
+import pickle
 import tempfile
 from pathlib import Path
 from typing import Any, Optional, Union
@@ -16,15 +17,19 @@ from typing import Any, Optional, Union
 import torch
 from torch import nn
 
+TMP_SUFFIX = ".tmp"
+
 
 def save_checkpoint(state: dict, path: Union[str, Path]) -> Path:
     """Write ``state`` (model / optimiser state dicts, epoch, RNG states ...) atomically."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TMP_SUFFIX)
     try:
-        torch.save(state, tmp)
+        with os.fdopen(fd, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())  # the bytes are on disk before the name points at them
         os.replace(tmp, path)  # atomic on POSIX: readers see the old or the new file, never half
     except BaseException:
         if os.path.exists(tmp):
@@ -34,31 +39,95 @@ def save_checkpoint(state: dict, path: Union[str, Path]) -> Path:
 
 
 def load_checkpoint(path: Union[str, Path], *, model: Optional[nn.Module] = None, key: str = "model",
-                    map_location: Any = "cpu") -> dict:
+                    map_location: Any = "cpu", stage: Optional[str] = None) -> dict:
     """Read a checkpoint safely; with ``model``, load ``state[key]`` into it after checking shapes.
 
+    Args:
+        stage: when given, the stage the checkpoint must have been written by ("pretrain" ...).
+
     Raises:
-        FileNotFoundError: no file at ``path``.
-        ValueError: the checkpoint does not fit the model (another backbone, another K ...); the
-            message names the first mismatching keys.
+        MissingStageError: no file at ``path`` (a ``FileNotFoundError``).
+        CheckpointError: the file is empty, truncated or corrupt, not a checkpoint, holds objects
+            that only unpickling code could read (refused, never executed), was written by another
+            stage, or does not fit the model (the message names the first mismatching keys).
     """
+    from ..errors import CheckpointError, MissingStageError
+
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"no checkpoint at {path}; check RUN_DIR or train first")
-    state = torch.load(path, map_location=map_location, weights_only=True)
+        raise MissingStageError(f"no checkpoint at {path}; check RUN_DIR or train first")
+    size = path.stat().st_size
+    if size == 0:
+        raise CheckpointError(f"{path} is empty (0 bytes): its write never finished or the file was cut. "
+                              f"Train the stage again (another RUN_DIR, or overwrite=True), or restore the file")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        if "Unsupported global" in str(e):  # a class or function to import: only running code could read it
+            raise CheckpointError(
+                f"{path} holds Python objects beyond tensors and plain values, which only running its pickled "
+                f"code could read; corelib refuses it (safe loading). A corelib checkpoint never does this: use "
+                f"one written by corelib, or, if you trust the file, re-save its state_dict with plain values"
+            ) from None
+        # torch's own text here advises weights_only=False, i.e. running whatever the file holds: not repeated
+        raise CheckpointError(f"{path} is not a readable checkpoint ({size} bytes that the safe unpickler cannot "
+                              f"parse): corrupt or not a torch file. Train the stage again or restore the file") from None
+    except Exception as e:  # noqa: BLE001 - EOFError, zip errors, IndexError ...: whatever bytes are not a checkpoint
+        raise CheckpointError(f"{path} is truncated or corrupt ({size} bytes; {_first_line(e)}): its write was "
+                              f"interrupted or the file was damaged. Train the stage again (or resume from an intact "
+                              f"last.pt), or restore the file") from None
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path} is not a corelib checkpoint (it holds a {type(state).__name__}, not a "
+                              f"mapping with 'model' and 'epoch'); pass RUN_DIR/<stage>/best.pt or last.pt")
+    if stage is not None and state.get("stage") not in (None, stage):
+        raise CheckpointError(f"{path} was written by the {state.get('stage')!r} stage, not by {stage!r}; "
+                              f"point at RUN_DIR/{stage}/ or use another run directory")
     if model is not None:
         load_into(model, state, path, key=key)
     return state
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0][:160]}" if text else type(e).__name__
+
+
+def remove_stale_temporaries(folder: Union[str, Path], names: tuple[str, ...] = ("last.pt", "best.pt")) -> list[Path]:
+    """Remove the temporary files a killed :func:`save_checkpoint` left in ``folder``
+    (``.<name>.<random>.tmp``; only ours, and only while this process owns the run directory)."""
+    removed = []
+    for name in names:
+        for tmp in Path(folder).glob(f".{name}.*{TMP_SUFFIX}"):
+            if tmp.is_file() and not tmp.is_symlink():
+                tmp.unlink()
+                removed.append(tmp)
+    return removed
+
+
+def holds_run(out_dir: Union[str, Path]) -> str:
+    """What a stage folder holds that a new run would replace ("" when nothing): checkpoints or
+    logged epochs. ``config.yaml`` alone (a run stopped before its first epoch ended) is not a run."""
+    out = Path(out_dir)
+    parts = []
+    log = out / "metrics.jsonl"
+    if log.is_file():
+        epochs = sum(1 for line in log.read_text().splitlines() if line.strip())
+        if epochs:
+            parts.append(f"{epochs} epoch(s) logged in metrics.jsonl")
+    parts += [f"{name}" for name in ("last.pt", "best.pt") if (out / name).is_file()]
+    return ", ".join(parts)
 
 
 def load_into(model: nn.Module, state: dict, path: Union[str, Path], *, key: str = "model") -> None:
     """Load ``state[key]`` (read from ``path``) into ``model`` after checking names and shapes.
 
     Raises:
-        ValueError: the weights do not fit the model; the message names the first mismatching keys.
+        CheckpointError: the weights do not fit the model; the message names the first mismatching keys.
     """
+    from ..errors import CheckpointError
+
     if key not in state:
-        raise ValueError(f"{path} has no {key!r} entry (keys: {', '.join(map(str, state))})")
+        raise CheckpointError(f"{path} has no {key!r} entry (keys: {', '.join(map(str, state))})")
     own = model.state_dict()
     theirs = state[key]
     missing = sorted(set(own) - set(theirs))
@@ -69,7 +138,7 @@ def load_into(model: nn.Module, state: dict, path: Union[str, Path], *, key: str
                  f"model {tuple(own[bad[0]].shape)})"] if bad else []
         parts += [f"{len(missing)} missing key(s) (e.g. {missing[0]})"] if missing else []
         parts += [f"{len(unexpected)} unexpected key(s) (e.g. {unexpected[0]})"] if unexpected else []
-        raise ValueError(f"{path} was written for another architecture: {'; '.join(parts)}. "
+        raise CheckpointError(f"{path} was written for another architecture: {'; '.join(parts)}. "
                          f"Build the model with the checkpoint's backbone and number of classes.")
     model.load_state_dict(theirs)
 

@@ -18,6 +18,8 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import Sampler
 
+from ..errors import InvalidInputError
+
 
 @dataclass(frozen=True)
 class DistInfo:
@@ -62,10 +64,10 @@ class RankSliceBatchSampler(Sampler[list]):
 
     def __init__(self, sampler: Sampler[int], batch_size: int, info: DistInfo, *, keyed: bool = False) -> None:
         if batch_size % info.world_size:
-            raise ValueError(f"batch size {batch_size} is not divisible by the {info.world_size} processes; "
+            raise InvalidInputError(f"batch size {batch_size} is not divisible by the {info.world_size} processes; "
                              f"choose a multiple of the world size")
         if keyed and not hasattr(sampler, "epoch"):
-            raise ValueError("keyed batches need a sampler with set_epoch() / .epoch (CameraAwareIdentitySampler)")
+            raise InvalidInputError("keyed batches need a sampler with set_epoch() / .epoch (CameraAwareIdentitySampler)")
         self.sampler, self.batch_size, self.info, self.keyed = sampler, batch_size, info, keyed
         self.local = batch_size // info.world_size
 

@@ -14,6 +14,7 @@ Pre-training, fine-tuning and CycleGAN training differ in their steps, not in th
 from __future__ import annotations
 
 import random
+import sys
 import time
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional, Sequence, Union
@@ -22,8 +23,18 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..errors import InvalidInputError, RunExistsError
 from . import distributed as D
-from .checkpoint import RESUME_FREE_FIELDS, EpochLog, check_resume, evaluation_due, load_checkpoint, save_checkpoint
+from .checkpoint import (
+    RESUME_FREE_FIELDS,
+    EpochLog,
+    check_resume,
+    evaluation_due,
+    holds_run,
+    load_checkpoint,
+    remove_stale_temporaries,
+    save_checkpoint,
+)
 
 PRECISIONS = ("auto", "fp32", "bf16")
 
@@ -55,7 +66,7 @@ def set_rng_state(state: dict, generators: Sequence[Optional[torch.Generator]] =
 def autocast(precision: str, device: torch.device):
     """bf16 autocast for ``precision`` "bf16", or "auto" on CUDA; a no-op context for "fp32"."""
     if precision not in PRECISIONS:
-        raise ValueError(f"precision must be 'auto', 'fp32' or 'bf16', got {precision!r}")
+        raise InvalidInputError(f"precision must be 'auto', 'fp32' or 'bf16', got {precision!r}")
     bf16 = precision == "bf16" or (precision == "auto" and device.type == "cuda")
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
 
@@ -84,7 +95,7 @@ class Runtime:
     def __init__(self, device: str = "auto", precision: str = "auto", *, channels_last: bool = False,
                  dist_backend: str = "auto") -> None:
         if precision not in PRECISIONS:
-            raise ValueError(f"precision must be 'auto', 'fp32' or 'bf16', got {precision!r}")
+            raise InvalidInputError(f"precision must be 'auto', 'fp32' or 'bf16', got {precision!r}")
         self.info = D.init_distributed(dist_backend)
         self.device = training_device(device, self.info)
         self.precision, self.channels_last = precision, channels_last
@@ -159,7 +170,7 @@ class LoaderCycle:
             self.it = iter(self.loader)
             batch = next(self.it, None)
         if batch is None:  # a whole pass gave no complete batch: waiting would never end
-            raise ValueError(f"a pass of the sampler ({len(self.sampler)} images: num_instances per identity or "
+            raise InvalidInputError(f"a pass of the sampler ({len(self.sampler)} images: num_instances per identity or "
                              f"cluster) fills no batch of {getattr(self.loader.batch_sampler, 'batch_size', '?')}: "
                              f"too few identities (or clusters, or too many outliers) for this batch_size; lower "
                              f"batch_size or keep more images")
@@ -167,11 +178,26 @@ class LoaderCycle:
 
 
 class StageRun:
-    """One training loop's folder and bookkeeping: resume, ``config.yaml``, the log, the epoch end.
+    """One training loop's folder and bookkeeping: ownership, resume, ``config.yaml``, the log, the
+    epoch end.
 
-    Files in ``out_dir``: ``config.yaml`` (the resolved settings, written once the resume check
-    has passed), ``metrics.jsonl`` (one line per epoch), ``last.pt`` (full state after every epoch)
-    and, when the loop evaluates, ``best.pt``.
+    Files in ``out_dir``: ``config.yaml`` (the resolved settings), ``metrics.jsonl`` (one line per
+    epoch), ``last.pt`` (full state after every epoch) and, when the loop evaluates, ``best.pt``.
+
+    Use it as a context manager around the loop::
+
+        with StageRun(run_dir / "pretrain", cfg, rt, stage="pretrain", resume=resume) as run:
+            ...          # build the model, load run.state when run.resumed
+            run.begin()  # every check has passed: config.yaml and metrics.jsonl are written from here
+            for epoch in range(run.start, cfg.epochs): ...
+
+    Construction takes the run directory's lock (:class:`~corelib.ownership.RunLock` on
+    ``out_dir.parent``, rank 0) and checks what the folder holds, before anything is written: a
+    folder that holds a run (``last.pt``, ``best.pt`` or logged epochs) is continued with
+    ``resume``, set aside to ``<out_dir>.replaced-<time>`` with ``overwrite`` (never deleted), and
+    otherwise refused. ``config.yaml`` and ``metrics.jsonl`` are written only by :meth:`begin`,
+    which the loop calls once its own checks (weights that fit, a labeller that accepts K ...)
+    have passed, so a refused run leaves the folder as it was.
 
     Args:
         out_dir: the loop's folder, e.g. ``RUN_DIR/pretrain``.
@@ -179,35 +205,94 @@ class StageRun:
         runtime: where the loop runs (rank 0 writes).
         stage: the name recorded in the checkpoints ("pretrain", "finetune", "style").
         resume: continue from ``last.pt`` when it exists.
+        overwrite: set an existing run aside and start again (ignored with ``resume`` when
+            ``last.pt`` exists).
         free: dotted config fields a resumed run may change.
         model_record: ``{"model_name": ..., "model_args": ...}`` saved with the weights, so that
             :func:`corelib.load_trained_model` can rebuild the network (an attribute: fine-tuning
             updates it when the number of clusters changes).
 
     Raises:
-        ConfigError: ``last.pt`` was trained with another recipe (before anything is written).
+        RunDirBusyError: another process is running in the same run directory.
+        RunExistsError: the folder holds a run and neither ``resume`` nor ``overwrite`` was asked.
+        ConfigError: ``last.pt`` was trained with another recipe.
+        CheckpointError: ``last.pt`` cannot be read or was written by another stage.
     """
 
     def __init__(self, out_dir: Union[str, Path], cfg, runtime: Runtime, *, stage: str, resume: bool,
-                 free: frozenset = RESUME_FREE_FIELDS, model_record: Optional[Mapping[str, Any]] = None) -> None:
-        from ..settings import save_config
+                 overwrite: bool = False, free: frozenset = RESUME_FREE_FIELDS,
+                 model_record: Optional[Mapping[str, Any]] = None) -> None:
+        from ..ownership import RunLock
 
         self.out = Path(out_dir)
         self.cfg, self.runtime, self.stage = cfg, runtime, stage
         self.model_record = dict(model_record or {})
         self.last_path, self.best_path = self.out / "last.pt", self.out / "best.pt"
         self.state: Optional[dict] = None
-        if resume and self.last_path.is_file():
-            self.state = load_checkpoint(self.last_path, map_location=runtime.device)
-            # before the weights: another recipe need not even fit them
-            check_resume(self.state.get("cfg"), cfg, self.last_path, free=free)
+        self.free = free
+        self.set_aside: Optional[Path] = None
+        self.log: Optional[EpochLog] = None
+        self.lock = RunLock(self.out.parent, what=f"{stage} {self.out.name}") if runtime.is_main else None
+        if self.lock is not None:
+            self.lock.acquire()
+        try:
+            self._check_folder(resume, overwrite)
+        except BaseException:
+            self.close()
+            raise
         self.start = int(self.state["epoch"]) + 1 if self.state else 0
         self.best_score = float(self.state.get("best_mAP", -1.0)) if self.state else -1.0
         self.best_epoch = int(self.state.get("best_epoch", -1)) if self.state else -1
-        if runtime.is_main:
+
+    def _check_folder(self, resume: bool, overwrite: bool) -> None:
+        if self.runtime.is_main and self.out.is_dir():  # a run killed mid-write leaves its temporary file
+            remove_stale_temporaries(self.out)
+        held = holds_run(self.out)
+        if resume and self.last_path.is_file():
+            self.state = load_checkpoint(self.last_path, map_location=self.runtime.device, stage=self.stage)
+            # before the weights: another recipe need not even fit them
+            check_resume(self.state.get("cfg"), self.cfg, self.last_path, free=self.free)
+        elif held and resume and not overwrite:
+            # nothing to continue (killed before its first last.pt): the same recipe starts again
+            from ..settings import read_mapping
+
+            saved = self.out / "config.yaml"
+            check_resume(read_mapping(saved) if saved.is_file() else None, self.cfg, saved, free=self.free)
+            self._overwrite = False
+            return
+        elif held and not overwrite:
+            raise RunExistsError(
+                f"{self.out} already holds a {self.stage} run ({held}); nothing was changed. Continue it with "
+                f"resume=True (--resume, RESUME = True), replace it with overwrite=True (--overwrite: the old run "
+                f"is kept as {self.out.name}.replaced-<time>), or use another run directory")
+        self._overwrite = bool(held) and self.state is None and overwrite
+
+    def __enter__(self) -> "StageRun":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Release the run directory (the loop is over, or stopped)."""
+        if self.lock is not None:
+            self.lock.release()
+
+    def begin(self) -> None:
+        """Every check has passed: set an old run aside (``overwrite``), write ``config.yaml`` and open
+        ``metrics.jsonl`` (cut back to the epochs a resumed checkpoint holds)."""
+        from ..settings import save_config
+
+        if self.runtime.is_main:
+            if self._overwrite and self.out.exists():
+                from ..ownership import set_aside
+
+                self.set_aside = set_aside(self.out)
+                print(f"corelib: the previous {self.stage} run is kept in {self.set_aside}", file=sys.stderr)
             self.out.mkdir(parents=True, exist_ok=True)
-            save_config(cfg, self.out / "config.yaml")
-        self.log = EpochLog(self.out / "metrics.jsonl", keep=self.start, write=runtime.is_main)
+            save_config(self.cfg, self.out / "config.yaml")
+        self.log = EpochLog(self.out / "metrics.jsonl", keep=self.start, write=self.runtime.is_main)
+        self.runtime.barrier()
 
     @property
     def resumed(self) -> bool:
@@ -233,6 +318,8 @@ class StageRun:
             best: further entries of ``best.pt``.
             after_log: called with the finished record (e.g. TensorBoard).
         """
+        if self.log is None:
+            self.begin()
         if self.runtime.is_main:
             if evaluate is not None and evaluation_due(epoch, self.cfg.eval_every, self.cfg.epochs):
                 scores, score = evaluate()

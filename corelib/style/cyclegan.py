@@ -35,6 +35,7 @@ from torchvision.transforms import InterpolationMode
 from ..config import StyleCfg
 from ..data.datasets import Sample
 from ..data.loading import build_loader
+from ..errors import InvalidInputError
 from ..repro import seed_everything
 from ..runtime import Runtime, StageRun, load_checkpoint, load_into, rng_state, set_rng_state
 
@@ -126,7 +127,7 @@ class CycleGAN(nn.Module):
         super().__init__()
         for size, name in ((cfg.height, "height"), (cfg.width, "width")):
             if size % (2 ** cfg.gen_downsampling):
-                raise ValueError(f"StyleCfg.{name}={size} must be divisible by 2**gen_downsampling="
+                raise InvalidInputError(f"StyleCfg.{name}={size} must be divisible by 2**gen_downsampling="
                                  f"{2 ** cfg.gen_downsampling}")
         self.g_ab = ResnetGenerator(cfg.ngf, cfg.gen_blocks, cfg.gen_downsampling, cfg.residual_generator)
         self.g_ba = ResnetGenerator(cfg.ngf, cfg.gen_blocks, cfg.gen_downsampling, cfg.residual_generator)
@@ -137,7 +138,7 @@ class CycleGAN(nn.Module):
     def generator(self, direction: str) -> ResnetGenerator:
         """``"ab"`` (A -> B) or ``"ba"``."""
         if direction not in ("ab", "ba"):
-            raise ValueError(f"direction must be 'ab' or 'ba', got {direction!r}")
+            raise InvalidInputError(f"direction must be 'ab' or 'ba', got {direction!r}")
         return self.g_ab if direction == "ab" else self.g_ba
 
 
@@ -258,6 +259,7 @@ def train_cyclegan(
     out_dir: Union[str, Path],
     *,
     resume: bool = True,
+    overwrite: bool = False,
     progress: bool = True,
     desc: str = "cyclegan",
 ) -> CycleGANResult:
@@ -269,6 +271,8 @@ def train_cyclegan(
         out_dir: receives ``last.pt`` (full state after every epoch) and ``metrics.jsonl``.
         resume: continue from ``out_dir/last.pt`` when present (a finished run returns at once);
             on the CPU the result equals an uninterrupted run.
+        overwrite: set an existing run in ``out_dir`` aside (``<out_dir>.replaced-<time>``) and train
+            again; without it or ``resume`` a folder that holds a run is refused.
         progress: show a tqdm bar per epoch.
         desc: label of the progress bar (e.g. the camera pair).
 
@@ -280,85 +284,86 @@ def train_cyclegan(
     samples = []
     for name, items in (("A", images_a), ("B", images_b)):
         if len(items) == 0:
-            raise ValueError(f"domain {name} has no images: a CycleGAN needs images on both sides")
+            raise InvalidInputError(f"domain {name} has no images: a CycleGAN needs images on both sides")
         samples.append([s if isinstance(s, Sample) else Sample(str(s), 0, 0) for s in items])
     rt = Runtime(cfg.device, cfg.precision)
-    run = StageRun(out_dir, cfg, rt, stage="style", resume=resume, free=STYLE_RESUME_FREE)
-    seed_everything(cfg.seed)
-    device = rt.device
-    model = CycleGAN(cfg).to(device)
-    gens, discs = [model.g_ab, model.g_ba], [model.d_a, model.d_b]
-    opt_g = torch.optim.Adam([p for g in gens for p in g.parameters()], lr=cfg.lr, betas=(cfg.beta1, 0.999))
-    opt_d = torch.optim.Adam([p for d in discs for p in d.parameters()], lr=cfg.lr, betas=(cfg.beta1, 0.999))
-    sched_g = torch.optim.lr_scheduler.LambdaLR(opt_g, cfg.lr_factor)
-    sched_d = torch.optim.lr_scheduler.LambdaLR(opt_d, cfg.lr_factor)
-    pools = [ImagePool(cfg.pool_size, cfg.seed + 11), ImagePool(cfg.pool_size, cfg.seed + 12)]
-    steps = cfg.iters_per_epoch or math.ceil(max(len(s) for s in samples) / cfg.batch_size)
-    tf = style_transforms(cfg, train=True)
-    samplers = [_EpochBatches(len(s), cfg.batch_size, steps, cfg.seed, domain) for domain, s in enumerate(samples)]
-    loaders = [build_loader(s, tf, cfg.batch_size, batch_sampler=sm, num_workers=cfg.num_workers, seed=cfg.seed + d,
-                            pin_memory=rt.pin_memory)
-               for d, (s, sm) in enumerate(zip(samples, samplers))]
-    if run.resumed:
-        state = run.state
-        load_into(model, state, run.last_path)
-        opt_g.load_state_dict(state["opt_g"])
-        opt_d.load_state_dict(state["opt_d"])
-        sched_g.load_state_dict(state["sched_g"])
-        sched_d.load_state_dict(state["sched_d"])
-        for pool, ps in zip(pools, state["pools"]):
-            pool.load_state_dict(ps)
-        set_rng_state(state["rng"])
-    lam_c, lam_i = cfg.lambda_cycle, cfg.lambda_cycle * cfg.lambda_identity
-    l1 = nn.L1Loss()
+    with StageRun(out_dir, cfg, rt, stage="style", resume=resume, overwrite=overwrite, free=STYLE_RESUME_FREE) as run:
+        seed_everything(cfg.seed)
+        device = rt.device
+        model = CycleGAN(cfg).to(device)
+        gens, discs = [model.g_ab, model.g_ba], [model.d_a, model.d_b]
+        opt_g = torch.optim.Adam([p for g in gens for p in g.parameters()], lr=cfg.lr, betas=(cfg.beta1, 0.999))
+        opt_d = torch.optim.Adam([p for d in discs for p in d.parameters()], lr=cfg.lr, betas=(cfg.beta1, 0.999))
+        sched_g = torch.optim.lr_scheduler.LambdaLR(opt_g, cfg.lr_factor)
+        sched_d = torch.optim.lr_scheduler.LambdaLR(opt_d, cfg.lr_factor)
+        pools = [ImagePool(cfg.pool_size, cfg.seed + 11), ImagePool(cfg.pool_size, cfg.seed + 12)]
+        steps = cfg.iters_per_epoch or math.ceil(max(len(s) for s in samples) / cfg.batch_size)
+        tf = style_transforms(cfg, train=True)
+        samplers = [_EpochBatches(len(s), cfg.batch_size, steps, cfg.seed, domain) for domain, s in enumerate(samples)]
+        loaders = [build_loader(s, tf, cfg.batch_size, batch_sampler=sm, num_workers=cfg.num_workers, seed=cfg.seed + d,
+                                pin_memory=rt.pin_memory)
+                   for d, (s, sm) in enumerate(zip(samples, samplers))]
+        if run.resumed:
+            state = run.state
+            load_into(model, state, run.last_path)
+            opt_g.load_state_dict(state["opt_g"])
+            opt_d.load_state_dict(state["opt_d"])
+            sched_g.load_state_dict(state["sched_g"])
+            sched_d.load_state_dict(state["sched_d"])
+            for pool, ps in zip(pools, state["pools"]):
+                pool.load_state_dict(ps)
+            set_rng_state(state["rng"])
+        lam_c, lam_i = cfg.lambda_cycle, cfg.lambda_cycle * cfg.lambda_identity
+        l1 = nn.L1Loss()
 
-    for epoch in range(run.start, cfg.total_epochs):
-        t0 = time.perf_counter()
-        model.train()
-        for sm in samplers:
-            sm.set_epoch(epoch)
-        totals = dict.fromkeys(("g_gan", "cycle", "identity", "d"), 0.0)
-        bar = tqdm(zip(*loaders), total=steps, desc=f"{desc} {epoch + 1}/{cfg.total_epochs}", disable=not progress,
-                   leave=False)
-        for batch_a, batch_b in bar:
-            real_a, real_b = batch_a[0].to(device, non_blocking=True), batch_b[0].to(device, non_blocking=True)
-            # generators: fool both discriminators, reconstruct both ways, leave own-style images alone
-            _set_requires_grad(discs, False)
-            with rt.autocast():
-                fake_b, fake_a = model.g_ab(real_a), model.g_ba(real_b)
-                g_gan = _lsgan(model.d_b(fake_b), True) + _lsgan(model.d_a(fake_a), True)
-                cycle = l1(model.g_ba(fake_b).float(), real_a) + l1(model.g_ab(fake_a).float(), real_b)
-                identity = (l1(model.g_ab(real_b).float(), real_b) + l1(model.g_ba(real_a).float(), real_a)
-                            if lam_i > 0 else torch.zeros((), device=device))
-                loss_g = g_gan + lam_c * cycle + lam_i * identity
-            opt_g.zero_grad(set_to_none=True)
-            loss_g.backward()
-            opt_g.step()
-            # discriminators: real vs (pooled) fake, each term halved as in CycleGAN
-            _set_requires_grad(discs, True)
-            with rt.autocast():
-                pooled_b, pooled_a = pools[1].query(fake_b.detach()), pools[0].query(fake_a.detach())
-                loss_d = 0.5 * (_lsgan(model.d_b(real_b), True) + _lsgan(model.d_b(pooled_b), False)) + \
-                    0.5 * (_lsgan(model.d_a(real_a), True) + _lsgan(model.d_a(pooled_a), False))
-            opt_d.zero_grad(set_to_none=True)
-            loss_d.backward()
-            opt_d.step()
-            values = {"g_gan": g_gan.item(), "cycle": cycle.item(), "identity": identity.item(), "d": loss_d.item()}
-            if not all(math.isfinite(v) for v in values.values()):
-                raise FloatingPointError(f"{desc}: non-finite CycleGAN loss at epoch {epoch + 1} ({values}); "
-                                         f"lower StyleCfg.lr or use precision='fp32'")
-            for k, v in values.items():
-                totals[k] += v / steps
-            bar.set_postfix(cycle=f"{values['cycle']:.3f}", d=f"{values['d']:.3f}")
-        record = {"epoch": epoch + 1, "lr": opt_g.param_groups[0]["lr"], **totals}
-        sched_g.step()
-        sched_d.step()
-        run.end_epoch(epoch, record, t0, model=model,
-                      last={"opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(), "sched_g": sched_g.state_dict(),
-                            "sched_d": sched_d.state_dict(), "pools": [p.state_dict() for p in pools],
-                            "rng": rng_state()})
-    model.eval()
-    return CycleGANResult(model, run.last_path, run.log.history)
+        run.begin()  # every check has passed: config.yaml and metrics.jsonl from here
+        for epoch in range(run.start, cfg.total_epochs):
+            t0 = time.perf_counter()
+            model.train()
+            for sm in samplers:
+                sm.set_epoch(epoch)
+            totals = dict.fromkeys(("g_gan", "cycle", "identity", "d"), 0.0)
+            bar = tqdm(zip(*loaders), total=steps, desc=f"{desc} {epoch + 1}/{cfg.total_epochs}", disable=not progress,
+                       leave=False)
+            for batch_a, batch_b in bar:
+                real_a, real_b = batch_a[0].to(device, non_blocking=True), batch_b[0].to(device, non_blocking=True)
+                # generators: fool both discriminators, reconstruct both ways, leave own-style images alone
+                _set_requires_grad(discs, False)
+                with rt.autocast():
+                    fake_b, fake_a = model.g_ab(real_a), model.g_ba(real_b)
+                    g_gan = _lsgan(model.d_b(fake_b), True) + _lsgan(model.d_a(fake_a), True)
+                    cycle = l1(model.g_ba(fake_b).float(), real_a) + l1(model.g_ab(fake_a).float(), real_b)
+                    identity = (l1(model.g_ab(real_b).float(), real_b) + l1(model.g_ba(real_a).float(), real_a)
+                                if lam_i > 0 else torch.zeros((), device=device))
+                    loss_g = g_gan + lam_c * cycle + lam_i * identity
+                opt_g.zero_grad(set_to_none=True)
+                loss_g.backward()
+                opt_g.step()
+                # discriminators: real vs (pooled) fake, each term halved as in CycleGAN
+                _set_requires_grad(discs, True)
+                with rt.autocast():
+                    pooled_b, pooled_a = pools[1].query(fake_b.detach()), pools[0].query(fake_a.detach())
+                    loss_d = 0.5 * (_lsgan(model.d_b(real_b), True) + _lsgan(model.d_b(pooled_b), False)) + \
+                        0.5 * (_lsgan(model.d_a(real_a), True) + _lsgan(model.d_a(pooled_a), False))
+                opt_d.zero_grad(set_to_none=True)
+                loss_d.backward()
+                opt_d.step()
+                values = {"g_gan": g_gan.item(), "cycle": cycle.item(), "identity": identity.item(), "d": loss_d.item()}
+                if not all(math.isfinite(v) for v in values.values()):
+                    raise FloatingPointError(f"{desc}: non-finite CycleGAN loss at epoch {epoch + 1} ({values}); "
+                                             f"lower StyleCfg.lr or use precision='fp32'")
+                for k, v in values.items():
+                    totals[k] += v / steps
+                bar.set_postfix(cycle=f"{values['cycle']:.3f}", d=f"{values['d']:.3f}")
+            record = {"epoch": epoch + 1, "lr": opt_g.param_groups[0]["lr"], **totals}
+            sched_g.step()
+            sched_d.step()
+            run.end_epoch(epoch, record, t0, model=model,
+                          last={"opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(), "sched_g": sched_g.state_dict(),
+                                "sched_d": sched_d.state_dict(), "pools": [p.state_dict() for p in pools],
+                                "rng": rng_state()})
+        model.eval()
+        return CycleGANResult(model, run.last_path, run.log.history)
 
 
 def load_cyclegan(path: Union[str, Path], *, device: Union[str, torch.device] = "cpu") -> tuple[CycleGAN, StyleCfg]:
@@ -372,7 +377,7 @@ def load_cyclegan(path: Union[str, Path], *, device: Union[str, torch.device] = 
 
     state = load_checkpoint(path, map_location="cpu")
     if state.get("stage") != "style":
-        raise ValueError(f"{path} is a {state.get('stage', 'unknown')!r} checkpoint, not a CycleGAN "
+        raise InvalidInputError(f"{path} is a {state.get('stage', 'unknown')!r} checkpoint, not a CycleGAN "
                          f"(written by corelib style train / train_cyclegan)")
     cfg = load_config(StyleCfg, overrides=state["cfg"])
     model = CycleGAN(cfg)

@@ -36,10 +36,12 @@ import numpy as np
 import torch
 from PIL import Image
 
+from .. import paths
 from ..config import STYLE_MODES, StyleCfg, save_config
-from ..errors import MissingStageError, StyleError
-from ..data.datasets import ReIDDataset, Sample, build_dataset, read_image
+from ..data.datasets import ReIDDataset, Sample, build_dataset, read_image, trusted_roots
 from ..data.loading import build_loader
+from ..errors import InvalidInputError, MissingStageError, NotOwnedError, StyleError
+from ..ownership import RunLock
 from ..repro import resolve_device
 from .cyclegan import CycleGAN, load_cyclegan, style_transforms, to_pil, train_cyclegan
 
@@ -144,6 +146,7 @@ def train_style_models(
     mode: str = "camera",
     target: Optional[ReIDDataset] = None,
     resume: bool = True,
+    overwrite: bool = False,
     progress: bool = True,
 ) -> StyleModels:
     """Train the CycleGANs of ``source``: one per camera pair, or one source <-> target.
@@ -155,6 +158,9 @@ def train_style_models(
         mode: ``"camera"`` or ``"domain"``.
         target: the target dataset (domain mode); only its unlabelled training split is used.
         resume: skip finished pairs and continue interrupted ones.
+        overwrite: with ``resume=False``, set each pair's earlier model aside
+            (``<pair>.replaced-<time>``) and train it again; without either, a pair folder that holds
+            a model is refused, so nothing trained is replaced unasked.
         progress: a progress bar over the pairs and one per epoch.
 
     Raises:
@@ -165,8 +171,6 @@ def train_style_models(
 
     _check_mode(mode)
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, out / "config.yaml")
     pool = _split_images(source, cfg.train_splits)
     jobs: list[tuple[StylePair, list[Sample], list[Sample]]] = []
     if mode == "camera":
@@ -182,9 +186,12 @@ def train_style_models(
         jobs.append((StylePair("domain", None, None, len(pool), len(target.train), "domain/last.pt"), pool,
                      list(target.train)))
     models = StyleModels(mode, out, source.name, target.name if target is not None else None, [j[0] for j in jobs])
-    for pair, imgs_a, imgs_b in tqdm(jobs, desc=f"style models ({mode})", disable=not progress or len(jobs) == 1):
-        train_cyclegan(imgs_a, imgs_b, cfg, out / pair.name, resume=resume, progress=progress, desc=pair.name)
-    models.save()
+    with RunLock(out, what=f"style train ({mode})"):  # one owner for all the pairs (each CycleGAN nests in it)
+        for pair, imgs_a, imgs_b in tqdm(jobs, desc=f"style models ({mode})", disable=not progress or len(jobs) == 1):
+            train_cyclegan(imgs_a, imgs_b, cfg, out / pair.name, resume=resume, overwrite=overwrite,
+                           progress=progress, desc=pair.name)
+        save_config(cfg, out / "config.yaml")  # once every pair has accepted these settings
+        models.save()
     return models
 
 
@@ -267,15 +274,27 @@ def write_style_set(
     embedded presets use them); any other dataset becomes a ``custom`` ``dataset.csv``.
 
     The set is built in ``<out_root>.partial`` and renamed when complete; an existing complete set
-    from the same models is returned as it is unless ``overwrite``.
+    from the same models is returned as it is unless ``overwrite``, and one of other models or of
+    another source is replaced.
+
+    Only folders this writer made are ever removed: ``out_root`` must be absent, empty or an enlarged
+    set (it holds ``style_set.json``), and a left-over ``.partial`` folder must carry the marker the
+    writer put there (:data:`corelib.paths.PARTIAL_MARKER`). Both are checked before any image is
+    translated.
 
     Returns:
         ``out_root``, loadable with :func:`load_style_set`.
+
+    Raises:
+        NotOwnedError: ``out_root`` or its ``.partial`` folder holds files of someone else, or
+            ``out_root`` is (or contains) the source dataset or the style models folder.
+        InvalidInputError: ``out_root`` lies inside the source dataset or the style models folder.
     """
     from tqdm.auto import tqdm
 
     models = models if isinstance(models, StyleModels) else load_style_models(models)
-    out = Path(out_root)
+    out = Path(out_root).expanduser()
+    _check_out_apart(out, source, models)
     stamp_path = out / SET_STAMP
     if stamp_path.is_file() and not overwrite:
         stamp = json.loads(stamp_path.read_text())
@@ -283,11 +302,14 @@ def write_style_set(
             return out
     if models.source != source.name:
         raise StyleError(f"the style models in {models.root} were trained on {models.source!r}, not on {source.name!r}")
+    what = "an enlarged style set"
+    fix = "pass another --out (a new or empty folder), or remove it yourself if nothing in it is needed"
+    paths.check_owned_tree(out, (SET_STAMP,), what, fix)  # refuse now, not after translating every image
     loader = _layout_loader(source)
     partial = out.with_name(out.name + ".partial")
-    if partial.exists():
-        shutil.rmtree(partial)
-    partial.mkdir(parents=True)
+    paths.remove_owned_tree(partial, (paths.PARTIAL_MARKER, SET_STAMP), "a partial folder of `corelib style generate`",
+                            f"remove {partial} yourself if nothing in it is needed, or pass another --out")
+    paths.make_partial_dir(partial, "write_style_set")
     dev = resolve_device(device)
     folders = _LAYOUT_FOLDERS.get(loader, ("train", "query", "gallery"))
     for f in folders:
@@ -339,14 +361,39 @@ def write_style_set(
              "real_train_images": len(train), "style_copies": n_fake,
              "copies_per_image": n_fake / max(1, len(train))}
     (partial / SET_STAMP).write_text(json.dumps(stamp, indent=1))
-    if out.exists():
-        shutil.rmtree(out)
+    (partial / paths.PARTIAL_MARKER).unlink()  # complete: the stamp says whose it is from now on
+    paths.remove_owned_tree(out, (SET_STAMP,), what, fix)
     partial.rename(out)
     return out
 
 
+def _check_out_apart(out: Path, source: ReIDDataset, models: StyleModels) -> None:
+    """Refuse an output folder that is, contains or lies inside the source dataset or the models.
+
+    Replacing it would delete the real images or the trained CycleGANs; writing inside it would add
+    foreign files to them (and a later rewrite would delete the folder from under them).
+    """
+    target = out.resolve()
+    for label, folder in (("the source dataset", source.root), ("the style models folder", models.root)):
+        other = Path(folder).resolve()
+        if target == other or target in other.parents:
+            raise NotOwnedError(
+                f"--out {out} {'is' if target == other else 'contains'} {label} ({other}); writing the enlarged "
+                f"set there would replace it. Fix: pass another --out, e.g. {other.parent / (other.name + '_enlarged')}"
+            )
+        if other in target.parents:
+            raise InvalidInputError(
+                f"--out {out} lies inside {label} ({other}); the enlarged set would add its files to it. "
+                f"Fix: pass an --out outside {other}"
+            )
+
+
 def load_style_set(root: Union[str, Path]) -> ReIDDataset:
     """The enlarged set written by :func:`write_style_set`, through the source's own loader.
+
+    Its images must lie inside ``root`` or inside the source root recorded in its stamp (the real
+    query, gallery and, for the custom layout, training images); any other path is refused
+    (``UnsafePathError``), as for every dataset.
 
     Raises:
         MissingStageError: ``root`` holds no complete enlarged set (names the command that writes one).
@@ -358,7 +405,11 @@ def load_style_set(root: Union[str, Path]) -> ReIDDataset:
         raise MissingStageError(f"no enlarged style set at {root}{hint}; write one with `corelib style generate` "
                                 f"or notebook 01_style_transfer")
     stamp = json.loads(stamp_path.read_text())
-    ds = build_dataset(stamp["loader"], root)
+    # The set links to (market / VeRi layouts) or lists (custom CSV) the real images of its source:
+    # those may lie in the source root its stamp records, and nowhere else outside the set.
+    extra = [stamp["source_root"]] if stamp.get("source_root") else []
+    with trusted_roots(*extra):
+        ds = build_dataset(stamp["loader"], root)
     ds.name = f"{stamp['source']}+{stamp['mode']}style"
     ds.extras["style_set"] = stamp
     return ds

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from ..data.datasets import ReIDDataset
+from ..errors import InvalidInputError
 from ..evaluation import evaluate_distmat, evaluate_ranking, rerank
 from ..features import extract_split
 from ..runtime import load_checkpoint
@@ -100,7 +101,7 @@ def load_trained_model(path: Union[str, Path], *, device: Union[str, torch.devic
     state = load_checkpoint(path)
     cfg, stage = state.get("cfg"), state.get("stage")
     if not isinstance(cfg, dict) or stage not in ("pretrain", "finetune") or "model" not in state:
-        raise ValueError(f"{path} is not a corelib pretrain / finetune checkpoint (keys: {sorted(state)}); "
+        raise InvalidInputError(f"{path} is not a corelib pretrain / finetune checkpoint (keys: {sorted(state)}); "
                          f"pass RUN_DIR/pretrain/best.pt or RUN_DIR/finetune/best.pt")
     cfg = _stage_cfg(stage, cfg)
     record = state if "model_name" in state else _legacy_record(stage, state, cfg)

@@ -44,11 +44,13 @@ from ..data.datasets import ReIDDataset, Sample
 from ..data.loading import build_loader
 from ..data.samplers import CameraAwareIdentitySampler, pids_per_batch
 from ..data.transforms import build_transforms
+from ..errors import InvalidInputError, InvalidTypeError
 from ..features import extract_split
 from ..losses import AdaptBatch, build_criterion
 from ..models import MeanTeacher, backbone_name, build_model
 from ..repro import seed_everything
-from ..runtime import LoaderCycle, Runtime, StageRun, distributed as D, load_checkpoint, load_into, rng_state, set_rng_state
+from ..runtime import LoaderCycle, Runtime, StageRun, load_checkpoint, load_into, rng_state, set_rng_state
+from ..runtime import distributed as D
 from .evaluate import evaluate_model, model_record
 
 
@@ -82,7 +84,7 @@ def load_source_trunk(net: nn.Module, source_state: dict, *, where: str = "sourc
     if bad:
         k = bad[0]
         got = tuple(trunk[k].shape) if k in trunk else "missing"
-        raise ValueError(f"{where} does not fit a {getattr(net, 'backbone', '?')} trunk: {k} is {got}, "
+        raise InvalidInputError(f"{where} does not fit a {getattr(net, 'backbone', '?')} trunk: {k} is {got}, "
                          f"expected {tuple(want[k].shape)}. Use the backbone the source model was trained with.")
     net.load_state_dict(trunk, strict=False)
 
@@ -167,7 +169,7 @@ class _ClusterFeatures(nn.Module):
     def __init__(self, mt: MeanTeacher, mode: str) -> None:
         super().__init__()
         if mode not in ("fused", "plain"):
-            raise ValueError(f"cluster.feature must be 'fused' or 'plain', got {mode!r}")
+            raise InvalidInputError(f"cluster.feature must be 'fused' or 'plain', got {mode!r}")
         self.mt, self.mode = mt, mode
 
     def forward(self, x: torch.Tensor, camids: Optional[torch.Tensor] = None) -> torch.Tensor:
@@ -203,9 +205,9 @@ def _relabel(samples: list[Sample], labels: np.ndarray) -> list[Sample]:
 
 
 def _source_checkpoint_state(path: Union[str, Path]) -> dict:
-    state = load_checkpoint(path)
+    state = load_checkpoint(path, stage="pretrain")
     if "model" not in state:
-        raise ValueError(f"{path} is not a pre-training checkpoint (no 'model' entry); pass RUN_DIR/pretrain/best.pt")
+        raise InvalidInputError(f"{path} is not a pre-training checkpoint (no 'model' entry); pass RUN_DIR/pretrain/best.pt")
     return state
 
 
@@ -239,6 +241,7 @@ def finetune(
     *,
     source_checkpoint: Union[str, Path, None] = None,
     resume: bool = False,
+    overwrite: bool = False,
     progress: bool = True,
 ) -> FinetuneResult:
     """Adapt the pre-trained source model to ``target.train`` without its labels.
@@ -251,6 +254,9 @@ def finetune(
             ``RUN_DIR/finetune``.
         source_checkpoint: a pre-training checkpoint (default ``RUN_DIR/pretrain/best.pt``).
         resume: continue from ``RUN_DIR/finetune/last.pt`` when it exists.
+        overwrite: an existing run in ``RUN_DIR/finetune`` is set aside (renamed to
+            ``finetune.replaced-<time>``) and training starts again; without it (and without
+            ``resume``) a folder that holds a run is refused, so nothing finished is replaced unasked.
         progress: tqdm bars (rank 0 only).
     """
     from tqdm.auto import tqdm
@@ -268,143 +274,144 @@ def finetune(
     src_record = _source_record(src)
     src_backbone = src_record["model_args"].get("backbone")
     if src_backbone != cfg.model.backbone:
-        raise ValueError(f"{src_path} holds a {src_backbone} source model but model.backbone={cfg.model.backbone!r}; "
+        raise InvalidInputError(f"{src_path} holds a {src_backbone} source model but model.backbone={cfg.model.backbone!r}; "
                          f"set model.backbone={src_backbone}")
-    run = StageRun(run_dir / "finetune", cfg, rt, stage="finetune", resume=resume)
-    seed_everything(cfg.seed)
-    # K: the classifier rows; a resumed run continues with the K its checkpoint was written with
-    classes = int(run.state["num_clusters"]) if run.resumed else cfg.cluster.num_clusters
-    model_args = cfg.model.model_args()
-    mt = build_model(cfg.model.name, num_classes=classes, weights="none", **model_args)
-    if not isinstance(mt, MeanTeacher):
-        raise TypeError(f"model.name={cfg.model.name!r} builds a {type(mt).__name__}; fine-tuning needs a mean-teacher "
-                        f"pair (corelib.models.MeanTeacher), e.g. 'mean_teacher'")
-    for net in (mt.student, mt.teacher):
-        load_source_trunk(net, src["model"], where=str(src_path))
-    if not criterion.uses_fused:  # no loss reaches ECAB / SECAB / fusion BNs in the published recipe
-        for m in (mt.student.ecab_top, mt.student.ecab_bottom, mt.fusion):
-            m.requires_grad_(False)
-    rt.place(mt)  # once, before DDP registers the parameters; extraction keeps this layout
+    with StageRun(run_dir / "finetune", cfg, rt, stage="finetune", resume=resume, overwrite=overwrite) as run:
+        seed_everything(cfg.seed)
+        # K: the classifier rows; a resumed run continues with the K its checkpoint was written with
+        classes = int(run.state["num_clusters"]) if run.resumed else cfg.cluster.num_clusters
+        model_args = cfg.model.model_args()
+        mt = build_model(cfg.model.name, num_classes=classes, weights="none", **model_args)
+        if not isinstance(mt, MeanTeacher):
+            raise InvalidTypeError(f"model.name={cfg.model.name!r} builds a {type(mt).__name__}; fine-tuning needs a mean-teacher "
+                            f"pair (corelib.models.MeanTeacher), e.g. 'mean_teacher'")
+        for net in (mt.student, mt.teacher):
+            load_source_trunk(net, src["model"], where=str(src_path))
+        if not criterion.uses_fused:  # no loss reaches ECAB / SECAB / fusion BNs in the published recipe
+            for m in (mt.student.ecab_top, mt.student.ecab_bottom, mt.fusion):
+                m.requires_grad_(False)
+        rt.place(mt)  # once, before DDP registers the parameters; extraction keeps this layout
 
-    def trainable() -> list[nn.Parameter]:
-        params = [p for p in mt.student.parameters() if p.requires_grad]
-        return params + ([p for p in mt.fusion.parameters() if p.requires_grad] if criterion.uses_fused else [])
+        def trainable() -> list[nn.Parameter]:
+            params = [p for p in mt.student.parameters() if p.requires_grad]
+            return params + ([p for p in mt.fusion.parameters() if p.requires_grad] if criterion.uses_fused else [])
 
-    def wrapped() -> nn.Module:
-        return rt.wrap(_StudentStep(mt.student, cfg.bn_sub_batch), find_unused_parameters=False)
+        def wrapped() -> nn.Module:
+            return rt.wrap(_StudentStep(mt.student, cfg.bn_sub_batch), find_unused_parameters=False)
 
-    step_net, wrapped_classifier = wrapped(), mt.student.classifier
+        step_net, wrapped_classifier = wrapped(), mt.student.classifier
 
-    direct: dict = {}
-    if run.resumed:
-        load_into(mt, run.state, run.last_path)
-        direct = dict(run.state.get("direct_transfer", {}))
-        set_rng_state(run.state["rng"])
-    elif rt.is_main:
-        source_net = build_model(src_record["model_name"], weights=None, **src_record["model_args"])
-        source_net.load_state_dict(src["model"])
-        direct = {k: v for k, v in evaluate_model(source_net.to(rt.device), target, cfg.augment.height,
-                                                  cfg.augment.width, device=rt.device,
-                                                  channels_last=cfg.runtime.channels_last).items()
-                  if isinstance(v, float)}
-        del source_net
+        direct: dict = {}
+        if run.resumed:
+            load_into(mt, run.state, run.last_path)
+            direct = dict(run.state.get("direct_transfer", {}))
+            set_rng_state(run.state["rng"])
+        elif rt.is_main:
+            source_net = build_model(src_record["model_name"], weights=None, **src_record["model_args"])
+            source_net.load_state_dict(src["model"])
+            direct = {k: v for k, v in evaluate_model(source_net.to(rt.device), target, cfg.augment.height,
+                                                      cfg.augment.width, device=rt.device,
+                                                      channels_last=cfg.runtime.channels_last).items()
+                      if isinstance(v, float)}
+            del source_net
 
-    aug = cfg.augment
-    tf_train = build_transforms("finetune", aug.height, aug.width, gray_p=aug.gray_p, lgpr_p=aug.lgpr_p,
-                                erase_p=aug.erase_p)
-    truth = np.array([s.pid for s in target.train])
-    has_truth = len(set(truth.tolist())) > 1
-    camids = np.array([-1 if s.camid is None else s.camid for s in target.train])
+        aug = cfg.augment
+        tf_train = build_transforms("finetune", aug.height, aug.width, gray_p=aug.gray_p, lgpr_p=aug.lgpr_p,
+                                    erase_p=aug.erase_p)
+        truth = np.array([s.pid for s in target.train])
+        has_truth = len(set(truth.tolist())) > 1
+        camids = np.array([-1 if s.camid is None else s.camid for s in target.train])
 
-    def evaluate() -> tuple[dict, float]:
-        metrics = evaluate_model(mt.teacher, target, aug.height, aug.width, device=rt.device,
-                                 channels_last=cfg.runtime.channels_last)
-        return {f"target_{k}": v for k, v in metrics.items() if isinstance(v, float)}, metrics["mAP"]
+        def evaluate() -> tuple[dict, float]:
+            metrics = evaluate_model(mt.teacher, target, aug.height, aug.width, device=rt.device,
+                                     channels_last=cfg.runtime.channels_last)
+            return {f"target_{k}": v for k, v in metrics.items() if isinstance(v, float)}, metrics["mAP"]
 
-    for epoch in range(run.start, cfg.epochs):
-        t0 = time.perf_counter()
-        # 1-3. features, three clusterings on rank 0, labels and centres to every rank
-        feats = extract_cluster_features(mt, target.train, cfg, rt.device, rt.info, progress=progress)
-        labels = torch.zeros(3, n_train, dtype=torch.long, device=rt.device)
-        num_classes = torch.zeros((), dtype=torch.long, device=rt.device)
-        record: dict = {"epoch": epoch + 1}
-        if rt.is_main:
-            pseudo, clustered = cluster_pseudo_labels(feats, camids, cfg.cluster, seed=cfg.seed * 1000 + 3 * epoch,
-                                                      epoch=epoch, device=rt.device)
-            for i, lab in enumerate(pseudo.labels):
-                labels[i] = torch.from_numpy(lab).to(rt.device)
-            # classifier rows: normalised centres of the global clustering (method.md §3.9)
-            centroids = pseudo.centres(0, clustered[0].to(rt.device)).to(rt.device)
-            num_classes.fill_(centroids.shape[0])
-            record.update(label_report(pseudo, camids, truth if has_truth else None))
-        D.broadcast(labels, rt.info)
-        D.broadcast(num_classes, rt.info)
-        if not rt.is_main:
-            centroids = torch.zeros(int(num_classes), feats[0].shape[1], device=rt.device)
-        D.broadcast(centroids, rt.info)
-        mt.reset_classifiers(centroids)
-        if mt.student.classifier is not wrapped_classifier:  # K changed: DDP must see the new layer
-            step_net, wrapped_classifier = wrapped(), mt.student.classifier
-        labels_state = labels.cpu()
-        t_cluster = time.perf_counter() - t0
+        run.begin()  # every check has passed: config.yaml and metrics.jsonl from here
+        for epoch in range(run.start, cfg.epochs):
+            t0 = time.perf_counter()
+            # 1-3. features, three clusterings on rank 0, labels and centres to every rank
+            feats = extract_cluster_features(mt, target.train, cfg, rt.device, rt.info, progress=progress)
+            labels = torch.zeros(3, n_train, dtype=torch.long, device=rt.device)
+            num_classes = torch.zeros((), dtype=torch.long, device=rt.device)
+            record: dict = {"epoch": epoch + 1}
+            if rt.is_main:
+                pseudo, clustered = cluster_pseudo_labels(feats, camids, cfg.cluster, seed=cfg.seed * 1000 + 3 * epoch,
+                                                          epoch=epoch, device=rt.device)
+                for i, lab in enumerate(pseudo.labels):
+                    labels[i] = torch.from_numpy(lab).to(rt.device)
+                # classifier rows: normalised centres of the global clustering (method.md §3.9)
+                centroids = pseudo.centres(0, clustered[0].to(rt.device)).to(rt.device)
+                num_classes.fill_(centroids.shape[0])
+                record.update(label_report(pseudo, camids, truth if has_truth else None))
+            D.broadcast(labels, rt.info)
+            D.broadcast(num_classes, rt.info)
+            if not rt.is_main:
+                centroids = torch.zeros(int(num_classes), feats[0].shape[1], device=rt.device)
+            D.broadcast(centroids, rt.info)
+            mt.reset_classifiers(centroids)
+            if mt.student.classifier is not wrapped_classifier:  # K changed: DDP must see the new layer
+                step_net, wrapped_classifier = wrapped(), mt.student.classifier
+            labels_state = labels.cpu()
+            t_cluster = time.perf_counter() - t0
 
-        # 4. three pseudo-labelled P x K loaders (same sampler rule, own seeds), fresh Adam
-        cycles = []
-        for i in range(3):
-            relabelled = _relabel(target.train, labels_state[i].numpy())
-            sampler = CameraAwareIdentitySampler(relabelled, num_instances=cfg.num_instances,
-                                                 seed=cfg.seed + 7919 * (i + 1))
-            loader = build_loader(relabelled, tf_train, cfg.batch_size, num_workers=cfg.runtime.num_workers,
-                                  batch_sampler=D.RankSliceBatchSampler(sampler, cfg.batch_size, rt.info, keyed=True),
-                                  seed=cfg.seed * 1000 + 3 * epoch + i, pin_memory=rt.pin_memory)
-            cycles.append(LoaderCycle(loader, sampler, base_epoch=epoch * 1000))
-        optimizer = torch.optim.Adam(trainable(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+            # 4. three pseudo-labelled P x K loaders (same sampler rule, own seeds), fresh Adam
+            cycles = []
+            for i in range(3):
+                relabelled = _relabel(target.train, labels_state[i].numpy())
+                sampler = CameraAwareIdentitySampler(relabelled, num_instances=cfg.num_instances,
+                                                     seed=cfg.seed + 7919 * (i + 1))
+                loader = build_loader(relabelled, tf_train, cfg.batch_size, num_workers=cfg.runtime.num_workers,
+                                      batch_sampler=D.RankSliceBatchSampler(sampler, cfg.batch_size, rt.info, keyed=True),
+                                      seed=cfg.seed * 1000 + 3 * epoch + i, pin_memory=rt.pin_memory)
+                cycles.append(LoaderCycle(loader, sampler, base_epoch=epoch * 1000))
+            optimizer = torch.optim.Adam(trainable(), lr=cfg.lr, weight_decay=cfg.weight_decay)
 
-        # 5. student steps, EMA teacher after each
-        mt.train()
-        totals = dict.fromkeys(criterion.terms, 0.0)
-        bar = tqdm(range(cfg.iters_per_epoch), desc=f"finetune {epoch + 1}/{cfg.epochs}", disable=not progress,
-                   leave=False)
-        for _ in bar:
-            batches = [c.next() for c in cycles]
-            xs = [rt.images(b[0]) for b in batches]
-            cams = [b[2].to(rt.device) for b in batches]
-            ys = [rt.gather_labels(b[1]) for b in batches]
-            with rt.autocast():
-                outs = step_net(xs, cams)
-                fused = [None, None]
-                if cfg.teacher_forward or criterion.uses_fused:
-                    with torch.no_grad():  # teacher BN statistics follow the target (outputs unused by the loss)
-                        teacher_maps = [forward_sub_batches(mt.teacher, x, cfg.bn_sub_batch, c).feature_map
-                                        for x, c in zip(xs, cams)]
-                    # Fusion in train mode: its BN running statistics track the target (as in the code);
-                    # a criterion that uses_fused trains through it (method.md §9-Q1)
-                    with torch.enable_grad() if criterion.uses_fused else torch.no_grad():
-                        fused = [fuse_sub_batches(mt.fusion, teacher_maps[i], outs[i].psi_top, outs[i].psi_bottom,
-                                                  cfg.bn_sub_batch) for i in (1, 2)]
-                terms = criterion(AdaptBatch(outs, ys, fused, rt.gather))
-            optimizer.zero_grad(set_to_none=True)
-            terms["loss"].backward()
-            if rt.info.enabled and criterion.uses_fused:  # the fusion sits outside DDP: average its gradients
-                D.all_reduce_mean_grads(mt.fusion, rt.info)
-            optimizer.step()
-            mt.update_teacher()
-            for key in totals:
-                totals[key] += terms[key].item() / cfg.iters_per_epoch
-            bar.set_postfix(loss=f"{terms['loss'].item():.3f}")
-        if rt.info.enabled:  # the BN statistics of rank 0 are the ones kept (DDP's rule for the student)
-            for m in (mt.student, mt.teacher, mt.fusion):
-                D.broadcast_buffers(m, rt.info)
-        record.update(totals)
-        record["seconds_cluster"] = t_cluster
-        record["seconds_train"] = time.perf_counter() - t0 - t_cluster
+            # 5. student steps, EMA teacher after each
+            mt.train()
+            totals = dict.fromkeys(criterion.terms, 0.0)
+            bar = tqdm(range(cfg.iters_per_epoch), desc=f"finetune {epoch + 1}/{cfg.epochs}", disable=not progress,
+                       leave=False)
+            for _ in bar:
+                batches = [c.next() for c in cycles]
+                xs = [rt.images(b[0]) for b in batches]
+                cams = [b[2].to(rt.device) for b in batches]
+                ys = [rt.gather_labels(b[1]) for b in batches]
+                with rt.autocast():
+                    outs = step_net(xs, cams)
+                    fused = [None, None]
+                    if cfg.teacher_forward or criterion.uses_fused:
+                        with torch.no_grad():  # teacher BN statistics follow the target (outputs unused by the loss)
+                            teacher_maps = [forward_sub_batches(mt.teacher, x, cfg.bn_sub_batch, c).feature_map
+                                            for x, c in zip(xs, cams)]
+                        # Fusion in train mode: its BN running statistics track the target (as in the code);
+                        # a criterion that uses_fused trains through it (method.md §9-Q1)
+                        with torch.enable_grad() if criterion.uses_fused else torch.no_grad():
+                            fused = [fuse_sub_batches(mt.fusion, teacher_maps[i], outs[i].psi_top, outs[i].psi_bottom,
+                                                      cfg.bn_sub_batch) for i in (1, 2)]
+                    terms = criterion(AdaptBatch(outs, ys, fused, rt.gather))
+                optimizer.zero_grad(set_to_none=True)
+                terms["loss"].backward()
+                if rt.info.enabled and criterion.uses_fused:  # the fusion sits outside DDP: average its gradients
+                    D.all_reduce_mean_grads(mt.fusion, rt.info)
+                optimizer.step()
+                mt.update_teacher()
+                for key in totals:
+                    totals[key] += terms[key].item() / cfg.iters_per_epoch
+                bar.set_postfix(loss=f"{terms['loss'].item():.3f}")
+            if rt.info.enabled:  # the BN statistics of rank 0 are the ones kept (DDP's rule for the student)
+                for m in (mt.student, mt.teacher, mt.fusion):
+                    D.broadcast_buffers(m, rt.info)
+            record.update(totals)
+            record["seconds_cluster"] = t_cluster
+            record["seconds_train"] = time.perf_counter() - t0 - t_cluster
 
-        # 6. teacher on the target query / gallery, checkpoints (rank 0)
-        classes = mt.num_classes  # this epoch's K: what resume and load_trained_model rebuild
-        run.model_record = model_record(cfg.model.name, num_classes=classes, **model_args)
-        run.end_epoch(epoch, record, t0, model=mt, evaluate=evaluate, best={"num_clusters": classes},
-                      last={"optimizer": optimizer.state_dict(), "pseudo_labels": labels_state, "rng": rng_state(),
-                            "num_clusters": classes, "direct_transfer": direct},
-                      after_log=lambda r: _tensorboard(run_dir, r))
-    return FinetuneResult(direct, run.best_score, run.best_epoch, run.log.last, run.log.history, run.best_path,
-                          run.last_path, tuple(criterion.terms))
+            # 6. teacher on the target query / gallery, checkpoints (rank 0)
+            classes = mt.num_classes  # this epoch's K: what resume and load_trained_model rebuild
+            run.model_record = model_record(cfg.model.name, num_classes=classes, **model_args)
+            run.end_epoch(epoch, record, t0, model=mt, evaluate=evaluate, best={"num_clusters": classes},
+                          last={"optimizer": optimizer.state_dict(), "pseudo_labels": labels_state, "rng": rng_state(),
+                                "num_clusters": classes, "direct_transfer": direct},
+                          after_log=lambda r: _tensorboard(run_dir, r))
+        return FinetuneResult(direct, run.best_score, run.best_epoch, run.log.last, run.log.history, run.best_path,
+                              run.last_path, tuple(criterion.terms))

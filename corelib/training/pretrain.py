@@ -27,7 +27,8 @@ from ..data.transforms import build_transforms
 from ..losses import build_criterion
 from ..models import build_model
 from ..repro import seed_everything
-from ..runtime import LoaderCycle, Runtime, StageRun, distributed as D, load_into, rng_state, set_rng_state
+from ..runtime import LoaderCycle, Runtime, StageRun, load_into, rng_state, set_rng_state
+from ..runtime import distributed as D
 from .evaluate import evaluate_model, model_record
 
 
@@ -73,6 +74,7 @@ def pretrain(
     *,
     target: Optional[ReIDDataset] = None,
     resume: bool = False,
+    overwrite: bool = False,
     progress: bool = True,
 ) -> PretrainResult:
     """Train the source network on ``source.train`` and evaluate it on ``source``'s query / gallery.
@@ -87,6 +89,11 @@ def pretrain(
     one unlabelled target batch in train mode without a loss, so the BatchNorm statistics mix both
     domains as in the authors' code (method.md §2.4).
 
+    A folder that already holds a run is continued with ``resume``, set aside to
+    ``pretrain.replaced-<time>`` and trained again with ``overwrite``, and otherwise refused
+    (:class:`~corelib.errors.RunExistsError`); a second process on the same run directory is refused
+    while this one runs (:class:`~corelib.ownership.RunLock`).
+
     Under ``torchrun`` every process loads its slice of each global P x K batch; the losses are
     computed on the features gathered from all processes (so the step is the one-process step with
     per-process BatchNorm); rank 0 evaluates and writes.
@@ -98,77 +105,79 @@ def pretrain(
     criterion = build_criterion(cfg.loss, stage="pretrain")
     train = style_training_split(cfg.style_set, source) if cfg.style_set else source.train
     record_of_model = model_record(cfg.model.name, num_classes=source.num_train_pids, **cfg.model.model_args())
-    run = StageRun(Path(run_dir) / "pretrain", cfg, rt, stage="pretrain", resume=resume, model_record=record_of_model)
-    seed_everything(cfg.seed)
-    progress = progress and rt.is_main
-    model = build_model(cfg.model.name, weights=cfg.model.weights, **record_of_model["model_args"])
-    rt.place(model)
-    net = rt.wrap(model)
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, cfg.lr_factor)
-    sampler = CameraAwareIdentitySampler(train, num_instances=cfg.num_instances, seed=cfg.seed)
-    aug = cfg.augment
-    tf = build_transforms("pretrain", aug.height, aug.width, gray_p=aug.gray_p, lgpr_p=aug.lgpr_p, erase_p=aug.erase_p)
-    loader = build_loader(train, tf, cfg.batch_size, batch_sampler=D.RankSliceBatchSampler(sampler, cfg.batch_size, rt.info, keyed=True),
-                          num_workers=cfg.runtime.num_workers, seed=cfg.seed, pin_memory=rt.pin_memory)
-    generators = [loader.generator]
-    target_loader = None
-    if target is not None and cfg.target_bn_forward:
-        order = torch.Generator().manual_seed(cfg.seed + 1)
-        target_sampler = torch.utils.data.RandomSampler(target.train, generator=order)
-        target_loader = build_loader(target.train, tf, cfg.batch_size, num_workers=cfg.runtime.num_workers,
-                                     seed=cfg.seed + 1, pin_memory=rt.pin_memory,
-                                     batch_sampler=D.RankSliceBatchSampler(target_sampler, cfg.batch_size, rt.info))
-        generators += [order, target_loader.generator]
+    with StageRun(Path(run_dir) / "pretrain", cfg, rt, stage="pretrain", resume=resume, overwrite=overwrite,
+                  model_record=record_of_model) as run:
+        seed_everything(cfg.seed)
+        progress = progress and rt.is_main
+        model = build_model(cfg.model.name, weights=cfg.model.weights, **record_of_model["model_args"])
+        rt.place(model)
+        net = rt.wrap(model)
+        optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, cfg.lr_factor)
+        sampler = CameraAwareIdentitySampler(train, num_instances=cfg.num_instances, seed=cfg.seed)
+        aug = cfg.augment
+        tf = build_transforms("pretrain", aug.height, aug.width, gray_p=aug.gray_p, lgpr_p=aug.lgpr_p, erase_p=aug.erase_p)
+        loader = build_loader(train, tf, cfg.batch_size, batch_sampler=D.RankSliceBatchSampler(sampler, cfg.batch_size, rt.info, keyed=True),
+                              num_workers=cfg.runtime.num_workers, seed=cfg.seed, pin_memory=rt.pin_memory)
+        generators = [loader.generator]
+        target_loader = None
+        if target is not None and cfg.target_bn_forward:
+            order = torch.Generator().manual_seed(cfg.seed + 1)
+            target_sampler = torch.utils.data.RandomSampler(target.train, generator=order)
+            target_loader = build_loader(target.train, tf, cfg.batch_size, num_workers=cfg.runtime.num_workers,
+                                         seed=cfg.seed + 1, pin_memory=rt.pin_memory,
+                                         batch_sampler=D.RankSliceBatchSampler(target_sampler, cfg.batch_size, rt.info))
+            generators += [order, target_loader.generator]
 
-    if run.resumed:
-        load_into(model, run.state, run.last_path)
-        optimizer.load_state_dict(run.state["optimizer"])
-        scheduler.load_state_dict(run.state["scheduler"])
-        set_rng_state(run.state["rng"], generators)
+        if run.resumed:
+            load_into(model, run.state, run.last_path)
+            optimizer.load_state_dict(run.state["optimizer"])
+            scheduler.load_state_dict(run.state["scheduler"])
+            set_rng_state(run.state["rng"], generators)
 
-    def evaluate() -> tuple[dict, float]:
-        metrics = evaluate_model(model, source, aug.height, aug.width, device=rt.device,
-                                 channels_last=cfg.runtime.channels_last)
-        scores = {f"source_{k}": v for k, v in metrics.items() if isinstance(v, float)}
-        if target is not None:
-            direct = evaluate_model(model, target, aug.height, aug.width, device=rt.device,
-                                    channels_last=cfg.runtime.channels_last)
-            scores.update({f"target_{k}": v for k, v in direct.items() if isinstance(v, float)})
-        return scores, metrics["mAP"]
+        def evaluate() -> tuple[dict, float]:
+            metrics = evaluate_model(model, source, aug.height, aug.width, device=rt.device,
+                                     channels_last=cfg.runtime.channels_last)
+            scores = {f"source_{k}": v for k, v in metrics.items() if isinstance(v, float)}
+            if target is not None:
+                direct = evaluate_model(model, target, aug.height, aug.width, device=rt.device,
+                                        channels_last=cfg.runtime.channels_last)
+                scores.update({f"target_{k}": v for k, v in direct.items() if isinstance(v, float)})
+            return scores, metrics["mAP"]
 
-    for epoch in range(run.start, cfg.epochs):
-        t0 = time.perf_counter()
-        net.train()
-        batches = LoaderCycle(loader, sampler, base_epoch=epoch * 1000)
-        target_it = iter(target_loader) if target_loader is not None else None
-        totals = dict.fromkeys(criterion.terms, 0.0)
-        bar = tqdm(range(cfg.iters_per_epoch), desc=f"pretrain {epoch + 1}/{cfg.epochs}", disable=not progress,
-                   leave=False)
-        for _ in bar:
-            batch = batches.next()
-            images, pids, camids = rt.images(batch[0]), rt.gather_labels(batch[1]), batch[2].to(rt.device)
-            with rt.autocast():
-                if target_it is not None:  # BN statistics see the target domain too (no loss, no gradient)
-                    target_batch = next(target_it, None)
-                    if target_batch is None:
-                        target_it = iter(target_loader)
-                        target_batch = next(target_it)
-                    with torch.no_grad():
-                        model(rt.images(target_batch[0]), target_batch[2].to(rt.device))
-                terms = criterion(net(images, camids), pids, rt.gather)
-            optimizer.zero_grad(set_to_none=True)
-            terms["loss"].backward()
-            optimizer.step()
-            for key in totals:
-                totals[key] += terms[key].item() / cfg.iters_per_epoch
-            bar.set_postfix(loss=f"{terms['loss'].item():.3f}")
-        if rt.info.enabled:  # rank 0's BN running statistics are the ones kept (DDP's rule)
-            D.broadcast_buffers(model, rt.info)
-        record = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"], **totals}
-        scheduler.step()
-        run.end_epoch(epoch, record, t0, model=model, evaluate=evaluate,
-                      last={"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                            "rng": rng_state(generators)})
-    return PretrainResult(run.best_score, run.best_epoch, run.log.last, run.log.history, run.best_path, run.last_path,
-                          tuple(criterion.terms))
+        run.begin()  # every check has passed: config.yaml and metrics.jsonl from here
+        for epoch in range(run.start, cfg.epochs):
+            t0 = time.perf_counter()
+            net.train()
+            batches = LoaderCycle(loader, sampler, base_epoch=epoch * 1000)
+            target_it = iter(target_loader) if target_loader is not None else None
+            totals = dict.fromkeys(criterion.terms, 0.0)
+            bar = tqdm(range(cfg.iters_per_epoch), desc=f"pretrain {epoch + 1}/{cfg.epochs}", disable=not progress,
+                       leave=False)
+            for _ in bar:
+                batch = batches.next()
+                images, pids, camids = rt.images(batch[0]), rt.gather_labels(batch[1]), batch[2].to(rt.device)
+                with rt.autocast():
+                    if target_it is not None:  # BN statistics see the target domain too (no loss, no gradient)
+                        target_batch = next(target_it, None)
+                        if target_batch is None:
+                            target_it = iter(target_loader)
+                            target_batch = next(target_it)
+                        with torch.no_grad():
+                            model(rt.images(target_batch[0]), target_batch[2].to(rt.device))
+                    terms = criterion(net(images, camids), pids, rt.gather)
+                optimizer.zero_grad(set_to_none=True)
+                terms["loss"].backward()
+                optimizer.step()
+                for key in totals:
+                    totals[key] += terms[key].item() / cfg.iters_per_epoch
+                bar.set_postfix(loss=f"{terms['loss'].item():.3f}")
+            if rt.info.enabled:  # rank 0's BN running statistics are the ones kept (DDP's rule)
+                D.broadcast_buffers(model, rt.info)
+            record = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"], **totals}
+            scheduler.step()
+            run.end_epoch(epoch, record, t0, model=model, evaluate=evaluate,
+                          last={"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                                "rng": rng_state(generators)})
+        return PretrainResult(run.best_score, run.best_epoch, run.log.last, run.log.history, run.best_path, run.last_path,
+                              tuple(criterion.terms))

@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import time
 
-import numpy as np
 import torch
 
 SHAPES = {"market": (12936, 2048, 900, 751), "msmt": (32621, 2048, 2000, 1041)}  # n, d, k, identities

@@ -20,7 +20,8 @@ from .paths import synthetic_root
 from .settings import LegacyRule, Settings, load_config, save_config
 
 __all__ = [
-    "AdaptLossCfg", "AugmentCfg", "ClusterCfg", "DataCfg", "EMBEDDED_PAIRS", "EMBEDDED_SIZES", "EMBEDDED_STYLE_MODES",
+    "AdaptLossCfg", "AugmentCfg", "ClusterCfg", "ContrastCfg", "DataCfg", "DBSCANCfg", "EMBEDDED_PAIRS", "EMBEDDED_SIZES",
+    "EMBEDDED_STYLE_MODES",
     "FinetuneCfg", "KMeansCfg", "MeanTeacherCfg", "PretrainCfg", "RuntimeCfg", "STYLE_MODES", "SourceLossCfg",
     "SourceModelCfg", "StyleCfg", "embedded_manifest", "load_config", "save_config",
 ]
@@ -258,7 +259,8 @@ class SourceModelCfg(Settings):
     name: str = "source_net"
     """Registered network (``corelib.models.list_models()``): trunk, GAP, BN-neck, classifier."""
     backbone: str = "resnet50"
-    """Registered backbone (``corelib.models.list_backbones()``): resnet18 ... resnet152, or your own."""
+    """Registered backbone (``corelib.models.list_backbones()``): resnet18 ... resnet152, the IBN-Net trunks
+    (resnet50_ibn_a ...), or your own."""
     weights: str = "imagenet"
     """Backbone initialisation: "imagenet", a file path, or "none" for random weights."""
     backbone_args: dict = field(default_factory=dict)
@@ -440,6 +442,33 @@ class KMeansCfg(Settings):
 
 
 @dataclass(frozen=True)
+class DBSCANCfg(Settings):
+    """The DBSCAN labeller on k-reciprocal Jaccard distances (MMT, SpCL, Cluster Contrast;
+    baselines.md §3.1-3.2). Defaults are SpCL's and Cluster Contrast's for real data."""
+
+    eps: float = 0.6
+    """DBSCAN radius on the Jaccard distance (0.6 in SpCL / Cluster Contrast; not portable between
+    k1 settings, features or backbones: baselines.md §3.8)."""
+    min_samples: int = 4
+    """DBSCAN core-point size (4 in all three codebases)."""
+    k1: int = 30
+    """k-reciprocal neighbourhood of the Jaccard distance (30 in SpCL / Cluster Contrast, 20 in MMT)."""
+    k2: int = 6
+    """Local query expansion of the Jaccard distance (6 everywhere; 1 switches it off)."""
+    outliers: str = "drop"
+    """What DBSCAN's noise points become: "drop" (left out of training: MMT, Cluster Contrast) or
+    "singletons" (one class each: SpCL's un-clustered instances)."""
+
+    def __post_init__(self) -> None:
+        _within("cluster.dbscan.eps", self.eps, 0.0, 1.0, high_open=True)
+        _positive("cluster.dbscan.eps", self.eps)
+        _at_least("cluster.dbscan.min_samples", self.min_samples, 1)
+        _at_least("cluster.dbscan.k1", self.k1, 1)
+        _at_least("cluster.dbscan.k2", self.k2, 1)
+        _choice("cluster.dbscan.outliers", self.outliers, ("drop", "singletons"))
+
+
+@dataclass(frozen=True)
 class ClusterCfg(Settings):
     """Pseudo-labels of the target, one clustering per level (global, top, bottom), every epoch."""
 
@@ -451,11 +480,14 @@ class ClusterCfg(Settings):
     """What is clustered: "fused" (Fusion++ outputs, the code) or "plain" (the teacher's own
     global / top / bottom features, the paper figure's variant; method.md §9-Q2)."""
     normalize: str = "none"
-    """Feature normalisation before clustering (``corelib.cluster.list_normalizations()``): "none", or
+    """Feature normalisation before clustering (``corelib.cluster.list_normalizations()``): "none",
     "camera_mean" (subtract each camera's mean, not in the paper: keeps clusters from forming per
-    camera when a camera's style dominates; README, fine-tuning)."""
+    camera when a camera's style dominates; README, fine-tuning), or "camera_guided" (Learn by
+    Guessing: per-camera, per-dimension standardisation, then L2)."""
     kmeans: KMeansCfg = field(default_factory=KMeansCfg)
     """Settings of the k-means labeller."""
+    dbscan: DBSCANCfg = field(default_factory=DBSCANCfg)
+    """Settings of the DBSCAN labeller (``labeler="dbscan"``; ``num_clusters`` is then not used)."""
     options: dict = field(default_factory=dict)
     """Settings of a labeller registered outside corelib (it reads them from here)."""
 
@@ -464,6 +496,24 @@ class ClusterCfg(Settings):
         _registered("cluster.normalize", self.normalize, _normalizations)
         _at_least("cluster.num_clusters", self.num_clusters, 0, "0 means not set yet: a recipe without the paper's k")
         _choice("cluster.feature", self.feature, ("fused", "plain"))
+
+
+@dataclass(frozen=True)
+class ContrastCfg(Settings):
+    """The cluster-level memory of the ``cluster_contrast`` loss (Cluster Contrast; baselines.md §3.5)."""
+
+    temperature: float = 0.05
+    """tau of the InfoNCE over the cluster centroids (0.05 in the published code)."""
+    momentum: float = 0.1
+    """m of the memory update psi <- m psi + (1 - m) q: the weight of the OLD value (README 0.1; the
+    code's argparse default is 0.2; the opposite convention of the mean teacher's alpha)."""
+    hard: bool = False
+    """Update each cluster with its hardest instance of the batch (lowest similarity to its centroid,
+    the paper's "cluster-level hard instance" update) instead of every instance in turn."""
+
+    def __post_init__(self) -> None:
+        _positive("loss.contrast.temperature", self.temperature)
+        _within("loss.contrast.momentum", self.momentum, 0.0, 1.0, high_open=True)
 
 
 @dataclass(frozen=True)
@@ -479,6 +529,8 @@ class AdaptLossCfg(Settings):
     fused_loss: bool = False
     """Add ``local_weight`` x triplet on the fused top / bottom features so ECAB, SECAB and the fusion
     BatchNorms receive gradients (method.md §9-Q1); False is the published recipe."""
+    contrast: ContrastCfg = field(default_factory=ContrastCfg)
+    """The cluster memory of ``name="cluster_contrast"`` (not used by the other losses)."""
     options: dict = field(default_factory=dict)
     """Settings of a loss registered outside corelib (passed to its builder)."""
 

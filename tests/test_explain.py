@@ -165,8 +165,8 @@ def test_rank_list_and_branch_figures_on_images(synthetic_small):
 
 
 def test_rank1_correct_and_mixed_query_sampling():
-    from corelib.explain import rank1_correct, rank_lists, sample_queries
     from corelib.data.datasets import Sample
+    from corelib.explain import rank1_correct, rank_lists, sample_queries
 
     g = torch.Generator().manual_seed(0)
     gal = _features(torch.randn(30, 4, generator=g).tolist(), [i % 6 for i in range(30)], [i % 3 for i in range(30)])

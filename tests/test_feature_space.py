@@ -78,9 +78,9 @@ def test_feature_space_figures():
 
 def test_study_feature_space_on_a_small_pair(synthetic_small):
     from corelib.data.synthetic import load_synthetic
+    from corelib.feature_space import study_feature_space
     from corelib.models import SourceNet
     from corelib.training import TrainedModel
-    from corelib.feature_space import study_feature_space
 
     source, target = load_synthetic(synthetic_small["market_like"]), load_synthetic(synthetic_small["cuhk_like"])
     torch.manual_seed(0)

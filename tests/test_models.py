@@ -13,24 +13,23 @@ import torchvision
 from corelib.errors import UnknownNameError
 from corelib.models import (
     DEPTHS,
-    build_backbone,
-    list_backbones,
-    register_model,
     ECAB,
     SECAB,
     CoreReIDNet,
     EnsembleFusion,
     FineTuneOutput,
-    MeanTeacher,
     SourceOutput,
     bmfn,
+    build_backbone,
     build_model,
     build_trunk,
     count_parameters,
     get_attention,
+    list_backbones,
     list_models,
     measure_flops,
     paper_parameter_count,
+    register_model,
 )
 from corelib.models import resnet as backbone_mod
 from corelib.models.complexity import PAPER_TABLE
@@ -211,7 +210,9 @@ def test_registry_lists_names():
         build_model("resnet50")
     # digits sort as numbers; a pattern selects; any name (not only resnet<d>) can be registered
     assert list_models("corereid_resnet*") == [f"corereid_resnet{d}" for d in DEPTHS]
-    assert list_backbones("resnet*") == [f"resnet{d}" for d in DEPTHS]
+    assert [n for n in list_backbones("resnet*") if n[6:].isdigit()] == [f"resnet{d}" for d in DEPTHS]
+    assert list_backbones("*_ibn_*") == ["resnet18_ibn_a", "resnet34_ibn_a", "resnet50_ibn_a", "resnet50_ibn_b",
+                                         "resnet101_ibn_a"]
     register_model("zz_plain_name")(lambda **kw: torch.nn.Identity())
     try:
         assert "zz_plain_name" in list_models()

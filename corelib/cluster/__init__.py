@@ -1,6 +1,9 @@
 """Clustering for pseudo-labels: labellers by name (k-means with greedy k-means++ seeding first),
-feature normalisation before clustering, the multi-level clustering of fine-tuning, and label quality."""
+feature normalisation before clustering, the multi-level clustering of fine-tuning, label quality, and the
+k-reciprocal Jaccard distance that SpCL / Cluster Contrast feed to DBSCAN (the ``dbscan`` labeller)."""
 
+from .dbscan import dbscan_labels  # importing it registers the dbscan labeller
+from .jaccard import jaccard_distance
 from .kmeans import INITS, KMeansResult, assign, default_trials, kmeans, kmeans_plusplus, minibatch_kmeans, random_init
 from .labelers import (
     LEVELS,
@@ -14,7 +17,14 @@ from .labelers import (
     list_labelers,
     register_labeler,
 )
-from .normalize import camera_centred, camera_ids, list_normalizations, normalize_features, register_normalization
+from .normalize import (
+    camera_centred,
+    camera_guided,
+    camera_ids,
+    list_normalizations,
+    normalize_features,
+    register_normalization,
+)
 from .quality import (
     camera_mixing,
     cluster_size_stats,
@@ -33,6 +43,7 @@ __all__ = [
     "PseudoLabels",
     "assign",
     "camera_centred",
+    "camera_guided",
     "camera_ids",
     "camera_mixing",
     "check_labeler",
@@ -40,9 +51,11 @@ __all__ = [
     "cluster_pseudo_labels",
     "cluster_size_stats",
     "compare_inits",
+    "dbscan_labels",
     "default_trials",
     "get_labeler",
     "gini",
+    "jaccard_distance",
     "kmeans",
     "kmeans_labels",
     "kmeans_plusplus",

@@ -3,7 +3,10 @@
 ``none`` clusters the features as they are. ``camera_mean`` subtracts each camera's mean feature
 and L2-normalises the rows again: a camera's colour cast and background shift all of its features
 the same way, and removing the per-camera mean keeps the clustering from grouping by camera
-instead of by identity (not in the paper; README, "Fine-tuning"). A normalisation is a function
+instead of by identity (not in the paper; README, "Fine-tuning"). ``camera_guided`` is Learn by
+Guessing's camera-guided normalisation (Pereira & de Campos, VISAPP 2022; baselines.md §2): each
+camera's features standardised per dimension, (f - mu_cam) / sigma_cam, then L2-normalised again,
+so that no camera's spread dominates the distances either. A normalisation is a function
 ``fn(features (n, d), camids (n,)) -> (n, d)`` registered with :func:`register_normalization`.
 """
 
@@ -68,3 +71,34 @@ def camera_centred(features: torch.Tensor, camids) -> torch.Tensor:
         rows = torch.from_numpy(cams == cam)
         out[rows] -= out[rows].mean(dim=0, keepdim=True)
     return F.normalize(out, dim=1)
+
+
+CAMERA_SIGMA_FLOOR = 0.05
+"""``camera_guided`` floors each camera's per-dimension sigma at this fraction of that camera's median
+sigma (and 1e-8): a dimension that hardly varies within a camera would otherwise be blown up by the
+division (baselines.md §2.4: "add an epsilon and clamp"). A workbench choice: the paper gives none."""
+
+
+@register_normalization("camera_guided")
+def camera_guided(features: torch.Tensor, camids) -> torch.Tensor:
+    """Learn by Guessing's camera-guided normalisation: per camera and per dimension,
+    ``(f - mu_cam) / max(sigma_cam, floor)`` over that camera's images, then L2 per row.
+
+    ``sigma`` is the population standard deviation of the camera's rows; the floor is
+    :data:`CAMERA_SIGMA_FLOOR` times the camera's median sigma. A camera with a single image has no
+    spread to remove: its row is only L2-normalised. Samples without a camera (``None`` or -1) are
+    standardised together.
+    """
+    cams = camera_ids(camids)
+    x = features.float()
+    out = x.clone()
+    for cam in np.unique(cams):
+        rows = torch.from_numpy(cams == cam).to(x.device)
+        if int(rows.sum()) < 2:
+            continue
+        block = x[rows]
+        mu = block.mean(dim=0, keepdim=True)
+        sigma = block.std(dim=0, unbiased=False, keepdim=True)
+        floor = torch.clamp_min(CAMERA_SIGMA_FLOOR * sigma.median(), 1e-8)
+        out[rows] = (block - mu) / torch.maximum(sigma, floor)
+    return F.normalize(out, dim=1).to(features.dtype)

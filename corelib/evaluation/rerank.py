@@ -45,6 +45,7 @@ from typing import NamedTuple, Optional, Union
 import torch
 
 from ..errors import InvalidInputError, InvalidTypeError
+from ..sparse_rows import SparseRows, expand_segments, progress_bar, sparse_rows, unique_rows
 
 __all__ = ["k_reciprocal_chunks", "rerank"]
 
@@ -61,14 +62,6 @@ _GATHER_ELEMS = 1 << 24
 _CACHE_ELEMS = 1 << 28
 # (query entry, gallery entry) pairs expanded at once in the Jaccard pass (~40 bytes each).
 _MAX_PAIRS = 1 << 23
-
-
-class _Csr(NamedTuple):
-    """Sparse rows: entries rowptr[r]:rowptr[r+1] of col/val belong to row r (cols ascending)."""
-
-    rowptr: torch.Tensor  # (rows + 1,) int64
-    col: torch.Tensor  # (nnz,) int64
-    val: torch.Tensor  # (nnz,) float32
 
 
 def rerank(
@@ -215,7 +208,7 @@ def _generate(query: torch.Tensor, gallery: torch.Tensor, k1: int, k2: int, lam:
         v = _query_expansion(v, nb.rank, k2)
     gallery_index = _column_index(v, nq, n) if lam < 1.0 else None
 
-    bar = _bar(progress, math.ceil(nq / query_chunk), "rerank queries")
+    bar = progress_bar(progress, math.ceil(nq / query_chunk), "rerank queries")
     for r0 in range(0, nq, query_chunk):
         r1 = min(r0 + query_chunk, nq)
         if nb.query_gallery is not None:
@@ -233,13 +226,6 @@ def _generate(query: torch.Tensor, gallery: torch.Tensor, k1: int, k2: int, lam:
         bar.update(1)
         yield slice(r0, r1), out
     bar.close()
-
-
-def _bar(enabled: bool, total: int, desc: str):
-    """A tqdm bar, or a do-nothing stand-in when progress is off."""
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc=desc, disable=not enabled, mininterval=0.5)
 
 
 def _block_distances(x: torch.Tensor, sq: torch.Tensor, a0: int, a1: int, b0: int, b1: int
@@ -275,7 +261,7 @@ def _neighbours(x: torch.Tensor, sq: torch.Tensor, k: int, block: int, nq: int, 
     row_max = torch.zeros(n, device=x.device)
     qg = torch.empty((nq, n - nq), device=x.device) if nq else None
     nblocks = math.ceil(n / block)
-    bar = _bar(progress, nblocks * (nblocks + 1) // 2, "rerank distances")
+    bar = progress_bar(progress, nblocks * (nblocks + 1) // 2, "rerank distances")
     for a0 in range(0, n, block):
         a1 = min(a0 + block, n)
         for b0 in range(a0, n, block):
@@ -327,7 +313,7 @@ def _reciprocal(rank: torch.Tensor, k: int) -> torch.Tensor:
 
 
 def _build_v(x: torch.Tensor, sq: torch.Tensor, nb: _Neighbours, k1: int, progress: bool
-             ) -> _Csr:
+             ) -> SparseRows:
     """Sparse V: row i holds exp(-d'(i, E(i))) / sum over the expanded set E(i)."""
     rank = nb.rank
     n = rank.shape[0]
@@ -336,7 +322,7 @@ def _build_v(x: torch.Tensor, sq: torch.Tensor, nb: _Neighbours, k1: int, progre
     rec2 = _reciprocal(rank, kh)
     rank_h = rank[:, : kh + 1].contiguous()
     counts, cols, vals = [], [], []
-    bar = _bar(progress, math.ceil(n / _ROW_CHUNK), "rerank sparse V")
+    bar = progress_bar(progress, math.ceil(n / _ROW_CHUNK), "rerank sparse V")
     for c0 in range(0, n, _ROW_CHUNK):
         c1 = min(c0 + _ROW_CHUNK, n)
         r = rank[c0:c1, : k1 + 1]  # (C, k1+1): candidates j of R(i, k1)
@@ -349,7 +335,7 @@ def _build_v(x: torch.Tensor, sq: torch.Tensor, nb: _Neighbours, k1: int, progre
         take = m1 & (3 * inter > 2 * mj.sum(-1))
         cand = torch.cat([torch.where(m1, r, n),
                           torch.where(take.unsqueeze(-1) & mj, rj, n).flatten(1)], 1)
-        cand = _unique_rows(cand, n)
+        cand = unique_rows(cand, n)
         valid = cand < n
         d = _expanded_distances(x, sq, nb, cand, valid, c0)
         d.div_(nb.row_max[c0:c1].unsqueeze(1))
@@ -360,17 +346,7 @@ def _build_v(x: torch.Tensor, sq: torch.Tensor, nb: _Neighbours, k1: int, progre
         vals.append(w[valid])
         bar.update(1)
     bar.close()
-    return _csr(torch.cat(counts), torch.cat(cols), torch.cat(vals))
-
-
-def _unique_rows(cand: torch.Tensor, fill: int) -> torch.Tensor:
-    """Per row: distinct values ascending first, then ``fill``; trimmed to the widest row."""
-    cand = cand.sort(dim=1).values
-    dup = torch.zeros_like(cand, dtype=torch.bool)
-    dup[:, 1:] = cand[:, 1:] == cand[:, :-1]
-    cand = cand.masked_fill_(dup, fill).sort(dim=1).values
-    width = int((cand < fill).sum(1).max())
-    return cand[:, :width]
+    return sparse_rows(torch.cat(counts), torch.cat(cols), torch.cat(vals))
 
 
 def _expanded_distances(x: torch.Tensor, sq: torch.Tensor, nb: _Neighbours, cand: torch.Tensor,
@@ -409,24 +385,7 @@ def _pair_distances(x: torch.Tensor, sq: torch.Tensor, a: torch.Tensor, b: torch
     return d.masked_fill_(a == b, 0.0)  # d(i, i) is exactly 0
 
 
-def _csr(counts: torch.Tensor, col: torch.Tensor, val: torch.Tensor) -> _Csr:
-    """Assemble a _Csr from per-row entry counts and the concatenated row entries."""
-    rowptr = torch.zeros(counts.shape[0] + 1, dtype=torch.long, device=counts.device)
-    torch.cumsum(counts, 0, out=rowptr[1:])
-    return _Csr(rowptr, col, val)
-
-
-def _expand(starts: torch.Tensor, counts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Flatten segments [starts[s], starts[s] + counts[s]): (segment of each element, position)."""
-    total = int(counts.sum())
-    seg = torch.repeat_interleave(torch.arange(counts.shape[0], device=counts.device), counts,
-                                  output_size=total)
-    # position = starts[seg] + (element index - first element index of seg)
-    shift = starts - (torch.cumsum(counts, 0) - counts)
-    return seg, torch.arange(total, device=counts.device) + shift[seg]
-
-
-def _query_expansion(v: _Csr, rank: torch.Tensor, k2: int) -> _Csr:
+def _query_expansion(v: SparseRows, rank: torch.Tensor, k2: int) -> SparseRows:
     """Sparse V_qe[i] = mean of the rows V[rank[i, :k2]] (rank[i, 0] is i itself)."""
     n = rank.shape[0]
     k2 = min(k2, n)  # like numpy's slicing, k2 > N averages all N rows
@@ -435,7 +394,7 @@ def _query_expansion(v: _Csr, rank: torch.Tensor, k2: int) -> _Csr:
     for c0 in range(0, n, _ROW_CHUNK):
         c1 = min(c0 + _ROW_CHUNK, n)
         src = rank[c0:c1, :k2].reshape(-1)  # source rows, k2 per output row
-        seg, pos = _expand(v.rowptr[src], nnz[src])
+        seg, pos = expand_segments(v.rowptr[src], nnz[src])
         # Key (local row, column): sorted, equal keys are adjacent and get summed.
         key, order = torch.sort(torch.div(seg, k2, rounding_mode="floor") * n + v.col[pos])
         first = torch.ones_like(key, dtype=torch.bool)
@@ -448,7 +407,7 @@ def _query_expansion(v: _Csr, rank: torch.Tensor, k2: int) -> _Csr:
                                      minlength=c1 - c0))
         cols.append(uniq % n)
         vals.append(summed.div_(k2))
-    return _csr(torch.cat(counts), torch.cat(cols), torch.cat(vals))
+    return sparse_rows(torch.cat(counts), torch.cat(cols), torch.cat(vals))
 
 
 class _ColumnIndex(NamedTuple):
@@ -459,7 +418,7 @@ class _ColumnIndex(NamedTuple):
     val: torch.Tensor
 
 
-def _column_index(v: _Csr, nq: int, n: int) -> _ColumnIndex:
+def _column_index(v: SparseRows, nq: int, n: int) -> _ColumnIndex:
     """Transpose the gallery rows (nq:n) of V into an inverted index by column."""
     e0 = int(v.rowptr[nq])
     col = v.col[e0:]
@@ -471,7 +430,7 @@ def _column_index(v: _Csr, nq: int, n: int) -> _ColumnIndex:
     return _ColumnIndex(colptr, row[order], v.val[e0:][order])
 
 
-def _overlap_block(v: _Csr, index: _ColumnIndex, r0: int, r1: int, ng: int) -> torch.Tensor:
+def _overlap_block(v: SparseRows, index: _ColumnIndex, r0: int, r1: int, ng: int) -> torch.Tensor:
     """s(i, j) = sum_k min(V[i, k], V[j, k]) for query rows r0:r1 and all gallery rows j.
 
     Only (query entry, gallery entry) pairs that share a column contribute, so they are listed
@@ -492,7 +451,7 @@ def _overlap_block(v: _Csr, index: _ColumnIndex, r0: int, r1: int, ng: int) -> t
         done = int(ends[b0 - 1]) if b0 else 0
         b1 = int(torch.searchsorted(ends, done + _MAX_PAIRS, right=True))
         b1 = max(b1, b0 + 1)  # a single entry with more pairs than the cap still goes alone
-        seg, pos = _expand(index.colptr[q_col[b0:b1]], n_pairs[b0:b1])
+        seg, pos = expand_segments(index.colptr[q_col[b0:b1]], n_pairs[b0:b1])
         seg += b0
         target = q_row[seg] * ng + index.row[pos]
         out.index_add_(0, target, torch.minimum(q_val[seg], index.val[pos]))

@@ -1,6 +1,7 @@
-"""Losses: the functions (label-smoothed CE, soft-margin batch-hard triplet) and the criteria by name."""
+"""Losses: the functions (label-smoothed CE, soft-margin batch-hard triplet) and the criteria by name
+(the paper's two, and Cluster Contrast's cluster-memory InfoNCE)."""
 
-from . import corereid  # noqa: F401  (registers the paper's criteria)
+from . import cluster_contrast, corereid  # noqa: F401  (register their criteria)
 from .metric import CrossEntropyLabelSmooth, SoftTripletLoss, batch_hard_distances
 from .registry import AdaptBatch, Criterion, build_criterion, list_losses, register_loss
 

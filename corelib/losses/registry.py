@@ -9,7 +9,9 @@ loops log every term per epoch and the chapters plot what was logged.
 - pre-training criteria (``stage = "pretrain"``) take ``(outputs, pids, gather)``: the network's
   training output (:class:`~corelib.models.SourceOutput`), the identities of the batch, and the
   function that collects a tensor from every process under torchrun (identity on one process);
-- fine-tuning criteria (``stage = "finetune"``) take one :class:`AdaptBatch`.
+- fine-tuning criteria (``stage = "finetune"``) take one :class:`AdaptBatch`; one that keeps a
+  cluster memory defines ``start_clustering(centres)``, which the loop calls with the ``(K, d)``
+  centres of every new clustering (those the classifier starts from).
 
 Example (``corelib/losses/corereid.py`` registers the two criteria of the paper this way)::
 

@@ -8,7 +8,8 @@
 - ``source_resnet{18,...,152}``, ``corereid_resnet{...}``, ``mean_teacher_resnet{...}``: the same
   with a ResNet backbone fixed.
 
-Each takes ``backbone=`` a name of :func:`list_backbones` (``resnet18`` ... ``resnet152``, or one
+Each takes ``backbone=`` a name of :func:`list_backbones` (``resnet18`` ... ``resnet152``, the
+IBN-Net trunks ``resnet{18,34,50,101}_ibn_a`` and ``resnet50_ibn_b`` of :mod:`.ibn`, or one
 registered with :func:`register_backbone`) and ``backbone_args`` for its builder.
 
 Example::
@@ -23,6 +24,7 @@ from functools import partial
 from typing import Optional
 
 from ..errors import InvalidInputError
+from . import ibn  # noqa: F401,E402 - registers resnet{18,34,50,101}_ibn_a and resnet50_ibn_b
 from .attention import ECAB, SECAB, get_attention
 from .complexity import count_parameters, measure_flops, paper_parameter_count
 from .fusion import EnsembleFusion, FusedFeatures

@@ -350,6 +350,8 @@ def finetune(
                 centroids = torch.zeros(int(num_classes), feats[0].shape[1], device=rt.device)
             D.broadcast(centroids, rt.info)
             mt.reset_classifiers(centroids)
+            if hasattr(criterion, "start_clustering"):  # a cluster memory (Cluster Contrast) starts from the same centres
+                criterion.start_clustering(centroids)
             if mt.student.classifier is not wrapped_classifier:  # K changed: DDP must see the new layer
                 step_net, wrapped_classifier = wrapped(), mt.student.classifier
             labels_state = labels.cpu()

@@ -40,7 +40,7 @@ from torch import nn
 
 from ..errors import InvalidInputError, MissingFileError
 from .registry import BACKBONES, register_backbone
-from .resnet import ResNetTrunk
+from .resnet import ResNetTrunk, key_mismatches
 
 IBN_A = ("a", "a", "a", None)
 IBN_B = ("b", "b", None, None)
@@ -257,19 +257,8 @@ def load_ibn_state(trunk: IBNResNetTrunk, state: dict, *, source: str = "state_d
     for key in own:
         if key.endswith(".num_batches_tracked") and key not in cleaned and key.rsplit(".", 1)[0] + ".weight" in cleaned:
             cleaned[key] = own[key]
-    missing = sorted(set(own) - set(cleaned))
-    unexpected = sorted(set(cleaned) - set(own))
-    mismatched = sorted(k for k in set(own) & set(cleaned) if own[k].shape != cleaned[k].shape)
-    if missing or unexpected or mismatched:
-        parts = []
-        if mismatched:
-            k = mismatched[0]
-            parts.append(f"{len(mismatched)} shape mismatch(es), e.g. {k}: file {tuple(cleaned[k].shape)} vs "
-                         f"model {tuple(own[k].shape)}; first: {', '.join(mismatched[:5])}")
-        if missing:
-            parts.append(f"{len(missing)} missing key(s): {', '.join(missing[:5])}")
-        if unexpected:
-            parts.append(f"{len(unexpected)} unexpected key(s): {', '.join(unexpected[:5])}")
+    parts = key_mismatches(own, cleaned)
+    if parts:
         guess, release = guess_arch(cleaned), RELEASE_FILES.get(trunk.arch)
         if guess == trunk.arch:  # the right family and depth, yet incomplete or resized: no other backbone fits
             hint = ""

@@ -162,6 +162,24 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def key_mismatches(own: dict, cleaned: dict) -> list[str]:
+    """What keeps the state dict ``cleaned`` from loading into a module whose own is ``own``: shape
+    mismatches, missing and unexpected keys (up to five of each named); empty when it fits."""
+    missing = sorted(set(own) - set(cleaned))
+    unexpected = sorted(set(cleaned) - set(own))
+    mismatched = sorted(k for k in set(own) & set(cleaned) if own[k].shape != cleaned[k].shape)
+    parts = []
+    if mismatched:
+        k = mismatched[0]
+        parts.append(f"{len(mismatched)} shape mismatch(es), e.g. {k}: file {tuple(cleaned[k].shape)} vs "
+                     f"model {tuple(own[k].shape)}; first: {', '.join(mismatched[:5])}")
+    if missing:
+        parts.append(f"{len(missing)} missing key(s): {', '.join(missing[:5])}")
+    if unexpected:
+        parts.append(f"{len(unexpected)} unexpected key(s): {', '.join(unexpected[:5])}")
+    return parts
+
+
 def load_trunk_state(trunk: ResNetTrunk, state: dict, *, source: str = "state_dict") -> None:
     """Load a torchvision-style ResNet ``state_dict`` into a trunk, checking names and shapes.
 
@@ -178,19 +196,8 @@ def load_trunk_state(trunk: ResNetTrunk, state: dict, *, source: str = "state_di
             continue
         cleaned[key] = value
     own = trunk.state_dict()
-    missing = sorted(set(own) - set(cleaned))
-    unexpected = sorted(set(cleaned) - set(own))
-    mismatched = sorted(k for k in set(own) & set(cleaned) if own[k].shape != cleaned[k].shape)
-    if missing or unexpected or mismatched:
-        parts = []
-        if mismatched:
-            k = mismatched[0]
-            parts.append(f"{len(mismatched)} shape mismatch(es), e.g. {k}: file {tuple(cleaned[k].shape)} vs "
-                         f"model {tuple(own[k].shape)}; first: {', '.join(mismatched[:5])}")
-        if missing:
-            parts.append(f"{len(missing)} missing key(s): {', '.join(missing[:5])}")
-        if unexpected:
-            parts.append(f"{len(unexpected)} unexpected key(s): {', '.join(unexpected[:5])}")
+    parts = key_mismatches(own, cleaned)
+    if parts:
         guess = _guess_depth(cleaned)
         hint = (f" The file looks like a resnet{guess}; build the model with backbone='resnet{guess}'."
                 if guess and guess != trunk.depth else "")

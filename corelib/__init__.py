@@ -4,7 +4,7 @@ This module is the public API: notebooks import only the names listed in ``__all
 checks it), so anything a chapter needs is exported here explicitly, timm style.
 """
 
-from . import explain, feature_space, pairs, recipes, results, style, sweeps, viz, widgets
+from . import baselines, explain, feature_space, pairs, published, recipes, results, style, sweeps, viz, widgets
 from .cluster import (
     KMeansResult,
     PseudoLabels,
@@ -147,6 +147,7 @@ __all__ = [
     "EMBEDDED_STYLE_MODES",
     "StyleCfg",
     "style",
+    "baselines",
     "explain",
     "feature_space",
     "pairs",
@@ -154,6 +155,7 @@ __all__ = [
     "ExperimentPair",
     "DatasetRef",
     "PAPER_CLUSTERS",
+    "published",
     "results",
     "sweeps",
     "widgets",

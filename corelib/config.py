@@ -277,6 +277,28 @@ class SourceModelCfg(Settings):
 
 
 @dataclass(frozen=True)
+class CenterLossCfg(Settings):
+    """Triplet margin and centre loss of ``loss.name="ce_triplet_center"`` (the Bag-of-Tricks
+    criterion Learn by Guessing trains with; baselines.md §2.2-2.3). The centres are parameters of
+    the criterion with their own SGD, their gradient rescaled by 1 / weight before each step (the
+    BoT / TransReID convention), so their update does not depend on the weight."""
+
+    weight: float = 0.005
+    """beta of ``beta * L_center``: 0.005 on Learn by Guessing's slides (BoT's code default is
+    0.0005; not confirmed against the paper: a setting)."""
+    lr: float = 0.5
+    """Learning rate of the centres' own SGD (BoT / TransReID)."""
+    triplet_margin: float = 0.3
+    """Margin of the batch-hard triplet loss (BoT, Learn by Guessing); 0 uses the soft margin of the
+    CORE-ReID criteria instead."""
+
+    def __post_init__(self) -> None:
+        _positive("loss.center.weight", self.weight)
+        _positive("loss.center.lr", self.lr)
+        _at_least("loss.center.triplet_margin", self.triplet_margin, 0)
+
+
+@dataclass(frozen=True)
 class SourceLossCfg(Settings):
     """The criterion of pre-training, built by name (``corelib.losses.list_losses("pretrain")``)."""
 
@@ -284,6 +306,8 @@ class SourceLossCfg(Settings):
     """Registered pre-training loss: "ce_triplet" is label-smoothed CE + soft-margin batch-hard triplet."""
     label_smooth: float = 0.1
     """Label-smoothing epsilon of the cross-entropy."""
+    center: CenterLossCfg = field(default_factory=CenterLossCfg)
+    """Triplet margin and centre loss of ``name="ce_triplet_center"`` (not used by the other losses)."""
     options: dict = field(default_factory=dict)
     """Settings of a loss registered outside corelib (passed to its builder)."""
 
@@ -402,7 +426,8 @@ class MeanTeacherCfg(Settings):
     fusion: str = "v2"
     """Ensemble Fusion version: "v2" (Fusion++ with SECAB) or "v1"."""
     alpha: float = 0.999
-    """EMA momentum of the teacher (alpha_t = min(1 - 1/(t+1), alpha))."""
+    """EMA momentum of the teacher (alpha_t = min(1 - 1/(t+1), alpha)); 0 trains one network
+    without a mean teacher (the teacher is then the student's exact copy after every step)."""
 
     def __post_init__(self) -> None:
         _registered("model.name", self.name, _models)
@@ -457,7 +482,19 @@ class DBSCANCfg(Settings):
     """Local query expansion of the Jaccard distance (6 everywhere; 1 switches it off)."""
     outliers: str = "drop"
     """What DBSCAN's noise points become: "drop" (left out of training: MMT, Cluster Contrast) or
-    "singletons" (one class each: SpCL's un-clustered instances)."""
+    "singletons" (one class each: SpCL's un-clustered instances). The samples ``self_paced`` finds
+    unreliable become the same."""
+    self_paced: bool = False
+    """SpCL's self-paced cluster reliability criterion (baselines.md §3.3): two more DBSCANs at
+    eps -/+ ``eps_gap`` dissolve the clusters that are not independent and keep, in the others, only
+    the most compact members; the rest become what ``outliers`` says. Off: plain DBSCAN."""
+    eps_gap: float = 0.02
+    """``self_paced`` only: the tight and loose clusterings run at eps - eps_gap and eps + eps_gap
+    (SpCL's ``--eps-gap 0.02``, baselines.md §3.3)."""
+    independence_quantile: float = 0.9
+    """``self_paced`` only: the independence threshold is this quantile of the first epoch's
+    cluster-level (1 - IoU) with the loose clustering, then frozen for the run (SpCL's 0.9,
+    baselines.md §3.3)."""
 
     def __post_init__(self) -> None:
         _within("cluster.dbscan.eps", self.eps, 0.0, 1.0, high_open=True)
@@ -466,6 +503,17 @@ class DBSCANCfg(Settings):
         _at_least("cluster.dbscan.k1", self.k1, 1)
         _at_least("cluster.dbscan.k2", self.k2, 1)
         _choice("cluster.dbscan.outliers", self.outliers, ("drop", "singletons"))
+        _within("cluster.dbscan.eps_gap", self.eps_gap, 0.0, 1.0, high_open=True)
+        _positive("cluster.dbscan.eps_gap", self.eps_gap)
+        _within("cluster.dbscan.independence_quantile", self.independence_quantile, 0.0, 1.0)
+        if self.self_paced and not 0.0 < self.eps - self.eps_gap < self.eps + self.eps_gap < 1.0:
+            from .errors import ConfigError
+
+            # the tight and loose radii must stay inside the range of Jaccard distances, (0, 1)
+            raise ConfigError(f"cluster.dbscan.eps_gap={self.eps_gap!r} with eps={self.eps!r}: the self-paced tight "
+                              f"and loose radii eps -/+ eps_gap must lie in (0, 1), got {self.eps - self.eps_gap:.4g} "
+                              f"and {self.eps + self.eps_gap:.4g}; choose eps_gap < "
+                              f"{min(self.eps, 1.0 - self.eps):.4g}")
 
 
 @dataclass(frozen=True)
@@ -531,6 +579,8 @@ class AdaptLossCfg(Settings):
     BatchNorms receive gradients (method.md §9-Q1); False is the published recipe."""
     contrast: ContrastCfg = field(default_factory=ContrastCfg)
     """The cluster memory of ``name="cluster_contrast"`` (not used by the other losses)."""
+    center: CenterLossCfg = field(default_factory=CenterLossCfg)
+    """Triplet margin and centre loss of ``name="ce_triplet_center"`` (not used by the other losses)."""
     options: dict = field(default_factory=dict)
     """Settings of a loss registered outside corelib (passed to its builder)."""
 

@@ -11,7 +11,7 @@ A sweep file (YAML) names the chapters, the parameters shared by every point and
 Every combination gets ``ROOT/<point name>/`` with ``sweep.json`` (the point's values, every
 parameter passed to the chapters and the chapters run) and its figures in
 ``ROOT/<point name>/figures/`` (never in the curated ``figures/``); ``sweep_done.json`` is written
-once the point's chapters have all run. :mod:`corelib.results` and notebook 07 gather the runs into
+once the point's chapters have all run. :mod:`corelib.results` and notebook 09 gather the runs into
 tables.
 
 **Point names** are readable and never shared by two points: ``num_clusters=120,ecab=true``.
@@ -39,7 +39,7 @@ runs:
   ``rerun_changed`` the old folder is renamed to ``<point>.replaced-<UTC time>`` (never deleted; the
   chapters have no parameter to overwrite their stages, so nothing of the old run may stay where
   the new one resumes) and the point runs afresh; :func:`corelib.results.find_runs` leaves the
-  replaced folders out, so notebook 07 does not mix them into the tables.
+  replaced folders out, so notebook 09 does not mix them into the tables.
 - a folder without a ``sweep.json`` written by the workbench is not a point of any sweep (someone's
   run directory, a copy): it is refused, never adopted. An empty folder is taken.
 """

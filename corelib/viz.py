@@ -476,3 +476,59 @@ def sweep_bars(table, keys: Sequence[str], *, title: Optional[str] = None) -> Fi
         fig.suptitle(title)
     fig.tight_layout()
     return fig
+
+
+def baseline_curves(runs: Mapping[str, object], *, oracle: Optional[str] = "supervised_oracle",
+                    title: str = "") -> Figure:
+    """Per method (``{recipe: BaselineRun}`` of :func:`corelib.baselines.run_baselines`): target
+    mAP per epoch in %, epoch 0 being its source network (direct transfer), with the oracle dotted;
+    the number of clusters and the NMI of the global pseudo-labels per epoch."""
+    fig, axes = plt.subplots(1, 3, figsize=(10.5, 3.0))
+    ax_map, ax_k, ax_nmi = axes
+    for i, (name, run) in enumerate(runs.items()):
+        style = {"ls": ":", "color": "0.3"} if name == oracle else {"color": f"C{i}"}
+        x, y = _series(run.history, "target_mAP")
+        if "mAP" in run.direct:
+            x, y = [0, *x], [run.direct["mAP"], *y]
+        ax_map.plot(x, [100 * v for v in y], marker="o", ms=3, label=name, **style)
+        if name != oracle:
+            ax_k.plot(*_series(run.history, "clusters_global"), marker="o", ms=3, label=name, **style)
+            ax_nmi.plot(*_series(run.history, "nmi_global"), marker="o", ms=3, label=name, **style)
+    ax_map.set_title("target mAP (epoch 0: direct transfer)")
+    ax_map.set_ylabel("%")
+    ax_k.set_title("clusters (global level)")
+    ax_nmi.set_title("NMI of the pseudo-labels")
+    ax_nmi.set_ylim(0, 1)
+    for ax in axes:
+        ax.set_xlabel("epoch")
+    ax_map.legend(fontsize=6)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def gap_closed_bars(rows: Sequence[Mapping], *, title: Optional[str] = None) -> Figure:
+    """Share of the direct -> oracle gap each method closes, per pair (rows of
+    :func:`corelib.baselines.baseline_table`; the oracle rows and rows without a gap are left out)."""
+    rows = [r for r in rows if r.get("gap closed") is not None]
+    pairs = list(dict.fromkeys(r["pair"] for r in rows))
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    if not rows:
+        raise InvalidInputError("no row with a gap to close: the oracle must beat direct transfer")
+    fig, ax = plt.subplots(figsize=(max(4.0, 1.6 * len(pairs) * max(1, len(methods)) / 2 + 1.5), 3.0))
+    x = np.arange(len(pairs))
+    width = 0.8 / max(1, len(methods))
+    for i, m in enumerate(methods):
+        vals = [next((100 * r["gap closed"] for r in rows if r["pair"] == p and r["method"] == m), np.nan)
+                for p in pairs]
+        ax.bar_label(ax.bar(x + (i - (len(methods) - 1) / 2) * width, vals, width, label=m, color=f"C{i}"),
+                     fmt="%.0f", fontsize=6, padding=1)
+    ax.axhline(0, color="0.3", lw=0.8)
+    ax.set_xticks(x, pairs)
+    ax.set_ylabel("gap closed (%)")
+    ax.legend(fontsize=6)
+    if title:
+        ax.set_title(title)
+    fig.tight_layout()
+    return fig

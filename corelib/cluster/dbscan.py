@@ -9,6 +9,14 @@ clusters is whatever DBSCAN finds, so it changes from epoch to epoch; the fine-t
 its classifiers to it. Noise points are dropped from training (label -1: MMT, Cluster Contrast) or
 made classes of their own (``outliers="singletons"``: SpCL's un-clustered instances).
 
+``self_paced=True`` adds SpCL's self-paced cluster reliability criterion (baselines.md §3.3): two
+more DBSCANs, at eps - eps_gap (tight) and eps + eps_gap (loose), run on the same graph (built once,
+up to the loose radius). A cluster whose best member's 1 - IoU with its loose cluster exceeds a
+threshold (a quantile of those values at the first call, then frozen in the fine-tuning loop's
+labeller ``state``, so it survives a resume) is dissolved, and in the clusters left only the members
+of maximal compactness (least 1 - IoU with their tight cluster) keep their label. The samples it
+rejects become what ``outliers`` says: singletons (SpCL) or -1.
+
 Select it with ``cluster.labeler=dbscan``; its settings are ``cluster.dbscan``
 (:class:`~corelib.config.DBSCANCfg`). The camera normalisations of :mod:`corelib.cluster.normalize`
 (``cluster.normalize``) apply before it, as for every labeller.
@@ -16,7 +24,7 @@ Select it with ``cluster.labeler=dbscan``; its settings are ``cluster.dbscan``
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 import torch
@@ -44,26 +52,147 @@ def outliers_as_singletons(labels: np.ndarray) -> np.ndarray:
     return out
 
 
+def _graph_limit(radius: float) -> float:
+    """``max_distance`` of a sparse graph that holds every distance DBSCAN counts at ``radius``.
+
+    The graph keeps the float32 distances ``d < max_distance`` and scikit-learn counts ``d <= radius``
+    with ``radius`` cast to float32 (a Python float against a float32 array), so the bound is the next
+    float32 above float32(radius): then every ``eps <= radius`` gives the labels of the dense matrix.
+    """
+    return min(float(np.nextafter(np.float32(radius), np.float32(2.0))), 1.0)
+
+
+def _one_minus_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Per sample i, ``1 - |A_i ∩ B_i| / |A_i ∪ B_i|`` where A_i (B_i) holds the samples sharing i's
+    label in ``a`` (``b``), two labellings without outliers. The intersection is the count of i's
+    (a, b) label pair, so no (n, n) matrix and no loop over samples is needed."""
+    size_a = np.bincount(a)[a]
+    size_b = np.bincount(b)[b]
+    _, pair, count = np.unique(a * (int(b.max()) + 1) + b, return_inverse=True, return_counts=True)
+    inter = count[pair.reshape(-1)]
+    return 1.0 - inter / (size_a + size_b - inter)
+
+
+def independence_threshold(values: np.ndarray, quantile: float) -> float:
+    """SpCL's quantile of the cluster-level independence values (1 - IoU): the sorted value at rank
+    ``round(quantile * m)``, the last one at most (SpCL's rank rule, not ``np.quantile``'s
+    interpolation; ``np.round`` rounds halves to even, as SpCL's code does)."""
+    v = np.sort(np.asarray(values, dtype=np.float64))
+    if not len(v):
+        raise InvalidInputError("the independence threshold needs at least one cluster with more than one member")
+    return float(v[min(len(v) - 1, int(np.round(len(v) * quantile)))])
+
+
+def spcl_reliable(labels: np.ndarray, tight: np.ndarray, loose: np.ndarray, threshold: Optional[float],
+                  quantile: float = 0.9) -> tuple[np.ndarray, Optional[float]]:
+    """SpCL's self-paced reliability criterion on three DBSCAN labellings of the same samples
+    (baselines.md §3.3; -1 = noise, each noise point counts as a cluster of its own).
+
+    Per sample, compactness is 1 - IoU of its cluster with its tight cluster and independence
+    1 - IoU with its loose cluster (lower is better). A cluster's independence is its best member's;
+    a cluster is kept when that is ``<= threshold``, and in a kept cluster a member keeps its label
+    only with the cluster's best compactness.
+
+    Args:
+        labels, tight, loose: ``(n,)`` labels at eps, eps - gap and eps + gap.
+        threshold: the frozen threshold; None computes it (:func:`independence_threshold` of the
+            clusters with more than one member).
+        quantile: the quantile of that computation.
+
+    Returns:
+        ``(reliable, threshold)``: the ``(n,)`` mask of the samples that keep their label, and the
+        threshold used (None when there was none to freeze: no cluster has two members, and then
+        every sample is reliable, as there is nothing to dissolve).
+    """
+    main, tight_s, loose_s = (outliers_as_singletons(np.asarray(x, dtype=np.int64)) for x in (labels, tight, loose))
+    comp = _one_minus_iou(main, tight_s)
+    indep = _one_minus_iou(main, loose_s)
+    k = int(main.max()) + 1
+    cluster_indep = np.full(k, np.inf)
+    np.minimum.at(cluster_indep, main, indep)
+    cluster_comp = np.full(k, np.inf)
+    np.minimum.at(cluster_comp, main, comp)
+    if threshold is None:
+        multi = np.bincount(main, minlength=k) > 1
+        if not multi.any():
+            return np.ones(len(main), dtype=bool), None
+        threshold = independence_threshold(cluster_indep[multi], quantile)
+    reliable = (cluster_indep[main] <= threshold) & (comp <= cluster_comp[main])
+    return reliable, threshold
+
+
+def _contiguous(labels: np.ndarray) -> np.ndarray:
+    """The labels renumbered ``0 .. K - 1`` in their order (dissolved clusters leave gaps), -1 kept."""
+    out = np.full_like(labels, -1)
+    keep = labels >= 0
+    out[keep] = np.unique(labels[keep], return_inverse=True)[1].reshape(-1)
+    return out
+
+
+def _stored_thresholds(state: dict, levels: int) -> list[Optional[float]]:
+    """The per-level thresholds a previous call froze in ``state`` (None: not frozen yet)."""
+    stored = state.get("spcl_threshold")
+    if stored is None:
+        return [None] * levels
+    if not isinstance(stored, (list, tuple)) or any(
+            t is not None and (isinstance(t, bool) or not isinstance(t, (int, float))) for t in stored):
+        raise InvalidInputError(f"labeller state 'spcl_threshold' must be a list of numbers (one per level), got "
+                                f"{stored!r}; the checkpoint's labeller_state is not the dbscan labeller's")
+    out = [None if t is None else float(t) for t in stored][:levels]
+    return out + [None] * (levels - len(out))  # a level not frozen yet is computed at this call
+
+
 @register_labeler("dbscan")
 def dbscan_labels(features: Sequence[torch.Tensor], camids: np.ndarray, cfg, *, seed: int, epoch: int = 0,
-                  device=None) -> PseudoLabels:
+                  device=None, state: Optional[dict] = None) -> PseudoLabels:
     """One DBSCAN per level on the Jaccard distance of its L2-normalised features (deterministic:
-    ``seed`` is not used)."""
+    ``seed`` is not used).
+
+    With ``cluster.dbscan.self_paced``, SpCL's reliability criterion (:func:`spcl_reliable`) turns
+    the unreliable samples into outliers / singletons. Its per-level thresholds are computed at the
+    first call and kept in ``state["spcl_threshold"]`` (the fine-tuning loop's labeller state, saved
+    in ``last.pt``); later calls with that state reuse them, whatever ``epoch`` is. Without the
+    option ``state`` is not touched.
+    """
     from .jaccard import jaccard_distance
 
     d = cfg.dbscan
     labels, info = [], {}
-    for level, x in zip(("global", "top", "bottom"), features):
+    if d.self_paced:
+        state = {} if state is None else state
+        thresholds = _stored_thresholds(state, len(features))
+    for i, (level, x) in enumerate(zip(("global", "top", "bottom"), features)):
         unit = F.normalize(x.float(), dim=1)
-        # DBSCAN counts neighbours at distance <= eps: the graph keeps everything up to eps itself
-        graph = jaccard_distance(unit, k1=d.k1, k2=d.k2, device=device, max_distance=float(np.nextafter(d.eps, 2.0)),
-                                 dense=False)
-        lab = dbscan_cluster(graph, d.eps, d.min_samples).astype(np.int64)
-        info[f"dbscan_noise_{level}"] = float((lab < 0).mean())
+        if not d.self_paced:
+            # DBSCAN counts neighbours at distance <= eps: the graph keeps everything up to eps itself
+            graph = jaccard_distance(unit, k1=d.k1, k2=d.k2, device=device,
+                                     max_distance=_graph_limit(d.eps), dense=False)
+            lab = dbscan_cluster(graph, d.eps, d.min_samples).astype(np.int64)
+            info[f"dbscan_noise_{level}"] = float((lab < 0).mean())
+        else:
+            # one graph up to the loose radius serves all three radii: DBSCAN ignores the longer entries
+            graph = jaccard_distance(unit, k1=d.k1, k2=d.k2, device=device,
+                                     max_distance=_graph_limit(d.eps + d.eps_gap), dense=False)
+            lab = dbscan_cluster(graph, d.eps, d.min_samples).astype(np.int64)
+            tight = dbscan_cluster(graph, d.eps - d.eps_gap, d.min_samples)
+            loose = dbscan_cluster(graph, d.eps + d.eps_gap, d.min_samples)
+            del graph
+            info[f"dbscan_noise_{level}"] = float((lab < 0).mean())
+            reliable, thresholds[i] = spcl_reliable(lab, tight, loose, thresholds[i], d.independence_quantile)
+            rejected = (lab >= 0) & ~reliable  # noise is an outlier / singleton already
+            if thresholds[i] is not None:
+                info[f"spcl_threshold_{level}"] = thresholds[i]
+            info[f"spcl_unreliable_{level}"] = float(rejected.mean())
+            lab = _contiguous(np.where(rejected, -1, lab))
         if d.outliers == "singletons":
             lab = outliers_as_singletons(lab)
         labels.append(lab)
+    if d.self_paced:
+        state["spcl_threshold"] = thresholds  # plain floats (None: no cluster to judge yet), for last.pt
     return PseudoLabels(labels, info=info)
+
+
+dbscan_labels.stateful = True  # type: ignore[attr-defined]  # called with state= (labelers.py)
 
 
 def _check_dbscan(cfg, num_samples: int) -> None:

@@ -12,7 +12,13 @@ checks what it returned. A labeller is a function registered with :func:`registe
         return [labels_global, labels_top, labels_bottom]     # (n,) ints each, -1 = outlier
 
 It may return :class:`PseudoLabels` instead, with the centroids the classifier starts from (else
-the mean feature of each cluster is used) and extra entries for the epoch's log. Labels run from
+the mean feature of each cluster is used) and extra entries for the epoch's log. A labeller that
+must remember something from one epoch to the next (SpCL freezes a threshold at the first epoch)
+sets ``fn.stateful = True``: it is then called with ``state=``, a dict the fine-tuning loop keeps
+for the whole run and saves in ``last.pt``, so a resumed run sees what a straight one saw (keep
+its values plain: numbers, strings, lists, tensors). A labeller that reads the target's hidden
+identities (``oracle``, the supervised upper bound) sets ``fn.uses_identities = True`` and is called
+with ``identities=`` (the training pids). Labels run from
 0 to K - 1 (K may change from epoch to epoch; the fine-tuning loop resizes the classifiers) and -1
 marks an outlier, which the P x K samplers leave out.
 """
@@ -137,9 +143,15 @@ def _checked(name: str, out, n: int, levels: int) -> PseudoLabels:
 
 
 def cluster_pseudo_labels(features: Sequence[torch.Tensor], camids, cfg, *, seed: int, epoch: int = 0,
-                          device: Union[str, torch.device, None] = None) -> tuple[PseudoLabels, list[torch.Tensor]]:
+                          device: Union[str, torch.device, None] = None,
+                          state: Optional[dict] = None,
+                          identities: Optional[np.ndarray] = None) -> tuple[PseudoLabels, list[torch.Tensor]]:
     """Normalise each level's features and label them with the labeller of ``cfg`` (a
     :class:`~corelib.config.ClusterCfg`).
+
+    ``state`` is handed to a labeller marked ``stateful`` (a fresh dict when None): the caller keeps
+    it from epoch to epoch and across a resume. ``identities`` (the true training pids) go to a
+    labeller marked ``uses_identities`` only: the ``oracle``.
 
     Returns:
         ``(pseudo_labels, features)``: the checked labels and the features they were computed on
@@ -153,7 +165,10 @@ def cluster_pseudo_labels(features: Sequence[torch.Tensor], camids, cfg, *, seed
     cams = camera_ids(camids)
     _check_features(features, len(cams))
     feats = [normalize_features(x, cams, cfg.normalize) for x in features]
-    out = labeler(feats, cams, cfg, seed=seed, epoch=epoch, device=device)
+    extra = {"state": {} if state is None else state} if getattr(labeler, "stateful", False) else {}
+    if getattr(labeler, "uses_identities", False):
+        extra["identities"] = identities
+    out = labeler(feats, cams, cfg, seed=seed, epoch=epoch, device=device, **extra)
     return _checked(cfg.labeler, out, len(cams), len(feats)), feats
 
 
@@ -232,3 +247,24 @@ def label_report(pseudo: PseudoLabels, camids, truth: Optional[np.ndarray] = Non
                 if key in q:
                     record[f"{key}_{name}"] = q[key]
     return record
+
+
+@register_labeler("oracle")
+def oracle_labels(features: Sequence[torch.Tensor], camids: np.ndarray, cfg, *, seed: int, epoch: int = 0,
+                  device=None, identities: Optional[np.ndarray] = None) -> PseudoLabels:
+    """The target's true identities as the "pseudo-labels" of every level: the supervised oracle of
+    UDA tables (the same network, loop, loss and budget, trained with the labels the other labellers
+    must guess). Not a method: an upper bound to measure how much of the gap a method closes."""
+    if identities is None:
+        raise InvalidInputError("the oracle labeller needs the target's training identities; this target has none "
+                                "(an unlabelled split): it only applies to targets with known pids")
+    ids = np.asarray(identities)
+    if ids.shape != (len(features[0]),):
+        raise InvalidInputError(f"oracle: {ids.shape[0] if ids.ndim else 0} identities for {len(features[0])} images")
+    known = ids >= 0
+    labels = np.full(len(ids), -1, dtype=np.int64)
+    labels[known] = np.unique(ids[known], return_inverse=True)[1]
+    return PseudoLabels([labels.copy() for _ in features])
+
+
+oracle_labels.uses_identities = True  # type: ignore[attr-defined]

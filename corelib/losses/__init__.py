@@ -1,16 +1,21 @@
-"""Losses: the functions (label-smoothed CE, soft-margin batch-hard triplet) and the criteria by name
-(the paper's two, and Cluster Contrast's cluster-memory InfoNCE)."""
+"""Losses: the functions (label-smoothed CE, soft-margin and fixed-margin batch-hard triplet, centre
+loss) and the criteria by name (the paper's two, Cluster Contrast's cluster-memory InfoNCE, and the
+Bag-of-Tricks CE + triplet + centre loss of Learn by Guessing)."""
 
-from . import cluster_contrast, corereid  # noqa: F401  (register their criteria)
-from .metric import CrossEntropyLabelSmooth, SoftTripletLoss, batch_hard_distances
+from . import center, cluster_contrast, corereid  # noqa: F401  (register their criteria)
+from .metric import (CrossEntropyLabelSmooth, MarginTripletLoss, SoftTripletLoss, batch_hard_distances, center_loss,
+                     triplet_loss)
 from .registry import AdaptBatch, Criterion, build_criterion, list_losses, register_loss
 
 __all__ = [
     "AdaptBatch",
     "Criterion",
     "CrossEntropyLabelSmooth",
+    "MarginTripletLoss",
     "SoftTripletLoss",
     "batch_hard_distances",
+    "center_loss",
+    "triplet_loss",
     "build_criterion",
     "list_losses",
     "register_loss",

@@ -11,9 +11,10 @@ the batch, the one least similar to its centroid (``loss.contrast.hard``; the co
     L = -log exp(q . psi_y / tau) / sum_k exp(q . psi_k / tau)      on the global features (tau = 0.05)
 
 In the mean-teacher loop the query ``q`` is the student's global feature after its BN-neck,
-L2-normalised (2,048 values for ResNet-50, as in the published code); the top and bottom branches
-keep CORE-ReID's weighted triplet terms so that ECAB and the local heads still train. Outliers have
-no slot: the samplers leave them out.
+L2-normalised (2,048 values for ResNet-50, as in the published code). With ``loss.local_weight``
+> 0 the top and bottom branches add CORE-ReID's weighted triplet terms (so ECAB and the local heads
+train too); the ``cluster_contrast`` recipe sets it to 0, the published loss, and the loop then
+loads the global batch alone (``levels = 1``). Outliers have no slot: the samplers leave them out.
 """
 
 from __future__ import annotations
@@ -52,7 +53,9 @@ class ClusterContrast(Criterion):
         self.temperature, self.momentum, self.hard = c.temperature, c.momentum, c.hard
         self.local_weight = cfg.local_weight
         self.triplet = SoftTripletLoss()
-        self.terms = ("loss", "nce", "tri_top", "tri_bottom")
+        # the published loss is the InfoNCE alone (local_weight 0): then only the global batch is loaded
+        self.levels = 3 if self.local_weight > 0 else 1
+        self.terms = ("loss", "nce", "tri_top", "tri_bottom") if self.levels == 3 else ("loss", "nce")
         self.memory: torch.Tensor | None = None
 
     def start_clustering(self, centres: torch.Tensor) -> None:
@@ -63,8 +66,7 @@ class ClusterContrast(Criterion):
         if self.memory is None:
             raise InvalidInputError("cluster_contrast has no cluster memory: the loop must call "
                                     "start_clustering(centres) after every clustering")
-        g, top, bot = batch.outputs
-        y_g, y_top, y_bot = batch.labels
+        g, y_g = batch.outputs[0], batch.labels[0]
         q = F.normalize(batch.gather(g.global_feat.float()), dim=1)
         if q.shape[1] != self.memory.shape[1]:
             raise InvalidInputError(f"cluster_contrast: the global features have {q.shape[1]} values but the cluster "
@@ -73,6 +75,9 @@ class ClusterContrast(Criterion):
         nce = F.cross_entropy(q @ memory.t() / self.temperature, y_g)
         with torch.no_grad():
             self.memory = momentum_update(memory, q.detach(), y_g, self.momentum, hard=self.hard)
+        if self.levels == 1:
+            return {"loss": nce, "nce": nce}
+        (_, top, bot), (_, y_top, y_bot) = batch.outputs, batch.labels
         parts = {"nce": nce, "tri_top": self.triplet(batch.gather(top.top_feat.float()), y_top),
                  "tri_bottom": self.triplet(batch.gather(bot.bottom_feat.float()), y_bot)}
         return {"loss": nce + self.local_weight * (parts["tri_top"] + parts["tri_bottom"]), **parts}

@@ -1,5 +1,6 @@
-"""The loss functions CORE-ReID's criteria combine (method.md §2.4, §3.8): label-smoothed
-cross-entropy and the soft-margin batch-hard triplet loss."""
+"""The loss functions the criteria combine: label-smoothed cross-entropy and the soft-margin
+batch-hard triplet loss of CORE-ReID (method.md §2.4, §3.8); the fixed-margin triplet and the centre
+loss of the Bag-of-Tricks baseline that Learn by Guessing trains with (baselines.md §2.3)."""
 
 from __future__ import annotations
 
@@ -51,3 +52,33 @@ class SoftTripletLoss(nn.Module):
     def forward(self, features: torch.Tensor, pids: torch.Tensor) -> torch.Tensor:
         d_ap, d_an = batch_hard_distances(features, pids)
         return F.softplus(d_ap - d_an).mean()
+
+
+class MarginTripletLoss(nn.Module):
+    """Batch-hard triplet loss with a fixed margin: mean over anchors of ``max(0, d_ap - d_an + m)``
+    (Hermans et al.; m = 0.3 in BoT and Learn by Guessing)."""
+
+    def __init__(self, margin: float = 0.3) -> None:
+        super().__init__()
+        if margin <= 0:
+            raise InvalidInputError(f"triplet margin must be > 0 (0 is the soft margin: SoftTripletLoss), got {margin}")
+        self.margin = margin
+
+    def forward(self, features: torch.Tensor, pids: torch.Tensor) -> torch.Tensor:
+        d_ap, d_an = batch_hard_distances(features, pids)
+        return F.relu(d_ap - d_an + self.margin).mean()
+
+
+def triplet_loss(margin: float) -> nn.Module:
+    """The batch-hard triplet of a margin: soft (``softplus``) for 0, hinged otherwise."""
+    return SoftTripletLoss() if margin == 0 else MarginTripletLoss(margin)
+
+
+def center_loss(features: torch.Tensor, labels: torch.Tensor, centres: torch.Tensor) -> torch.Tensor:
+    """``mean_i ||f_i - c_{y_i}||^2`` (Wen et al.; the batch mean of BoT's code, no factor 1/2).
+
+    features: (B, d); labels: (B,) in [0, K); centres: (K, d).
+    """
+    if centres.shape[1] != features.shape[1]:
+        raise InvalidInputError(f"centre loss: features have {features.shape[1]} values, centres {centres.shape[1]}")
+    return (features - centres[labels]).pow(2).sum(dim=1).mean()

@@ -11,7 +11,14 @@ loops log every term per epoch and the chapters plot what was logged.
   function that collects a tensor from every process under torchrun (identity on one process);
 - fine-tuning criteria (``stage = "finetune"``) take one :class:`AdaptBatch`; one that keeps a
   cluster memory defines ``start_clustering(centres)``, which the loop calls with the ``(K, d)``
-  centres of every new clustering (those the classifier starts from).
+  centres of every new clustering (those the classifier starts from). ``levels`` says how many of
+  the three pseudo-labelled batches (global, top, bottom) it reads: with 1 the loop loads and
+  forwards the global batch alone, so a criterion of the global feature only costs a third;
+- a criterion with parameters of its own (the centres of the centre loss) creates them in
+  ``start_training(num_classes, feature_dim, device)`` (pre-training) or ``start_clustering``
+  (fine-tuning) and updates them in :meth:`Criterion.own_step`, which the loops call after the
+  network's optimiser step; :meth:`Criterion.own_state` goes into ``last.pt`` so a resumed run
+  continues them.
 
 Example (``corelib/losses/corereid.py`` registers the two criteria of the paper this way)::
 
@@ -46,6 +53,18 @@ class Criterion(nn.Module):
     """Names of the returned terms, the total ``"loss"`` first."""
     uses_fused: bool = False
     """Fine-tuning: the criterion needs the Ensemble Fusion outputs with gradients (ECAB and SECAB train)."""
+    levels: int = 3
+    """Fine-tuning: pseudo-labelled batches read, in the order global, top, bottom (1 or 3)."""
+
+    def own_step(self) -> None:
+        """Update the criterion's own parameters after the network's optimiser step (none by default)."""
+
+    def own_state(self) -> dict:
+        """What a resumed run needs to continue the criterion's own parameters (checkpointed)."""
+        return {}
+
+    def load_own_state(self, state: dict) -> None:
+        """Restore :meth:`own_state` (the loops call it on resume, after ``start_training``)."""
 
 
 @dataclass
@@ -98,4 +117,9 @@ def build_criterion(cfg, *, stage: str) -> Criterion:
     criterion = loss_builder(cfg.name, stage)(cfg)
     if not criterion.terms or criterion.terms[0] != "loss":
         raise InvalidTypeError(f"loss {cfg.name!r} must declare terms starting with 'loss' (the total), got {criterion.terms}")
+    if getattr(criterion, "levels", 3) not in (1, 3):
+        raise InvalidTypeError(f"loss {cfg.name!r} declares levels={criterion.levels}; a criterion reads the global "
+                               f"batch alone (1) or all three (3)")
+    if getattr(criterion, "levels", 3) == 1 and getattr(criterion, "uses_fused", False):
+        raise InvalidTypeError(f"loss {cfg.name!r} uses the fused top / bottom features, which need levels=3")
     return criterion

@@ -57,6 +57,13 @@ class MeanTeacher(nn.Module):
         self.step += 1
         return a
 
+    @torch.no_grad()
+    def copy_student_buffers(self) -> None:
+        """The student's BatchNorm statistics into the teacher (one network, ``alpha = 0``: the
+        teacher then equals the student without a forward pass of its own)."""
+        for t, s in zip(self.teacher.buffers(), self.student.buffers()):
+            t.copy_(s)
+
     def reset_classifiers(self, centroids: torch.Tensor) -> None:
         """Load the same normalised centroids into the student and the teacher (method §3.9)."""
         self.student.reset_classifier(centroids)

@@ -10,12 +10,19 @@ Every epoch (method.md §3.12):
 3. student and teacher classifiers <- the L2-normalised centres of the global clustering; when
    the number of clusters K changes, both are resized, and the optimiser and the DDP wrapper are
    rebuilt around the new layers;
-4. three pseudo-labelled camera-aware P x K loaders (outliers left out) and a fresh Adam;
+4. three pseudo-labelled camera-aware P x K loaders (outliers left out; one, of the global labels,
+   for a criterion with ``levels = 1``) and a fresh Adam;
 5. ``iters_per_epoch`` steps of the criterion of ``cfg.loss`` (by name; the paper's is
    ``L = CE_ls(W f_g(B_g), y_g) + tri(f_g(B_g)) + 0.5 tri(f_top(B_top)) + 0.5 tri(f_bot(B_bot))``)
-   on the student, each followed by the EMA update of the teacher;
+   on the student, each followed by the criterion's own update (centre loss) and the EMA update of
+   the teacher;
 6. the teacher's descriptor evaluated on the target query / gallery; the outlier share and
    pseudo-label quality against the hidden identities logged whenever the target has them.
+
+``model.alpha = 0`` trains without a mean teacher: the teacher is then a copy of the student after
+every step (parameters by the EMA with alpha 0, BatchNorm statistics copied, so it needs no forward
+of its own), so the one network of the single-model baselines (Cluster Contrast, Learn by
+Guessing) is what is clustered and evaluated.
 
 Before the first epoch the source network itself is evaluated on the target: the direct-transfer
 baseline. State is checkpointed atomically after every epoch (``RUN_DIR/finetune/last.pt``, with
@@ -38,7 +45,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..cluster import check_labeler, cluster_pseudo_labels, label_report
+from ..cluster import check_labeler, cluster_pseudo_labels, get_labeler, label_report
 from ..config import FinetuneCfg
 from ..data.datasets import ReIDDataset, Sample
 from ..data.loading import build_loader
@@ -242,6 +249,7 @@ def finetune(
     source_checkpoint: Union[str, Path, None] = None,
     resume: bool = False,
     overwrite: bool = False,
+    direct_transfer: Optional[dict] = None,
     progress: bool = True,
 ) -> FinetuneResult:
     """Adapt the pre-trained source model to ``target.train`` without its labels.
@@ -257,6 +265,9 @@ def finetune(
         overwrite: an existing run in ``RUN_DIR/finetune`` is set aside (renamed to
             ``finetune.replaced-<time>``) and training starts again; without it (and without
             ``resume``) a folder that holds a run is refused, so nothing finished is replaced unasked.
+        direct_transfer: the source network's target scores (``evaluate_model`` of it), when the
+            caller has measured them already (chapter 08 trains several recipes from one source
+            network); None evaluates the source network here first.
         progress: tqdm bars (rank 0 only).
     """
     from tqdm.auto import tqdm
@@ -266,8 +277,14 @@ def finetune(
     pids_per_batch(cfg.batch_size, cfg.num_instances)
     n_train = len(target.train)
     check_labeler(cfg.cluster, n_train)  # an unknown labeller or k > n fails now, not after an epoch
-    criterion = build_criterion(cfg.loss, stage="finetune")
+    criterion = build_criterion(cfg.loss, stage="finetune").to(rt.device)
+    levels = criterion.levels  # 1: the global batch alone is loaded and forwarded
     progress = progress and rt.is_main
+    truth = np.array([s.pid for s in target.train])
+    has_truth = len(set(truth.tolist())) > 1
+    if getattr(get_labeler(cfg.cluster.labeler), "uses_identities", False) and not has_truth:
+        raise InvalidInputError(f"cluster.labeler={cfg.cluster.labeler!r} trains with the target's identities, but "
+                                f"{target.name} has none in its training split; choose a pseudo-labeller")
 
     src_path = Path(source_checkpoint) if source_checkpoint else run_dir / "pretrain" / "best.pt"
     src = _source_checkpoint_state(src_path)
@@ -287,6 +304,9 @@ def finetune(
                             f"pair (corelib.models.MeanTeacher), e.g. 'mean_teacher'")
         for net in (mt.student, mt.teacher):
             load_source_trunk(net, src["model"], where=str(src_path))
+        one_network = mt.alpha == 0
+        if one_network:  # the teacher starts as an exact copy (heads too) and stays one
+            mt.teacher.load_state_dict(mt.student.state_dict())
         if not criterion.uses_fused:  # no loss reaches ECAB / SECAB / fusion BNs in the published recipe
             for m in (mt.student.ecab_top, mt.student.ecab_bottom, mt.fusion):
                 m.requires_grad_(False)
@@ -302,10 +322,14 @@ def finetune(
         step_net, wrapped_classifier = wrapped(), mt.student.classifier
 
         direct: dict = {}
+        labeller_state: dict = {}  # what a stateful labeller keeps between epochs (saved in last.pt)
         if run.resumed:
             load_into(mt, run.state, run.last_path)
             direct = dict(run.state.get("direct_transfer", {}))
+            labeller_state = dict(run.state.get("labeller_state", {}))
             set_rng_state(run.state["rng"])
+        elif direct_transfer is not None:  # measured by the caller for this source network
+            direct = {k: float(v) for k, v in direct_transfer.items() if isinstance(v, (int, float))}
         elif rt.is_main:
             source_net = build_model(src_record["model_name"], weights=None, **src_record["model_args"])
             source_net.load_state_dict(src["model"])
@@ -318,8 +342,6 @@ def finetune(
         aug = cfg.augment
         tf_train = build_transforms("finetune", aug.height, aug.width, gray_p=aug.gray_p, lgpr_p=aug.lgpr_p,
                                     erase_p=aug.erase_p)
-        truth = np.array([s.pid for s in target.train])
-        has_truth = len(set(truth.tolist())) > 1
         camids = np.array([-1 if s.camid is None else s.camid for s in target.train])
 
         def evaluate() -> tuple[dict, float]:
@@ -337,7 +359,8 @@ def finetune(
             record: dict = {"epoch": epoch + 1}
             if rt.is_main:
                 pseudo, clustered = cluster_pseudo_labels(feats, camids, cfg.cluster, seed=cfg.seed * 1000 + 3 * epoch,
-                                                          epoch=epoch, device=rt.device)
+                                                          epoch=epoch, device=rt.device, state=labeller_state,
+                                                          identities=truth if has_truth else None)
                 for i, lab in enumerate(pseudo.labels):
                     labels[i] = torch.from_numpy(lab).to(rt.device)
                 # classifier rows: normalised centres of the global clustering (method.md §3.9)
@@ -357,9 +380,10 @@ def finetune(
             labels_state = labels.cpu()
             t_cluster = time.perf_counter() - t0
 
-            # 4. three pseudo-labelled P x K loaders (same sampler rule, own seeds), fresh Adam
+            # 4. three (or, for a criterion of the global batch alone, one) pseudo-labelled P x K
+            # loaders (same sampler rule, own seeds), fresh Adam
             cycles = []
-            for i in range(3):
+            for i in range(levels):
                 relabelled = _relabel(target.train, labels_state[i].numpy())
                 sampler = CameraAwareIdentitySampler(relabelled, num_instances=cfg.num_instances,
                                                      seed=cfg.seed + 7919 * (i + 1))
@@ -382,22 +406,26 @@ def finetune(
                 with rt.autocast():
                     outs = step_net(xs, cams)
                     fused = [None, None]
-                    if cfg.teacher_forward or criterion.uses_fused:
+                    if (cfg.teacher_forward and not one_network) or criterion.uses_fused:
                         with torch.no_grad():  # teacher BN statistics follow the target (outputs unused by the loss)
                             teacher_maps = [forward_sub_batches(mt.teacher, x, cfg.bn_sub_batch, c).feature_map
                                             for x, c in zip(xs, cams)]
                         # Fusion in train mode: its BN running statistics track the target (as in the code);
                         # a criterion that uses_fused trains through it (method.md §9-Q1)
-                        with torch.enable_grad() if criterion.uses_fused else torch.no_grad():
-                            fused = [fuse_sub_batches(mt.fusion, teacher_maps[i], outs[i].psi_top, outs[i].psi_bottom,
-                                                      cfg.bn_sub_batch) for i in (1, 2)]
+                        if levels == 3:  # the fusion joins the top / bottom batches' maps and vectors
+                            with torch.enable_grad() if criterion.uses_fused else torch.no_grad():
+                                fused = [fuse_sub_batches(mt.fusion, teacher_maps[i], outs[i].psi_top,
+                                                          outs[i].psi_bottom, cfg.bn_sub_batch) for i in (1, 2)]
                     terms = criterion(AdaptBatch(outs, ys, fused, rt.gather))
                 optimizer.zero_grad(set_to_none=True)
                 terms["loss"].backward()
                 if rt.info.enabled and criterion.uses_fused:  # the fusion sits outside DDP: average its gradients
                     D.all_reduce_mean_grads(mt.fusion, rt.info)
                 optimizer.step()
+                criterion.own_step()  # the criterion's own parameters (centre loss), if any
                 mt.update_teacher()
+                if one_network:  # the teacher's BN statistics are the student's: no forward of its own
+                    mt.copy_student_buffers()
                 for key in totals:
                     totals[key] += terms[key].item() / cfg.iters_per_epoch
                 bar.set_postfix(loss=f"{terms['loss'].item():.3f}")
@@ -412,8 +440,11 @@ def finetune(
             classes = mt.num_classes  # this epoch's K: what resume and load_trained_model rebuild
             run.model_record = model_record(cfg.model.name, num_classes=classes, **model_args)
             run.end_epoch(epoch, record, t0, model=mt, evaluate=evaluate, best={"num_clusters": classes},
-                          last={"optimizer": optimizer.state_dict(), "pseudo_labels": labels_state, "rng": rng_state(),
-                                "num_clusters": classes, "direct_transfer": direct},
+                          # no optimiser state: every epoch starts a fresh Adam (method.md §3.11), so a resume
+                          # never reads it, and leaving it out halves the file (the writes dominate short runs)
+                          last={"pseudo_labels": labels_state, "rng": rng_state(),
+                                "num_clusters": classes, "direct_transfer": direct,
+                                "labeller_state": labeller_state},
                           after_log=lambda r: _tensorboard(run_dir, r))
         return FinetuneResult(direct, run.best_score, run.best_epoch, run.log.last, run.log.history, run.best_path,
                               run.last_path, tuple(criterion.terms))

@@ -102,7 +102,7 @@ def pretrain(
 
     rt = Runtime.from_cfg(cfg.runtime)
     pids_per_batch(cfg.batch_size, cfg.num_instances)  # clear error for an impossible P x K
-    criterion = build_criterion(cfg.loss, stage="pretrain")
+    criterion = build_criterion(cfg.loss, stage="pretrain").to(rt.device)
     train = style_training_split(cfg.style_set, source) if cfg.style_set else source.train
     record_of_model = model_record(cfg.model.name, num_classes=source.num_train_pids, **cfg.model.model_args())
     with StageRun(Path(run_dir) / "pretrain", cfg, rt, stage="pretrain", resume=resume, overwrite=overwrite,
@@ -112,6 +112,8 @@ def pretrain(
         model = build_model(cfg.model.name, weights=cfg.model.weights, **record_of_model["model_args"])
         rt.place(model)
         net = rt.wrap(model)
+        if hasattr(criterion, "start_training"):  # parameters of its own, e.g. the centre loss's centres
+            criterion.start_training(source.num_train_pids, model.feature_dim, rt.device)
         optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, cfg.lr_factor)
         sampler = CameraAwareIdentitySampler(train, num_instances=cfg.num_instances, seed=cfg.seed)
@@ -133,6 +135,7 @@ def pretrain(
             load_into(model, run.state, run.last_path)
             optimizer.load_state_dict(run.state["optimizer"])
             scheduler.load_state_dict(run.state["scheduler"])
+            criterion.load_own_state(run.state.get("criterion", {}))
             set_rng_state(run.state["rng"], generators)
 
         def evaluate() -> tuple[dict, float]:
@@ -169,6 +172,7 @@ def pretrain(
                 optimizer.zero_grad(set_to_none=True)
                 terms["loss"].backward()
                 optimizer.step()
+                criterion.own_step()
                 for key in totals:
                     totals[key] += terms[key].item() / cfg.iters_per_epoch
                 bar.set_postfix(loss=f"{terms['loss'].item():.3f}")
@@ -178,6 +182,6 @@ def pretrain(
             scheduler.step()
             run.end_epoch(epoch, record, t0, model=model, evaluate=evaluate,
                           last={"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                                "rng": rng_state(generators)})
+                                "rng": rng_state(generators), "criterion": criterion.own_state()})
         return PretrainResult(run.best_score, run.best_epoch, run.log.last, run.log.history, run.best_path, run.last_path,
                               tuple(criterion.terms))

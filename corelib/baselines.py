@@ -1,0 +1,288 @@
+"""The field's methods beside CORE-ReID V2 on the same data, source network and budget (chapter 08).
+
+:func:`run_baselines` trains, for one source -> target pair, every recipe it is given from the
+chapter-02 source network (``RUN_DIR/<pair>/pretrain/best.pt``), each with the same fine-tuning
+budget (epochs x steps, :data:`DEFAULT_BUDGET` or the caller's), and the ``supervised_oracle``
+upper bound. A recipe whose pre-training differs from ``corereid_v2``'s (Learn by Guessing's IBN
+source network with a centre loss) trains its own source network first, with its own budget. Each
+recipe owns ``RUN_DIR/<pair>/baselines/<recipe>/`` (``pretrain/`` when it has its own source,
+``finetune/``); the folders are resumable like every stage, and a finished one is only re-read.
+
+Then, per recipe: the target mAP / R-1 per epoch, the direct transfer of its source network, the
+share of the direct -> oracle gap it closes (:func:`gap_closed`), cluster count, outlier share and
+NMI per epoch, and the seconds it took (summed from its logs, so a re-read run reports what it
+cost). :func:`baseline_table` lays them out; :func:`compare_normalisations` measures what
+camera-guided normalisation does to DBSCAN's clusters (camera mixing, NMI) on one set of features.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Optional, Sequence, Union
+
+import numpy as np
+
+from .errors import InvalidInputError
+
+BASELINE_RECIPES = ("corereid_v2", "corereid_v2_dbscan", "cluster_contrast", "learn_by_guessing")
+"""The recipes chapter 08 compares by default (see :mod:`corelib.recipes`)."""
+
+ORACLE = "supervised_oracle"
+"""The upper bound: fine-tuning with the target's own identities."""
+
+DEFAULT_BUDGET = {"epochs": 2, "iters_per_epoch": 10}
+"""The fine-tuning budget of every recipe on the embedded pairs in ``make demo`` (two cores): the
+same epochs (clusterings) and optimiser steps for each."""
+
+DEFAULT_SOURCE_BUDGET = {"epochs": 2, "iters_per_epoch": 40}
+"""Pre-training of a recipe's own source network in ``make demo``: 80 steps, where chapter 02's
+network had 300 (what fits in the demo's 25 minutes; a handicap the chapter states)."""
+
+SMOKE_BUDGET = {"epochs": 1}
+"""With ``smoke``: one epoch of each recipe's CI-sized fine-tuning (the caller's budgets are not applied)."""
+
+BASELINES_DIR = "baselines"
+"""``RUN_DIR/<pair>/baselines/<recipe>/``: one folder per recipe."""
+
+
+@dataclass
+class BaselineRun:
+    """What one recipe measured on one pair."""
+
+    recipe: str
+    direct: dict  # the recipe's source network on the target (fractions, not %)
+    history: list[dict]  # fine-tuning log, one record per epoch
+    seconds: float  # pre-training of its own source (if any) + fine-tuning, from the logs
+    own_source: bool = False  # trained its own source network (else chapter 02's)
+    source_history: list[dict] = field(default_factory=list)
+
+    @property
+    def last(self) -> dict:
+        """The last evaluated fine-tuning epoch."""
+        evaluated = [h for h in self.history if "target_mAP" in h]
+        if not evaluated:
+            raise InvalidInputError(f"{self.recipe}: no evaluated fine-tuning epoch in the log")
+        return evaluated[-1]
+
+    @property
+    def adapted_mAP(self) -> float:
+        return float(self.last["target_mAP"])
+
+    @property
+    def adapted_rank1(self) -> float:
+        return float(self.last["target_rank1"])
+
+
+def gap_closed(direct: float, adapted: float, oracle: float) -> float:
+    """``(adapted - direct) / (oracle - direct)``: the share of the direct -> oracle gap a method
+    closes (1 = as good as training with the target's labels, 0 = no better than direct transfer,
+    negative = worse). NaN when the oracle does not beat direct transfer (no gap to close)."""
+    gap = oracle - direct
+    return float("nan") if gap <= 0 else (adapted - direct) / gap
+
+
+def _same_pretraining(pair, recipe: str, smoke: bool) -> bool:
+    """Does ``recipe`` pre-train exactly as ``corereid_v2`` (so chapter 02's network is its source)?"""
+    ours = dataclasses.replace(pair, recipe=recipe).pretrain_cfg(smoke=smoke).to_dict()
+    return ours == dataclasses.replace(pair, recipe="corereid_v2").pretrain_cfg(smoke=smoke).to_dict()
+
+
+def _seconds(history: Sequence[Mapping]) -> float:
+    return float(sum(h.get("seconds", 0.0) for h in history))
+
+
+def run_baselines(pair, source, target, pair_dir: Union[str, Path], *, recipes: Sequence[str] = BASELINE_RECIPES,
+                  oracle: bool = True, budget: Optional[Mapping[str, Any]] = None,
+                  source_budget: Optional[Mapping[str, Any]] = None, real_budget: Optional[Mapping[str, Any]] = None,
+                  real_source_budget: Optional[Mapping[str, Any]] = None, smoke: bool = False, seed: Optional[int] = None,
+                  device: Optional[str] = None, overrides: Optional[Mapping[str, Mapping[str, Any]]] = None,
+                  resume: bool = True, train_missing_source: bool = True,
+                  progress: bool = True) -> dict[str, BaselineRun]:
+    """Train ``recipes`` (and the oracle) on one pair, each from the same source network and budget.
+
+    Args:
+        pair: the :class:`~corelib.pairs.ExperimentPair` (its recipe is replaced by each of ``recipes``).
+        source, target: its datasets (the source only when a recipe trains its own source network).
+        pair_dir: ``RUN_DIR/<pair>``; its ``pretrain/best.pt`` (chapter 02) is the shared source network.
+        budget: on an embedded pair, the fine-tuning fields every recipe gets (default
+            :data:`DEFAULT_BUDGET`; ``{}`` keeps each recipe's own schedule).
+        source_budget: pre-training fields of a recipe's own source network (default
+            :data:`DEFAULT_SOURCE_BUDGET`). Neither budget applies with ``smoke``: every method
+            gets one epoch of its CI-sized recipe (:data:`SMOKE_BUDGET`).
+        real_budget, real_source_budget: the same on a pair of real datasets, where each recipe
+            keeps its published schedule by default (``{}``).
+        overrides: per recipe, further fine-tuning changes (``{"cluster_contrast": {"loss.contrast.hard": True}}``).
+        resume: continue (or re-read) what a previous call left in the recipe folders.
+        train_missing_source: without chapter 02's network, train it into ``pair_dir`` first with
+            the pair's own (``corereid_v2``) pre-training recipe, as chapter 02 would (else refuse).
+
+    Returns:
+        ``{recipe: BaselineRun}``, the oracle under :data:`ORACLE` when ``oracle``.
+
+    Raises:
+        MissingFileError: no chapter-02 source network in ``pair_dir`` and ``train_missing_source`` off.
+        UnknownNameError: an unknown recipe (the message lists the registered ones).
+    """
+    from .errors import MissingFileError
+    from .recipes import get_recipe
+    from .training import finetune, pretrain
+
+    pair_dir = Path(pair_dir)
+    shared = pair_dir / "pretrain" / "best.pt"
+    # the CI-sized recipes are already one budget for all (the budgets describe full runs); one
+    # epoch of them each keeps the chapter within its 90 s in the notebook tests
+    if smoke:
+        budget, source_budget = dict(SMOKE_BUDGET), {}
+    elif pair.embedded:
+        budget = dict(DEFAULT_BUDGET if budget is None else budget)
+        source_budget = dict(DEFAULT_SOURCE_BUDGET if source_budget is None else source_budget)
+    else:  # real data: each recipe's published schedule unless the caller names a budget
+        budget, source_budget = dict(real_budget or {}), dict(real_source_budget or {})
+    overrides = dict(overrides or {})
+    names = list(dict.fromkeys([*recipes, *([ORACLE] if oracle else [])]))
+    for name in names:
+        get_recipe(name)  # an unknown name fails before anything trains
+    unknown = sorted(set(overrides) - set(names))
+    if unknown:
+        raise InvalidInputError(f"overrides name recipes that are not run: {unknown}; run: {names}")
+    out: dict[str, BaselineRun] = {}
+    measured: dict = {}  # (source checkpoint, input size) -> its direct transfer: measured once
+    for name in names:
+        mine = dataclasses.replace(pair, recipe=name)
+        folder = pair_dir / BASELINES_DIR / name
+        own = not _same_pretraining(pair, name, smoke)
+        source_history: list[dict] = []
+        if own:
+            pre_cfg = mine.pretrain_cfg(smoke=smoke, seed=seed, device=device,
+                                        overrides=source_budget)
+            pre = pretrain(pre_cfg, source, folder, target=target, resume=resume, progress=progress)
+            source_history = pre.history
+            checkpoint = pre.best_checkpoint
+        else:
+            if not shared.is_file():
+                if not train_missing_source:
+                    raise MissingFileError(f"{shared} is missing: the recipes start from chapter 02's source network; "
+                                           f"run notebooks/02_pretraining.ipynb with the same RUN_DIR first")
+                print(f"{pair.name}: no source network of chapter 02 in {pair_dir}; training it here with chapter 02's "
+                      f"recipe ({'smoke' if smoke else 'full'})")
+                pretrain(pair.pretrain_cfg(smoke=smoke, seed=seed, device=device), source, pair_dir, target=target,
+                         resume=resume, progress=progress)
+            checkpoint = shared
+        cfg = mine.finetune_cfg(smoke=smoke, seed=seed, device=device, overrides={**budget, **overrides.get(name, {})})
+        fresh = not (resume and (folder / "finetune" / "last.pt").is_file())
+        direct = _direct_transfer(checkpoint, target, cfg, measured) if fresh else None
+        res = finetune(cfg, target, folder, source_checkpoint=checkpoint, resume=resume, direct_transfer=direct,
+                       progress=progress)
+        out[name] = BaselineRun(name, dict(res.direct_transfer), list(res.history),
+                                _seconds(source_history) + _seconds(res.history), own, source_history)
+    return out
+
+
+def _direct_transfer(checkpoint: Path, target, cfg, measured: dict) -> dict:
+    """The source network's scores on the target at the fine-tuning input size, measured once per
+    (checkpoint, size) for all the recipes that start from it."""
+    from .repro import resolve_device
+    from .training import evaluate_model, load_trained_model
+
+    key = (str(Path(checkpoint).resolve()), cfg.augment.height, cfg.augment.width)
+    if key not in measured:
+        device = resolve_device(cfg.runtime.device)
+        trained = load_trained_model(checkpoint, device=device)
+        scores = evaluate_model(trained.model, target, cfg.augment.height, cfg.augment.width, device=device,
+                                channels_last=cfg.runtime.channels_last)
+        measured[key] = {k: v for k, v in scores.items() if isinstance(v, float)}
+    return measured[key]
+
+
+def read_baselines(pair_dir: Union[str, Path]) -> dict[str, BaselineRun]:
+    """The recipes chapter 08 left in ``RUN_DIR/<pair>/baselines/`` (finished or not), from their
+    logs and last checkpoints: ``{recipe: BaselineRun}``; empty when there are none."""
+    from .runtime import load_checkpoint
+
+    root = Path(pair_dir) / BASELINES_DIR
+    out: dict[str, BaselineRun] = {}
+    if not root.is_dir():
+        return out
+    for folder in sorted(p for p in root.iterdir() if p.is_dir() and "." not in p.name):
+        log = folder / "finetune" / "metrics.jsonl"
+        last = folder / "finetune" / "last.pt"
+        if not log.is_file():
+            continue
+        import json
+
+        history = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+        direct = dict(load_checkpoint(last, stage="finetune").get("direct_transfer", {})) if last.is_file() else {}
+        src_log = folder / "pretrain" / "metrics.jsonl"
+        source_history = [json.loads(line) for line in src_log.read_text().splitlines() if line.strip()] \
+            if src_log.is_file() else []
+        out[folder.name] = BaselineRun(folder.name, direct, history, _seconds(source_history) + _seconds(history),
+                                       bool(source_history), source_history)
+    return out
+
+
+def baseline_table(runs: Mapping[str, Mapping[str, BaselineRun]], *, tasks: Optional[Mapping[str, str]] = None
+                   ) -> list[dict]:
+    """One row per (pair, method): direct and adapted mAP / R-1 (%), gap closed, last epoch's
+    clusters / outliers / NMI of the global level, and seconds. Each method's gap runs from its
+    own source network's direct transfer (Learn by Guessing's is its IBN network) to the oracle's
+    adapted mAP, so a better source network alone closes none of it; ``tasks`` names each pair's
+    task (``source → target``)."""
+    rows = []
+    for pair, by_recipe in runs.items():
+        oracle = by_recipe.get(ORACLE)
+        for name, run in by_recipe.items():
+            last = run.last
+            direct = float(run.direct.get("mAP", float("nan")))
+            gap = gap_closed(direct, run.adapted_mAP, oracle.adapted_mAP) if oracle is not None and name != ORACLE \
+                else float("nan")
+            rows.append({
+                "pair": pair, "task": (tasks or {}).get(pair, pair), "method": name,
+                "source": "own" if run.own_source else "chapter 02",
+                "direct mAP": round(100 * direct, 1), "direct R-1": round(100 * run.direct.get("rank1", float("nan")), 1),
+                "mAP": round(100 * run.adapted_mAP, 1), "R-1": round(100 * run.adapted_rank1, 1),
+                "gap closed": None if math.isnan(gap) else round(gap, 3),
+                "clusters": last.get("clusters_global"), "outliers": round(last.get("outliers_global", 0.0), 3),
+                "NMI": None if "nmi_global" not in last else round(last["nmi_global"], 3),
+                "seconds": round(run.seconds, 1)})
+    return rows
+
+
+def compare_normalisations(features, camids, pids, cluster_cfg, *,
+                           normalizations: Sequence[str] = ("none", "camera_mean", "camera_guided"),
+                           device=None) -> list[dict]:
+    """DBSCAN (or ``cluster_cfg``'s labeller) on the same ``(N, d)`` features under each camera
+    normalisation: clusters, outlier share, camera mixing (the share of clusters spanning more than
+    one camera) and NMI / ARI against ``pids``, of the global level. The features are L2-normalised
+    by the labeller."""
+    from .cluster import cluster_pseudo_labels, label_report
+
+    rows = []
+    truth = np.asarray(pids)
+    for norm in normalizations:
+        cfg = cluster_cfg.with_overrides({"normalize": norm})
+        pseudo, _ = cluster_pseudo_labels([features], camids, cfg, seed=0, device=device)
+        rep = label_report(pseudo, camids, truth, levels=("global",))
+        rows.append({"normalisation": norm, "clusters": rep["clusters_global"], "outliers": round(rep["outliers_global"], 3),
+                     "camera mixing": round(rep["camera_mixing_global"], 3), "NMI": round(rep.get("nmi_global", float("nan")), 3),
+                     "ARI": round(rep.get("ari_global", float("nan")), 3)})
+    return rows
+
+
+def normalisation_study(checkpoint: Union[str, Path], target, cluster_cfg, *, device="cpu",
+                        normalizations: Sequence[str] = ("none", "camera_mean", "camera_guided")) -> list[dict]:
+    """:func:`compare_normalisations` on the target training images' descriptors from the network
+    of ``checkpoint`` (e.g. chapter 02's source network, ``RUN_DIR/<pair>/pretrain/best.pt``), at
+    the size it was trained at."""
+    from .features import extract_split
+    from .training import load_trained_model
+
+    trained = load_trained_model(checkpoint, device=device)
+    height, width = trained.input_size
+    feats = extract_split(trained.model, target.train, height, width, device=device,
+                          channels_last=trained.channels_last).features.cpu()
+    camids = np.array([-1 if s.camid is None else s.camid for s in target.train])
+    pids = np.array([s.pid for s in target.train])
+    return compare_normalisations(feats, camids, pids, cluster_cfg, normalizations=normalizations, device=device)

@@ -135,3 +135,25 @@ def test_the_oracle_recipe_trains_on_the_true_identities(data, tmp_path):
     res = finetune(ft, target, tmp_path, progress=False)
     assert all(h["nmi_global"] == pytest.approx(1.0) and h["outliers_global"] == 0 for h in res.history)
     assert res.history[-1]["clusters_global"] == target.num_train_pids
+
+
+@pytest.mark.slow
+def test_a_run_given_its_direct_transfer_equals_one_that_measures_it(data, tmp_path):
+    """Chapter 08 measures the direct transfer once per source network and hands it over; the run
+    must then be the one `corelib finetune` makes (same draws from the seeded RNG)."""
+    from corelib.config import FinetuneCfg
+    from corelib.training import finetune, pretrain
+
+    source, target = data
+    pretrain(PretrainCfg.smoke(), source, tmp_path, progress=False)
+    cfg = FinetuneCfg.smoke(batch_size=8)
+    measured = finetune(cfg, target, tmp_path / "a", source_checkpoint=tmp_path / "pretrain" / "best.pt",
+                        progress=False)
+    given = finetune(cfg, target, tmp_path / "b", source_checkpoint=tmp_path / "pretrain" / "best.pt",
+                     direct_transfer=measured.direct_transfer, progress=False)
+
+    def untimed(history):
+        return [{k: v for k, v in h.items() if not k.startswith("seconds")} for h in history]
+
+    assert given.direct_transfer == measured.direct_transfer
+    assert untimed(given.history) == untimed(measured.history)

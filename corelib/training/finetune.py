@@ -328,15 +328,18 @@ def finetune(
             direct = dict(run.state.get("direct_transfer", {}))
             labeller_state = dict(run.state.get("labeller_state", {}))
             set_rng_state(run.state["rng"])
-        elif direct_transfer is not None:  # measured by the caller for this source network
-            direct = {k: float(v) for k, v in direct_transfer.items() if isinstance(v, (int, float))}
         elif rt.is_main:
+            # built even when the caller measured it: its initialisation draws from the seeded RNG, and
+            # a run given direct_transfer must draw what one that measures it draws (same results)
             source_net = build_model(src_record["model_name"], weights=None, **src_record["model_args"])
             source_net.load_state_dict(src["model"])
-            direct = {k: v for k, v in evaluate_model(source_net.to(rt.device), target, cfg.augment.height,
-                                                      cfg.augment.width, device=rt.device,
-                                                      channels_last=cfg.runtime.channels_last).items()
-                      if isinstance(v, float)}
+            if direct_transfer is not None:  # measured by the caller for this source network
+                direct = {k: float(v) for k, v in direct_transfer.items() if isinstance(v, (int, float))}
+            else:
+                direct = {k: v for k, v in evaluate_model(source_net.to(rt.device), target, cfg.augment.height,
+                                                          cfg.augment.width, device=rt.device,
+                                                          channels_last=cfg.runtime.channels_last).items()
+                          if isinstance(v, float)}
             del source_net
 
         aug = cfg.augment

@@ -4,7 +4,7 @@ This module is the public API: notebooks import only the names listed in ``__all
 checks it), so anything a chapter needs is exported here explicitly, timm style.
 """
 
-from . import baselines, explain, feature_space, pairs, published, recipes, results, style, sweeps, viz, widgets
+from . import baselines, explain, feature_space, filtering, pairs, published, recipes, results, style, sweeps, viz, widgets
 from .cluster import (
     KMeansResult,
     PseudoLabels,
@@ -150,6 +150,7 @@ __all__ = [
     "baselines",
     "explain",
     "feature_space",
+    "filtering",
     "pairs",
     "experiment_pairs",
     "ExperimentPair",

@@ -192,7 +192,7 @@ def _direct_transfer(checkpoint: Path, target, cfg, measured: dict) -> dict:
         device = resolve_device(cfg.runtime.device)
         trained = load_trained_model(checkpoint, device=device)
         scores = evaluate_model(trained.model, target, cfg.augment.height, cfg.augment.width, device=device,
-                                channels_last=cfg.runtime.channels_last)
+                                channels_last=cfg.runtime.channels_last, cameras=False)  # SIE: camera-blind
         measured[key] = {k: v for k, v in scores.items() if isinstance(v, float)}
     return measured[key]
 
@@ -286,3 +286,29 @@ def normalisation_study(checkpoint: Union[str, Path], target, cluster_cfg, *, de
     camids = np.array([-1 if s.camid is None else s.camid for s in target.train])
     pids = np.array([s.pid for s in target.train])
     return compare_normalisations(feats, camids, pids, cluster_cfg, normalizations=normalizations, device=device)
+
+
+def transfer_table(runs: Mapping[str, Mapping[str, BaselineRun]], pair_dirs: Mapping[str, Union[str, Path]], *,
+                   recipes: Optional[Sequence[str]] = None) -> list[dict]:
+    """Per (pair, method): the source network's mAP on its own source test split, its direct
+    transfer to the target and the adapted target mAP (%), for ``recipes`` (all when None): the
+    TransReID rows and their ablation beside the ResNet ones. A recipe starting from chapter 02's
+    network reads that network's source mAP from ``RUN_DIR/<pair>/pretrain/metrics.jsonl``."""
+    import json
+
+    rows = []
+    for pair, by_recipe in runs.items():
+        shared_log = Path(pair_dirs[pair]) / "pretrain" / "metrics.jsonl"
+        shared = [json.loads(line) for line in shared_log.read_text().splitlines() if line.strip()] \
+            if shared_log.is_file() else []
+        for name, run in by_recipe.items():
+            if name == ORACLE or (recipes is not None and name not in recipes):
+                continue
+            history = run.source_history if run.own_source else shared
+            scored = [h["source_mAP"] for h in history if "source_mAP" in h]
+            rows.append({"pair": pair, "method": name, "source": "own" if run.own_source else "chapter 02",
+                         "source mAP": round(100 * max(scored), 1) if scored else None,  # best.pt
+                         "direct mAP": round(100 * float(run.direct.get("mAP", float("nan"))), 1),
+                         "adapted mAP": round(100 * run.adapted_mAP, 1), "adapted R-1": round(100 * run.adapted_rank1, 1),
+                         "seconds": round(run.seconds, 1)})
+    return rows

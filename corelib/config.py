@@ -12,6 +12,8 @@ machinery, and an old flat name (``num_clusters``) is answered with its new plac
 
 from __future__ import annotations
 
+import math
+
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import ClassVar, Mapping
@@ -240,8 +242,12 @@ class AugmentCfg(Settings):
     """Local grayscale patch replacement probability."""
     erase_p: float = 0.5
     """Random erasing probability (the paper erases in fine-tuning only: pre-training's default is 0)."""
+    erase_mode: str = "mean"
+    """What erasing writes: "mean" (the ImageNet mean into the normalised tensor, the CORE-ReID
+    authors' code) or "random" (per-pixel standard-normal values: timm's ``mode='pixel'``, TransReID's)."""
 
     def __post_init__(self) -> None:
+        _choice("augment.erase_mode", self.erase_mode, ("mean", "random"))
         _at_least("augment.height", self.height, 8)
         _at_least("augment.width", self.width, 8)
         for name in ("gray_p", "lgpr_p", "erase_p"):
@@ -265,6 +271,9 @@ class SourceModelCfg(Settings):
     """Backbone initialisation: "imagenet", a file path, or "none" for random weights."""
     backbone_args: dict = field(default_factory=dict)
     """Further keyword arguments of the backbone's builder, e.g. ``{"last_stride": 2}``."""
+    net_args: dict = field(default_factory=dict)
+    """Further keyword arguments of the network's builder, e.g. TransReID's ``{"jpm": false}`` or
+    ``{"sie": false}`` (``corelib.models.TransReIDNet``)."""
 
     def __post_init__(self) -> None:
         _registered("model.name", self.name, _models)
@@ -273,7 +282,7 @@ class SourceModelCfg(Settings):
 
     def model_args(self) -> dict:
         """What :func:`~corelib.models.build_model` takes besides the class count and the weights."""
-        return {"backbone": self.backbone, "backbone_args": dict(self.backbone_args)}
+        return {"backbone": self.backbone, "backbone_args": dict(self.backbone_args), **dict(self.net_args)}
 
 
 @dataclass(frozen=True)
@@ -308,10 +317,14 @@ class SourceLossCfg(Settings):
     """Label-smoothing epsilon of the cross-entropy."""
     center: CenterLossCfg = field(default_factory=CenterLossCfg)
     """Triplet margin and centre loss of ``name="ce_triplet_center"`` (not used by the other losses)."""
+    jpm_weighting: str = "code"
+    """``name="transreid"``: "code" (0.5 global + 0.5 mean of the JPM terms, the official code) or
+    "paper" (1 + 1: the paper's equation, twice the scale)."""
     options: dict = field(default_factory=dict)
     """Settings of a loss registered outside corelib (passed to its builder)."""
 
     def __post_init__(self) -> None:
+        _choice("loss.jpm_weighting", self.jpm_weighting, ("code", "paper"))
         _registered("loss.name", self.name, _losses("pretrain"))
         _within("loss.label_smooth", self.label_smooth, 0.0, 1.0, high_open=True)
 
@@ -330,10 +343,22 @@ class PretrainCfg(Settings):
     """Images per batch, P identities x K instances."""
     num_instances: int = 4
     """K: images per identity in a batch (camera-aware sampler)."""
+    optimizer: str = "adam"
+    """"adam" (the paper's) or "sgd" (with ``momentum``: TransReID's)."""
     lr: float = 3.5e-4
-    """Adam learning rate after the warm-up."""
+    """Learning rate after the warm-up."""
     weight_decay: float = 5e-4
-    """Adam weight decay (coupled L2, as torch.optim.Adam does it)."""
+    """Weight decay (coupled L2, as torch.optim.Adam and SGD do it), biases included."""
+    momentum: float = 0.9
+    """SGD momentum (``optimizer="sgd"``)."""
+    bias_lr_factor: float = 1.0
+    """Learning rate of the biases relative to ``lr`` (2 in TransReID's configs)."""
+    schedule: str = "multistep"
+    """"multistep" (linear warm-up, then x ``gamma`` at each milestone: the paper's) or "cosine"
+    (TransReID's timm CosineLRScheduler stepped per epoch: linear warm-up from 0.01 x lr, then
+    ``min_lr_factor + (1 - min_lr_factor) (1 + cos(pi t / epochs)) / 2`` at epoch t = 1 .. epochs)."""
+    min_lr_factor: float = 0.002
+    """Floor of the cosine schedule relative to ``lr`` (TransReID: 0.002)."""
     epochs: int = 120
     """Training epochs."""
     iters_per_epoch: int = 200
@@ -361,6 +386,11 @@ class PretrainCfg(Settings):
         _check_training_loop(self)
         _at_least("warmup_epochs", self.warmup_epochs, 0)
         _positive("gamma", self.gamma)
+        _choice("optimizer", self.optimizer, ("adam", "sgd"))
+        _choice("schedule", self.schedule, ("multistep", "cosine"))
+        _within("momentum", self.momentum, 0.0, 1.0, high_open=True)
+        _positive("bias_lr_factor", self.bias_lr_factor)
+        _within("min_lr_factor", self.min_lr_factor, 0.0, 1.0)
         if any(m < 1 for m in self.milestones):
             from .errors import ConfigError
 
@@ -397,7 +427,14 @@ class PretrainCfg(Settings):
         return base.with_overrides(overrides)
 
     def lr_factor(self, epoch: int) -> float:
-        """Warm-up multi-step schedule, stepped per epoch (method.md §2.7)."""
+        """The learning rate of 0-based ``epoch`` relative to ``lr``: the warm-up multi-step schedule
+        (method.md §2.7) or TransReID's cosine (``schedule``), stepped per epoch."""
+        if self.schedule == "cosine":
+            t = epoch + 1  # timm's scheduler.step(epoch) with epoch = 1 .. E in TransReID's train.py
+            if t < self.warmup_epochs:
+                return 0.01 + t * (1.0 - 0.01) / self.warmup_epochs
+            lo = self.min_lr_factor
+            return lo + 0.5 * (1.0 - lo) * (1.0 + math.cos(math.pi * t / self.epochs))
         f = 1.0
         if epoch < self.warmup_epochs:
             a = epoch / self.warmup_epochs
@@ -428,6 +465,9 @@ class MeanTeacherCfg(Settings):
     alpha: float = 0.999
     """EMA momentum of the teacher (alpha_t = min(1 - 1/(t+1), alpha)); 0 trains one network
     without a mean teacher (the teacher is then the student's exact copy after every step)."""
+    net_args: dict = field(default_factory=dict)
+    """Further keyword arguments of the network's builder (TransReID's ``jpm``, ``sie`` ...);
+    must be the source checkpoint's."""
 
     def __post_init__(self) -> None:
         _registered("model.name", self.name, _models)
@@ -439,7 +479,7 @@ class MeanTeacherCfg(Settings):
     def model_args(self) -> dict:
         """What :func:`~corelib.models.build_model` takes besides the class count and the weights."""
         return {"backbone": self.backbone, "backbone_args": dict(self.backbone_args), "ecab": self.ecab,
-                "pool": self.pool, "fusion": self.fusion, "alpha": self.alpha}
+                "pool": self.pool, "fusion": self.fusion, "alpha": self.alpha, **dict(self.net_args)}
 
 
 @dataclass(frozen=True)
@@ -581,10 +621,13 @@ class AdaptLossCfg(Settings):
     """The cluster memory of ``name="cluster_contrast"`` (not used by the other losses)."""
     center: CenterLossCfg = field(default_factory=CenterLossCfg)
     """Triplet margin and centre loss of ``name="ce_triplet_center"`` (not used by the other losses)."""
+    jpm_weighting: str = "code"
+    """``name="transreid"``: "code" (0.5 global + 0.5 mean of the JPM terms) or "paper" (1 + 1)."""
     options: dict = field(default_factory=dict)
     """Settings of a loss registered outside corelib (passed to its builder)."""
 
     def __post_init__(self) -> None:
+        _choice("loss.jpm_weighting", self.jpm_weighting, ("code", "paper"))
         _registered("loss.name", self.name, _losses("finetune"))
         _within("loss.label_smooth", self.label_smooth, 0.0, 1.0, high_open=True)
         _at_least("loss.local_weight", self.local_weight, 0)
@@ -610,10 +653,16 @@ class FinetuneCfg(Settings):
     """Images per pseudo-labelled batch (P clusters x K instances); three such batches per step."""
     num_instances: int = 4
     """K: images per pseudo-identity in a batch."""
+    optimizer: str = "adam"
+    """"adam" (the paper's) or "sgd" (with ``momentum``: TransReID-SSL's Cluster Contrast fork)."""
     lr: float = 3.5e-4
-    """Adam learning rate (constant; a new Adam every epoch, method.md §3.11)."""
+    """Learning rate (constant; a new optimiser every epoch, method.md §3.11)."""
     weight_decay: float = 5e-4
-    """Adam weight decay."""
+    """Weight decay."""
+    momentum: float = 0.9
+    """SGD momentum (``optimizer="sgd"``)."""
+    bias_lr_factor: float = 1.0
+    """Learning rate of the biases relative to ``lr``."""
     epochs: int = 80
     """Fine-tuning epochs; each starts with feature extraction and three clusterings."""
     iters_per_epoch: int = 400
@@ -634,6 +683,9 @@ class FinetuneCfg(Settings):
     def __post_init__(self) -> None:
         _check_training_loop(self)
         _at_least("bn_sub_batch", self.bn_sub_batch, 0)
+        _choice("optimizer", self.optimizer, ("adam", "sgd"))
+        _within("momentum", self.momentum, 0.0, 1.0, high_open=True)
+        _positive("bias_lr_factor", self.bias_lr_factor)
 
     LEGACY: ClassVar[Mapping[str, LegacyRule]] = {
         "depth": ("model.backbone", _resnet_name), "ecab": "model.ecab", "pool": "model.pool",

@@ -5,7 +5,8 @@ here the cosine similarity between an image's embedding and a reference embeddin
 for a gallery image, and the reverse). Two tools:
 
 - :func:`similarity_cam`: Grad-CAM (pytorch-grad-cam) on a layer of the trunk (one of the
-  backbone's ``cam_layers()``, the deepest by default), for one branch of the network (:class:`EmbeddingOf`: ``global``, ``top``, ``bottom`` or the retrieval
+  backbone's ``cam_layers()``, the deepest by default; a ViT's are its blocks' patch tokens as a
+  grid, so no reshape hook is needed), for one branch of the network (:class:`EmbeddingOf`: ``global``, ``top``, ``bottom`` or the retrieval
   ``descriptor``) and the target :class:`SimilarityTarget`. The CAM object is used as a context
   manager, so its hooks are released even when the call fails.
 - :func:`activation_maps`: what the authors' figures actually show (method.md §7), gradient-free:
@@ -38,6 +39,10 @@ from .errors import InvalidInputError, InvalidTypeError, UnknownNameError
 from .features import Features
 from .models.mean_teacher import MeanTeacher
 from .models.reid_net import CoreReIDNet, SourceNet
+from .models.transreid import TransReIDNet
+
+SINGLE_BRANCH = (SourceNet, TransReIDNet)
+"""Networks with one global feature (no top / bottom branches)."""
 
 CAM_IMAGE_WEIGHT = 0.5
 """Image share in Grad-CAM overlays (half and half keeps the image readable under the map; the
@@ -100,7 +105,8 @@ class EmbeddingOf(nn.Module):
 
     ``descriptor`` is what the network returns in eval mode (the L2-normalised retrieval vector);
     ``global``, ``top`` and ``bottom`` are the branch features of :class:`CoreReIDNet` before
-    normalisation (a :class:`SourceNet` has ``global`` and ``descriptor`` only). The wrapped network
+    normalisation (a :class:`SourceNet` has ``global`` and ``descriptor`` only, as has a
+    :class:`~corelib.models.TransReIDNet`, whose ``global`` is ``f_g`` before its BN-neck). The wrapped network
     is put in eval mode: BatchNorm uses its running statistics, as at test time. ``camids``
     (``(B,)``) reach a backbone that uses camera embeddings; Grad-CAM calls the module on the
     images alone, so they are fixed here.
@@ -111,10 +117,11 @@ class EmbeddingOf(nn.Module):
         model = explained_network(model)
         if branch not in BRANCHES:
             raise UnknownNameError(f"unknown branch {branch!r}; valid branches: {', '.join(BRANCHES)}")
-        if isinstance(model, SourceNet) and branch in ("top", "bottom"):
-            raise UnknownNameError(f"a SourceNet has no {branch!r} branch; use 'global' or 'descriptor'")
-        if not isinstance(model, (SourceNet, CoreReIDNet)):
-            raise InvalidTypeError(f"EmbeddingOf expects a SourceNet, CoreReIDNet or MeanTeacher, got {type(model).__name__}")
+        if isinstance(model, SINGLE_BRANCH) and branch in ("top", "bottom"):
+            raise UnknownNameError(f"a {type(model).__name__} has no {branch!r} branch; use 'global' or 'descriptor'")
+        if not isinstance(model, (SourceNet, CoreReIDNet, TransReIDNet)):
+            raise InvalidTypeError(f"EmbeddingOf expects a SourceNet, CoreReIDNet, TransReIDNet or MeanTeacher, got "
+                                   f"{type(model).__name__}")
         self.model, self.branch, self.camids = model.eval(), branch, camids
 
     @property
@@ -124,6 +131,8 @@ class EmbeddingOf(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.branch == "descriptor":
             return self.model(x, self.camids)
+        if isinstance(self.model, TransReIDNet):  # f_g before its BN-neck (the [cls] output of the global branch)
+            return self.model.features(x, self.camids)[0]
         m = self.model.trunk(x, self.camids)
         if isinstance(self.model, SourceNet):
             return self.model.bnneck(m.mean(dim=(2, 3)))
@@ -351,7 +360,7 @@ def rank_list_row(explained: ExplainedRankList, label: str, *, cams: bool = True
 
 def has_branch(model: nn.Module, branch: str) -> bool:
     """Whether :class:`EmbeddingOf` can expose ``branch`` (a :class:`SourceNet` has no top / bottom)."""
-    return branch in BRANCHES and not (isinstance(explained_network(model), SourceNet) and branch in ("top", "bottom"))
+    return branch in BRANCHES and not (isinstance(explained_network(model), SINGLE_BRANCH) and branch in ("top", "bottom"))
 
 
 BRANCH_COLUMNS = ("image", *BRANCHES, "activation map")
@@ -393,4 +402,31 @@ def flip_rows(models: dict, samples: Sequence[Sample], transform, *,
         maps = activation_maps(model, x, flip=True, layer=layer)  # originals, then the flipped images
         n = len(imgs)
         rows.append((name, [overlay(pairs[2 * i + f], maps[i + f * n]) for i in range(n) for f in (0, 1)]))
+    return rows
+
+
+MODEL_CAM_COLUMNS = ("query", "Grad-CAM", "activation map", "match", "Grad-CAM", "activation map")
+"""Column titles of :func:`model_cam_rows`."""
+
+
+def model_cam_rows(models: dict, query: Sample, match: Sample, transforms: dict, *,
+                   branch: str = "descriptor") -> list[tuple[str, list[Image.Image]]]:
+    """One row per network for :func:`corelib.viz.samples_overview` (columns :data:`MODEL_CAM_COLUMNS`):
+    the query and a gallery image, each with the Grad-CAM of its similarity to the other (``branch``,
+    at each network's deepest ``cam_layers()`` entry: ``layer4`` of a ResNet, the last block of a
+    ViT) and its activation map; ``models`` is ``{label: network}``, ``transforms`` ``{label: test
+    transform}`` (each network at its own input size). Networks with camera embeddings are
+    explained camera-blind (the mean SIE row)."""
+    rows = []
+    imgs = [read_image(query.path), read_image(match.path)]
+    for label, model in models.items():
+        device = next(explained_network(model).parameters()).device
+        x = torch.stack([transforms[label](im) for im in imgs]).to(device)
+        e = embed(model, x, branch)
+        cams = similarity_cam(model, x, e.flip(0), branch=branch)
+        act = activation_maps(model, x)
+        cells = []
+        for i in range(2):
+            cells += [imgs[i], overlay(imgs[i], cams[i], image_weight=CAM_IMAGE_WEIGHT), overlay(imgs[i], act[i])]
+        rows.append((label, cells))
     return rows

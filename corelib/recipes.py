@@ -281,3 +281,138 @@ def resolve_recipe(stage: str, ctx: RecipeContext, *, recipe: str = "corereid_v2
     if stage == "finetune" and cfg.cluster.num_clusters <= 0 and cfg.cluster.labeler == "kmeans":  # DBSCAN needs no k
         raise ConfigError(no_paper_k(where, ctx.target))
     return cfg
+
+
+# --------------------------------------------------------------------------------------------
+# TransReID (baselines.md §1, §1b)
+
+TRANSREID_AUGMENT = {"augment.gray_p": 0.0, "augment.lgpr_p": 0.0, "augment.erase_mode": "random"}
+"""TransReID's augmentation: flip, pad 10, crop, pixel-mode random erasing (p 0.5 in both stages);
+no grayscale and no LGPR (the CORE-ReID additions). Its 0.5 / 0.5 normalisation lives in the ViT
+trunk (``input_norm="half"``, :mod:`corelib.models.vit`)."""
+
+TRANSREID_EMBEDDED_PRETRAIN = {"model.name": "transreid_net", "model.backbone": "transreid_vit_tiny",
+                               "model.weights": "none", "loss.name": "transreid", "loss.label_smooth": 0.0,
+                               "target_bn_forward": False, "augment.erase_p": 0.5, "lr": 1e-3, **TRANSREID_AUGMENT}
+"""The CPU recipe of the embedded pairs: the tiny ViT (dim 96, depth 4, patch 8, stride 6) from
+random weights with SIE and JPM, TransReID's loss, on the source alone, with Adam at lr 1e-3. On
+the person pair at the demo's 80 source steps (source mAP / adapted target mAP, %): Adam 3.5e-4
+(the ResNet CPU recipe's) 9.9 / 0.9, Adam 1e-3 19.7 / 2.4, TransReID's SGD 0.008 (bias lr x 2,
+weight decay 1e-4) 1.8 / 1.2: from random weights in 80 steps SGD barely moves."""
+
+TRANSREID_FINETUNE = {"model.name": "transreid_mean_teacher", "model.backbone": "transreid_vit_tiny",
+                      "model.ecab": False, "cluster.feature": "plain", "loss.name": "transreid",
+                      "loss.label_smooth": 0.0, **TRANSREID_AUGMENT}
+"""UDA with the TransReID network: its descriptor clustered (one level), its own loss on the
+pseudo-labels, in CORE-ReID's mean teacher with k-means (the paper gives no UDA recipe)."""
+
+
+def _vit_input(ctx: RecipeContext) -> dict:
+    height, width = INPUT_SIZES[ctx.kind]
+    return {"augment.height": height, "augment.width": width}
+
+
+@register_recipe("transreid")
+class TransReIDRecipe(Recipe):
+    """TransReID* (ViT with overlapping patches, SIE, JPM; He et al., ICCV 2021) as the source
+    network, then UDA with k-means pseudo-labels in CORE-ReID's mean teacher.
+
+    Real data, the paper's released configs (baselines.md §1.5): ViT-B/16 at stride 12 from the
+    ImageNet-21k file (``-o model.weights=/path/jx_vit_base_p16_224-80ecf9dd.pth``), SGD lr 0.008
+    (VeRi 0.01), momentum 0.9, weight decay 1e-4 on every parameter, bias lr x 2, batch 64 = 16 x 4,
+    120 epochs, cosine with 5 warm-up epochs to 0.002 x lr, pixel-mode random erasing, CE without
+    label smoothing + soft triplet, JPM shift 5 (8 for vehicles). Not reproduced: the official
+    sampler draws identities without the camera rule of this workbench's sampler, and its epoch is
+    one pass over the data (here ``iters_per_epoch`` steps).
+
+    Embedded pairs: the tiny ViT from random weights (:data:`TRANSREID_EMBEDDED_PRETRAIN`), the
+    CPU recipes' budgets."""
+
+    sie, jpm = True, True
+
+    def _net(self, ctx: RecipeContext) -> dict:
+        net = {}
+        if not self.sie:
+            net["sie"] = False
+        if not self.jpm:
+            net["jpm"] = False
+        elif ctx.kind == "vehicle" and not ctx.embedded:
+            net["shift"] = 8
+        return {"model.net_args": net}
+
+    def pretrain(self, ctx: RecipeContext, smoke: bool) -> PretrainCfg:
+        if smoke or ctx.embedded:
+            return PretrainCfg.embedded(ctx.kind, smoke=smoke).with_overrides({**TRANSREID_EMBEDDED_PRETRAIN,
+                                                                              **self._net(ctx)})
+        return PretrainCfg().with_overrides({
+            **_vit_input(ctx), "model.name": "transreid_net", "model.backbone": "transreid_vit_base",
+            "loss.name": "transreid", "loss.label_smooth": 0.0, "target_bn_forward": False,
+            "optimizer": "sgd", "lr": 0.01 if ctx.kind == "vehicle" else 0.008, "momentum": 0.9, "weight_decay": 1e-4,
+            "bias_lr_factor": 2.0, "batch_size": 64, "num_instances": 4, "epochs": 120, "schedule": "cosine",
+            "warmup_epochs": 5, "min_lr_factor": 0.002, "milestones": [], "augment.erase_p": 0.5,
+            **TRANSREID_AUGMENT, **self._net(ctx)})
+
+    def finetune(self, ctx: RecipeContext, smoke: bool) -> FinetuneCfg:
+        base = CoreReIDV2().finetune(ctx, smoke)
+        real = {} if (smoke or ctx.embedded) else {"model.backbone": "transreid_vit_base"}
+        return base.with_overrides({**TRANSREID_FINETUNE, **real, **self._net(ctx)})
+
+    def style(self, ctx: RecipeContext, smoke: bool) -> StyleCfg:
+        return CoreReIDV2().style(ctx, smoke)
+
+
+@register_recipe("transreid_no_sie")
+class TransReIDWithoutSIE(TransReIDRecipe):
+    """The ablation of :class:`TransReIDRecipe` without Side Information Embedding (``sie=False``)."""
+
+    sie = False
+
+
+@register_recipe("transreid_no_jpm")
+class TransReIDWithoutJPM(TransReIDRecipe):
+    """The ablation of :class:`TransReIDRecipe` without the Jigsaw Patch Module (``jpm=False``: all
+    blocks, the [cls] output, one head)."""
+
+    jpm = False
+
+
+@register_recipe("transreid_ssl")
+class TransReIDSSLRecipe(Recipe):
+    """TransReID-SSL (Luo et al., 2021; baselines.md §1b): a plain ViT-S (no SIE, no JPM, stride 16)
+    fine-tuned on the source, then Cluster Contrast on DBSCAN pseudo-labels of the target.
+
+    Real data: ViT-S/16 from the LUPerson DINO file (``-o model.weights=PATH``; DINO normalised with
+    ImageNet statistics, fine-tuning with 0.5 / 0.5), SGD lr 4e-4, weight decay 1e-4, bias lr x 2,
+    120 epochs, cosine with 20 warm-up epochs; UDA: one network, DBSCAN eps 0.6, SGD 3.5e-4, weight
+    decay 5e-4, 50 epochs of 200 steps, batch 256 = 32 x 8, memory momentum 0.2, temperature 0.05,
+    hard-instance update, drop path 0.3. Not built: the ICS convolution stem and GeM pooling (the
+    [cls] feature is used), and the fork's StepLR (the loop's learning rate is constant).
+    Embedded pairs: the tiny ViT without SIE and JPM, the CPU budgets."""
+
+    NET = {"model.net_args": {"sie": False, "jpm": False}}
+
+    def pretrain(self, ctx: RecipeContext, smoke: bool) -> PretrainCfg:
+        if smoke or ctx.embedded:
+            return PretrainCfg.embedded(ctx.kind, smoke=smoke).with_overrides({**TRANSREID_EMBEDDED_PRETRAIN,
+                                                                              **self.NET})
+        return PretrainCfg().with_overrides({
+            **_vit_input(ctx), "model.name": "transreid_net", "model.backbone": "transreid_vit_small",
+            "model.backbone_args": {"stride": 16}, "loss.name": "transreid", "loss.label_smooth": 0.0,
+            "target_bn_forward": False, "optimizer": "sgd", "lr": 4e-4, "momentum": 0.9, "weight_decay": 1e-4,
+            "bias_lr_factor": 2.0, "batch_size": 64, "num_instances": 4, "epochs": 120, "schedule": "cosine",
+            "warmup_epochs": 20, "min_lr_factor": 0.002, "milestones": [], "augment.erase_p": 0.5,
+            **TRANSREID_AUGMENT, **self.NET})
+
+    def finetune(self, ctx: RecipeContext, smoke: bool) -> FinetuneCfg:
+        cfg = ClusterContrastRecipe().finetune(ctx, smoke).with_overrides({**TRANSREID_FINETUNE, **self.NET,
+                                                                           "loss.name": "cluster_contrast"})
+        if smoke or ctx.embedded:
+            return cfg
+        return cfg.with_overrides({"model.backbone": "transreid_vit_small",
+                                   "model.backbone_args": {"stride": 16, "drop_path": 0.3},
+                                   "optimizer": "sgd", "lr": 3.5e-4, "weight_decay": 5e-4, "momentum": 0.9,
+                                   "batch_size": 256, "num_instances": 8, "loss.contrast.momentum": 0.2,
+                                   "loss.contrast.hard": True})
+
+    def style(self, ctx: RecipeContext, smoke: bool) -> StyleCfg:
+        return CoreReIDV2().style(ctx, smoke)

@@ -266,14 +266,19 @@ def grid_keys(results) -> list[str]:
 
 
 def complexity_results(depths: Sequence[int] = (18, 34, 50, 101, 152), *, timing: bool = True, device=None,
-                       input_size: tuple[int, int] = (256, 128), batch: int = 16):
+                       input_size: tuple[int, int] = (256, 128), batch: int = 16, vits: Sequence[str] = ()):
     """The paper's complexity table (parameters, GMACs, images/s) as a DataFrame, from
-    :func:`corelib.models.complexity.complexity_table`; ``timing=False`` skips the images/s."""
+    :func:`corelib.models.complexity.complexity_table`; ``timing=False`` skips the images/s. ``vits``
+    adds TransReID networks of those ViT backbones (:func:`~corelib.models.complexity.vit_complexity_table`:
+    SIE for 6 cameras, JPM, 751 classes) below the ResNets, without paper columns."""
     import pandas as pd
 
-    from .models.complexity import complexity_table
+    from .models.complexity import complexity_table, vit_complexity_table
 
     rows = complexity_table(tuple(depths), device=device, input_size=input_size, batch=batch, iters=2 if timing else 0)
+    if vits:
+        rows += vit_complexity_table(tuple(vits), device=device, input_size=input_size, batch=batch,
+                                     iters=2 if timing else 0)
     df = pd.DataFrame(rows)
     out = pd.DataFrame({"backbone": df["backbone"], "params (M)": (df["params"] / 1e6).round(2),
                         "params, paper's count (M)": (df["params_paper_convention"] / 1e6).round(2),

@@ -234,10 +234,20 @@ def _tensors(out):
     return [t for t in (out if isinstance(out, tuple) else (out,)) if isinstance(t, torch.Tensor)]
 
 
+def _context(name: str) -> dict:
+    """What a builder takes from the data (``context_args``: TransReID's cameras and input size), at
+    the CPU test size, with the small ViT (a ViT-B at 64 x 32 would only be slow)."""
+    from corelib.models.registry import MODELS
+
+    wants = getattr(MODELS.get(name), "context_args", ())
+    extra = {"num_cameras": 2, "img_size": SMALL}
+    return {**{k: extra[k] for k in wants}, **({"backbone": "transreid_vit_tiny"} if wants else {})}
+
+
 @pytest.mark.parametrize("name", MODEL_NAMES)
 def test_every_registered_model_keeps_the_contract(name):
     torch.manual_seed(0)
-    net = build_model(name, num_classes=5, weights=None)
+    net = build_model(name, num_classes=5, weights=None, **_context(name))
     x, camids = torch.randn(2, 3, *SMALL), torch.tensor([0, 1])
     out = net.train()(x, camids)
     assert isinstance(out, tuple) and hasattr(out, "_fields"), f"{name}: training mode must return a named structure"
@@ -253,7 +263,8 @@ def test_every_registered_model_keeps_the_contract(name):
 
 @pytest.mark.parametrize("name", list_backbones())
 def test_every_registered_backbone_keeps_the_contract(name):
-    trunk = build_backbone(name, weights=None)
+    # a ViT lays its position embedding out for one input size (the others take any)
+    trunk = build_backbone(name, weights=None, **({"img_size": SMALL} if name.startswith("transreid_vit") else {}))
     x = torch.randn(2, 3, *SMALL)
     with torch.no_grad():
         m = trunk.eval()(x, torch.tensor([0, 1]))

@@ -76,7 +76,8 @@ def test_analysis_chapter_runs_on_its_own(chapter, shared_run):
 
 def test_baselines_chapter_runs_on_its_own(shared_run):
     """Chapter 08 without chapter 02's networks trains them first, then every recipe and the oracle,
-    and records the headline numbers of each (``baselines.<pair>.<recipe>.<metric>``)."""
+    and records the headline numbers of each (``baselines.<pair>.<recipe>.<metric>``), the ViT rows'
+    source mAP, the ViT-vs-ResNet Grad-CAM figures and the conditional-filtering shares."""
     chapter = next(p for p in CHAPTERS if p.name.startswith("08_"))
     run_dir = shared_run["base"] / f"alone_{chapter.stem}"
     _run(chapter, run_dir, shared_run["data_root"], "on its own")
@@ -85,9 +86,14 @@ def test_baselines_chapter_runs_on_its_own(shared_run):
     metrics = read_metrics(run_dir)
     for pair in ("person", "vehicle"):
         assert isinstance(metrics[f"baselines.{pair}.oracle.mAP"], float)
-        for recipe in ("corereid_v2", "corereid_v2_dbscan", "cluster_contrast", "learn_by_guessing"):
+        for recipe in ("corereid_v2", "corereid_v2_dbscan", "cluster_contrast", "learn_by_guessing", "transreid",
+                       "transreid_no_sie", "transreid_no_jpm"):
             for key in ("direct_mAP", "adapted_mAP", "gap_closed"):
                 assert f"baselines.{pair}.{recipe}.{key}" in metrics, (pair, recipe, key)
+        for recipe in ("transreid", "transreid_no_sie", "transreid_no_jpm"):  # their own ViT source networks
+            assert isinstance(metrics[f"transreid.{pair}.{recipe}.source_mAP"], float)
+        assert (run_dir / "figures" / f"08_vit_vs_resnet_cams_{pair}.png").is_file()
+    assert any(k.startswith("cfs.person.") and k.endswith(".share_kept") for k in metrics)
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,9 @@
 """Reading samples into tensors: a Dataset over ``Sample`` lists and a reproducible DataLoader.
 
 :class:`ImageDataset` decodes images with :func:`corelib.data.datasets.read_image`, so a corrupt
-file stops training with an error that names it instead of a bare PIL traceback from a worker.
+file stops training with an error that names it instead of a bare PIL traceback from a worker, and
+keeps the decoded pixels (:func:`read_image_cached`): the embedded datasets are decoded once per
+process instead of once per epoch.
 
 :func:`build_loader` seeds everything that a DataLoader randomises: the shuffle order and each
 worker's torch seed come from a ``torch.Generator`` seeded with ``seed``, and :func:`seed_worker`
@@ -13,7 +15,9 @@ arguments therefore yield the same augmented batches, with any number of workers
 
 from __future__ import annotations
 
+import os
 import random
+from collections import OrderedDict
 from typing import Callable, Optional, Sequence, Union
 
 import numpy as np
@@ -22,6 +26,44 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from ..errors import InvalidInputError
 from .datasets import Sample, read_image
+
+
+DECODED_CACHE_BYTES = 768 * 2**20
+"""Decoded images kept per process (768 MiB): the embedded datasets fit several times over (a
+64 x 64 RGB image is 12 KiB), so every epoch after the first decodes nothing; a larger dataset
+fills it and the rest is decoded on each read, as before."""
+
+_decoded: "OrderedDict[str, tuple[tuple[int, int], object]]" = OrderedDict()
+_decoded_bytes = 0
+
+
+def read_image_cached(path) -> object:
+    """:func:`~corelib.data.datasets.read_image` with the decoded pixels kept in memory.
+
+    The same pixels as a fresh decode (the cache stores the decoded RGB image and hands out a
+    copy, so no transform can change it); an entry is used only while the file's modification
+    time and size are those it was read with. Until :data:`DECODED_CACHE_BYTES` are held, new
+    images are added; then the cache stops growing (random access would thrash an LRU).
+    """
+    global _decoded_bytes
+    key = os.fspath(path)
+    try:
+        st = os.stat(key)
+        stamp = (st.st_mtime_ns, st.st_size)
+    except OSError:
+        return read_image(path)  # read_image raises the error that names the problem
+    hit = _decoded.get(key)
+    if hit is not None and hit[0] == stamp:
+        return hit[1].copy()
+    image = read_image(path)
+    size = image.width * image.height * len(image.getbands())
+    if hit is not None:
+        _decoded_bytes -= hit[1].width * hit[1].height * len(hit[1].getbands())
+        del _decoded[key]
+    if _decoded_bytes + size <= DECODED_CACHE_BYTES:
+        _decoded[key] = (stamp, image.copy())
+        _decoded_bytes += size
+    return image
 
 
 class ImageDataset(Dataset):
@@ -52,7 +94,7 @@ class ImageDataset(Dataset):
         # depends on its place in the sample stream, not on the worker or process that loads it
         index, draw = key if isinstance(key, tuple) else (key, None)
         path, pid, camid = self.samples[index]
-        image = read_image(path)  # raises CorruptImageError naming the file
+        image = read_image_cached(path)  # raises CorruptImageError naming the file
         if self.transform is not None:
             if draw is None:
                 image = self.transform(image)

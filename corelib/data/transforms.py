@@ -130,6 +130,7 @@ def build_transforms(
     erase_p: Optional[float] = None,
     flip_p: float = 0.5,
     pad: int = 10,
+    erase_mode: str = "mean",
 ) -> T.Compose:
     """Build the augmentation pipeline of one training stage, or the test pipeline.
 
@@ -146,6 +147,8 @@ def build_transforms(
             0 in pre-training, as the paper has it).
         flip_p: probability of a horizontal flip (training stages).
         pad: edge padding before the random crop, in pixels (training stages).
+        erase_mode: what RandomErasing writes: ``"mean"`` (the ImageNet mean, the CORE-ReID authors'
+            code) or ``"random"`` (standard-normal values per pixel: timm's ``mode='pixel'``, TransReID's).
 
     Returns:
         A ``torchvision.transforms.Compose`` mapping a PIL RGB image to a normalised float tensor
@@ -160,6 +163,8 @@ def build_transforms(
         raise InvalidInputError(f"image size must be positive, got height={height}, width={width}")
     if pad < 0:
         raise InvalidInputError(f"pad must be >= 0, got {pad}")
+    if erase_mode not in ("mean", "random"):
+        raise InvalidInputError(f"erase_mode must be 'mean' or 'random', got {erase_mode!r}")
     size = (height, width)
     resize = T.Resize(size, interpolation=InterpolationMode.BICUBIC)
     to_tensor = [T.ToTensor(), T.Normalize(mean=IMAGENET_MEAN, std=IMAGENET_STD)]
@@ -181,11 +186,8 @@ def build_transforms(
     if erase_p > 0:
         # The authors write the ImageNet *mean* into the already-normalised tensor, so the erased
         # area is not mean-coloured after denormalisation; kept as-is to match their recipe.
-        steps.append(
-            T.RandomErasing(
-                p=erase_p, scale=(0.02, 0.4), ratio=(0.3, 3.33), value=list(IMAGENET_MEAN)
-            )
-        )
+        value = list(IMAGENET_MEAN) if erase_mode == "mean" else "random"
+        steps.append(T.RandomErasing(p=erase_p, scale=(0.02, 0.4), ratio=(0.3, 3.33), value=value))
     return T.Compose(steps)
 
 

@@ -1,8 +1,9 @@
 """Losses: the functions (label-smoothed CE, soft-margin and fixed-margin batch-hard triplet, centre
 loss) and the criteria by name (the paper's two, Cluster Contrast's cluster-memory InfoNCE, and the
-Bag-of-Tricks CE + triplet + centre loss of Learn by Guessing)."""
+Bag-of-Tricks CE + triplet + centre loss of Learn by Guessing, TransReID's ID + triplet over the
+global and JPM features)."""
 
-from . import center, cluster_contrast, corereid  # noqa: F401  (register their criteria)
+from . import center, cluster_contrast, corereid, transreid  # noqa: F401  (register their criteria)
 from .metric import (CrossEntropyLabelSmooth, MarginTripletLoss, SoftTripletLoss, batch_hard_distances, center_loss,
                      triplet_loss)
 from .registry import AdaptBatch, Criterion, build_criterion, list_losses, register_loss

@@ -67,7 +67,8 @@ class ClusterContrast(Criterion):
             raise InvalidInputError("cluster_contrast has no cluster memory: the loop must call "
                                     "start_clustering(centres) after every clustering")
         g, y_g = batch.outputs[0], batch.labels[0]
-        q = F.normalize(batch.gather(g.global_feat.float()), dim=1)
+        # the global feature (CORE-ReID's network), or a TransReID network's [f_g, f_l / k]: the clustered vector
+        q = F.normalize(batch.gather(getattr(g, "query", g.global_feat).float()), dim=1)
         if q.shape[1] != self.memory.shape[1]:
             raise InvalidInputError(f"cluster_contrast: the global features have {q.shape[1]} values but the cluster "
                                     f"centres {self.memory.shape[1]}; cluster the global features (cluster.feature)")

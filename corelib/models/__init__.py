@@ -9,8 +9,12 @@
   with a ResNet backbone fixed.
 
 Each takes ``backbone=`` a name of :func:`list_backbones` (``resnet18`` ... ``resnet152``, the
-IBN-Net trunks ``resnet{18,34,50,101}_ibn_a`` and ``resnet50_ibn_b`` of :mod:`.ibn`, or one
-registered with :func:`register_backbone`) and ``backbone_args`` for its builder.
+IBN-Net trunks ``resnet{18,34,50,101}_ibn_a`` and ``resnet50_ibn_b`` of :mod:`.ibn`, TransReID's
+ViTs ``transreid_vit_{base,small,tiny}`` of :mod:`.vit`, or one registered with
+:func:`register_backbone`) and ``backbone_args`` for its builder.
+
+- ``transreid_net`` / ``transreid_mean_teacher``: TransReID (ViT + SIE + JPM, :mod:`.transreid`)
+  for the same two loops.
 
 Example::
 
@@ -25,21 +29,27 @@ from typing import Optional
 
 from ..errors import InvalidInputError
 from . import ibn  # noqa: F401,E402 - registers resnet{18,34,50,101}_ibn_a and resnet50_ibn_b
+from . import vit  # noqa: F401,E402 - registers transreid_vit_{base,small,tiny}
 from .attention import ECAB, SECAB, get_attention
 from .complexity import count_parameters, measure_flops, paper_parameter_count
 from .fusion import EnsembleFusion, FusedFeatures
 from .mean_teacher import MeanTeacher
 from .registry import (
     Backbone,
+    CameraBlind,
     build_backbone,
     build_model,
+    camera_count,
     list_backbones,
     list_models,
+    model_context,
     register_backbone,
     register_model,
 )
 from .reid_net import CoreReIDNet, FineTuneOutput, SourceNet, SourceOutput, backbone_name, bmfn
 from .resnet import DEPTHS, ResNetTrunk, build_trunk, feature_channels, load_trunk_state
+from .transreid import TransReIDNet, TransReIDOutput, jigsaw_order  # registers transreid_net, transreid_mean_teacher
+from .vit import TransReIDViT, patch_grid
 
 
 def _fusion_has_secab(fusion: Optional[str], secab: Optional[bool]) -> bool:
@@ -81,6 +91,7 @@ for _depth in DEPTHS:  # the networks with their ResNet fixed, as the paper name
 
 __all__ = [
     "Backbone",
+    "CameraBlind",
     "CoreReIDNet",
     "DEPTHS",
     "ECAB",
@@ -92,19 +103,26 @@ __all__ = [
     "SECAB",
     "SourceNet",
     "SourceOutput",
+    "TransReIDNet",
+    "TransReIDOutput",
+    "TransReIDViT",
     "backbone_name",
     "bmfn",
     "build_backbone",
     "build_model",
     "build_trunk",
+    "camera_count",
     "count_parameters",
     "feature_channels",
     "get_attention",
     "list_backbones",
     "list_models",
+    "jigsaw_order",
     "load_trunk_state",
+    "model_context",
     "measure_flops",
     "paper_parameter_count",
+    "patch_grid",
     "register_backbone",
     "register_model",
 ]

@@ -128,6 +128,34 @@ def complexity_table(depths=(18, 34, 50, 101, 152), *, device: Optional[torch.de
     return rows
 
 
+VIT_BACKBONES = ("transreid_vit_small", "transreid_vit_base")
+"""The ViTs the complexity table puts beside the ResNets (TransReID-SSL's ViT-S, TransReID's ViT-B)."""
+
+
+def vit_complexity_table(backbones=VIT_BACKBONES, *, device: Optional[torch.device] = None,
+                         input_size: tuple[int, int] = (256, 128), batch: int = 64, iters: int = 3,
+                         num_classes: int = 751, num_cameras: int = 6, bf16: bool = False) -> list[dict]:
+    """Per ViT: the TransReID network's parameters (SIE for ``num_cameras``, JPM, the five heads for
+    ``num_classes``: 95,794,944 for ViT-B at 256 x 128, stride 12, 6 cameras, 751 classes), MACs /
+    FLOPs of one eval forward and eval images/s, with the keys of :func:`complexity_table` (no
+    paper columns: CORE-ReID's paper has no ViT)."""
+    from .registry import build_model
+
+    device = device or torch.device("cpu")
+    rows = []
+    for name in backbones:
+        net = build_model("transreid_net", backbone=name, num_classes=num_classes, num_cameras=num_cameras,
+                          img_size=input_size, weights=None)
+        flops = measure_flops(net, input_size)
+        ips = images_per_second(net, device=device, input_size=input_size, batch=batch, iters=iters, warmup=1,
+                                bf16=bf16) if iters > 0 else float("nan")
+        rows.append({"backbone": name, "network": "transreid_net (SIE, JPM)", "params": count_parameters(net),
+                     "gmacs": flops / 2e9, "gflops": flops / 1e9, "images_per_s": ips, "device": str(device),
+                     "batch": batch, "dtype": "bf16" if bf16 else "fp32", "input": f"{input_size[0]}x{input_size[1]}"})
+        del net
+    return rows
+
+
 def format_complexity(rows: list[dict]) -> str:
     """The complexity table as text, our MACs next to the paper's "GFLOPs"."""
     head = (f"{'backbone':<10} {'params':>11} {'paper count':>12} {'paper':>11} {'+SECAB':>10} {'+fuse BN':>9} "

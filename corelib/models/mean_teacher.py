@@ -9,7 +9,9 @@ after every optimiser step ``t`` (0-based)::
 BatchNorm running statistics are buffers, not parameters: they are not averaged, the teacher's come
 from its own train-mode forward passes. The teacher never receives gradients. At inference only the
 teacher is used. The Ensemble Fusion block combines the teacher's map with the student's ECAB
-vectors to produce the features that are clustered.
+vectors to produce the features that are clustered. A pair of networks without ECAB halves
+(TransReID's, :mod:`corelib.models.transreid`) has no fusion block (``fusion=None``): the teacher's
+descriptor is clustered then.
 """
 
 from __future__ import annotations
@@ -21,13 +23,13 @@ from torch import nn
 
 from ..errors import InvalidInputError
 from .fusion import EnsembleFusion, FusedFeatures
-from .reid_net import CoreReIDNet
 
 
 class MeanTeacher(nn.Module):
     """Student, EMA teacher and the Ensemble Fusion block that joins them."""
 
-    def __init__(self, student: CoreReIDNet, teacher: CoreReIDNet, fusion: EnsembleFusion, *, alpha: float = 0.999) -> None:
+    def __init__(self, student: nn.Module, teacher: nn.Module, fusion: Optional[EnsembleFusion], *,
+                 alpha: float = 0.999) -> None:
         super().__init__()
         if not 0.0 <= alpha < 1.0:
             raise InvalidInputError(f"EMA alpha must be in [0, 1), got {alpha}")
@@ -77,6 +79,9 @@ class MeanTeacher(nn.Module):
 
     def fused_features(self, images: torch.Tensor, camids: Optional[torch.Tensor] = None) -> FusedFeatures:
         """Ensemble Fusion(++) of the teacher's map and the student's ECAB vectors."""
+        if self.fusion is None:
+            raise InvalidInputError(f"this mean teacher of {type(self.student).__name__} has no Ensemble Fusion; "
+                                    f"cluster its descriptor (cluster.feature=plain)")
         _, psi_top, psi_bottom = self.student.ecab_vectors(images, camids)
         with torch.no_grad():
             teacher_map = self.teacher.trunk(images, camids)

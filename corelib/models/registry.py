@@ -91,6 +91,39 @@ def list_models(pattern: str = "*") -> list[str]:
     return MODELS.names(pattern)
 
 
+class CameraBlind(nn.Module):
+    """``net`` called without camera ids: how a network with camera embeddings (SIE) meets a domain
+    whose cameras it was not trained on (the direct transfer to a target); the ViT then uses the
+    mean of its table. Networks that ignore camera ids are unchanged by it."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor, camids: Optional[torch.Tensor] = None):
+        return self.net(x)
+
+
+def camera_count(dataset) -> int:
+    """Cameras of a dataset: the largest 0-based camid of its splits + 1 (0 without cameras)."""
+    top = -1
+    for split in (dataset.train, dataset.query, dataset.gallery):
+        for s in split:
+            if s.camid is not None and s.camid > top:
+                top = int(s.camid)
+    return top + 1
+
+
+def model_context(name: str, dataset, height: int, width: int) -> dict:
+    """What a network builder takes from the data it trains on: those of ``num_cameras`` (the
+    dataset's camera count, for side-information embeddings) and ``img_size`` (``(H, W)``, for a
+    position embedding) that the builder declares in its ``context_args``. The loops add them to
+    the model's arguments (and so to the checkpoint's record); the ResNet networks take none."""
+    wants = getattr(MODELS.get(name), "context_args", ())
+    known = {"num_cameras": camera_count(dataset) if "num_cameras" in wants else 0, "img_size": [int(height), int(width)]}
+    return {k: known[k] for k in wants}
+
+
 def build_model(name: str, **kwargs) -> nn.Module:
     """Build a registered network; an unknown name raises an error listing the valid ones.
 

@@ -24,7 +24,7 @@ from ..runtime import load_checkpoint
 
 def evaluate_model(model: nn.Module, dataset: ReIDDataset, height: int, width: int, *,
                    device: Union[str, torch.device] = "cpu", channels_last: bool = True,
-                   rerank_k: bool = False, batch_size: int = 128) -> dict:
+                   rerank_k: bool = False, batch_size: int = 128, cameras: bool = True) -> dict:
     """mAP / CMC / mINP of ``model``'s eval-mode descriptor (BMFN) on ``dataset``'s query / gallery.
 
     Args:
@@ -32,12 +32,19 @@ def evaluate_model(model: nn.Module, dataset: ReIDDataset, height: int, width: i
             :class:`MeanTeacher`).
         height, width: the test input size (the training size).
         rerank_k: k-reciprocal re-ranking (the paper reports without it).
+        cameras: hand the camera ids to the network (camera embeddings, SIE); False evaluates it
+            camera-blind (:class:`~corelib.models.CameraBlind`): the direct transfer of a network to
+            a domain whose cameras it was not trained on. The ranking protocol uses them either way.
 
     Returns:
         :meth:`RankingResult.to_dict` (fractions in [0, 1]). A dataset without cameras (VehicleID)
         is ranked without the same-camera rule on the gallery draw its loader made; the 10-draw
         protocol is :func:`corelib.evaluate_vehicleid`.
     """
+    if not cameras:
+        from ..models import CameraBlind
+
+        model = CameraBlind(model)
     q = extract_split(model, dataset.query, height, width, device=device, batch_size=batch_size,
                       channels_last=channels_last)
     g = extract_split(model, dataset.gallery, height, width, device=device, batch_size=batch_size,

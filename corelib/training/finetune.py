@@ -54,11 +54,12 @@ from ..data.transforms import build_transforms
 from ..errors import InvalidInputError, InvalidTypeError
 from ..features import extract_split
 from ..losses import AdaptBatch, build_criterion
-from ..models import MeanTeacher, backbone_name, build_model
+from ..models import MeanTeacher, backbone_name, build_model, model_context
 from ..repro import seed_everything
 from ..runtime import LoaderCycle, Runtime, StageRun, load_checkpoint, load_into, rng_state, set_rng_state
 from ..runtime import distributed as D
 from .evaluate import evaluate_model, model_record
+from .optim import build_optimizer
 
 
 @dataclass
@@ -84,6 +85,9 @@ def load_source_trunk(net: nn.Module, source_state: dict, *, where: str = "sourc
     Only the ``trunk.*`` weights move (the source classifier has N_S rows, the heads are new);
     a checkpoint of another backbone is refused with the backbone it was written for.
     """
+    if hasattr(net, "load_source_state"):  # a network with its own rule (TransReID: JPM branches, SIE)
+        net.load_source_state(source_state, where=where)
+        return
     own = net.state_dict()
     trunk = {k: v for k, v in source_state.items() if k.startswith("trunk.")}
     want = {k: v for k, v in own.items() if k.startswith("trunk.")}
@@ -177,9 +181,14 @@ class _ClusterFeatures(nn.Module):
         super().__init__()
         if mode not in ("fused", "plain"):
             raise InvalidInputError(f"cluster.feature must be 'fused' or 'plain', got {mode!r}")
+        if mt.fusion is None and mode == "fused":
+            raise InvalidInputError(f"{type(mt.teacher).__name__} has no Ensemble Fusion to cluster; set "
+                                    f"cluster.feature=plain (its retrieval descriptor is clustered)")
         self.mt, self.mode = mt, mode
 
     def forward(self, x: torch.Tensor, camids: Optional[torch.Tensor] = None) -> torch.Tensor:
+        if self.mt.fusion is None:  # one level: the teacher's descriptor (TransReID: [f_g, f_l / k])
+            return self.mt.teacher(x, camids)
         if self.mode == "fused":
             return torch.cat(list(self.mt.fused_features(x, camids)), dim=1)
         t = self.mt.teacher
@@ -192,6 +201,7 @@ class _ClusterFeatures(nn.Module):
 def extract_cluster_features(mt: MeanTeacher, samples: list[Sample], cfg: FinetuneCfg, device, info=D.DistInfo(),
                              progress: bool = False) -> list[torch.Tensor]:
     """BMFN features of ``samples`` for the three clusterings: ``[global, top, bottom]``, each (n, C),
+    (one level, the teacher's descriptor, for a pair without a fusion block: TransReID's),
     each L2-normalised on its own (the labeller's normalisation comes after, in
     :func:`corelib.cluster.cluster_pseudo_labels`).
 
@@ -201,6 +211,8 @@ def extract_cluster_features(mt: MeanTeacher, samples: list[Sample], cfg: Finetu
     feats = extract_split(_ClusterFeatures(mt, cfg.cluster.feature), mine, cfg.augment.height, cfg.augment.width,
                           device=device, channels_last=cfg.runtime.channels_last, progress=progress).features
     feats = D.gather_shards(feats.to(device), len(samples), info).cpu()
+    if mt.fusion is None:  # a network without CORE-ReID's halves clusters one level, its descriptor
+        return [F.normalize(feats, dim=1)]
     c = feats.shape[1] // 3
     # extract_features normalised the whole (B, 3C) sum; each part is re-normalised on its own (BMFN)
     return [F.normalize(part, dim=1) for part in feats.split(c, dim=1)]
@@ -297,7 +309,9 @@ def finetune(
         seed_everything(cfg.seed)
         # K: the classifier rows; a resumed run continues with the K its checkpoint was written with
         classes = int(run.state["num_clusters"]) if run.resumed else cfg.cluster.num_clusters
-        model_args = cfg.model.model_args()
+        # + the target's camera count / input size for networks that take them (a new SIE table)
+        model_args = {**cfg.model.model_args(), **model_context(cfg.model.name, target, cfg.augment.height,
+                                                                cfg.augment.width)}
         mt = build_model(cfg.model.name, num_classes=classes, weights="none", **model_args)
         if not isinstance(mt, MeanTeacher):
             raise InvalidTypeError(f"model.name={cfg.model.name!r} builds a {type(mt).__name__}; fine-tuning needs a mean-teacher "
@@ -307,14 +321,20 @@ def finetune(
         one_network = mt.alpha == 0
         if one_network:  # the teacher starts as an exact copy (heads too) and stays one
             mt.teacher.load_state_dict(mt.student.state_dict())
-        if not criterion.uses_fused:  # no loss reaches ECAB / SECAB / fusion BNs in the published recipe
+        cluster_levels = 1 if mt.fusion is None else 3
+        if levels > cluster_levels:
+            raise InvalidInputError(f"loss.name={cfg.loss.name!r} reads the global, top and bottom batches, but "
+                                    f"{cfg.model.name!r} clusters one level (its descriptor); choose a loss of the "
+                                    f"global batch (transreid, cluster_contrast with loss.local_weight=0)")
+        if not criterion.uses_fused and mt.fusion is not None:  # no loss reaches ECAB / SECAB / fusion BNs
             for m in (mt.student.ecab_top, mt.student.ecab_bottom, mt.fusion):
                 m.requires_grad_(False)
         rt.place(mt)  # once, before DDP registers the parameters; extraction keeps this layout
 
-        def trainable() -> list[nn.Parameter]:
-            params = [p for p in mt.student.parameters() if p.requires_grad]
-            return params + ([p for p in mt.fusion.parameters() if p.requires_grad] if criterion.uses_fused else [])
+        def trainable() -> list[tuple[str, nn.Parameter]]:
+            params = [(n, p) for n, p in mt.student.named_parameters() if p.requires_grad]
+            return params + ([(n, p) for n, p in mt.fusion.named_parameters() if p.requires_grad]
+                             if criterion.uses_fused else [])
 
         def wrapped() -> nn.Module:
             return rt.wrap(_StudentStep(mt.student, cfg.bn_sub_batch), find_unused_parameters=False)
@@ -335,16 +355,17 @@ def finetune(
             source_net.load_state_dict(src["model"])
             if direct_transfer is not None:  # measured by the caller for this source network
                 direct = {k: float(v) for k, v in direct_transfer.items() if isinstance(v, (int, float))}
-            else:
+            else:  # camera-blind: the source's camera embeddings (SIE) know no target camera
                 direct = {k: v for k, v in evaluate_model(source_net.to(rt.device), target, cfg.augment.height,
                                                           cfg.augment.width, device=rt.device,
-                                                          channels_last=cfg.runtime.channels_last).items()
+                                                          channels_last=cfg.runtime.channels_last,
+                                                          cameras=False).items()
                           if isinstance(v, float)}
             del source_net
 
         aug = cfg.augment
         tf_train = build_transforms("finetune", aug.height, aug.width, gray_p=aug.gray_p, lgpr_p=aug.lgpr_p,
-                                    erase_p=aug.erase_p)
+                                    erase_p=aug.erase_p, erase_mode=aug.erase_mode)
         camids = np.array([-1 if s.camid is None else s.camid for s in target.train])
 
         def evaluate() -> tuple[dict, float]:
@@ -357,7 +378,7 @@ def finetune(
             t0 = time.perf_counter()
             # 1-3. features, three clusterings on rank 0, labels and centres to every rank
             feats = extract_cluster_features(mt, target.train, cfg, rt.device, rt.info, progress=progress)
-            labels = torch.zeros(3, n_train, dtype=torch.long, device=rt.device)
+            labels = torch.zeros(len(feats), n_train, dtype=torch.long, device=rt.device)
             num_classes = torch.zeros((), dtype=torch.long, device=rt.device)
             record: dict = {"epoch": epoch + 1}
             if rt.is_main:
@@ -394,7 +415,7 @@ def finetune(
                                       batch_sampler=D.RankSliceBatchSampler(sampler, cfg.batch_size, rt.info, keyed=True),
                                       seed=cfg.seed * 1000 + 3 * epoch + i, pin_memory=rt.pin_memory)
                 cycles.append(LoaderCycle(loader, sampler, base_epoch=epoch * 1000))
-            optimizer = torch.optim.Adam(trainable(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+            optimizer = build_optimizer(trainable(), cfg)
 
             # 5. student steps, EMA teacher after each
             mt.train()
@@ -409,7 +430,7 @@ def finetune(
                 with rt.autocast():
                     outs = step_net(xs, cams)
                     fused = [None, None]
-                    if (cfg.teacher_forward and not one_network) or criterion.uses_fused:
+                    if ((cfg.teacher_forward and not one_network) or criterion.uses_fused) and mt.fusion is not None:
                         with torch.no_grad():  # teacher BN statistics follow the target (outputs unused by the loss)
                             teacher_maps = [forward_sub_batches(mt.teacher, x, cfg.bn_sub_batch, c).feature_map
                                             for x, c in zip(xs, cams)]
@@ -433,7 +454,7 @@ def finetune(
                     totals[key] += terms[key].item() / cfg.iters_per_epoch
                 bar.set_postfix(loss=f"{terms['loss'].item():.3f}")
             if rt.info.enabled:  # the BN statistics of rank 0 are the ones kept (DDP's rule for the student)
-                for m in (mt.student, mt.teacher, mt.fusion):
+                for m in (mt.student, mt.teacher, *([mt.fusion] if mt.fusion is not None else [])):
                     D.broadcast_buffers(m, rt.info)
             record.update(totals)
             record["seconds_cluster"] = t_cluster

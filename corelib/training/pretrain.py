@@ -1,8 +1,9 @@
 """Supervised source pre-training (method.md §2.4-2.7), resumable.
 
-Every epoch: ``iters_per_epoch`` Adam steps on camera-aware P x K batches with the criterion of
-``cfg.loss`` (the paper's: ``L = CE_ls(logits) + soft batch-hard triplet(pooled feature)``), the
-warm-up multi-step schedule stepped once per epoch, an evaluation on the source test split every
+Every epoch: ``iters_per_epoch`` optimiser steps (Adam, or TransReID's SGD: ``cfg.optimizer``) on
+camera-aware P x K batches with the criterion of ``cfg.loss`` (the paper's: ``L = CE_ls(logits) +
+soft batch-hard triplet(pooled feature)``), the schedule of ``cfg.schedule`` (the paper's warm-up
+multi-step, or TransReID's cosine) stepped once per epoch, an evaluation on the source test split every
 ``eval_every`` epochs, and an atomic checkpoint of the full state (model, optimiser, scheduler,
 epoch, best mAP, RNG states). ``resume=True`` continues from ``RUN_DIR/pretrain/last.pt`` and
 ends, on the CPU with the same seed, with the same weights and metrics as a run that was never
@@ -25,11 +26,12 @@ from ..data.loading import build_loader
 from ..data.samplers import CameraAwareIdentitySampler, pids_per_batch
 from ..data.transforms import build_transforms
 from ..losses import build_criterion
-from ..models import build_model
+from ..models import build_model, model_context
 from ..repro import seed_everything
 from ..runtime import LoaderCycle, Runtime, StageRun, load_into, rng_state, set_rng_state
 from ..runtime import distributed as D
 from .evaluate import evaluate_model, model_record
+from .optim import build_optimizer
 
 
 @dataclass
@@ -104,7 +106,9 @@ def pretrain(
     pids_per_batch(cfg.batch_size, cfg.num_instances)  # clear error for an impossible P x K
     criterion = build_criterion(cfg.loss, stage="pretrain").to(rt.device)
     train = style_training_split(cfg.style_set, source) if cfg.style_set else source.train
-    record_of_model = model_record(cfg.model.name, num_classes=source.num_train_pids, **cfg.model.model_args())
+    # camera count / input size for networks that take them (TransReID's SIE and position grid)
+    context = model_context(cfg.model.name, source, cfg.augment.height, cfg.augment.width)
+    record_of_model = model_record(cfg.model.name, num_classes=source.num_train_pids, **cfg.model.model_args(), **context)
     with StageRun(Path(run_dir) / "pretrain", cfg, rt, stage="pretrain", resume=resume, overwrite=overwrite,
                   model_record=record_of_model) as run:
         seed_everything(cfg.seed)
@@ -114,11 +118,12 @@ def pretrain(
         net = rt.wrap(model)
         if hasattr(criterion, "start_training"):  # parameters of its own, e.g. the centre loss's centres
             criterion.start_training(source.num_train_pids, model.feature_dim, rt.device)
-        optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        optimizer = build_optimizer(model.named_parameters(), cfg)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, cfg.lr_factor)
         sampler = CameraAwareIdentitySampler(train, num_instances=cfg.num_instances, seed=cfg.seed)
         aug = cfg.augment
-        tf = build_transforms("pretrain", aug.height, aug.width, gray_p=aug.gray_p, lgpr_p=aug.lgpr_p, erase_p=aug.erase_p)
+        tf = build_transforms("pretrain", aug.height, aug.width, gray_p=aug.gray_p, lgpr_p=aug.lgpr_p, erase_p=aug.erase_p,
+                              erase_mode=aug.erase_mode)
         loader = build_loader(train, tf, cfg.batch_size, batch_sampler=D.RankSliceBatchSampler(sampler, cfg.batch_size, rt.info, keyed=True),
                               num_workers=cfg.runtime.num_workers, seed=cfg.seed, pin_memory=rt.pin_memory)
         generators = [loader.generator]
@@ -142,9 +147,9 @@ def pretrain(
             metrics = evaluate_model(model, source, aug.height, aug.width, device=rt.device,
                                      channels_last=cfg.runtime.channels_last)
             scores = {f"source_{k}": v for k, v in metrics.items() if isinstance(v, float)}
-            if target is not None:
+            if target is not None:  # camera-blind: the source's camera embeddings know no target camera
                 direct = evaluate_model(model, target, aug.height, aug.width, device=rt.device,
-                                        channels_last=cfg.runtime.channels_last)
+                                        channels_last=cfg.runtime.channels_last, cameras=False)
                 scores.update({f"target_{k}": v for k, v in direct.items() if isinstance(v, float)})
             return scores, metrics["mAP"]
 
@@ -166,8 +171,8 @@ def pretrain(
                         if target_batch is None:
                             target_it = iter(target_loader)
                             target_batch = next(target_it)
-                        with torch.no_grad():
-                            model(rt.images(target_batch[0]), target_batch[2].to(rt.device))
+                        with torch.no_grad():  # camera-blind: the target's cameras are not the source's
+                            model(rt.images(target_batch[0]))
                     terms = criterion(net(images, camids), pids, rt.gather)
                 optimizer.zero_grad(set_to_none=True)
                 terms["loss"].backward()

@@ -173,12 +173,28 @@ def run_baselines(pair, source, target, pair_dir: Union[str, Path], *, recipes: 
             checkpoint = shared
         cfg = mine.finetune_cfg(smoke=smoke, seed=seed, device=device, overrides={**budget, **overrides.get(name, {})})
         fresh = not (resume and (folder / "finetune" / "last.pt").is_file())
-        direct = _direct_transfer(checkpoint, target, cfg, measured) if fresh else None
+        direct = None
+        if fresh and own:  # its pre-training already scored best.pt on the target (camera-blind, at this size)
+            direct = _direct_from_log(source_history, pre.best_epoch, pre_cfg, cfg)
+        if fresh and direct is None:
+            direct = _direct_transfer(checkpoint, target, cfg, measured)
         res = finetune(cfg, target, folder, source_checkpoint=checkpoint, resume=resume, direct_transfer=direct,
                        progress=progress)
         out[name] = BaselineRun(name, dict(res.direct_transfer), list(res.history),
                                 _seconds(source_history) + _seconds(res.history), own, source_history)
     return out
+
+
+def _direct_from_log(history: Sequence[Mapping], best_epoch: int, pre_cfg, cfg) -> Optional[dict]:
+    """The target scores a pre-training run logged for its best epoch (the network in ``best.pt``),
+    when it evaluated the target at the fine-tuning input size: the direct transfer, without
+    evaluating the same network again (the numbers are the same, bit for bit). None otherwise."""
+    if (pre_cfg.augment.height, pre_cfg.augment.width) != (cfg.augment.height, cfg.augment.width):
+        return None
+    record = next((h for h in history if h.get("epoch") == best_epoch and "target_mAP" in h), None)
+    if record is None:
+        return None
+    return {k[len("target_"):]: float(v) for k, v in record.items() if k.startswith("target_") and isinstance(v, float)}
 
 
 def _direct_transfer(checkpoint: Path, target, cfg, measured: dict) -> dict:

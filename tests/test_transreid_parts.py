@@ -162,3 +162,23 @@ def test_conditional_filtering_scores_and_keeps_the_head(dataset):
         assert (kept.scores[name][idx] >= threshold).all()  # the kept ones are the pool's top half
     with pytest.raises(InvalidInputError, match="empty"):
         forgetting_scores(a, b, [], height=64, width=32)
+
+
+@pytest.mark.slow
+def test_the_logged_target_scores_of_a_source_run_are_its_direct_transfer(synthetic_small, tmp_path):
+    """Chapter 08 reuses a recipe's pre-training log as its direct transfer: the best epoch's target
+    scores equal a fresh camera-blind evaluation of best.pt, bit for bit."""
+    from corelib.baselines import _direct_from_log
+    from corelib.recipes import RecipeContext, resolve_recipe
+    from corelib.training import evaluate_model, load_trained_model, pretrain
+
+    source, target = load_synthetic(synthetic_small["market_like"]), load_synthetic(synthetic_small["cuhk_like"])
+    ctx = RecipeContext("person", True, "cuhk_like")
+    pre = resolve_recipe("pretrain", ctx, recipe="transreid", smoke=True)
+    ft = resolve_recipe("finetune", ctx, recipe="transreid", smoke=True)
+    res = pretrain(pre, source, tmp_path, target=target, progress=False)
+    logged = _direct_from_log(res.history, res.best_epoch, pre, ft)
+    trained = load_trained_model(res.best_checkpoint)
+    fresh = evaluate_model(trained.model, target, *trained.input_size, cameras=False)
+    assert logged and logged["mAP"] == fresh["mAP"] and logged["rank1"] == fresh["rank1"]
+    assert _direct_from_log(res.history, res.best_epoch, pre, ft.with_overrides({"augment.height": 128})) is None

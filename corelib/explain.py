@@ -405,7 +405,7 @@ def flip_rows(models: dict, samples: Sequence[Sample], transform, *,
     return rows
 
 
-MODEL_CAM_COLUMNS = ("query", "Grad-CAM", "activation map", "match", "Grad-CAM", "activation map")
+MODEL_CAM_COLUMNS = ("query", "Grad-CAM", "activation\nmap", "match", "Grad-CAM", "activation\nmap")
 """Column titles of :func:`model_cam_rows`."""
 
 

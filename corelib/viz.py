@@ -499,12 +499,17 @@ def baseline_curves(runs: Mapping[str, object], *, oracle: Optional[str] = "supe
     ax_k.set_title("clusters (global level)")
     ax_nmi.set_title("NMI of the pseudo-labels")
     ax_nmi.set_ylim(0, 1)
+    from matplotlib.ticker import MaxNLocator
+
     for ax in axes:
         ax.set_xlabel("epoch")
-    ax_map.legend(fontsize=6)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
     if title:
         fig.suptitle(title)
     fig.tight_layout()
+    # one legend beside the panels: with a dozen methods one inside a panel hides the curves
+    handles, labels = ax_map.get_legend_handles_labels()
+    fig.legend(handles, labels, fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
     return fig
 
 

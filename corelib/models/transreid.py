@@ -45,6 +45,7 @@ from torch import nn
 
 from ..errors import InvalidInputError
 from .fusion import bnneck
+from .reid_net import _classifier  # bias-free, N(0, 0.001): the same heads as CORE-ReID's networks
 from .registry import build_backbone, register_model
 from .vit import TransReIDViT
 
@@ -98,12 +99,6 @@ class TransReIDOutput(NamedTuple):
         if not k:
             return self.features
         return torch.cat([self.features, (self.local_features / k).flatten(1)], dim=1)
-
-
-def _classifier(dim: int, num_classes: int) -> nn.Linear:
-    fc = nn.Linear(dim, num_classes, bias=False)
-    nn.init.normal_(fc.weight, std=0.001)
-    return fc
 
 
 class TransReIDNet(nn.Module):

@@ -5,6 +5,8 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 RUN_DIR ?= runs/demo
+# faiss's GPU wheel where a CUDA driver answers, its CPU wheel elsewhere (pyproject.toml's extras)
+FAISS_EXTRA ?= $(shell nvidia-smi -L >/dev/null 2>&1 && echo faiss-gpu || echo faiss)
 
 .PHONY: demo test install lab smoke clean-venv
 
@@ -13,7 +15,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --upgrade pip setuptools wheel
-	$(PY) -m pip install -e ".[dev,faiss]"
+	$(PY) -m pip install -e ".[dev,$(FAISS_EXTRA)]"
 	$(PY) -m ipykernel install --sys-prefix --name corelib --display-name "Python (corelib)"
 	$(PY) -c "import torch, torchvision; print('torch', torch.__version__, 'torchvision', torchvision.__version__, 'cuda', torch.cuda.is_available())"
 	@touch $(STAMP)

@@ -2,123 +2,72 @@
 
 This module is the public API: notebooks import only the names listed in ``__all__`` (a test
 checks it), so anything a chapter needs is exported here explicitly, timm style.
+
+The names are resolved lazily (PEP 562): ``import corelib.evaluation`` or ``import corelib.cluster``
+loads that subpackage and what it needs, not the plotting, notebook and training stacks
+(matplotlib, pandas, papermill, torchvision); ``from corelib import viz`` or ``corelib.finetune``
+imports the module that defines the name on first use. A test keeps it so.
 """
 
-from . import baselines, explain, feature_space, filtering, pairs, published, recipes, results, style, sweeps, viz, widgets
-from .cluster import (
-    KMeansResult,
-    PseudoLabels,
-    cluster_pseudo_labels,
-    compare_inits,
-    kmeans,
-    label_agreement,
-    list_labelers,
-    minibatch_kmeans,
-    pseudo_label_quality,
-    register_labeler,
-    summarize_inits,
-)
-from .config import (
-    EMBEDDED_PAIRS,
-    EMBEDDED_STYLE_MODES,
-    AdaptLossCfg,
-    AugmentCfg,
-    ClusterCfg,
-    DataCfg,
-    FinetuneCfg,
-    KMeansCfg,
-    MeanTeacherCfg,
-    PretrainCfg,
-    RuntimeCfg,
-    SourceLossCfg,
-    SourceModelCfg,
-    StyleCfg,
-    embedded_manifest,
-    load_config,
-    save_config,
-)
-from .data import (
-    CameraAwareIdentitySampler,
-    ImageDataset,
-    LocalGrayscalePatchReplacement,
-    ReIDDataset,
-    Sample,
-    SyntheticPreset,
-    VerificationReport,
-    build_dataset,
-    build_loader,
-    build_transforms,
-    denormalize,
-    expected_layout,
-    generate_synthetic,
-    get_preset,
-    list_datasets,
-    list_manifests,
-    list_presets,
-    load_manifest,
-    load_synthetic,
-    open_dataset,
-    pids_per_batch,
-    preset_manifest,
-    read_image,
-    register_dataset,
-    render_example,
-    verify_dataset,
-)
-from .errors import (
-    CheckpointError,
-    ConfigError,
-    CorelibError,
-    CorruptImageError,
-    DatasetRootError,
-    DeviceError,
-    InvalidInputError,
-    InvalidTypeError,
-    ManifestError,
-    MissingFileError,
-    MissingStageError,
-    NotOwnedError,
-    RunDirBusyError,
-    RunExistsError,
-    StyleError,
-    UnknownNameError,
-    UnsafePathError,
-)
-from .evaluation import RankingResult, evaluate_ranking, evaluate_vehicleid, rerank
-from .losses import list_losses, register_loss
-from .models import (
-    MeanTeacher,
-    bmfn,
-    build_backbone,
-    build_model,
-    count_parameters,
-    list_backbones,
-    list_models,
-    paper_parameter_count,
-    register_backbone,
-    register_model,
-)
-from .notebooks import list_chapters, run_notebooks
-from .outputs import current_run, read_metrics, record_metric, save_figure, save_table, start_run
-from .pairs import PAPER_CLUSTERS, DatasetRef, ExperimentPair, experiment_pairs
-from .paths import data_root, figures_dir, runs_root, synthetic_root
-from .recipes import list_recipes, register_recipe, resolve_recipe
-from .repro import env_report, resolve_device, seed_everything
-from .training import (
-    FinetuneResult,
-    PretrainResult,
-    TrainedModel,
-    analysis_features,
-    analysis_model,
-    analysis_models,
-    evaluate_checkpoint,
-    evaluate_model,
-    finetune,
-    load_trained_model,
-    pretrain,
-)
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 __version__ = "0.1.0"
+
+# public name -> the submodule that defines it
+_EXPORTS_BY_MODULE: dict[str, tuple[str, ...]] = {
+    ".cluster": ("KMeansResult", "PseudoLabels", "cluster_pseudo_labels", "compare_inits", "kmeans",
+        "label_agreement", "list_labelers", "minibatch_kmeans", "pseudo_label_quality", "register_labeler",
+        "summarize_inits",),
+    ".config": ("EMBEDDED_PAIRS", "EMBEDDED_STYLE_MODES", "AdaptLossCfg", "AugmentCfg", "ClusterCfg", "DataCfg",
+        "FinetuneCfg", "KMeansCfg", "MeanTeacherCfg", "PretrainCfg", "RuntimeCfg", "SourceLossCfg",
+        "SourceModelCfg", "StyleCfg", "embedded_manifest", "load_config", "save_config",),
+    ".data": ("CameraAwareIdentitySampler", "ImageDataset", "LocalGrayscalePatchReplacement", "ReIDDataset",
+        "Sample", "SyntheticPreset", "VerificationReport", "build_dataset", "build_loader", "build_transforms",
+        "denormalize", "expected_layout", "generate_synthetic", "get_preset", "list_datasets", "list_manifests",
+        "list_presets", "load_manifest", "load_synthetic", "open_dataset", "pids_per_batch", "preset_manifest",
+        "read_image", "register_dataset", "render_example", "verify_dataset",),
+    ".errors": ("CheckpointError", "ConfigError", "CorelibError", "CorruptImageError", "DatasetRootError",
+        "DeviceError", "InvalidInputError", "InvalidTypeError", "ManifestError", "MissingFileError",
+        "MissingStageError", "NotOwnedError", "RunDirBusyError", "RunExistsError", "StyleError", "UnknownNameError",
+        "UnsafePathError",),
+    ".evaluation": ("RankingResult", "evaluate_ranking", "evaluate_vehicleid", "rerank",),
+    ".losses": ("list_losses", "register_loss",),
+    ".models": ("MeanTeacher", "bmfn", "build_backbone", "build_model", "count_parameters", "list_backbones",
+        "list_models", "paper_parameter_count", "register_backbone", "register_model",),
+    ".notebooks": ("list_chapters", "run_notebooks",),
+    ".outputs": ("current_run", "read_metrics", "record_metric", "save_figure", "save_table", "start_run",),
+    ".pairs": ("PAPER_CLUSTERS", "DatasetRef", "ExperimentPair", "experiment_pairs",),
+    ".paths": ("data_root", "figures_dir", "runs_root", "synthetic_root",),
+    ".recipes": ("list_recipes", "register_recipe", "resolve_recipe",),
+    ".repro": ("env_report", "resolve_device", "seed_everything",),
+    ".training": ("FinetuneResult", "PretrainResult", "TrainedModel", "analysis_features", "analysis_model",
+        "analysis_models", "evaluate_checkpoint", "evaluate_model", "finetune", "load_trained_model", "pretrain",),
+}
+# submodules exported as names (``corelib.viz``, ``from corelib import style``)
+_SUBMODULES = (
+    "baselines", "explain", "feature_space", "filtering", "pairs", "published", "recipes", "results", "style",
+        "sweeps", "viz", "widgets",
+)
+_EXPORTS = {name: module for module, names in _EXPORTS_BY_MODULE.items() for name in names}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _SUBMODULES:
+        value = importlib.import_module(f".{name}", __name__)
+    elif name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name], __name__), name)
+    else:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    globals()[name] = value  # resolved once; later lookups are plain attribute reads
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
 
 __all__ = [
     "AdaptLossCfg",

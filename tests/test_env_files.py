@@ -10,8 +10,8 @@ import yaml
 from corelib import paths
 
 ROOT = paths.repo_root()
-# conda users get faiss's GPU build from conda-forge in place of the CPU wheel
-CONDA_REPLACEMENTS = {"faiss-cpu": "faiss-gpu"}
+# conda users get faiss's GPU build from conda-forge in place of the CPU wheel and of the GPU wheel
+CONDA_REPLACEMENTS = {"faiss-cpu": "faiss-gpu", "faiss-gpu-cu12": "faiss-gpu"}
 
 
 def _name(req: str) -> str:

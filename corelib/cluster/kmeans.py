@@ -36,6 +36,7 @@ import numpy as np
 import torch
 
 from ..errors import InvalidInputError
+from ..precision import fast_bf16
 
 INITS = ("greedy_kmeans++", "kmeans++", "random")
 
@@ -103,7 +104,7 @@ def assign(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Nearest centre of every row: ``(labels, squared distances)``, computed in row chunks.
 
-    With ``bf16_filter`` (default: on the CPU) the scores are first computed from bf16 copies (a
+    With ``bf16_filter`` (default: on a CPU with fast bf16, :func:`corelib.precision.fast_bf16`) the scores are first computed from bf16 copies (a
     ~3x faster product); a row whose best approximate score is not ahead of every other centre by
     more than the proven bf16 error is rescored exactly in float32. On ReID features well under 1%
     of the rows need that, and the labels are those of the float32 computation.
@@ -113,7 +114,7 @@ def assign(
     x_sq = (x * x).sum(1) if x_sq is None else x_sq
     step = chunk_size or _chunk_rows(centroids.shape[0], x.device)
     c_t = centroids.t().contiguous()  # (d, k) once: a contiguous right operand is ~5% faster on the CPU
-    use_filter = (x.device.type == "cpu") if bf16_filter is None else bf16_filter
+    use_filter = (x.device.type == "cpu" and fast_bf16(x.device)) if bf16_filter is None else bf16_filter
     if use_filter:
         cb_t = c_t.to(torch.bfloat16)
         xb = x.to(torch.bfloat16) if x_bf16 is None else x_bf16
@@ -166,7 +167,7 @@ def kmeans_plusplus(
     result is the float32 algorithm's: a row left out provably keeps its D(x).
 
     Args:
-        bf16_filter: use the bf16 pre-filter (default: on the CPU only; on GPUs the float32 product
+        bf16_filter: use the bf16 pre-filter (default: on a CPU with fast bf16 only; on GPUs the float32 product
             is fast and reduced-precision reductions would void the bound).
         x_bf16: a bf16 copy of ``x`` to reuse (made here when needed and not given).
 
@@ -179,7 +180,7 @@ def kmeans_plusplus(
     dev = x.device
     gdev = generator.device if generator is not None else torch.device("cpu")
     x_sq = (x * x).sum(1) if x_sq is None else x_sq
-    use_filter = (dev.type == "cpu") if bf16_filter is None else bf16_filter
+    use_filter = (dev.type == "cpu" and fast_bf16(dev)) if bf16_filter is None else bf16_filter
     if use_filter:
         xb, x_norm = (x.to(torch.bfloat16) if x_bf16 is None else x_bf16), x_sq.sqrt()
     indices = torch.empty(k, dtype=torch.long, device=dev)
@@ -308,7 +309,7 @@ def kmeans(
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
     gen = _generator(seed, dev)
     x_sq = (x * x).sum(1)
-    x_bf16 = x.to(torch.bfloat16) if dev.type == "cpu" else None  # shared by the bf16 pre-filters
+    x_bf16 = x.to(torch.bfloat16) if dev.type == "cpu" and fast_bf16(dev) else None  # shared by the bf16 pre-filters
     t0 = time.perf_counter()
     if isinstance(init, torch.Tensor):
         centroids = init.to(dev, torch.float32).clone()

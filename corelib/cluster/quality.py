@@ -12,10 +12,28 @@ from typing import Union
 
 import numpy as np
 import torch
-from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
-from sklearn.metrics.cluster import contingency_matrix
 
 from ..errors import InvalidInputError
+
+
+# scikit-learn (and the scipy / pandas it loads, ~1 s) is imported on first use, so that
+# ``import corelib.cluster`` stays light
+def contingency_matrix(*args, **kwargs):
+    from sklearn.metrics.cluster import contingency_matrix as impl
+
+    return impl(*args, **kwargs)
+
+
+def normalized_mutual_info_score(*args, **kwargs):
+    from sklearn.metrics import normalized_mutual_info_score as impl
+
+    return impl(*args, **kwargs)
+
+
+def adjusted_rand_score(*args, **kwargs):
+    from sklearn.metrics import adjusted_rand_score as impl
+
+    return impl(*args, **kwargs)
 
 Labels = Union[np.ndarray, torch.Tensor, list]
 

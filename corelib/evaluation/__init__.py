@@ -8,6 +8,7 @@ Example::
 
 from .ranking import (
     CMC_RANKS,
+    PRECISIONS,
     PROTOCOLS,
     RankingResult,
     VehicleIDResult,
@@ -15,12 +16,15 @@ from .ranking import (
     evaluate_distmat,
     evaluate_ranking,
     evaluate_vehicleid,
+    fast_bf16,
     pairwise_distance,
+    resolve_precision,
 )
 from .rerank import k_reciprocal_chunks, rerank
 
 __all__ = [
     "CMC_RANKS",
+    "PRECISIONS",
     "PROTOCOLS",
     "RankingResult",
     "VehicleIDResult",
@@ -29,6 +33,8 @@ __all__ = [
     "evaluate_ranking",
     "evaluate_vehicleid",
     "k_reciprocal_chunks",
+    "fast_bf16",
     "pairwise_distance",
+    "resolve_precision",
     "rerank",
 ]

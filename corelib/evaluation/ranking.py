@@ -392,8 +392,6 @@ def evaluate_distance_chunks(
     galleries); :func:`evaluate_ranking` and :func:`evaluate_distmat` call it.
     """
     labels = _Labels(query_pids, gallery_pids, query_camids, gallery_camids, protocol)
-    if int(max_rank) < 1:
-        raise InvalidInputError(f"max_rank must be at least 1, got {max_rank!r}")
 
     def ranked():
         for rows, dist in chunks:

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from corelib.evaluation import evaluate_ranking, fast_bf16, resolve_precision
+from corelib.evaluation import evaluate_ranking, resolve_precision
 from corelib.evaluation import ranking
 from corelib.errors import InvalidInputError
 
@@ -121,8 +121,9 @@ def test_precision_choice():
     cpu = torch.device("cpu")
     assert resolve_precision("float32", cpu, 10**9) == "float32"
     assert resolve_precision("bf16", cpu, 10) == "bf16"
-    assert resolve_precision("auto", cpu, 10) == "float32"  # small problems never take the bf16 pass
-    assert resolve_precision("auto", cpu, 10**9) == ("bf16" if fast_bf16(cpu) else "float32")
+    # auto never takes the bf16 pass: its bound leaves most pairs of realistic features undecided
+    assert resolve_precision("auto", cpu, 10) == "float32"
+    assert resolve_precision("auto", cpu, 10**9) == "float32"
     with pytest.raises(InvalidInputError, match="valid: auto, float32, bf16"):
         resolve_precision("fp8", cpu, 10)
 

@@ -36,7 +36,7 @@ import numpy as np
 import torch
 
 from ..errors import InvalidInputError
-from ..precision import fast_bf16
+from ..precision import fast_bf16  # noqa: F401  (re-exported by corelib.evaluation)
 
 PROTOCOLS = ("market", "veriwild", "vehicleid")
 CMC_RANKS = (1, 5, 10, 20)
@@ -256,9 +256,10 @@ def _positive_ranks(
 
 
 def _finite(x: torch.Tensor) -> bool:
-    """No NaN or inf in ``x``: a NaN or inf makes the float64 sum non-finite, so one cheap pass
-    decides; only a non-finite sum (also reached by huge finite values) is checked element-wise."""
-    if x.numel() == 0 or bool(torch.isfinite(x.sum(dtype=torch.float64))):
+    """No NaN or inf in ``x``: a NaN or inf makes the sum non-finite, so one cheap pass decides;
+    only a non-finite sum (also reached by huge finite values) is checked element-wise. The sum is
+    in the features' own dtype: ``dtype=float64`` made a float64 copy of the whole gallery."""
+    if x.numel() == 0 or bool(torch.isfinite(x.sum())):
         return True
     return bool(torch.isfinite(x).all())
 
@@ -434,7 +435,6 @@ def evaluate_distmat(
 # distances against a prepared gallery: float32, or a bf16 pass with a proven error bound
 
 PRECISIONS = ("auto", "float32", "bf16")
-_BF16_MIN_PAIRS = 2**24  # "auto" below this Q x G: the bf16 pass would not pay for its bookkeeping
 _PAIR_BLOCK = 4096  # pairs per block of exact (float64) rescoring: two (block, D) float64 operands
 
 
@@ -443,7 +443,11 @@ def resolve_precision(precision: str, device: torch.device, num_pairs: int) -> s
     if precision not in PRECISIONS:
         raise InvalidInputError(f"unknown precision {precision!r}; valid: {', '.join(PRECISIONS)}")
     if precision == "auto":
-        return "bf16" if fast_bf16(device) and num_pairs >= _BF16_MIN_PAIRS else "float32"
+        # float32 everywhere: the bf16 pass's proven bound (Cauchy-Schwarz on the input rounding,
+        # about 8e-3 on unit-norm features, and bf16 output rounding on CPUs) leaves most negatives
+        # of a realistic model undecided: 30 s instead of 0.3 s for 400 Market queries measured on
+        # an AMX CPU (benchmarks/README.md). It stays an explicit choice for well-separated features.
+        return "float32"
     return precision
 
 
@@ -659,13 +663,14 @@ def evaluate_ranking(
         device: where to compute (``"cuda"``, ``"cpu"``).
         chunk_size: queries per chunk (default: :func:`default_chunk`).
         precision: how the distances are computed; the metrics are exact in every mode.
-            ``float32``: one float32 product per chunk. ``bf16``: a bf16 product (about twice the
+            ``float32``: one float32 product per chunk. ``bf16``: a bf16 product (2-4x the
             float32 rate on GPUs and on CPUs with AVX-512 BF16 or AMX) with a proven error bound;
             only the pairs whose order against a positive the bound cannot decide, and the
             positives, are rescored exactly (float64), so the ranks equal those of the exact
-            distances. ``auto`` (default): ``bf16`` where :func:`fast_bf16` says the device has
-            fast bf16 and the problem is large (Q x G >= 2^24), else ``float32``. The mode used is
-            in ``result.precision``.
+            distances. The bound is wide (about 1e-2 in squared distance on unit-norm features),
+            so ``bf16`` pays only when positives and negatives are well apart; on the features of
+            a realistic model most negatives are rescored and it is many times slower.
+            ``auto`` (default): ``float32``. The mode used is in ``result.precision``.
     """
     qf, gf = torch.as_tensor(query_feats), torch.as_tensor(gallery_feats)
     if qf.dim() != 2 or gf.dim() != 2 or qf.shape[1] != gf.shape[1]:

@@ -6,9 +6,13 @@ from .cyclegan import (
     ImagePool,
     PatchDiscriminator,
     ResnetGenerator,
+    StyleJob,
     load_cyclegan,
+    stack_states,
     style_transforms,
     train_cyclegan,
+    train_cyclegans,
+    unstack_state,
 )
 from .enlarge import (
     StyleModels,
@@ -34,6 +38,7 @@ __all__ = [
     "CycleGAN", "CycleGANResult", "ImagePool", "PatchDiscriminator", "ResnetGenerator", "StyleModels", "StylePair", "StyleRunPaths", "camera_style_rows", "domain_style_rows", "style_run_paths",
     "summarize_gap",
     "camera_pairs", "colour_statistics", "frechet_distance", "load_cyclegan", "load_style_models", "load_style_set",
-    "style_gap", "style_transforms", "train_cyclegan", "train_style_models", "translate", "translate_images",
+    "stack_states", "StyleJob", "style_gap", "style_transforms", "train_cyclegan", "train_cyclegans", "train_style_models",
+    "unstack_state", "translate", "translate_images",
     "write_style_set",
 ]

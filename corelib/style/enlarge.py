@@ -43,7 +43,7 @@ from ..data.loading import build_loader
 from ..errors import InvalidInputError, MissingStageError, NotOwnedError, StyleError
 from ..ownership import RunLock
 from ..repro import resolve_device
-from .cyclegan import CycleGAN, load_cyclegan, style_transforms, to_pil, train_cyclegan
+from .cyclegan import CycleGAN, StyleJob, load_cyclegan, style_transforms, to_pil, train_cyclegans
 
 MODELS_INDEX = "style_models.json"
 SET_STAMP = "style_set.json"
@@ -163,11 +163,12 @@ def train_style_models(
             a model is refused, so nothing trained is replaced unasked.
         progress: a progress bar over the pairs and one per epoch.
 
+    ``cfg.stack_pairs`` pairs with equal steps per epoch train at once (:func:`~corelib.style.cyclegan.train_cyclegans`).
+
     Raises:
         StyleError: an unknown mode, domain mode without a target, camera mode on a dataset without
             cameras.
     """
-    from tqdm.auto import tqdm
 
     _check_mode(mode)
     out = Path(out_dir)
@@ -187,9 +188,8 @@ def train_style_models(
                      list(target.train)))
     models = StyleModels(mode, out, source.name, target.name if target is not None else None, [j[0] for j in jobs])
     with RunLock(out, what=f"style train ({mode})"):  # one owner for all the pairs (each CycleGAN nests in it)
-        for pair, imgs_a, imgs_b in tqdm(jobs, desc=f"style models ({mode})", disable=not progress or len(jobs) == 1):
-            train_cyclegan(imgs_a, imgs_b, cfg, out / pair.name, resume=resume, overwrite=overwrite,
-                           progress=progress, desc=pair.name)
+        train_cyclegans([StyleJob(imgs_a, imgs_b, out / pair.name, pair.name) for pair, imgs_a, imgs_b in jobs], cfg,
+                        resume=resume, overwrite=overwrite, progress=progress)
         save_config(cfg, out / "config.yaml")  # once every pair has accepted these settings
         models.save()
     return models

@@ -20,9 +20,11 @@ $(STAMP): pyproject.toml
 	$(PY) -c "import torch, torchvision; print('torch', torch.__version__, 'torchvision', torchvision.__version__, 'cuda', torch.cuda.is_available())"
 	@touch $(STAMP)
 
-# The main job: every chapter on the embedded data, full parameters, into $(RUN_DIR).
+# The main job: every chapter on the embedded data, full parameters, into $(RUN_DIR); then its HTML
+# report, $(RUN_DIR)/report/index.html.
 demo: $(STAMP)
 	$(VENV)/bin/corelib run-notebooks --run-dir $(RUN_DIR)
+	$(VENV)/bin/corelib report $(RUN_DIR)
 
 # The whole test suite, notebooks (SMOKE=True) included.
 test: $(STAMP)

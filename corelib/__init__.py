@@ -38,7 +38,8 @@ _EXPORTS_BY_MODULE: dict[str, tuple[str, ...]] = {
     ".models": ("MeanTeacher", "bmfn", "build_backbone", "build_model", "count_parameters", "list_backbones",
         "list_models", "paper_parameter_count", "register_backbone", "register_model",),
     ".notebooks": ("list_chapters", "run_notebooks",),
-    ".outputs": ("current_run", "read_metrics", "record_metric", "save_figure", "save_table", "start_run",),
+    ".outputs": ("chapter_metrics", "current_run", "read_metrics", "record_metric", "save_figure", "save_table",
+                 "show_table", "start_run",),
     ".pairs": ("PAPER_CLUSTERS", "DatasetRef", "ExperimentPair", "experiment_pairs",),
     ".paths": ("data_root", "figures_dir", "runs_root", "synthetic_root",),
     ".recipes": ("list_recipes", "register_recipe", "resolve_recipe",),
@@ -48,7 +49,7 @@ _EXPORTS_BY_MODULE: dict[str, tuple[str, ...]] = {
 }
 # submodules exported as names (``corelib.viz``, ``from corelib import style``)
 _SUBMODULES = (
-    "baselines", "explain", "feature_space", "filtering", "pairs", "published", "recipes", "results", "style",
+    "baselines", "explain", "feature_space", "filtering", "pairs", "published", "recipes", "report", "results", "style",
         "sweeps", "viz", "widgets",
 )
 _EXPORTS = {name: module for module, names in _EXPORTS_BY_MODULE.items() for name in names}
@@ -144,6 +145,7 @@ __all__ = [
     "RunDirBusyError",
     "RunExistsError",
     "UnsafePathError",
+    "chapter_metrics",
     "count_parameters",
     "current_run",
     "data_root",
@@ -195,6 +197,7 @@ __all__ = [
     "Sample",
     "save_figure",
     "save_table",
+    "show_table",
     "seed_everything",
     "start_run",
     "synthetic_root",

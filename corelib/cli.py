@@ -1,5 +1,5 @@
 """The ``corelib`` command line: ``synth``, ``verify``, ``datasets``, ``style``, ``pretrain``,
-``finetune``, ``evaluate``, ``run-notebooks``, ``sweep``, ``bench``, ``env``.
+``finetune``, ``evaluate``, ``run-notebooks``, ``report``, ``sweep``, ``bench``, ``env``.
 
 Training commands name their data as ``--source NAME [ROOT] [OPTION=VALUE ...]`` (a loader with
 its options, e.g. ``--target cuhk03np ~/datasets subset=labeled``, or an embedded preset) and
@@ -120,6 +120,14 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
             f"*.replaced-*)") if replaced else ""
     print(f"{len(records)} sweep point(s), {ran} run now{kept}, {len(records) - ran} finished earlier; "
           f"root: {Path(args.root).resolve()}")
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from .report import write_report
+
+    index = write_report(Path(args.run_dir).expanduser().resolve())  # relative to where the command runs
+    print(f"report: {index} (open it in a browser; no server needed)")
     return 0
 
 
@@ -462,6 +470,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=int, default=None, help="seconds allowed per cell")
     p.add_argument("--log-output", action="store_true", help="stream cell output")
     p.set_defaults(func=_cmd_run_notebooks)
+
+    p = sub.add_parser("report", help="an HTML report of a run directory: a page per executed chapter, metrics on the index")
+    p.add_argument("run_dir", help="run directory whose notebooks/ holds executed chapters (e.g. runs/demo)")
+    p.set_defaults(func=_cmd_report)
 
     p = sub.add_parser("sweep", help="run chapters over a grid of parameters, one run directory per point (resumable)")
     p.add_argument("file", help="sweep YAML: chapters, parameters, grid (see corelib.sweeps)")

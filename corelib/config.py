@@ -230,14 +230,14 @@ class RuntimeCfg(Settings):
 
 @dataclass(frozen=True)
 class AugmentCfg(Settings):
-    """Input size and training augmentation (method.md §2.6; the test transform only resizes)."""
+    """Input size and training augmentation (docs/method.md §2.6; the test transform only resizes)."""
 
     height: int = 256
     """Input height in pixels (training and test)."""
     width: int = 128
     """Input width in pixels (training and test)."""
     gray_p: float = 0.05
-    """Whole-image grayscale probability (method.md §9-Q7; 0 reproduces the authors' pre-training code)."""
+    """Whole-image grayscale probability (docs/method.md §9-Q7; 0 reproduces the authors' pre-training code)."""
     lgpr_p: float = 0.4
     """Local grayscale patch replacement probability."""
     erase_p: float = 0.5
@@ -331,7 +331,7 @@ class SourceLossCfg(Settings):
 
 @dataclass(frozen=True)
 class PretrainCfg(Settings):
-    """Supervised source pre-training (method.md §2.4-2.7); defaults are the paper's."""
+    """Supervised source pre-training (docs/method.md §2.4-2.7); defaults are the paper's."""
 
     model: SourceModelCfg = field(default_factory=SourceModelCfg)
     """The network: backbone, weights."""
@@ -378,7 +378,7 @@ class PretrainCfg(Settings):
     generate`` or notebook 01: its training split replaces the source's; "" trains on the source alone."""
     target_bn_forward: bool = True
     """With a target dataset: forward one unlabelled target batch per step so BN statistics mix
-    both domains (the authors' code, method.md §2.4); False trains on the source alone."""
+    both domains (the authors' code, docs/method.md §2.4); False trains on the source alone."""
     runtime: RuntimeCfg = field(default_factory=RuntimeCfg)
     """Device, precision, memory layout, workers, process group."""
 
@@ -428,7 +428,7 @@ class PretrainCfg(Settings):
 
     def lr_factor(self, epoch: int) -> float:
         """The learning rate of 0-based ``epoch`` relative to ``lr``: the warm-up multi-step schedule
-        (method.md §2.7) or TransReID's cosine (``schedule``), stepped per epoch."""
+        (docs/method.md §2.7) or TransReID's cosine (``schedule``), stepped per epoch."""
         if self.schedule == "cosine":
             t = epoch + 1  # timm's scheduler.step(epoch) with epoch = 1 .. E in TransReID's train.py
             if t < self.warmup_epochs:
@@ -484,7 +484,7 @@ class MeanTeacherCfg(Settings):
 
 @dataclass(frozen=True)
 class KMeansCfg(Settings):
-    """The k-means labeller (greedy k-means++ seeding, method.md §3.7 and Appendix A)."""
+    """The k-means labeller (greedy k-means++ seeding, docs/method.md §3.7 and Appendix A)."""
 
     algorithm: str = "minibatch"
     """"minibatch" (scikit-learn MiniBatchKMeans semantics, the code) or "lloyd" (full batch)."""
@@ -495,7 +495,7 @@ class KMeansCfg(Settings):
     batch_size: int = 512
     """Mini-batch size of MiniBatchKMeans."""
     init_size: int = 1500
-    """Points the seeding sees (raised to 3k, capped at n; method.md §9-Q12)."""
+    """Points the seeding sees (raised to 3k, capped at n; docs/method.md §9-Q12)."""
     n_init: int = 3
     """Seedings tried, the best kept (MiniBatchKMeans)."""
 
@@ -563,10 +563,10 @@ class ClusterCfg(Settings):
     labeler: str = "kmeans"
     """Registered pseudo-labeller (``corelib.cluster.list_labelers()``)."""
     num_clusters: int = 900
-    """k of the three k-means runs (the pseudo-identities; method.md §3.7 table)."""
+    """k of the three k-means runs (the pseudo-identities; docs/method.md §3.7 table)."""
     feature: str = "fused"
     """What is clustered: "fused" (Fusion++ outputs, the code) or "plain" (the teacher's own
-    global / top / bottom features, the paper figure's variant; method.md §9-Q2)."""
+    global / top / bottom features, the paper figure's variant; docs/method.md §9-Q2)."""
     normalize: str = "none"
     """Feature normalisation before clustering (``corelib.cluster.list_normalizations()``): "none",
     "camera_mean" (subtract each camera's mean, not in the paper: keeps clusters from forming per
@@ -616,7 +616,7 @@ class AdaptLossCfg(Settings):
     """Weight of each of the top and bottom triplet losses."""
     fused_loss: bool = False
     """Add ``local_weight`` x triplet on the fused top / bottom features so ECAB, SECAB and the fusion
-    BatchNorms receive gradients (method.md §9-Q1); False is the published recipe."""
+    BatchNorms receive gradients (docs/method.md §9-Q1); False is the published recipe."""
     contrast: ContrastCfg = field(default_factory=ContrastCfg)
     """The cluster memory of ``name="cluster_contrast"`` (not used by the other losses)."""
     center: CenterLossCfg = field(default_factory=CenterLossCfg)
@@ -639,7 +639,7 @@ def _camera_norm_name(on: bool) -> str:
 
 @dataclass(frozen=True)
 class FinetuneCfg(Settings):
-    """Mean-teacher fine-tuning on the unlabelled target (method.md §3); defaults are the paper's."""
+    """Mean-teacher fine-tuning on the unlabelled target (docs/method.md §3); defaults are the paper's."""
 
     model: MeanTeacherCfg = field(default_factory=MeanTeacherCfg)
     """The network: backbone (the source's), heads, fusion, EMA."""
@@ -656,7 +656,7 @@ class FinetuneCfg(Settings):
     optimizer: str = "adam"
     """"adam" (the paper's) or "sgd" (with ``momentum``: TransReID-SSL's Cluster Contrast fork)."""
     lr: float = 3.5e-4
-    """Learning rate (constant; a new optimiser every epoch, method.md §3.11)."""
+    """Learning rate (constant; a new optimiser every epoch, docs/method.md §3.11)."""
     weight_decay: float = 5e-4
     """Weight decay."""
     momentum: float = 0.9
@@ -736,7 +736,7 @@ STYLE_MODES = ("camera", "domain")
 
 @dataclass(frozen=True)
 class StyleCfg(Settings):
-    """CycleGAN style transfer (method.md §2.1-2.2); defaults are the CamStyle (camera-aware) settings.
+    """CycleGAN style transfer (docs/method.md §2.1-2.2); defaults are the CamStyle (camera-aware) settings.
 
     The domain-aware settings of the authors' vehicle script differ only in epochs and batch size:
     ``StyleCfg.domain_aware()``.

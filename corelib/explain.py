@@ -9,7 +9,7 @@ for a gallery image, and the reverse). Two tools:
   grid, so no reshape hook is needed), for one branch of the network (:class:`EmbeddingOf`: ``global``, ``top``, ``bottom`` or the retrieval
   ``descriptor``) and the target :class:`SimilarityTarget`. The CAM object is used as a context
   manager, so its hooks are released even when the call fails.
-- :func:`activation_maps`: what the authors' figures actually show (method.md §7), gradient-free:
+- :func:`activation_maps`: what the authors' figures actually show (docs/method.md §7), gradient-free:
   ``A(h, w) = sum_c M(c, h, w)^2`` of the trunk's last map, L2-normalised over positions, resized
   to the image and min-max scaled; ``flip=True`` adds the horizontally flipped image, as in the
   paper's figure pairs.

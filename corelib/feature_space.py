@@ -144,7 +144,7 @@ class FeatureSpace:
 
 def study_feature_space(trained, source, target, *, k: int, source_images: Optional[int] = None,
                         camera_centred: bool = True, n_neighbors: int = 15, min_dist: float = 0.1, seed: int = 0,
-                        device: Union[str, torch.device] = "cpu") -> FeatureSpace:
+                        device: Union[str, torch.device] = "cpu", progress: bool = True) -> FeatureSpace:
     """Descriptors, UMAP, pseudo-labels and similarity histograms of one network.
 
     Args:
@@ -154,6 +154,7 @@ def study_feature_space(trained, source, target, *, k: int, source_images: Optio
         k: clusters of the pseudo-labels (fine-tuning's ``num_clusters``), greedy k-means++ with ``seed``.
         camera_centred: cluster camera-centred descriptors, as the embedded fine-tuning recipe does;
             the UMAP and histograms always use the retrieval descriptors themselves.
+        progress: a bar over the five steps (extraction of each side, k-means, UMAP, similarities).
 
     Raises:
         ValueError: ``k`` exceeds the target's training images.
@@ -165,11 +166,29 @@ def study_feature_space(trained, source, target, *, k: int, source_images: Optio
     n_target = len(target.train)
     if k > n_target:
         raise InvalidInputError(f"k = {k} clusters for {n_target} target training images; use k <= {n_target}")
+    from .progress import tqdm
+
+    bar = tqdm(total=5, desc="feature space", unit="step", disable=not progress)
+
+    def step(name: str) -> None:
+        bar.set_postfix_str(name)
+
+    step("source descriptors")
     src = analysis_features(trained, source, max_images=source_images, seed=seed, device=device)
+    bar.update()
+    step("target descriptors")
     tgt = analysis_features(trained, target, device=device)
+    bar.update()
+    step(f"k-means k={k}")
     x = centre(tgt.features, [int(c) for c in tgt.camids]) if camera_centred else tgt.features
     labels = kmeans(x, k, seed=seed, device=device).labels.cpu().numpy()
+    bar.update()
+    step(f"UMAP of {len(src.features) + len(tgt.features)} descriptors")
     points = umap_projection(torch.cat([src.features, tgt.features]), n_neighbors=n_neighbors, min_dist=min_dist,
                              seed=seed)
-    return FeatureSpace(points, src, tgt, labels, pseudo_label_quality(labels, tgt.pids),
-                        similarity_histograms(tgt.features, tgt.pids, tgt.camids, device=device))
+    bar.update()
+    step("similarities")
+    histograms = similarity_histograms(tgt.features, tgt.pids, tgt.camids, device=device)
+    bar.update()
+    bar.close()
+    return FeatureSpace(points, src, tgt, labels, pseudo_label_quality(labels, tgt.pids), histograms)

@@ -1,4 +1,4 @@
-"""Feature extraction in eval mode, flip-averaged and L2-normalised (BMFN, method.md §3.6).
+"""Feature extraction in eval mode, flip-averaged and L2-normalised (BMFN, docs/method.md §3.6).
 
 :func:`extract_split` is the one way the workbench turns a list of samples into descriptors (the
 evaluation, the fine-tuning clusterings and the analysis chapters all call it); :func:`extract_features`
@@ -44,7 +44,7 @@ def extract_features(
         channels_last: NHWC memory format (1.6x faster for ResNet-50 on the 2-core CPU, and the
             fast layout for bf16 on GPUs).
     """
-    from tqdm.auto import tqdm
+    from .progress import tqdm
 
     dev = torch.device(device)
     was_training = getattr(model, "training", False)

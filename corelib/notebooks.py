@@ -397,9 +397,13 @@ def run_notebooks(
     records = []
     # one owner per run directory: a second run-notebooks (or a CLI stage) on it is refused; the
     # chapters' kernels inherit the lock through the environment and work inside it
+    from .progress import PROGRESS_ENV
+
     with RunLock(run_dir, what="run-notebooks") as lock:
         inherited = os.environ.get(LOCK_ENV)
+        inherited_progress = os.environ.get(PROGRESS_ENV)
         os.environ.update(lock.environment())
+        os.environ[PROGRESS_ENV] = "text"  # no front end draws widget bars here: the kernels write lines
         try:
             for i, nb in enumerate(selected, 1):
                 declared = chapter_parameters(nb)
@@ -422,8 +426,9 @@ def run_notebooks(
                 print(f"[{i}/{len(selected)}] {nb.stem} done in {dt:.1f} s -> {out}", flush=True)
                 records.append({"chapter": nb.stem, "seconds": round(dt, 2), "executed": str(out)})
         finally:
-            if inherited is None:
-                os.environ.pop(LOCK_ENV, None)
-            else:
-                os.environ[LOCK_ENV] = inherited
+            for name, value in ((LOCK_ENV, inherited), (PROGRESS_ENV, inherited_progress)):
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value
     return records

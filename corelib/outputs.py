@@ -62,6 +62,11 @@ class Run:
     seed: Optional[int] = None
     params: dict = field(default_factory=dict)
     name: str = "run"
+    recorded: list = field(default_factory=list)
+    """Names of the metrics this chapter recorded, in order (:func:`chapter_metrics`)."""
+    default_dir: bool = False
+    """True when ``RUN_DIR`` was empty (``runs/<name>``): the analysis chapters then also read the
+    networks of ``make demo`` (:func:`corelib.paths.demo_run_dir`) and share their quick networks."""
 
     @property
     def figures_dir(self) -> Path:
@@ -91,7 +96,7 @@ class Run:
         formats: Sequence[str] = ("png", "pdf"),
         params: Optional[Mapping] = None,
         dpi: int = 150,
-    ) -> list[Path]:
+    ) -> "SavedFiles":
         """Save a matplotlib figure as PNG + PDF with a JSON sidecar; returns the written paths.
 
         Metadata that changes on every save (creation date, software version) is stripped, so a
@@ -108,10 +113,10 @@ class Run:
             written.append(path)
         side = out / f"{name}.json"
         atomic_write_text(side, json.dumps(self._sidecar(name, params, written), indent=2, sort_keys=True) + "\n")
-        return written + [side]
+        return SavedFiles(written + [side])
 
     def save_table(self, table: Any, name: str, *, params: Optional[Mapping] = None, latex: bool = False,
-                   caption: str = "") -> list[Path]:
+                   caption: str = "") -> "SavedFiles":
         """Save a table (pandas DataFrame or list of dicts) as CSV and Markdown (and a booktabs
         ``.tex`` when ``latex``, with ``caption``), with a sidecar."""
         import pandas as pd
@@ -131,13 +136,49 @@ class Run:
             atomic_write_text(files[-1], to_latex(df, caption=caption, label=f"tab:{name}"))
         side = out / f"{name}.json"
         atomic_write_text(side, json.dumps(self._sidecar(name, params, files), indent=2, sort_keys=True) + "\n")
-        return [*files, side]
+        return SavedFiles([*files, side])
 
     def record_metric(self, name: str, value: Any) -> None:
         """Add or replace one headline number in ``RUN_DIR/metrics.json`` (atomic)."""
         metrics = read_metrics(self.run_dir)
         metrics[name] = _jsonable(value)
+        if name not in self.recorded:
+            self.recorded.append(name)
         atomic_write_text(self.metrics_path, json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+
+
+class SavedFiles(list):
+    """The paths :meth:`Run.save_figure` / :meth:`Run.save_table` wrote: a list of ``Path``, shown
+    in a notebook as one line ("saved 05_rank_lists: .csv .md .json in figures/") instead of a
+    list of ``PosixPath(...)`` above the figure."""
+
+    def _summary(self) -> str:
+        if not self:
+            return "saved nothing"
+        first = Path(self[0])
+        return f"saved {first.stem}: {' '.join(Path(p).suffix for p in self)} in {first.parent}"
+
+    def _ipython_display_(self) -> None:
+        print(self._summary())
+
+
+def show_table(table: Any):
+    """A table (list of dicts, or a DataFrame) as a pandas DataFrame, which a notebook renders as
+    a table rather than a list of dicts."""
+    import pandas as pd
+
+    return table if isinstance(table, pd.DataFrame) else pd.DataFrame(list(table))
+
+
+def chapter_metrics(run: Optional[Run] = None):
+    """The metrics the current chapter recorded (not the whole run's ``metrics.json``), as a
+    two-column table of name and value."""
+    import pandas as pd
+
+    run = run or current_run()
+    metrics = read_metrics(run.run_dir)
+    rows = [{"metric": name, "value": metrics[name]} for name in run.recorded if name in metrics]
+    return pd.DataFrame(rows, columns=["metric", "value"])
 
 
 def markdown_table(columns: Iterable[Any], rows: Iterable[Sequence[Any]]) -> str:
@@ -172,15 +213,18 @@ def start_run(
 
     Args:
         run_dir: the directory; None or "" creates ``runs/<name>`` under :func:`paths.runs_root`.
+            A relative path is taken from the repository root (``"runs/demo"`` is the folder
+            ``make demo`` writes, wherever the notebook's kernel was started), as on the command line
+            run from the checkout.
         smoke: smoke runs keep figures inside the run directory.
         seed: recorded in sidecars and ``params/<name>.json``.
         params: the notebook's parameters, recorded as given.
         name: the chapter or experiment name, e.g. ``00_data_tour``.
     """
     global _CURRENT
-    rd = Path(run_dir).expanduser() if run_dir else paths.runs_root() / name
+    rd = paths.resolve_in_repo(run_dir) if run_dir else paths.runs_root() / name
     rd.mkdir(parents=True, exist_ok=True)
-    run = Run(rd.resolve(), smoke=smoke, seed=seed, params=dict(params or {}), name=name)
+    run = Run(rd.resolve(), smoke=smoke, seed=seed, params=dict(params or {}), name=name, default_dir=not run_dir)
     atomic_write_text(rd / "env.json", json.dumps(_jsonable(env_report()), indent=2, sort_keys=True) + "\n")
     record = {"name": name, "smoke": smoke, "seed": seed, "params": _jsonable(run.params)}
     atomic_write_text(rd / "params" / f"{name}.json", json.dumps(record, indent=2, sort_keys=True) + "\n")
@@ -195,12 +239,12 @@ def current_run() -> Run:
     return _CURRENT
 
 
-def save_figure(fig: Any, name: str, **kwargs: Any) -> list[Path]:
+def save_figure(fig: Any, name: str, **kwargs: Any) -> SavedFiles:
     """Save a figure into the current run (see :meth:`Run.save_figure`)."""
     return current_run().save_figure(fig, name, **kwargs)
 
 
-def save_table(table: Any, name: str, **kwargs: Any) -> list[Path]:
+def save_table(table: Any, name: str, **kwargs: Any) -> SavedFiles:
     """Save a table into the current run (see :meth:`Run.save_table`)."""
     return current_run().save_table(table, name, **kwargs)
 

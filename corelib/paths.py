@@ -44,6 +44,18 @@ def runs_root() -> Path:
     return _from_env("COREREID_RUNS", "runs")
 
 
+def demo_run_dir() -> Path:
+    """The run directory ``make demo`` writes (``<runs_root>/demo``)."""
+    return runs_root() / "demo"
+
+
+def resolve_in_repo(path) -> Path:
+    """``path`` with ``~`` expanded; a relative one is taken from the repository root, not from
+    the working directory (a notebook's kernel runs in ``notebooks/``)."""
+    p = Path(path).expanduser()
+    return p if p.is_absolute() else repo_root() / p
+
+
 def figures_dir() -> Path:
     """Curated figures of full runs (``$COREREID_FIGURES`` or ``<repo>/figures``)."""
     return _from_env("COREREID_FIGURES", "figures")

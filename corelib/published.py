@@ -12,11 +12,11 @@ notes, which in turn transcribed the papers, repositories and tables they cite; 
 re-derived or completed, and a cell a table leaves empty ("–") is ``None``. Each record's ``source``
 names the note and section it came from, then the primary source the note cites:
 
-- ``method.md §8``: CORE-ReID V2's results tables (project page, [V2-page]): CORE-ReID V2 (ResNet101),
+- ``docs/method.md §8``: CORE-ReID V2's results tables (project page, [V2-page]): CORE-ReID V2 (ResNet101),
   V2 Tiny (ResNet18), direct transfer and the V1 / "baseline" column, for the six person and vehicle
   pairs and every VehicleID / VERI-Wild test size; the SECAB ablation (mAP only) and the V1 ECAB / BMFN
   ablation (approximate values) of the same section;
-- ``method.md §3.7``: the cluster-count sweep of CORE-ReID V2 (approximate mAP read off a figure);
+- ``docs/method.md §3.7``: the cluster-count sweep of CORE-ReID V2 (approximate mAP read off a figure);
 - ``baselines.md §1.8``: TransReID, Table 7 (supervised, persons and vehicles), Table 8 (training-setting
   ablation of the ViT baseline) and the repository README's "reorganized code" results;
 - ``baselines.md §1b.5``: TransReID-SSL, the README's "Paper" and "Reproduced" columns (supervised,
@@ -39,7 +39,7 @@ default (800 / 3000).
 Method names keep the papers' names, written so that LaTeX can print them: TransReID's superscripts
 become words (``TransReID*^c`` is ``TransReID* (SIE camera)``; ``*`` still means overlapping patches,
 stride 12). Caveats the notes mark travel in ``note``. Two more caveats apply to CORE-ReID V2's own
-numbers (method.md §9): its code keeps the best epoch by target-test mAP (Q9), and its vehicle
+numbers (docs/method.md §9): its code keeps the best epoch by target-test mAP (Q9), and its vehicle
 "baseline" column is undefined (Q16).
 """
 
@@ -134,10 +134,10 @@ def _put(task: str, method: str, values: str, *, order: str, source: str, settin
                                     note=note, decimals=decimals))
 
 
-# --- method.md §8: CORE-ReID V2's results tables ([V2-page]) ----------------------------------------------------
+# --- docs/method.md §8: CORE-ReID V2's results tables ([V2-page]) ----------------------------------------------------
 
-_V2 = "method.md §8: CORE-ReID V2 results tables (project page, V2-page)"
-_V2_VEHICLE_BASELINE = "vehicle 'baseline' column: undefined, V1 is person-only; informational (method.md §9-Q16)"
+_V2 = "docs/method.md §8: CORE-ReID V2 results tables (project page, V2-page)"
+_V2_VEHICLE_BASELINE = "vehicle 'baseline' column: undefined, V1 is person-only; informational (docs/method.md §9-Q16)"
 _V2_TABLE = [
     # task, CORE-ReID V2 (ResNet101), V2 Tiny (ResNet18), direct transfer, V1 / "baseline"
     ("market1501->cuhk03np", "66.4 / 66.9 / 83.4 / 88.9", "33.0 / 31.9 / 48.9 / 59.1", "23.9 / 24.6 / 40.3 / 48.9",
@@ -168,7 +168,7 @@ for _task, _main, _tiny, _direct, _v1 in _V2_TABLE:
     _v2("CORE-ReID V2", _main, backbone="ResNet101")
     _v2("CORE-ReID V2 Tiny", _tiny, backbone="ResNet18")
     _v2("Direct transfer", _direct,
-        note="sic: repeats the CUHK→Market numbers, likely a table error (method.md §8)"
+        note="sic: repeats the CUHK→Market numbers, likely a table error (docs/method.md §8)"
         if _task == "cuhk03np->msmt17" else "")
     if _task.startswith(("market1501", "cuhk03np")):
         _v2("CORE-ReID V1", _v1)
@@ -176,26 +176,26 @@ for _task, _main, _tiny, _direct, _v1 in _V2_TABLE:
         _v2("Baseline (V2 page)", _v1, note=_V2_VEHICLE_BASELINE)
 
 # The SECAB ablation gives mAP only; its "with SECAB" values are the CORE-ReID V2 (ResNet101) row above.
-_SECAB = "method.md §8: CORE-ReID V2 SECAB ablation (V2-page), same K"
+_SECAB = "docs/method.md §8: CORE-ReID V2 SECAB ablation (V2-page), same K"
 for _task, _map in [("market1501->cuhk03np", "65.0"), ("cuhk03np->market1501", "83.9"), ("market1501->msmt17", "43.2"),
                     ("cuhk03np->msmt17", "40.5"), ("vehicleid->veri776", "48.03"), ("veri776->vehicleid@800", "65.14")]:
     _put(_task, "CORE-ReID V2 without SECAB", _map, order="mAP", source=_SECAB, backbone="ResNet101",
          note="ablation, mAP only")
 
-# method.md gives these as approximate ("≈"): kept as printed, flagged in the note.
-_V1_ABLATION = "method.md §8: CORE-ReID V1 ECAB / BMFN ablation (V1-page), K=900"
+# docs/method.md gives these as approximate ("≈"): kept as printed, flagged in the note.
+_V1_ABLATION = "docs/method.md §8: CORE-ReID V1 ECAB / BMFN ablation (V1-page), K=900"
 _put("market1501->cuhk03np", "CORE-ReID V1 without ECAB", "56.9", order="mAP", source=_V1_ABLATION,
-     note="approximate value (method.md marks it so), mAP only")
+     note="approximate value (docs/method.md marks it so), mAP only")
 _put("market1501->cuhk03np", "CORE-ReID V1 without BMFN", "62.3", order="mAP", source=_V1_ABLATION,
-     note="approximate value (method.md marks it so), mAP only")
+     note="approximate value (docs/method.md marks it so), mAP only")
 
-# --- method.md §3.7: the cluster-count sweep (K=900 is the main row) ------------------------------------------------
+# --- docs/method.md §3.7: the cluster-count sweep (K=900 is the main row) ------------------------------------------------
 
-_K_SWEEP = "method.md §3.7: CORE-ReID V2 cluster-count sweep (V2-page SECAB table and Fig. 12)"
+_K_SWEEP = "docs/method.md §3.7: CORE-ReID V2 cluster-count sweep (V2-page SECAB table and Fig. 12)"
 for _task, _k500, _k700 in [("market1501->cuhk03np", "44", "58"), ("cuhk03np->market1501", "69", "82")]:
     for _k, _map in (("500", _k500), ("700", _k700)):
         _put(_task, f"CORE-ReID V2 (K={_k})", _map, order="mAP", source=_K_SWEEP, backbone="ResNet101",
-             note="approximate value read off a figure (method.md marks it so), mAP only")
+             note="approximate value read off a figure (docs/method.md marks it so), mAP only")
 
 # --- baselines.md §1.8: TransReID (supervised) ----------------------------------------------------------------------
 

@@ -14,7 +14,7 @@ style train`` call nothing else, so both reach the same recipe for the same data
   (``PretrainCfg.embedded(kind)`` ...), and ``smoke=True`` gives the CI-sized ones for any pair;
 - real data gets the paper's settings: ``PretrainCfg()`` (ResNet-50, ImageNet weights, 120
   epochs), ``FinetuneCfg()`` with the paper's k for the target (:data:`PAPER_CLUSTERS`), inputs
-  256x128 for persons and 256x256 for vehicles (method.md §9-Q5), CamStyle's CycleGAN settings
+  256x128 for persons and 256x256 for vehicles (docs/method.md §9-Q5), CamStyle's CycleGAN settings
   (camera-aware) or the authors' domain-aware ones.
 
 ``corereid_v2_dbscan`` swaps k-means for DBSCAN on the k-reciprocal Jaccard distance, and
@@ -41,7 +41,7 @@ from .settings import Overrides
 KINDS = ("person", "vehicle")
 
 INPUT_SIZES: dict[str, tuple[int, int]] = {"person": (256, 128), "vehicle": (256, 256)}
-"""(height, width) of the paper recipes per kind (method.md §2.5 and §9-Q5)."""
+"""(height, width) of the paper recipes per kind (docs/method.md §2.5 and §9-Q5)."""
 
 PAPER_CLUSTERS: dict[str, int] = {
     "cuhk03np": 900,  # Market -> CUHK03 (sweep 500 / 700 / 900)
@@ -51,8 +51,8 @@ PAPER_CLUSTERS: dict[str, int] = {
     "veri776": 500,  # VehicleID -> VeRi-776 (sweep 500 / 700 / 900)
     "vehicleid": 700,  # VeRi-776 -> VehicleID (Test800)
 }
-"""k of the paper's fine-tuning per target loader (method.md §3.7). The paper states none for
-VERI-Wild (method.md §9-Q6 recommends starting at 700): a pair with another target sets its own."""
+"""k of the paper's fine-tuning per target loader (docs/method.md §3.7). The paper states none for
+VERI-Wild (docs/method.md §9-Q6 recommends starting at 700): a pair with another target sets its own."""
 
 STAGE_SETTINGS = {"pretrain": PretrainCfg, "finetune": FinetuneCfg, "style": StyleCfg}
 DEVICE_FIELDS = {"pretrain": "runtime.device", "finetune": "runtime.device", "style": "device"}

@@ -49,6 +49,6 @@ def unique_rows(cand: torch.Tensor, fill: int) -> torch.Tensor:
 
 def progress_bar(enabled: bool, total: int, desc: str):
     """A tqdm bar, or a do-nothing stand-in when progress is off."""
-    from tqdm.auto import tqdm
+    from .progress import tqdm
 
     return tqdm(total=total, desc=desc, disable=not enabled, mininterval=0.5)

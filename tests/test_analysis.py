@@ -63,3 +63,58 @@ def test_analysis_models_adapt_briefly_and_redo_a_stale_adaptation(synthetic_sma
     os.utime(before, (later, later))
     analysis_models(tmp_path, "person", source, target, smoke=True)
     assert "adapting briefly" in capsys.readouterr().out
+
+
+def test_empty_run_dir_shares_quick_networks_then_takes_the_demos(synthetic_small, tmp_path, monkeypatch, capsys):
+    import shutil
+
+    from corelib import paths
+    from corelib.outputs import start_run
+    from corelib.training import analysis_models
+
+    monkeypatch.setenv("COREREID_RUNS", str(tmp_path / "runs"))
+    source, target = load_synthetic(synthetic_small["market_like"]), load_synthetic(synthetic_small["cuhk_like"])
+    # no demo yet: the first chapter trains quick networks into the shared runs/quick ...
+    first = start_run("", smoke=True, name="05_gradcam")
+    assert first.default_dir and first.run_dir == (tmp_path / "runs" / "05_gradcam").resolve()
+    models = analysis_models(first, "person", source, target, smoke=True)
+    quick = tmp_path / "runs" / "quick" / "person" / "quick"
+    assert (quick / "pretrain" / "best.pt").is_file() and (quick / "finetune" / "best.pt").is_file()
+    assert "run `make demo` first" in capsys.readouterr().out
+    # ... which the next chapter reuses instead of training its own
+    second = start_run("", smoke=True, name="06_umap_clusters")
+    analysis_models(second, "person", source, target, smoke=True)
+    out = capsys.readouterr().out
+    assert "trained earlier" in out and "made earlier" in out and "06_umap_clusters/person" not in out
+    assert not (second.run_dir / "person").exists()
+    # once make demo has run, an empty RUN_DIR studies the demo's networks and writes nothing there
+    demo = paths.demo_run_dir() / "person"
+    for stage in ("pretrain", "finetune"):
+        (demo / stage).mkdir(parents=True)
+        shutil.copy(quick / stage / "best.pt", demo / stage / "best.pt")
+    before = sorted(p for p in paths.demo_run_dir().rglob("*"))
+    third = start_run("", smoke=True, name="04_kmeans_init")
+    demo_models = analysis_models(third, "person", source, target, smoke=True)
+    out = capsys.readouterr().out
+    assert "uses the networks of `make demo`" in out and str(demo / "finetune" / "best.pt") in out
+    assert sorted(p for p in paths.demo_run_dir().rglob("*")) == before
+    assert demo_models["after"].stage == models["after"].stage == "finetune"
+    # an explicit RUN_DIR is the only place searched, and holds its own quick networks
+    from corelib.pairs import experiment_pairs
+    from corelib.training.analysis import _Networks
+
+    explicit = start_run(str(tmp_path / "mine"), smoke=True, name="05_gradcam")
+    nets = _Networks(explicit, experiment_pairs(["person"])["person"])
+    assert not explicit.default_dir and nets.dirs == [explicit.run_dir / "person"]
+    assert nets.quick_base == explicit.run_dir / "person"
+
+
+def test_relative_run_dir_is_taken_from_the_repository_root(tmp_path, monkeypatch):
+    from corelib import paths
+    from corelib.outputs import start_run
+
+    monkeypatch.setattr(paths, "repo_root", lambda: tmp_path / "repo")
+    monkeypatch.chdir(tmp_path)  # a kernel started elsewhere (notebooks/) must not matter
+    run = start_run("runs/demo", smoke=True, name="05_gradcam")
+    assert run.run_dir == (tmp_path / "repo" / "runs" / "demo").resolve()
+    assert not (tmp_path / "runs").exists()

@@ -91,3 +91,22 @@ def test_env_report_and_device():
     if not torch.cuda.is_available():
         with pytest.raises(RuntimeError, match="DEVICE='cpu'"):
             resolve_device("cuda")
+
+
+def test_notebook_outputs_are_tables_and_one_line_summaries(tmp_path, capsys):
+    import pandas as pd
+
+    outputs.start_run(tmp_path / "first", smoke=True, name="02_x")
+    outputs.record_metric("person/source_mAP", 0.4)  # an earlier chapter of the same run
+    run = outputs.start_run(tmp_path / "first", smoke=True, name="05_x")
+    saved = outputs.save_table([{"a": 1}], "05_t")
+    assert isinstance(saved, list) and all(p.is_file() for p in saved)
+    saved._ipython_display_()  # what a notebook shows for a cell ending in save_table(...)
+    shown = capsys.readouterr().out
+    assert shown.strip() == f"saved 05_t: .csv .md .json in {run.run_dir / 'figures'}" and "PosixPath" not in shown
+    table = outputs.show_table([{"k": 3, "nmi": 0.5}, {"k": 6, "nmi": 0.7}])
+    assert isinstance(table, pd.DataFrame) and list(table.columns) == ["k", "nmi"] and len(table) == 2
+    outputs.record_metric("person/gradcam_queries", 4)
+    mine = outputs.chapter_metrics()
+    assert mine.to_dict("records") == [{"metric": "person/gradcam_queries", "value": 4}]  # not the run's
+    assert set(outputs.read_metrics(run.run_dir)) == {"person/source_mAP", "person/gradcam_queries"}

@@ -1,6 +1,6 @@
 """K-means in torch on CPU or CUDA, with greedy k-means++ seeding (CORE-ReID's pseudo-labels).
 
-Seeding (method.md Appendix A; Arthur & Vassilvitskii 2007; Grunau et al. 2023):
+Seeding (docs/method.md Appendix A; Arthur & Vassilvitskii 2007; Grunau et al. 2023):
 
 - ``greedy_kmeans++``: every step draws L = 2 + floor(ln k) candidates with probability
   proportional to the current squared distance D(x) and keeps the one that lowers the potential
@@ -383,7 +383,7 @@ def _faiss_kmeans(x, k, init_centroids, max_iter, seed, init_name, t_init) -> KM
 
 
 # --------------------------------------------------------------------------------------------
-# mini-batch k-means (scikit-learn MiniBatchKMeans semantics, method.md Appendix B)
+# mini-batch k-means (scikit-learn MiniBatchKMeans semantics, docs/method.md Appendix B)
 
 
 def minibatch_kmeans(

@@ -1,7 +1,7 @@
 """Pseudo-labellers by name, and the multi-level clustering of fine-tuning.
 
 CORE-ReID clusters three features of every target training image each epoch (global, top and
-bottom; method.md §3.7). :func:`cluster_pseudo_labels` normalises each level's features (an option
+bottom; docs/method.md §3.7). :func:`cluster_pseudo_labels` normalises each level's features (an option
 of every labeller, :mod:`corelib.cluster.normalize`), runs the labeller named in the settings and
 checks what it returned. A labeller is a function registered with :func:`register_labeler`::
 

@@ -31,8 +31,9 @@ def compare_inits(
     max_iter: int = 100,
     tol: float = 1e-4,
     device: Union[str, torch.device, None] = None,
+    progress: bool = True,
 ) -> tuple[list[dict], dict[str, list[np.ndarray]]]:
-    """One full-batch k-means per (seeding, seed) on ``features``.
+    """One full-batch k-means per (seeding, seed) on ``features`` (a progress bar over the runs).
 
     Returns:
         ``(runs, labels)``: ``runs`` holds one record per run (``init``, ``seed``, ``n_iter``,
@@ -48,10 +49,14 @@ def compare_inits(
         raise InvalidInputError("compare_inits needs at least one seed")
     if truth is not None and len(truth) != len(features):
         raise InvalidInputError(f"{len(truth)} identities for {len(features)} feature rows")
+    from ..progress import tqdm
+
     runs, labels = [], {}
+    bar = tqdm(total=len(inits) * len(seeds), desc=f"k-means k={k}", unit="run", disable=not progress)
     for init in inits:
         labels[init] = []
         for seed in seeds:
+            bar.set_postfix_str(f"{init} seed {seed}")
             res = kmeans(features, k, init=init, seed=seed, max_iter=max_iter, tol=tol, device=device)
             lab = res.labels.cpu().numpy()
             labels[init].append(lab)
@@ -64,6 +69,8 @@ def compare_inits(
                 rec.update({key: q[key] for key in ("nmi", "ari", "purity")})
             rec.update(cluster_size_stats(lab))
             runs.append(rec)
+            bar.update()
+    bar.close()
     return runs, labels
 
 

@@ -255,7 +255,7 @@ def _check_counts(m: Mapping, stats: Mapping, has_cameras: bool, report: Verific
 
 def _check_images(m: Mapping, base: Path, how: Union[str, int], progress: bool, seed: int,
                   report: VerificationReport, guard: RootGuard) -> None:
-    from tqdm.auto import tqdm
+    from ..progress import tqdm
 
     files = sorted(p for e in m["layout"] if (base / e).is_dir() for p in _image_files(base / e, guard))
     if how != "all":

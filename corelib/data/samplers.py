@@ -3,7 +3,7 @@
 Triplet losses need several images of each identity in a batch, and re-identification is about
 matching across cameras, so :class:`CameraAwareIdentitySampler` fills each identity block with
 images from cameras other than the anchor's whenever it can (the semantics of the authors'
-``RandomMultipleGallerySampler``, method.md §2.5).
+``RandomMultipleGallerySampler``, docs/method.md §2.5).
 
 The sampler yields indices identity-block by identity-block; the DataLoader groups them into batches
 of ``P * K`` with ``drop_last=True``. Unlike the authors' sampler it draws from its own

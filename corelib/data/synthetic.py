@@ -977,7 +977,7 @@ def load_synthetic(dataset_root: str | Path):
 
 
 def _progress(total: int, desc: str, enabled: bool):
-    from tqdm.auto import tqdm
+    from ..progress import tqdm
 
     return tqdm(total=total, desc=desc, unit="img", disable=not enabled, mininterval=0.5)
 

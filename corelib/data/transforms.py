@@ -1,6 +1,6 @@
 """Image augmentation pipelines ("data adapter") for CORE-ReID V2 training and testing.
 
-Three stages, following method.md §2.6 and the §9-Q7 resolution:
+Three stages, following docs/method.md §2.6 and the §9-Q7 resolution:
 
 - ``pretrain`` (source pre-training): Resize (bicubic) -> horizontal flip -> edge pad -> random crop
   -> Local Grayscale Patch Replacement (LGPR) -> global RandomGrayscale -> ToTensor -> Normalize;

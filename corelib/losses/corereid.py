@@ -1,4 +1,4 @@
-"""The criteria of CORE-ReID V2: source pre-training and mean-teacher fine-tuning (method.md §2.4, §3.8)."""
+"""The criteria of CORE-ReID V2: source pre-training and mean-teacher fine-tuning (docs/method.md §2.4, §3.8)."""
 
 from __future__ import annotations
 
@@ -28,11 +28,11 @@ class SupervisedCETriplet(Criterion):
 
 @register_loss("corereid", stage="finetune")
 class CoreReIDAdaptation(Criterion):
-    """``L = CE_ls(W f_g, y_g) + tri(f_g, y_g) + w (tri(f_top, y_top) + tri(f_bot, y_bot))`` (method.md §3.8).
+    """``L = CE_ls(W f_g, y_g) + tri(f_g, y_g) + w (tri(f_top, y_top) + tri(f_bot, y_bot))`` (docs/method.md §3.8).
 
     Each term on its own batch: global on B_g, top on B_top, bottom on B_bot. With ``fused_loss``
     it adds ``w (tri(fused_top, y_top) + tri(fused_bot, y_bot))`` on the Ensemble Fusion outputs,
-    the only path by which ECAB, SECAB and the fusion BatchNorms receive gradients (method.md §9-Q1).
+    the only path by which ECAB, SECAB and the fusion BatchNorms receive gradients (docs/method.md §9-Q1).
     """
 
     def __init__(self, cfg) -> None:

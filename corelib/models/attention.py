@@ -1,6 +1,6 @@
 """Channel attention blocks of CORE-ReID: ECAB (V1, on the local parts) and SECAB (V2, global).
 
-Both share one design (method.md §3.3-3.4): a max-pooled and an average-pooled channel vector go
+Both share one design (docs/method.md §3.3-3.4): a max-pooled and an average-pooled channel vector go
 through the same MLP of six bias-free 1x1 convolutions with reduction r = 4 per layer,
 ``C -> C/4 -> C/16 -> C/64 -> C/16 -> C/4 -> C`` (five hidden layers, ReLU after each), and
 the attention weights are ``sigmoid(MLP(GMP(X)) + MLP(GAP(X)))``.

@@ -1,13 +1,13 @@
 """Model size and cost: parameters (as the paper counts them), FLOPs/MACs, images per second.
 
-The paper's table (method.md §6) counts **one** fine-tuning network with K = 900 classes and every
+The paper's table (docs/method.md §6) counts **one** fine-tuning network with K = 900 classes and every
 parameter the authors' module registers, Fusion block and SECAB excluded. The authors' module also
 registers three things its forward never uses, which ours does not build: the source BN-neck
 ``feat_bn`` (2C parameters) and two CBAM spatial-attention convolutions (2 x 7x7x2 = 196). The
 ``"paper"`` convention adds exactly these back so the counts can be compared to the table.
 
 GFLOPs: the paper's values match multiply-accumulates (MACs) of the convolutions for ResNet-18 but
-are 1.0-1.7 G higher for ResNet-50+ (method.md §6, Q11). We report torch's flop counter: FLOPs =
+are 1.0-1.7 G higher for ResNet-50+ (docs/method.md §6, Q11). We report torch's flop counter: FLOPs =
 2 x MACs for convolutions and matrix products, MACs = FLOPs / 2.
 """
 
@@ -20,7 +20,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-# published values: params (millions) and GFLOPs at 256x128 (method.md §6)
+# published values: params (millions) and GFLOPs at 256x128 (docs/method.md §6)
 PAPER_TABLE = {
     18: {"params_m": 12.97, "gflops": 1.18, "params": 12_970_756},
     34: {"params_m": 23.08, "gflops": 2.35, "params": 23_078_916},

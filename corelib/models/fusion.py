@@ -1,4 +1,4 @@
-"""Ensemble Fusion (CORE-ReID V1) and Ensemble Fusion++ (V2), method.md §3.5.
+"""Ensemble Fusion (CORE-ReID V1) and Ensemble Fusion++ (V2), docs/method.md §3.5.
 
 Inputs: the teacher's global feature map ``tau`` ``(B, C, H, W)`` and the student's ECAB vectors of
 the top and bottom halves ``psi_top``, ``psi_bottom`` ``(B, C)``. Products with a C-vector broadcast
@@ -11,7 +11,7 @@ over H x W.
 ``Pool`` is GAP + GMP (the authors' code) or GAP only (the paper's figure), a switch. BN1..3 are
 BatchNorm1d with weight 1 and a frozen zero bias (BNNeck style). SECAB is a registered sub-module,
 so it is saved, loaded and (optionally) trained; the authors' code re-creates it with fresh random
-weights on every call (method.md §3.4), which we do not reproduce.
+weights on every call (docs/method.md §3.4), which we do not reproduce.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The mean-teacher pair of CORE-ReID fine-tuning (method.md §3.1, §3.10).
+"""The mean-teacher pair of CORE-ReID fine-tuning (docs/method.md §3.1, §3.10).
 
 The student trains; the teacher follows it by an exponential moving average of the *parameters*
 after every optimiser step ``t`` (0-based)::

@@ -1,4 +1,4 @@
-"""The source network (pre-training) and the CORE-ReID fine-tuning network (method.md §2.4, §3.2).
+"""The source network (pre-training) and the CORE-ReID fine-tuning network (docs/method.md §2.4, §3.2).
 
 Model contract (torchreid style): in training mode a network returns a small named structure; in
 eval mode it returns the L2-normalised retrieval descriptor ``(B, D)``. Both take
@@ -203,7 +203,7 @@ class CoreReIDNet(nn.Module):
 def bmfn(extract: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor) -> torch.Tensor:
     """Bidirectional Mean Feature Normalisation: ``normalize((phi(x) + phi(flip(x))) / 2)``.
 
-    ``images`` is ``(B, 3, H, W)``; the flip is horizontal (along the width), as in method.md §3.6.
+    ``images`` is ``(B, 3, H, W)``; the flip is horizontal (along the width), as in docs/method.md §3.6.
     """
     v = extract(images) + extract(torch.flip(images, dims=[3]))
     return F.normalize(v / 2, dim=1)

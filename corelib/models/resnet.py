@@ -6,7 +6,7 @@ The trunk is torchvision's ResNet without ``avgpool`` and ``fc``: an image ``(B,
 feature map ``(B, C, H/16, W/16)`` for the Bottleneck trunks (ResNet-50/101/152, C = 2048, last
 stride set to 1 as CORE-ReID does) and ``(B, C, H/32, W/32)`` for the BasicBlock trunks
 (ResNet-18/34, C = 512, stride kept: their block puts the stride in ``conv1``, where the method
-does not change it; method.md §2.3).
+does not change it; docs/method.md §2.3).
 
 Weights: ``weights="imagenet"`` reads torchvision's published file from torch's cache
 (``$TORCH_HOME/hub/checkpoints``, downloaded there where there is internet), checks its SHA-256

@@ -190,7 +190,7 @@ class TransReIDNet(nn.Module):
     @torch.no_grad()
     def reset_classifier(self, centroids: torch.Tensor) -> None:
         """Every classifier from its part of the ``(K, (1 + k) D)`` centres of the clustered
-        descriptors (or ``(K, D)``), each row L2-normalised (the loop's rule, method.md §3.9)."""
+        descriptors (or ``(K, D)``), each row L2-normalised (the loop's rule, docs/method.md §3.9)."""
         d = self.feature_dim
         parts = 1 + self.num_groups
         if centroids.dim() != 2 or centroids.shape[1] not in (d, parts * d) or centroids.shape[0] < 1:

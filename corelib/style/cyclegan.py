@@ -1,6 +1,6 @@
 """CycleGAN for unpaired style transfer between two image domains (cameras or datasets).
 
-CORE-ReID V2 enlarges its labelled source set with style-transferred copies (method.md §2.1-2.2):
+CORE-ReID V2 enlarges its labelled source set with style-transferred copies (docs/method.md §2.1-2.2):
 one CycleGAN per camera pair (CamStyle) or one per source <-> target pair. This module holds the
 networks and their training; :mod:`corelib.style.enlarge` uses them on datasets.
 
@@ -423,7 +423,7 @@ def train_cyclegans(
     Returns:
         One :class:`CycleGANResult` per job, in the order of ``jobs``.
     """
-    from tqdm.auto import tqdm
+    from ..progress import tqdm
 
     stack = cfg.stack_pairs if stack is None else stack
     if stack < 1:
@@ -452,7 +452,7 @@ def _train_stack(jobs: Sequence[StyleJob], samples: Sequence[list[list[Sample]]]
     """Train ``len(jobs)`` CycleGANs (same steps per epoch, same start) as one stacked CycleGAN."""
     from contextlib import ExitStack
 
-    from tqdm.auto import tqdm
+    from ..progress import tqdm
 
     n = len(jobs)
     rt = Runtime(cfg.device, cfg.precision)

@@ -1,4 +1,4 @@
-"""Style-transferred copies of a labelled source set (method.md §2.1-2.2), on datasets.
+"""Style-transferred copies of a labelled source set (docs/method.md §2.1-2.2), on datasets.
 
 Two modes:
 
@@ -290,7 +290,7 @@ def write_style_set(
             ``out_root`` is (or contains) the source dataset or the style models folder.
         InvalidInputError: ``out_root`` lies inside the source dataset or the style models folder.
     """
-    from tqdm.auto import tqdm
+    from ..progress import tqdm
 
     models = models if isinstance(models, StyleModels) else load_style_models(models)
     out = Path(out_root).expanduser()
@@ -472,7 +472,7 @@ def style_gap(
         split: the source split whose images are translated.
         max_images: at most this many images per side (evenly spaced), to bound the time.
     """
-    from tqdm.auto import tqdm
+    from ..progress import tqdm
 
     models = models if isinstance(models, StyleModels) else load_style_models(models)
     dev = resolve_device(device)

@@ -2,7 +2,8 @@
 
 :func:`analysis_model` takes the newest network of a pair (embedded or real) from the run directory: the
 fine-tuned teacher written by chapter 03, else the source network of chapter 02; a chapter run on
-its own (nothing in ``RUN_DIR``) trains a small source network first and says so.
+its own (nothing in ``RUN_DIR``) trains a small source network first and says so. With an empty
+``RUN_DIR`` the networks ``make demo`` trained are used when they exist.
 :func:`analysis_features` extracts BMFN descriptors of a split with it, optionally centred per
 camera as the embedded fine-tuning recipe clusters them.
 """
@@ -27,71 +28,123 @@ def _as_pair(pair):
     return pair if isinstance(pair, ExperimentPair) else experiment_pairs([pair])[pair]
 
 
-def _quick_pretrain(base: Path, pair, source: ReIDDataset, target: ReIDDataset, seed: int, device) -> Path:
+class _Networks:
+    """Where the analysis networks of one pair come from, and where quick ones go.
+
+    An explicit ``RUN_DIR`` (a path, or a :class:`~corelib.outputs.Run` opened with one) is the only
+    place searched, and quick networks go to ``RUN_DIR/<pair>/quick``. A run opened with an empty
+    ``RUN_DIR`` also searches :func:`~corelib.paths.demo_run_dir` (the networks ``make demo`` just
+    trained) and keeps quick networks in ``<runs_root>/quick/<pair>``, shared by every chapter that
+    needs them, so they are trained once.
+    """
+
+    def __init__(self, run_dir, pair) -> None:
+        from .. import paths
+        from ..outputs import Run
+
+        self.pair = pair
+        if isinstance(run_dir, Run):
+            own, default = run_dir.run_dir, run_dir.default_dir
+        else:
+            own, default = Path(run_dir), False
+        self.dirs = [own / pair.name]
+        if default and paths.demo_run_dir().resolve() != Path(own).resolve():
+            self.dirs.append(paths.demo_run_dir() / pair.name)
+        self.quick_base = (paths.runs_root() / "quick" / pair.name) if default else own / pair.name
+        self.default = default
+
+    def find(self, stage: str) -> Optional[Path]:
+        """The first ``<dir>/<stage>/best.pt`` that exists; says where it came from."""
+        for i, base in enumerate(self.dirs):
+            path = base / stage / "best.pt"
+            if path.is_file():
+                if i > 0:
+                    print(f"{self.pair.name}: RUN_DIR is empty, so this chapter uses the {stage} network of "
+                          f"`make demo` in {base.parent} (set RUN_DIR to study another run)")
+                return path
+        return None
+
+    def hint(self) -> str:
+        if self.default:
+            return "run `make demo` first, or set RUN_DIR to a run whose chapters 02 and 03 have run"
+        return "run 02_pretraining and 03_finetuning with this RUN_DIR for the real ones"
+
+
+def _quick_pretrain(nets: _Networks, source: ReIDDataset, target: ReIDDataset, seed: int, device) -> Path:
     from .pretrain import pretrain
 
-    verb = "using the small source network trained earlier in" if (base / "quick" / "pretrain" / "best.pt").is_file() \
+    out = nets.quick_base / "quick"
+    verb = "using the small source network trained earlier in" if (out / "pretrain" / "best.pt").is_file() \
         else "training a small source network into"
-    print(f"{base.name}: no checkpoint of chapter 02 in {base}; {verb} {base / 'quick'} "
-          f"(run 02_pretraining and 03_finetuning with this RUN_DIR for the real ones)")
-    cfg = pair.pretrain_cfg(smoke=True, seed=seed, device=str(device))
-    return Path(pretrain(cfg, source, base / "quick", target=target, resume=True, progress=False).best_checkpoint)
+    print(f"{nets.pair.name}: no checkpoint of chapter 02 found; {verb} {out} ({nets.hint()})")
+    cfg = nets.pair.pretrain_cfg(smoke=True, seed=seed, device=str(device))
+    return Path(pretrain(cfg, source, out, target=target, resume=True, progress=True).best_checkpoint)
 
 
-def _quick_finetune(base: Path, pair, target: ReIDDataset, source_checkpoint: Path, seed: int, device) -> Path:
+def _quick_finetune(nets: _Networks, target: ReIDDataset, source_checkpoint: Path, seed: int, device) -> Path:
     import shutil
 
     from .finetune import finetune
 
-    out = base / "quick"
+    out = nets.quick_base / "quick"
     best = out / "finetune" / "best.pt"
     if best.is_file() and best.stat().st_mtime < source_checkpoint.stat().st_mtime:
         shutil.rmtree(out / "finetune")  # adapted from an older source network: stale
     verb = "using the brief adaptation made earlier of" if best.is_file() else "adapting briefly"
-    print(f"{base.name}: no checkpoint of chapter 03 in {base}; {verb} {source_checkpoint} "
-          f"(run 03_finetuning with this RUN_DIR for the real one)")
-    cfg = pair.finetune_cfg(smoke=True, seed=seed, device=str(device))
-    result = finetune(cfg, target, out, source_checkpoint=source_checkpoint, resume=True, progress=False)
+    print(f"{nets.pair.name}: no checkpoint of chapter 03 found; {verb} {source_checkpoint} ({nets.hint()})")
+    cfg = nets.pair.finetune_cfg(smoke=True, seed=seed, device=str(device))
+    result = finetune(cfg, target, out, source_checkpoint=source_checkpoint, resume=True, progress=True)
     return Path(result.best_checkpoint)
 
 
-def analysis_model(run_dir: Union[str, Path], pair, source: ReIDDataset, target: ReIDDataset, *,
+def analysis_model(run_dir, pair, source: ReIDDataset, target: ReIDDataset, *,
                    smoke: bool = False, seed: int = 1, device: Union[str, torch.device] = "cpu") -> TrainedModel:
     """``RUN_DIR/<pair>/finetune/best.pt`` (chapter 03), else ``RUN_DIR/<pair>/pretrain/best.pt``
     (chapter 02); when neither exists, a source network trained now with the pair's smoke recipe
-    (``pair.pretrain_cfg(smoke=True)``) into ``RUN_DIR/<pair>/quick/`` (seconds on a CPU).
+    (``pair.pretrain_cfg(smoke=True)``) into ``RUN_DIR/<pair>/quick/``.
 
-    ``pair`` is an :class:`~corelib.pairs.ExperimentPair` or the name of an embedded pair.
+    ``run_dir`` is a path or the chapter's :class:`~corelib.outputs.Run`; a run opened with an
+    empty ``RUN_DIR`` also takes the networks of ``make demo`` and shares its quick networks with
+    the other chapters (see :class:`_Networks`). ``pair`` is an
+    :class:`~corelib.pairs.ExperimentPair` or the name of an embedded pair.
     """
     pair = _as_pair(pair)
-    base = Path(run_dir) / pair.name
+    nets = _Networks(run_dir, pair)
     for stage in ("finetune", "pretrain"):
-        path = base / stage / "best.pt"
-        if path.is_file():
+        path = nets.find(stage)
+        if path is not None:
             print(f"{pair.name}: analysing {path} ({stage})")
             return load_trained_model(path, device=device)
-    return load_trained_model(_quick_pretrain(base, pair, source, target, seed, device), device=device)
+    return load_trained_model(_quick_pretrain(nets, source, target, seed, device), device=device)
 
 
-def analysis_models(run_dir: Union[str, Path], pair, source: ReIDDataset, target: ReIDDataset, *,
+def analysis_models(run_dir, pair, source: ReIDDataset, target: ReIDDataset, *,
                     smoke: bool = False, seed: int = 1,
                     device: Union[str, torch.device] = "cpu") -> dict[str, TrainedModel]:
     """The network before and after adaptation: ``{"before": source network, "after": teacher}``.
 
     ``before`` is ``RUN_DIR/<pair>/pretrain/best.pt`` (chapter 02) and ``after``
     ``RUN_DIR/<pair>/finetune/best.pt`` (chapter 03). A missing stage is trained now with its smoke
-    recipe into ``RUN_DIR/<pair>/quick/`` (tens of seconds on a CPU; the chapter says so), the
+    recipe into ``RUN_DIR/<pair>/quick/`` (a few minutes on a CPU; the chapter says so), the
     adaptation starting from ``before``; a quick adaptation older than its source network is redone.
-    ``pair`` is an :class:`~corelib.pairs.ExperimentPair` or the name of an embedded pair.
+    ``run_dir`` is a path or the chapter's :class:`~corelib.outputs.Run` (an empty ``RUN_DIR``
+    also takes ``make demo``'s networks, see :func:`analysis_model`). Both networks come from the
+    same place: a demo's adapted teacher is compared with the demo's own source network.
     """
     pair = _as_pair(pair)
-    base = Path(run_dir) / pair.name
-    before = base / "pretrain" / "best.pt"
-    if not before.is_file():
-        before = _quick_pretrain(base, pair, source, target, seed, device)
-    after = base / "finetune" / "best.pt"
-    if not after.is_file():
-        after = _quick_finetune(base, pair, target, before, seed, device)
+    nets = _Networks(run_dir, pair)
+    for base in nets.dirs:  # a before/after pair from one run, never mixed across runs
+        before, after = base / "pretrain" / "best.pt", base / "finetune" / "best.pt"
+        if before.is_file() and after.is_file():
+            if base != nets.dirs[0]:
+                print(f"{pair.name}: RUN_DIR is empty, so this chapter uses the networks of `make demo` in "
+                      f"{base.parent} (set RUN_DIR to study another run)")
+            break
+    else:
+        before = nets.find("pretrain") or _quick_pretrain(nets, source, target, seed, device)
+        after = nets.dirs[0] / "finetune" / "best.pt"
+        if not after.is_file():
+            after = _quick_finetune(nets, target, before, seed, device)
     print(f"{pair.name}: before adaptation {before}; after adaptation {after}")
     return {"before": load_trained_model(before, device=device), "after": load_trained_model(after, device=device)}
 

@@ -1,6 +1,6 @@
-"""Mean-teacher fine-tuning on the unlabelled target with multi-level clustering (method.md §3).
+"""Mean-teacher fine-tuning on the unlabelled target with multi-level clustering (docs/method.md §3).
 
-Every epoch (method.md §3.12):
+Every epoch (docs/method.md §3.12):
 
 1. BMFN features of every target training image from Ensemble Fusion(++) (the teacher's map, the
    student's ECAB vectors): theta_g, theta_top, theta_bot, each L2-normalised separately;
@@ -282,7 +282,7 @@ def finetune(
             network); None evaluates the source network here first.
         progress: tqdm bars (rank 0 only).
     """
-    from tqdm.auto import tqdm
+    from ..progress import tqdm
 
     rt = Runtime.from_cfg(cfg.runtime)
     run_dir = Path(run_dir)
@@ -387,7 +387,7 @@ def finetune(
                                                           identities=truth if has_truth else None)
                 for i, lab in enumerate(pseudo.labels):
                     labels[i] = torch.from_numpy(lab).to(rt.device)
-                # classifier rows: normalised centres of the global clustering (method.md §3.9)
+                # classifier rows: normalised centres of the global clustering (docs/method.md §3.9)
                 centroids = pseudo.centres(0, clustered[0].to(rt.device)).to(rt.device)
                 num_classes.fill_(centroids.shape[0])
                 record.update(label_report(pseudo, camids, truth if has_truth else None))
@@ -435,7 +435,7 @@ def finetune(
                             teacher_maps = [forward_sub_batches(mt.teacher, x, cfg.bn_sub_batch, c).feature_map
                                             for x, c in zip(xs, cams)]
                         # Fusion in train mode: its BN running statistics track the target (as in the code);
-                        # a criterion that uses_fused trains through it (method.md §9-Q1)
+                        # a criterion that uses_fused trains through it (docs/method.md §9-Q1)
                         if levels == 3:  # the fusion joins the top / bottom batches' maps and vectors
                             with torch.enable_grad() if criterion.uses_fused else torch.no_grad():
                                 fused = [fuse_sub_batches(mt.fusion, teacher_maps[i], outs[i].psi_top,
@@ -464,7 +464,7 @@ def finetune(
             classes = mt.num_classes  # this epoch's K: what resume and load_trained_model rebuild
             run.model_record = model_record(cfg.model.name, num_classes=classes, **model_args)
             run.end_epoch(epoch, record, t0, model=mt, evaluate=evaluate, best={"num_clusters": classes},
-                          # no optimiser state: every epoch starts a fresh Adam (method.md §3.11), so a resume
+                          # no optimiser state: every epoch starts a fresh Adam (docs/method.md §3.11), so a resume
                           # never reads it, and leaving it out halves the file (the writes dominate short runs)
                           last={"pseudo_labels": labels_state, "rng": rng_state(),
                                 "num_clusters": classes, "direct_transfer": direct,

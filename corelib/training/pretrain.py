@@ -1,4 +1,4 @@
-"""Supervised source pre-training (method.md §2.4-2.7), resumable.
+"""Supervised source pre-training (docs/method.md §2.4-2.7), resumable.
 
 Every epoch: ``iters_per_epoch`` optimiser steps (Adam, or TransReID's SGD: ``cfg.optimizer``) on
 camera-aware P x K batches with the criterion of ``cfg.loss`` (the paper's: ``L = CE_ls(logits) +
@@ -89,7 +89,7 @@ def pretrain(
     With a ``target`` dataset, every evaluation also measures the direct transfer to the target's
     query / gallery (``target_mAP`` ...), and with ``cfg.target_bn_forward`` every step forwards
     one unlabelled target batch in train mode without a loss, so the BatchNorm statistics mix both
-    domains as in the authors' code (method.md §2.4).
+    domains as in the authors' code (docs/method.md §2.4).
 
     A folder that already holds a run is continued with ``resume``, set aside to
     ``pretrain.replaced-<time>`` and trained again with ``overwrite``, and otherwise refused
@@ -100,7 +100,7 @@ def pretrain(
     computed on the features gathered from all processes (so the step is the one-process step with
     per-process BatchNorm); rank 0 evaluates and writes.
     """
-    from tqdm.auto import tqdm
+    from ..progress import tqdm
 
     rt = Runtime.from_cfg(cfg.runtime)
     pids_per_batch(cfg.batch_size, cfg.num_instances)  # clear error for an impossible P x K

@@ -1,0 +1,55 @@
+"""Progress bars that suit where the code runs: a widget bar in JupyterLab, lines of text headless.
+
+Every long loop of the workbench (training epochs, feature extraction, CycleGAN, k-reciprocal
+neighbours, synthetic data, manifests) takes its bar from :func:`tqdm`. In a Jupyter kernel with a
+front end that is tqdm's notebook widget. ``corelib run-notebooks`` (``make demo``, the tests) sets
+``COREREID_PROGRESS=text`` for the chapters' kernels: no front end renders a widget there, and
+tqdm's carriage-return updates pile up in a saved notebook, so the bar writes a plain line to
+stdout instead, at most every ``TEXT_INTERVAL`` seconds and once at the end, which the executed
+copy, the HTML report and papermill's log all show readably.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+PROGRESS_ENV = "COREREID_PROGRESS"
+"""``text``: lines of text; anything else (or unset): tqdm's automatic choice."""
+TEXT_INTERVAL = 15.0
+"""Seconds between two text lines of one bar."""
+
+
+class _Lines:
+    """A file for tqdm that turns each carriage-return redraw into one line of its own."""
+
+    def __init__(self, stream) -> None:
+        self.stream = stream
+
+    def write(self, text: str) -> None:
+        line = text.replace("\r", "").rstrip()
+        if line:
+            self.stream.write(line + "\n")
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+
+def text_mode() -> bool:
+    """Whether bars are written as lines of text (:data:`PROGRESS_ENV` is ``text``)."""
+    return os.environ.get(PROGRESS_ENV, "").lower() == "text"
+
+
+def tqdm(*args, **kwargs):
+    """A tqdm bar (same arguments as ``tqdm.tqdm``), widget or text as described above."""
+    if text_mode():
+        from tqdm.std import tqdm as text_tqdm
+
+        kwargs.setdefault("file", _Lines(sys.stdout))
+        kwargs.setdefault("mininterval", TEXT_INTERVAL)
+        kwargs.setdefault("ascii", True)
+        kwargs["leave"] = True  # a finished bar's last line stays in the log
+        return text_tqdm(*args, **kwargs)
+    from tqdm.auto import tqdm as auto_tqdm
+
+    return auto_tqdm(*args, **kwargs)

@@ -1,0 +1,140 @@
+"""An HTML report of a run directory: one page per executed chapter and an index with the metrics.
+
+``corelib report RUN_DIR`` (and ``make demo`` at its end) turns the executed copies that
+``corelib run-notebooks`` keeps in ``RUN_DIR/notebooks/`` into ``RUN_DIR/report/``:
+
+- ``index.html``: the chapters in order (link, run time, whether a cell failed) and the headline
+  metrics of ``RUN_DIR/metrics.json`` as a table;
+- ``<chapter>.html``: the executed notebook rendered by nbconvert, its figures embedded as data
+  URIs, so every page opens from the file system without a server (a widget, whose front end is
+  absent there, shows the static view its chapter printed below it).
+
+The report folder is the workbench's own (``report.json`` marks it): rebuilding replaces it, and a
+``report/`` folder somebody else made is refused, never overwritten.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import os
+from pathlib import Path
+from typing import Any, Union
+
+from . import paths
+from .errors import MissingStageError
+
+REPORT_STAMP = "report.json"
+
+
+def _chapter_info(nb) -> dict:
+    meta = nb.metadata.get("papermill", {})
+    failed = bool(meta.get("exception")) or any(
+        o.get("output_type") == "error" for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
+    figures = sum(1 for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
+                  if "image/png" in o.get("data", {}))
+    title = next((line.lstrip("# ").strip() for c in nb.cells if c.cell_type == "markdown"
+                  for line in c.source.splitlines() if line.startswith("# ")), "")
+    return {"seconds": meta.get("duration"), "failed": failed, "figures": figures, "title": title}
+
+
+def _metric_rows(metrics: dict, prefix: str = "") -> list[tuple[str, Any]]:
+    rows = []
+    for key in sorted(metrics):
+        value = metrics[key]
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            rows += _metric_rows(value, f"{name}.")
+        else:
+            rows.append((name, value))
+    return rows
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, (list, tuple)):
+        return ", ".join(_fmt(v) for v in value[:8]) + (" …" if len(value) > 8 else "")
+    return str(value)
+
+
+_STYLE = """
+body { font-family: system-ui, sans-serif; max-width: 60rem; margin: 2rem auto; padding: 0 1rem; color: #222; }
+table { border-collapse: collapse; margin: 1rem 0; }
+th, td { border: 1px solid #ccc; padding: 0.3rem 0.6rem; text-align: left; }
+th { background: #f2f2f2; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; }
+.failed { color: #b00020; font-weight: bold; }
+code { background: #f5f5f5; padding: 0 0.2rem; }
+"""
+
+
+def _index_html(run_dir: Path, chapters: list[dict], metrics: list[tuple[str, Any]]) -> str:
+    esc = html.escape
+    rows = []
+    for ch in chapters:
+        seconds = f"{ch['seconds']:.0f} s" if isinstance(ch["seconds"], (int, float)) else "–"
+        state = '<span class="failed">failed</span>' if ch["failed"] else "ran"
+        rows.append(f'<tr><td><a href="{esc(ch["page"])}">{esc(ch["name"])}</a></td><td>{esc(ch["title"])}</td>'
+                    f'<td class="num">{seconds}</td><td class="num">{ch["figures"]}</td><td>{state}</td></tr>')
+    metric_rows = "".join(f'<tr><td><code>{esc(k)}</code></td><td class="num">{esc(_fmt(v))}</td></tr>'
+                          for k, v in metrics)
+    metrics_part = (f"<table><tr><th>metric</th><th>value</th></tr>{metric_rows}</table>" if metrics
+                    else "<p>No metrics were recorded (<code>metrics.json</code> is missing or empty).</p>")
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>corelib report: {esc(run_dir.name)}</title>
+<style>{_STYLE}</style></head><body>
+<h1>Report of <code>{esc(str(run_dir))}</code></h1>
+<p>One page per executed chapter (the copies in <code>notebooks/</code>), figures embedded; the
+pages open from the file system.</p>
+<h2>Chapters</h2>
+<table><tr><th>chapter</th><th>title</th><th>time</th><th>figures</th><th>state</th></tr>{"".join(rows)}</table>
+<h2>Headline metrics</h2>
+{metrics_part}
+</body></html>
+"""
+
+
+def write_report(run_dir: Union[str, Path]) -> Path:
+    """Write ``RUN_DIR/report/`` (``index.html`` and one page per executed chapter); returns the index.
+
+    Raises:
+        MissingStageError: ``RUN_DIR/notebooks/`` holds no executed chapter (run ``make demo`` or
+            ``corelib run-notebooks --run-dir RUN_DIR`` first).
+        NotOwnedError: ``RUN_DIR/report`` exists and was not written by this function.
+    """
+    import shutil
+
+    import nbformat
+    from nbconvert import HTMLExporter
+
+    run_dir = paths.resolve_in_repo(run_dir).resolve()
+    executed = sorted((run_dir / "notebooks").glob("*.ipynb"))
+    if not executed:
+        raise MissingStageError(f"{run_dir / 'notebooks'} holds no executed chapter; run `make demo` or "
+                                f"`corelib run-notebooks --run-dir {run_dir}` first")
+    out = run_dir / "report"
+    fix = f"remove or rename {out} yourself, or report another run directory"
+    paths.check_owned_tree(out, [REPORT_STAMP, paths.PARTIAL_MARKER], "a report written by corelib", fix)
+    partial = run_dir / ".report.partial"
+    paths.remove_owned_tree(partial, [paths.PARTIAL_MARKER, REPORT_STAMP], "a partial report of corelib", fix)
+    paths.make_partial_dir(partial, "corelib report")
+    exporter = HTMLExporter(template_name="lab")
+    chapters = []
+    for path in executed:
+        nb = nbformat.read(path, as_version=4)
+        info = _chapter_info(nb)
+        body, _ = exporter.from_notebook_node(nb)
+        page = f"{path.stem}.html"
+        (partial / page).write_text(body, encoding="utf-8")
+        chapters.append({"name": path.stem, "page": page, **info})
+    from .outputs import read_metrics
+
+    metrics = _metric_rows(read_metrics(run_dir))
+    (partial / "index.html").write_text(_index_html(run_dir, chapters, metrics), encoding="utf-8")
+    (partial / REPORT_STAMP).write_text(json.dumps({"run_dir": str(run_dir), "chapters": chapters}, indent=1) + "\n")
+    os.remove(partial / paths.PARTIAL_MARKER)
+    if out.exists():
+        shutil.rmtree(out)  # checked above: our own report (its stamp) or an empty folder
+    os.replace(partial, out)
+    return out / "index.html"

@@ -164,9 +164,12 @@ class SavedFiles(list):
 
 def show_table(table: Any):
     """A table (list of dicts, or a DataFrame) as a pandas DataFrame, which a notebook renders as
-    a table rather than a list of dicts."""
+    a table rather than a list of dicts; ``None`` or an empty table (one the chapter did not build,
+    e.g. no sweep point, or ``STYLE_COPIES`` off) shows nothing."""
     import pandas as pd
 
+    if table is None or len(table) == 0:
+        return None
     return table if isinstance(table, pd.DataFrame) else pd.DataFrame(list(table))
 
 

@@ -106,6 +106,8 @@ def test_notebook_outputs_are_tables_and_one_line_summaries(tmp_path, capsys):
     assert shown.strip() == f"saved 05_t: .csv .md .json in {run.run_dir / 'figures'}" and "PosixPath" not in shown
     table = outputs.show_table([{"k": 3, "nmi": 0.5}, {"k": 6, "nmi": 0.7}])
     assert isinstance(table, pd.DataFrame) and list(table.columns) == ["k", "nmi"] and len(table) == 2
+    assert outputs.show_table(None) is None  # a table the chapter did not build (09: no sweep point)
+    assert outputs.show_table([]) is None and outputs.show_table(pd.DataFrame()) is None
     outputs.record_metric("person/gradcam_queries", 4)
     mine = outputs.chapter_metrics()
     assert mine.to_dict("records") == [{"metric": "person/gradcam_queries", "value": 4}]  # not the run's

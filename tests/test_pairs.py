@@ -39,7 +39,7 @@ def test_real_pairs_get_the_paper_recipes():
         ("resnet50", "imagenet", 120, 256, 128)
     assert (fine.cluster.num_clusters, fine.epochs, fine.augment.height, fine.augment.width) == (900, 80, 256, 128)
     assert m2c.style_cfg() == StyleCfg()
-    # vehicles: 256x256 (method.md §9-Q5), domain-aware style transfer, the paper's k for VeRi-776
+    # vehicles: 256x256 (docs/method.md §9-Q5), domain-aware style transfer, the paper's k for VeRi-776
     assert v2v.kind == "vehicle" and v2v.style_mode == "domain"
     assert (v2v.pretrain_cfg().augment.height, v2v.pretrain_cfg().augment.width) == (256, 256)
     assert v2v.finetune_cfg().cluster.num_clusters == PAPER_CLUSTERS["veri776"] == 500

@@ -1,6 +1,6 @@
 """Published result tables (corelib.published) and laying them beside one's own (corelib.results).
 
-The expected numbers below were read off ../shared/method.md and ../shared/baselines.md by hand; the
+The expected numbers below were read off the method notes (docs/method.md §8, §3.7; internally ../shared/method.md) and ../shared/baselines.md by hand; the
 tests do not read those files, which need not exist where the tests run.
 """
 
@@ -102,7 +102,7 @@ def test_dbscan_family_and_ibn_tables():
 def test_records_per_source_section():
     # Guards against a table lost or doubled while editing the data.
     counts = Counter(r.source.partition(":")[0] for r in P.PUBLISHED)
-    assert counts == {"method.md §8": 52, "method.md §3.7": 4, "baselines.md §1.8": 88, "baselines.md §1b.5": 28,
+    assert counts == {"docs/method.md §8": 52, "docs/method.md §3.7": 4, "baselines.md §1.8": 88, "baselines.md §1b.5": 28,
                       "baselines.md §2.2": 8, "baselines.md §3.7": 72, "baselines.md §4.4": 4}
 
 
@@ -111,7 +111,7 @@ def test_records_per_source_section():
 def test_every_record_is_complete_and_consistent():
     assert P.PUBLISHED and isinstance(P.PUBLISHED, tuple)
     for r in P.PUBLISHED:
-        assert re.match(r"(method|baselines)\.md §[\w.]+: \S", r.source), r
+        assert re.match(r"(docs/method|baselines)\.md §[\w.]+: \S", r.source), r
         metrics = [v for v in r.metrics.values() if v is not None]
         assert metrics and all(0 <= v <= 100 for v in metrics), r
         assert r.setting in P.SETTINGS
@@ -129,9 +129,9 @@ def test_records_are_frozen_and_checked():
     with pytest.raises(dataclasses.FrozenInstanceError):
         P.PUBLISHED[0].mAP = 1.0
     with pytest.raises(InvalidInputError, match="at least one metric"):
-        P.PublishedResult("market1501", "x", None, None, None, None, source="method.md §8: x")
+        P.PublishedResult("market1501", "x", None, None, None, None, source="docs/method.md §8: x")
     with pytest.raises(InvalidInputError, match="setting"):
-        P.PublishedResult("market1501", "x", 1.0, None, None, None, source="method.md §8: x", setting="semi")
+        P.PublishedResult("market1501", "x", 1.0, None, None, None, source="docs/method.md §8: x", setting="semi")
 
 
 # --- task names and look-ups -----------------------------------------------------------------------------------------

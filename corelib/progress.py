@@ -35,6 +35,25 @@ class _Lines:
         self.stream.flush()
 
 
+def _text_bar_class():
+    from tqdm.std import tqdm as std_tqdm
+
+    class TextBar(std_tqdm):
+        """tqdm whose postfix changes wait for the next timed line: tqdm's ``set_postfix`` redraws
+        at once by default, which wrote one line per training step (1,338 outputs in chapter 01)."""
+
+        def set_postfix(self, ordered_dict=None, refresh=True, **kwargs):
+            super().set_postfix(ordered_dict, refresh=False, **kwargs)
+
+        def set_postfix_str(self, s="", refresh=True):
+            super().set_postfix_str(s, refresh=False)
+
+        def set_description(self, desc=None, refresh=True):
+            super().set_description(desc, refresh=False)
+
+    return TextBar
+
+
 def text_mode() -> bool:
     """Whether bars are written as lines of text (:data:`PROGRESS_ENV` is ``text``)."""
     return os.environ.get(PROGRESS_ENV, "").lower() == "text"
@@ -43,8 +62,7 @@ def text_mode() -> bool:
 def tqdm(*args, **kwargs):
     """A tqdm bar (same arguments as ``tqdm.tqdm``), widget or text as described above."""
     if text_mode():
-        from tqdm.std import tqdm as text_tqdm
-
+        text_tqdm = _text_bar_class()
         kwargs.setdefault("file", _Lines(sys.stdout))
         kwargs.setdefault("mininterval", TEXT_INTERVAL)
         kwargs.setdefault("ascii", True)

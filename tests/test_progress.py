@@ -19,6 +19,17 @@ def test_text_mode_writes_whole_lines(monkeypatch, capsys):
     assert "3/3" in lines[-1]  # the finished bar stays, although leave=False was asked
 
 
+def test_text_mode_postfix_waits_for_the_next_timed_line(monkeypatch, capsys):
+    monkeypatch.setenv(progress.PROGRESS_ENV, "text")
+    bar = progress.tqdm(range(200), desc="train")  # TEXT_INTERVAL of 15 s: no timed line in this loop
+    for i in bar:
+        bar.set_postfix(loss=f"{i:.3f}")  # tqdm redraws here by default: one line per step
+        bar.set_postfix_str(f"step {i}")
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) <= 2, lines[:5]  # the first draw and the final line only
+    assert "200/200" in lines[-1]
+
+
 def test_without_the_variable_tqdm_chooses(monkeypatch):
     monkeypatch.delenv(progress.PROGRESS_ENV, raising=False)
     from tqdm.auto import tqdm as auto

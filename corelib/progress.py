@@ -11,6 +11,7 @@ copy, the HTML report and papermill's log all show readably.
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 
@@ -35,6 +36,7 @@ class _Lines:
         self.stream.flush()
 
 
+@functools.lru_cache(maxsize=None)
 def _text_bar_class():
     from tqdm.std import tqdm as std_tqdm
 

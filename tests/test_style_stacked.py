@@ -209,6 +209,9 @@ def test_stack_must_be_positive(tmp_path):
         train_cyclegans([StyleJob(a, b, tmp_path / "run")], CFG, stack=0, progress=False)
     with pytest.raises(ValueError, match="stack_pairs"):
         StyleCfg(stack_pairs=0)
+    with pytest.raises(InvalidInputError, match="same folder"):  # before anything is written
+        train_cyclegans([StyleJob(a, b, tmp_path / "one"), StyleJob(a, b, tmp_path / "one")], CFG, progress=False)
+    assert not (tmp_path / "one").exists()
 
 
 @pytest.mark.gpu

@@ -428,6 +428,11 @@ def train_cyclegans(
     stack = cfg.stack_pairs if stack is None else stack
     if stack < 1:
         raise InvalidInputError(f"stack={stack}: at least one CycleGAN trains at a time")
+    folders = [Path(job.out_dir).resolve() for job in jobs]
+    repeated = sorted({str(f) for f in folders if folders.count(f) > 1})
+    if repeated:
+        raise InvalidInputError(f"two CycleGANs would train into the same folder ({', '.join(repeated)}); give each "
+                                f"StyleJob its own out_dir")
     samples = [_job_samples(job) for job in jobs]
     groups: dict[tuple[int, int], list[int]] = {}
     for i, (job, smp) in enumerate(zip(jobs, samples)):

@@ -8,9 +8,14 @@ RUN_DIR ?= runs/demo
 # faiss's GPU wheel where a CUDA driver answers, its CPU wheel elsewhere (pyproject.toml's extras)
 FAISS_EXTRA ?= $(shell nvidia-smi -L >/dev/null 2>&1 && echo faiss-gpu || echo faiss)
 
-.PHONY: demo test install lab smoke clean-venv
+LAB_SETTINGS := $(VENV)/share/jupyter/lab/settings/overrides.json
+# the browser tier drives the distribution's Chromium (Debian: package chromium); no browser download
+CHROMIUM ?= /usr/bin/chromium
+SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-install: $(STAMP)
+.PHONY: demo test test-browser install lab smoke chromium clean-venv
+
+install: $(STAMP) $(LAB_SETTINGS)
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -19,6 +24,10 @@ $(STAMP): pyproject.toml
 	$(PY) -m ipykernel install --sys-prefix --name corelib --display-name "Python (corelib)"
 	$(PY) -c "import torch, torchvision; print('torch', torch.__version__, 'torchvision', torchvision.__version__, 'cuda', torch.cuda.is_available())"
 	@touch $(STAMP)
+
+# JupyterLab saves the widgets' state with a notebook (a reopened notebook shows its explorers)
+$(LAB_SETTINGS): $(STAMP)
+	$(PY) -c "from corelib.notebooks import install_lab_settings; print('lab settings:', install_lab_settings())"
 
 # The main job: every chapter on the embedded data, full parameters, into $(RUN_DIR); then its HTML
 # report, $(RUN_DIR)/report/index.html.
@@ -30,11 +39,27 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest
 
+# The browser tier: a smoke demo, then JupyterLab in headless Chromium (tests/browser/conftest.py).
+# Installs Playwright into the venv and Chromium from apt-get when they are missing.
+test-browser: $(LAB_SETTINGS)
+	@$(PY) -c "import playwright" 2>/dev/null || $(PY) -m pip install -e ".[browser]"
+	@test -x $(CHROMIUM) || $(MAKE) --no-print-directory chromium
+	COREREID_BROWSER=$(CHROMIUM) $(PY) -m pytest tests/browser
+
+chromium:
+	@if command -v apt-get >/dev/null 2>&1; then \
+	  $(SUDO) apt-get install -y chromium || { $(SUDO) apt-get update && $(SUDO) apt-get install -y chromium; }; \
+	else \
+	  echo "no apt-get here: install Chromium with your system's package manager (dnf install chromium," \
+	       "pacman -S chromium, brew install --cask chromium) and run make test-browser CHROMIUM=/path/to/chromium"; \
+	  exit 1; \
+	fi
+
 # The chapters with smoke parameters only (what the notebook tests run).
 smoke: $(STAMP)
 	$(VENV)/bin/corelib run-notebooks --smoke --run-dir runs/smoke
 
-lab: $(STAMP)
+lab: $(LAB_SETTINGS)
 	$(VENV)/bin/jupyter lab notebooks
 
 clean-venv:

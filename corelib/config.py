@@ -288,7 +288,7 @@ class SourceModelCfg(Settings):
 @dataclass(frozen=True)
 class CenterLossCfg(Settings):
     """Triplet margin and centre loss of ``loss.name="ce_triplet_center"`` (the Bag-of-Tricks
-    criterion Learn by Guessing trains with; baselines.md §2.2-2.3). The centres are parameters of
+    criterion Learn by Guessing trains with; docs/baselines.md §2.2-2.3). The centres are parameters of
     the criterion with their own SGD, their gradient rescaled by 1 / weight before each step (the
     BoT / TransReID convention), so their update does not depend on the weight."""
 
@@ -509,11 +509,11 @@ class KMeansCfg(Settings):
 @dataclass(frozen=True)
 class DBSCANCfg(Settings):
     """The DBSCAN labeller on k-reciprocal Jaccard distances (MMT, SpCL, Cluster Contrast;
-    baselines.md §3.1-3.2). Defaults are SpCL's and Cluster Contrast's for real data."""
+    docs/baselines.md §3.1-3.2). Defaults are SpCL's and Cluster Contrast's for real data."""
 
     eps: float = 0.6
     """DBSCAN radius on the Jaccard distance (0.6 in SpCL / Cluster Contrast; not portable between
-    k1 settings, features or backbones: baselines.md §3.8)."""
+    k1 settings, features or backbones: docs/baselines.md §3.8)."""
     min_samples: int = 4
     """DBSCAN core-point size (4 in all three codebases)."""
     k1: int = 30
@@ -525,16 +525,16 @@ class DBSCANCfg(Settings):
     "singletons" (one class each: SpCL's un-clustered instances). The samples ``self_paced`` finds
     unreliable become the same."""
     self_paced: bool = False
-    """SpCL's self-paced cluster reliability criterion (baselines.md §3.3): two more DBSCANs at
+    """SpCL's self-paced cluster reliability criterion (docs/baselines.md §3.3): two more DBSCANs at
     eps -/+ ``eps_gap`` dissolve the clusters that are not independent and keep, in the others, only
     the most compact members; the rest become what ``outliers`` says. Off: plain DBSCAN."""
     eps_gap: float = 0.02
     """``self_paced`` only: the tight and loose clusterings run at eps - eps_gap and eps + eps_gap
-    (SpCL's ``--eps-gap 0.02``, baselines.md §3.3)."""
+    (SpCL's ``--eps-gap 0.02``, docs/baselines.md §3.3)."""
     independence_quantile: float = 0.9
     """``self_paced`` only: the independence threshold is this quantile of the first epoch's
     cluster-level (1 - IoU) with the loose clustering, then frozen for the run (SpCL's 0.9,
-    baselines.md §3.3)."""
+    docs/baselines.md §3.3)."""
 
     def __post_init__(self) -> None:
         _within("cluster.dbscan.eps", self.eps, 0.0, 1.0, high_open=True)
@@ -588,7 +588,7 @@ class ClusterCfg(Settings):
 
 @dataclass(frozen=True)
 class ContrastCfg(Settings):
-    """The cluster-level memory of the ``cluster_contrast`` loss (Cluster Contrast; baselines.md §3.5)."""
+    """The cluster-level memory of the ``cluster_contrast`` loss (Cluster Contrast; docs/baselines.md §3.5)."""
 
     temperature: float = 0.05
     """tau of the InfoNCE over the cluster centroids (0.05 in the published code)."""

@@ -349,13 +349,22 @@ def explain_rank_list(model: nn.Module, rank_list: RankList, transform, *, branc
     return ExplainedRankList(rank_list, q_img, g_imgs, q_map, g_maps, branch, layer)
 
 
-def rank_list_row(explained: ExplainedRankList, label: str, *, cams: bool = True) -> dict:
-    """A row for :func:`corelib.viz.rank_list`: the images, overlaid with their maps when ``cams``."""
+def identity_caption(sample: Sample) -> str:
+    """``pid 12 c3`` (cameras counted from 1, as the datasets' file names do); ``pid 12`` without one."""
+    return f"pid {sample.pid}" + (f" c{sample.camid + 1}" if sample.camid is not None and sample.camid >= 0 else "")
+
+
+def rank_list_row(explained: ExplainedRankList, label: str, *, cams: bool = True, identities: bool = False) -> dict:
+    """A row for :func:`corelib.viz.rank_list`: the images, overlaid with their maps when ``cams``;
+    with ``identities`` each gallery image's pid and camera under its score."""
     rl = explained.rank_list
     query = overlay(explained.query_image, explained.query_map, image_weight=CAM_IMAGE_WEIGHT) if cams else explained.query_image
     gallery = ([overlay(im, m, image_weight=CAM_IMAGE_WEIGHT) for im, m in zip(explained.gallery_images, explained.gallery_maps)] if cams
                else list(explained.gallery_images))
-    return {"label": label, "query": query, "gallery": gallery, "correct": rl.correct, "scores": rl.scores}
+    row = {"label": label, "query": query, "gallery": gallery, "correct": rl.correct, "scores": rl.scores}
+    if identities:
+        row["captions"] = [identity_caption(g) for g in rl.gallery]
+    return row
 
 
 def has_branch(model: nn.Module, branch: str) -> bool:

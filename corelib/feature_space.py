@@ -174,10 +174,10 @@ def study_feature_space(trained, source, target, *, k: int, source_images: Optio
         bar.set_postfix_str(name)
 
     step("source descriptors")
-    src = analysis_features(trained, source, max_images=source_images, seed=seed, device=device)
+    src = analysis_features(trained, source, max_images=source_images, seed=seed, device=device, progress=False)
     bar.update()
     step("target descriptors")
-    tgt = analysis_features(trained, target, device=device)
+    tgt = analysis_features(trained, target, device=device, progress=False)
     bar.update()
     step(f"k-means k={k}")
     x = centre(tgt.features, [int(c) for c in tgt.camids]) if camera_centred else tgt.features

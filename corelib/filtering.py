@@ -1,4 +1,4 @@
-"""TransReID-SSL's conditional filtering (CFS; Luo et al. 2021, baselines.md §1b.3): which images of
+"""TransReID-SSL's conditional filtering (CFS; Luo et al. 2021, docs/baselines.md §1b.3): which images of
 a large unlabelled pre-training pool are worth pre-training on, for a given re-ID target.
 
 The catastrophic-forgetting score of an image is the cosine between the features two proxy models
@@ -92,7 +92,7 @@ class FilteredPool:
     kept_lowest: dict[str, np.ndarray] = None  # indices kept per part when the lowest scores are kept
 
     def table(self) -> list[dict]:
-        """Per part: images, kept (highest CFS: the reading baselines.md §1b.3 gives the released
+        """Per part: images, kept (highest CFS: the reading docs/baselines.md §1b.3 gives the released
         loader), share kept, the share kept when the lowest are kept instead, mean CFS."""
         rows = []
         for name, s in self.scores.items():
@@ -110,7 +110,7 @@ def filter_pool(source_proxy: nn.Module, target_proxy: nn.Module, parts: Mapping
                 device: Union[str, torch.device] = "cpu", batch_size: int = 128) -> FilteredPool:
     """CFS over a pool made of named parts (e.g. domains), and the ``share`` of the whole pool with
     the highest scores (and, for comparison, with the lowest): which part each kept image came from.
-    Which end TransReID-SSL keeps is not confirmed from its script (baselines.md §1b.3 reads the
+    Which end TransReID-SSL keeps is not confirmed from its script (docs/baselines.md §1b.3 reads the
     loader as keeping the highest), so the table shows both."""
     names = list(parts)
     if not names:

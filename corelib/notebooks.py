@@ -49,6 +49,40 @@ ALWAYS_DECLARED = frozenset({"RUN_DIR"})
 """Parameters :func:`run_notebooks` passes itself, whatever the chapters declare."""
 
 
+LAB_SETTINGS = {"@jupyter-widgets/jupyterlab-manager:plugin": {"saveState": True}}
+"""JupyterLab settings ``make lab`` installs: the widget manager saves the widgets' state into a
+notebook when it is saved, so the explorers and progress bars of a reopened notebook show their last
+view instead of "Error displaying widget: model not found"."""
+
+
+def install_lab_settings(prefix: Optional[Union[str, Path]] = None) -> Path:
+    """Merge :data:`LAB_SETTINGS` into ``<prefix>/share/jupyter/lab/settings/overrides.json`` (the
+    defaults of the JupyterLab that environment runs; ``prefix`` defaults to ``sys.prefix``, the
+    virtual environment). Settings already in the file are kept; returns its path.
+
+    Raises:
+        InvalidInputError: the file exists but is not a JSON object (it is left untouched).
+    """
+    import sys
+
+    path = Path(prefix or sys.prefix) / "share" / "jupyter" / "lab" / "settings" / "overrides.json"
+    current: dict = {}
+    if path.exists():
+        try:
+            current = json.loads(path.read_text() or "{}")
+        except json.JSONDecodeError as e:
+            raise InvalidInputError(f"{path} is not valid JSON ({e}); fix or remove it, then run make lab again") from e
+        if not isinstance(current, dict):
+            raise InvalidInputError(f"{path} holds {type(current).__name__}, not a JSON object of settings; fix it")
+    merged = dict(current)
+    for plugin, values in LAB_SETTINGS.items():
+        merged[plugin] = {**current.get(plugin, {}), **values}
+    if merged != current or not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        paths.atomic_write_text(path, json.dumps(merged, indent=2, sort_keys=True) + "\n")
+    return path
+
+
 class NotebookFailed(CorelibError, RuntimeError):
     """A chapter raised: the message names the notebook, the failing cell and the executed copy (which
     holds the chapter's own traceback; the command line prints this message, not a traceback of papermill)."""
@@ -397,13 +431,14 @@ def run_notebooks(
     records = []
     # one owner per run directory: a second run-notebooks (or a CLI stage) on it is refused; the
     # chapters' kernels inherit the lock through the environment and work inside it
-    from .progress import PROGRESS_ENV
+    from .progress import headless_environment
 
     with RunLock(run_dir, what="run-notebooks") as lock:
-        inherited = os.environ.get(LOCK_ENV)
-        inherited_progress = os.environ.get(PROGRESS_ENV)
+        # no front end draws widgets here: progress bars write lines, explorers a static view
+        headless = headless_environment()
+        inherited = {name: os.environ.get(name) for name in (LOCK_ENV, *headless)}
         os.environ.update(lock.environment())
-        os.environ[PROGRESS_ENV] = "text"  # no front end draws widget bars here: the kernels write lines
+        os.environ.update(headless)
         try:
             for i, nb in enumerate(selected, 1):
                 declared = chapter_parameters(nb)
@@ -426,7 +461,7 @@ def run_notebooks(
                 print(f"[{i}/{len(selected)}] {nb.stem} done in {dt:.1f} s -> {out}", flush=True)
                 records.append({"chapter": nb.stem, "seconds": round(dt, 2), "executed": str(out)})
         finally:
-            for name, value in ((LOCK_ENV, inherited), (PROGRESS_ENV, inherited_progress)):
+            for name, value in inherited.items():
                 if value is None:
                     os.environ.pop(name, None)
                 else:

@@ -6,7 +6,10 @@ front end that is tqdm's notebook widget. ``corelib run-notebooks`` (``make demo
 ``COREREID_PROGRESS=text`` for the chapters' kernels: no front end renders a widget there, and
 tqdm's carriage-return updates pile up in a saved notebook, so the bar writes a plain line to
 stdout instead, at most every ``TEXT_INTERVAL`` seconds and once at the end, which the executed
-copy, the HTML report and papermill's log all show readably.
+copy, the HTML report and papermill's log all show readably. It sets ``COREREID_WIDGETS=static``
+too: the explorers of :mod:`corelib.widgets` then show their current view as an image with its
+description, which the executed copy and the report keep, instead of a widget that no front end
+will ever draw (:func:`headless_environment`).
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ import sys
 
 PROGRESS_ENV = "COREREID_PROGRESS"
 """``text``: lines of text; anything else (or unset): tqdm's automatic choice."""
+WIDGETS_ENV = "COREREID_WIDGETS"
+"""``static``: the explorers render as an image and a description, not as live widgets."""
 TEXT_INTERVAL = 15.0
 """Seconds between two text lines of one bar."""
 
@@ -59,6 +64,16 @@ def _text_bar_class():
 def text_mode() -> bool:
     """Whether bars are written as lines of text (:data:`PROGRESS_ENV` is ``text``)."""
     return os.environ.get(PROGRESS_ENV, "").lower() == "text"
+
+
+def static_widgets() -> bool:
+    """Whether the explorers render statically (:data:`WIDGETS_ENV` is ``static``)."""
+    return os.environ.get(WIDGETS_ENV, "").lower() == "static"
+
+
+def headless_environment() -> dict:
+    """The variables ``corelib run-notebooks`` sets for kernels that no front end watches."""
+    return {PROGRESS_ENV: "text", WIDGETS_ENV: "static"}
 
 
 def tqdm(*args, **kwargs):

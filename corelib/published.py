@@ -17,14 +17,14 @@ names the note and section it came from, then the primary source the note cites:
   pairs and every VehicleID / VERI-Wild test size; the SECAB ablation (mAP only) and the V1 ECAB / BMFN
   ablation (approximate values) of the same section;
 - ``docs/method.md §3.7``: the cluster-count sweep of CORE-ReID V2 (approximate mAP read off a figure);
-- ``baselines.md §1.8``: TransReID, Table 7 (supervised, persons and vehicles), Table 8 (training-setting
+- ``docs/baselines.md §1.8``: TransReID, Table 7 (supervised, persons and vehicles), Table 8 (training-setting
   ablation of the ViT baseline) and the repository README's "reorganized code" results;
-- ``baselines.md §1b.5``: TransReID-SSL, the README's "Paper" and "Reproduced" columns (supervised,
+- ``docs/baselines.md §1b.5``: TransReID-SSL, the README's "Paper" and "Reproduced" columns (supervised,
   USL and UDA);
-- ``baselines.md §2.2``: Learn by Guessing and the rows its slides compare with (MMT, SSG);
-- ``baselines.md §3.7``: MMT (k-means, from the paper; OpenUnReID's DBSCAN "MMT+"; MMT as quoted by
+- ``docs/baselines.md §2.2``: Learn by Guessing and the rows its slides compare with (MMT, SSG);
+- ``docs/baselines.md §3.7``: MMT (k-means, from the paper; OpenUnReID's DBSCAN "MMT+"; MMT as quoted by
   SpCL / Cluster Contrast), SpCL (UDA and USL) and Cluster Contrast (USL only);
-- ``baselines.md §4.4``: the re-ID numbers of the IBN-Net README (reid-strong-baseline, supervised).
+- ``docs/baselines.md §4.4``: the re-ID numbers of the IBN-Net README (reid-strong-baseline, supervised).
 
 Tasks are named with the workbench's loader names (:func:`corelib.data.list_datasets`):
 ``"<source>-><target>"`` for UDA (``"market1501->cuhk03np"``) and the dataset alone for USL and
@@ -197,9 +197,9 @@ for _task, _k500, _k700 in [("market1501->cuhk03np", "44", "58"), ("cuhk03np->ma
         _put(_task, f"CORE-ReID V2 (K={_k})", _map, order="mAP", source=_K_SWEEP, backbone="ResNet101",
              note="approximate value read off a figure (docs/method.md marks it so), mAP only")
 
-# --- baselines.md §1.8: TransReID (supervised) ----------------------------------------------------------------------
+# --- docs/baselines.md §1.8: TransReID (supervised) ------------------------------------------------------------------
 
-_TR7 = "baselines.md §1.8: TransReID paper Table 7 (damo-cv/TransReID figs/sota.png)"
+_TR7 = "docs/baselines.md §1.8: TransReID paper Table 7 (damo-cv/TransReID figs/sota.png)"
 _TR_PERSON = [
     # backbone, method, MSMT17, Market, Duke, Occ-Duke (mAP / R1)
     ("ViT-B/16 (256×128)", "Baseline", "61.0 / 81.8", "86.8 / 94.7", "79.3 / 88.8", "53.1 / 60.5"),
@@ -234,7 +234,7 @@ for _backbone, _method, _veri, _vid in _TR_VEHICLE:
     _put("veri776", _method, _veri, order="mAP/R1", source=_TR7, setting="supervised", backbone=_backbone)
     _put("vehicleid@800", _method, _vid, order="R1/R5", source=_TR7, setting="supervised", backbone=_backbone)
 
-_TR8 = "baselines.md §1.8: TransReID paper Table 8 (damo-cv/TransReID figs/ablation.png)"
+_TR8 = "docs/baselines.md §1.8: TransReID paper Table 8 (damo-cv/TransReID figs/ablation.png)"
 _TR_ABLATION = [
     # change from the default training setting of the ViT-B/16 baseline, MSMT17, VeRi-776 (mAP / R1)
     ("Baseline, default training", "61.0 / 81.8", "78.2 / 96.5"),
@@ -252,7 +252,7 @@ for _method, _msmt, _veri in _TR_ABLATION:
         _put(_task, _method, _cell, order="mAP/R1", source=_TR8, setting="supervised", backbone="ViT-B/16",
              note="training-setting ablation")
 
-_TR_README = "baselines.md §1.8: damo-cv/TransReID README, reorganized-code results"
+_TR_README = "docs/baselines.md §1.8: damo-cv/TransReID README, reorganized-code results"
 _TR_README_ROWS = [
     # method, backbone, MSMT17, Market, Duke, Occ-Duke, VeRi (mAP / R1), VehicleID (R1 / R5)
     ("Baseline", "ViT-B/16", "61.8 / 81.8", "87.1 / 94.6", "79.6 / 89.0", "53.8 / 61.1", "79.0 / 96.6", "83.5 / 96.7"),
@@ -269,10 +269,10 @@ for _method, _backbone, *_cells in _TR_README_ROWS:
     _put("vehicleid@800", _method, _cells[-1], order="R1/R5", source=_TR_README, setting="supervised",
          backbone=_backbone, note=_TR_README_NOTE + "; VehicleID test size not stated, taken as the small set (800)")
 
-# --- baselines.md §1b.5: TransReID-SSL ------------------------------------------------------------------------------
+# --- docs/baselines.md §1b.5: TransReID-SSL --------------------------------------------------------------------------
 
-_SSL_PAPER = "baselines.md §1b.5: damo-cv/TransReID-SSL README, Paper column"
-_SSL_REPRODUCED = "baselines.md §1b.5: damo-cv/TransReID-SSL README, Reproduced column"
+_SSL_PAPER = "docs/baselines.md §1b.5: damo-cv/TransReID-SSL README, Paper column"
+_SSL_REPRODUCED = "docs/baselines.md §1b.5: damo-cv/TransReID-SSL README, Reproduced column"
 _SSL = [
     # setting, task, backbone (size), Paper, Reproduced (mAP / R1)
     ("supervised", "market1501", "ViT-S/16 (256×128)", "91.0 / 96.0", "91.2 / 95.8"),
@@ -291,16 +291,16 @@ _SSL = [
     ("uda", "market1501->msmt17", "ViT-S/16+ICS (256×128)", "57.8 / 79.5", "57.8 / 79.4"),
 ]
 for _setting, _task, _backbone, _paper, _reproduced in _SSL:
-    # USL and UDA are Cluster Contrast on the LUPerson-pretrained ViT (baselines.md §1b.4).
+    # USL and UDA are Cluster Contrast on the LUPerson-pretrained ViT (docs/baselines.md §1b.4).
     _note = {"usl": "USL, no source domain; via Cluster Contrast", "uda": "via Cluster Contrast"}.get(_setting, "")
     _put(_task, "TransReID-SSL", _paper, order="mAP/R1", source=_SSL_PAPER, setting=_setting, backbone=_backbone,
          note=_note)
     _put(_task, "TransReID-SSL (reproduced)", _reproduced, order="mAP/R1", source=_SSL_REPRODUCED, setting=_setting,
          backbone=_backbone, note="; ".join(n for n in (_note, "authors' re-run in the README") if n))
 
-# --- baselines.md §2.2: Learn by Guessing (the slides print R-1 / R-5 / R-10 / mAP) -------------------------------
+# --- docs/baselines.md §2.2: Learn by Guessing (the slides print R-1 / R-5 / R-10 / mAP) -----------------------------
 
-_LBG = "baselines.md §2.2: Learn by Guessing slides (Pereira & de Campos, Feb 2022), results table"
+_LBG = "docs/baselines.md §2.2: Learn by Guessing slides (Pereira & de Campos, Feb 2022), results table"
 _LBG_ROWS = [
     # method, backbone, note, Market→Duke, Duke→Market
     ("MMT", "", "as quoted in the Learn by Guessing slides", "79.3 / 89.1 / 92.4 / 65.7", "90.9 / 96.4 / 97.9 / 76.5"),
@@ -313,9 +313,9 @@ for _method, _backbone, _note, _m2d, _d2m in _LBG_ROWS:
     for _task, _cell in (("market1501->dukemtmc", _m2d), ("dukemtmc->market1501", _d2m)):
         _put(_task, _method, _cell, order="R1/R5/R10/mAP", source=_LBG, backbone=_backbone, note=_note)
 
-# --- baselines.md §3.7: MMT, SpCL, Cluster Contrast, OpenUnReID ----------------------------------------------------
+# --- docs/baselines.md §3.7: MMT, SpCL, Cluster Contrast, OpenUnReID -------------------------------------------------
 
-_MMT = "baselines.md §3.7: MMT paper (yxgeee/MMT figs/results.png), k-means"
+_MMT = "docs/baselines.md §3.7: MMT paper (yxgeee/MMT figs/results.png), k-means"
 _MMT_DUKE = [
     # backbone, method, Market→Duke, Duke→Market (mAP / R1 / R5 / R10)
     ("ResNet-50", "Pre-trained (source only)", "29.6 / 46.0 / 61.5 / 67.2", "31.8 / 61.9 / 76.4 / 82.2"),
@@ -348,26 +348,28 @@ for _backbone, _method, _m2m, _d2m in _MMT_MSMT:
     _put("market1501->msmt17", _method, _m2m, order="mAP/R1", source=_MMT, backbone=_backbone)
     _put("dukemtmc->msmt17", _method, _d2m, order="mAP/R1", source=_MMT, backbone=_backbone)
 
-_OPENUNREID_ZOO = "baselines.md §3.7: open-mmlab/OpenUnReID docs/MODEL_ZOO.md"
+_OPENUNREID_ZOO = "docs/baselines.md §3.7: open-mmlab/OpenUnReID docs/MODEL_ZOO.md"
 _MMT_PLUS = "OpenUnReID re-implementation (MMT+), DBSCAN, trained end to end from ImageNet"
 _put("dukemtmc->market1501", "MMT+ (OpenUnReID)", "80.9 / 92.2 / 97.6 / 98.4", order="mAP/R1/R5/R10",
      source=_OPENUNREID_ZOO, backbone="ResNet-50", note=_MMT_PLUS)
 _put("market1501->dukemtmc", "MMT+ (OpenUnReID)", "67.7 / 80.3 / 89.9 / 92.9", order="mAP/R1/R5/R10",
      source=_OPENUNREID_ZOO, backbone="ResNet-50", note=_MMT_PLUS)
 
-_MMT_QUOTED = "baselines.md §3.7: MMT as quoted in the SpCL and Cluster Contrast comparison tables"
+_MMT_QUOTED = "docs/baselines.md §3.7: MMT as quoted in the SpCL and Cluster Contrast comparison tables"
 _put("msmt17->market1501", "MMT", "75.6 / 89.3 / 95.8 / 97.5", order="mAP/R1/R5/R10", source=_MMT_QUOTED,
      note="quoted by SpCL / Cluster Contrast; MMT variant not stated")
 _put("market1501->msmt17", "MMT", "24.0 / 50.1 / 63.5 / 69.3", order="mAP/R1/R5/R10", source=_MMT_QUOTED,
      note="quoted by SpCL / Cluster Contrast; discrepancy with the MMT paper's best 22.9 / 49.2 (ResNet-50): "
           "another MMT variant, probably DBSCAN")
 
-_SPCL_README = "baselines.md §3.7: SpCL README (yxgeee/SpCL figs/results.png)"
+_SPCL_README = "docs/baselines.md §3.7: SpCL README (yxgeee/SpCL figs/results.png)"
 _put("market1501->dukemtmc", "SpCL", "68.8 / 82.9 / 90.1 / 92.5", order="mAP/R1/R5/R10",
-     source="baselines.md §3.7: SpCL arXiv v1, quoted in OpenUnReID LEADERBOARD.md and the Cluster Contrast table",
+     source="docs/baselines.md §3.7: SpCL arXiv v1, quoted in OpenUnReID LEADERBOARD.md and the Cluster Contrast "
+            "table",
      backbone="ResNet-50", note="arXiv v1 only: Duke was removed from the NeurIPS camera-ready")
 _put("dukemtmc->market1501", "SpCL", "76.7 / 90.3 / 96.2 / 97.7", order="mAP/R1/R5/R10",
-     source="baselines.md §3.7: OpenUnReID LEADERBOARD.md (copied from the original papers)", backbone="ResNet-50")
+     source="docs/baselines.md §3.7: OpenUnReID LEADERBOARD.md (copied from the original papers)",
+     backbone="ResNet-50")
 _SPCL_ROWS = [
     # task, ResNet-50, IBN-ResNet-50 (None: not reported), order
     ("market1501->msmt17", "26.8 / 53.7 / 65.0 / 69.8", "31.0 / 58.1 / 69.6 / 74.1", "mAP/R1/R5/R10"),
@@ -385,14 +387,14 @@ _USL = "USL, no source domain"
 for _task, _cell in (("market1501", "73.1 / 88.1"), ("msmt17", "19.1 / 42.3"), ("veri776", "36.9 / 79.9")):
     _put(_task, "SpCL", _cell, order="mAP/R1", source=_SPCL_README, setting="usl", backbone="ResNet-50", note=_USL)
 _put("dukemtmc", "SpCL", "65.3 / 81.2", order="mAP/R1", setting="usl", backbone="ResNet-50", note=_USL,
-     source="baselines.md §3.7: Cluster Contrast comparison table and OpenUnReID")
-_OPENUNREID_BOARD = "baselines.md §3.7: open-mmlab/OpenUnReID LEADERBOARD.md (SpCL+)"
+     source="docs/baselines.md §3.7: Cluster Contrast comparison table and OpenUnReID")
+_OPENUNREID_BOARD = "docs/baselines.md §3.7: open-mmlab/OpenUnReID LEADERBOARD.md (SpCL+)"
 _put("dukemtmc->market1501", "SpCL+ (OpenUnReID)", "78.2 / 90.5", order="mAP/R1", source=_OPENUNREID_BOARD,
      note="OpenUnReID re-implementation")
 _put("market1501->dukemtmc", "SpCL+ (OpenUnReID)", "70.4 / 83.8", order="mAP/R1", source=_OPENUNREID_BOARD,
      note="OpenUnReID re-implementation")
 
-_CC = "baselines.md §3.7: Cluster Contrast paper and README (alibaba/cluster-contrast-reid figs/resultsv2.png)"
+_CC = "docs/baselines.md §3.7: Cluster Contrast paper and README (alibaba/cluster-contrast-reid figs/resultsv2.png)"
 _CC_ROWS = [
     # target, DBSCAN, InfoMap (mAP / R1 / R5 / R10; USL, ResNet-50)
     ("market1501", "82.1 / 92.3 / 96.7 / 97.9", "83.0 / 92.9 / 97.2 / 98.0"),
@@ -406,22 +408,22 @@ for _task, _dbscan, _infomap in _CC_ROWS:
          backbone="ResNet-50", note=_USL)
     _put(_task, "Cluster Contrast (InfoMap)", _infomap, order="mAP/R1/R5/R10", source=_CC, setting="usl",
          backbone="ResNet-50", note=_USL)
-_CC_ISSUE = "baselines.md §3.7: alibaba/cluster-contrast-reid issue 11 (maintainer)"
+_CC_ISSUE = "docs/baselines.md §3.7: alibaba/cluster-contrast-reid issue 11 (maintainer)"
 _put("market1501", "Cluster Contrast", "87.0 / 94.6", order="mAP/R1", source=_CC_ISSUE, setting="usl",
      backbone="IBN-ResNet-50a, GeM pooling, hard update", note=_USL + "; maintainer's number in an issue")
 _put("market1501", "Cluster Contrast", "84.5 / 93.6", order="mAP/R1", source=_CC_ISSUE, setting="usl",
      backbone="IBN-ResNet-50a, average pooling", note=_USL + "; maintainer's number in an issue")
 # Another version of the Cluster Contrast paper, as users quote it; the README figure's values are above.
 _put("market1501", "Cluster Contrast", "82.6", order="mAP", setting="usl",
-     source="baselines.md §3.7: alibaba/cluster-contrast-reid issue 22, quoting the paper",
+     source="docs/baselines.md §3.7: alibaba/cluster-contrast-reid issue 22, quoting the paper",
      note=_USL + "; discrepancy between paper versions (README figure: 82.1); mAP only")
 _put("msmt17", "Cluster Contrast", "33.3", order="mAP", setting="usl",
-     source="baselines.md §3.7: alibaba/cluster-contrast-reid issue 14, quoting the paper",
+     source="docs/baselines.md §3.7: alibaba/cluster-contrast-reid issue 14, quoting the paper",
      note=_USL + "; discrepancy between paper versions (README figure: 27.6); mAP only")
 
-# --- baselines.md §4.4: IBN-Net README, re-ID with reid-strong-baseline (printed as "R1 (mAP)") --------------------
+# --- docs/baselines.md §4.4: IBN-Net README, re-ID with reid-strong-baseline (printed as "R1 (mAP)") -----------------
 
-_IBN = "baselines.md §4.4: XingangPan/IBN-Net README (numbers from reid-strong-baseline)"
+_IBN = "docs/baselines.md §4.4: XingangPan/IBN-Net README (numbers from reid-strong-baseline)"
 _IBN_ROWS = [
     # backbone, Market, Duke (R1 (mAP))
     ("IBN-Net-a", "95.0 (88.2)", "90.1 (79.1)"),

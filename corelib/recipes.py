@@ -19,9 +19,9 @@ style train`` call nothing else, so both reach the same recipe for the same data
 
 ``corereid_v2_dbscan`` swaps k-means for DBSCAN on the k-reciprocal Jaccard distance, and
 ``cluster_contrast`` fine-tunes one network with Cluster Contrast's cluster memory on DBSCAN labels
-(both from the same source network as ``corereid_v2``; baselines.md §3). ``learn_by_guessing``
+(both from the same source network as ``corereid_v2``; docs/baselines.md §3). ``learn_by_guessing``
 trains its own IBN-Net source network with a centre loss, then refines DBSCAN pseudo-labels on
-camera-guided features step by step (baselines.md §2). ``supervised_oracle`` is the upper bound:
+camera-guided features step by step (docs/baselines.md §2). ``supervised_oracle`` is the upper bound:
 fine-tuning with the target's true identities.
 
 A recipe of your own is a class with ``pretrain``, ``finetune`` and ``style`` methods registered
@@ -135,7 +135,7 @@ class CoreReIDV2(Recipe):
 DBSCAN_REAL = {"cluster.labeler": "dbscan", "cluster.dbscan.eps": 0.6, "cluster.dbscan.min_samples": 4,
                "cluster.dbscan.k1": 30, "cluster.dbscan.k2": 6}
 """DBSCAN on the k-reciprocal Jaccard distance as SpCL and Cluster Contrast run it on real data
-(baselines.md §3.2: eps 0.6, min_samples 4, k1 30, k2 6)."""
+(docs/baselines.md §3.2: eps 0.6, min_samples 4, k1 30, k2 6)."""
 
 DBSCAN_EMBEDDED = {"cluster.labeler": "dbscan", "cluster.normalize": "camera_guided", "cluster.dbscan.eps": 0.55,
                    "cluster.dbscan.min_samples": 4, "cluster.dbscan.k1": 10, "cluster.dbscan.k2": 3}
@@ -162,14 +162,14 @@ class CoreReIDV2DBSCAN(CoreReIDV2):
 @register_recipe("cluster_contrast")
 class ClusterContrastRecipe(CoreReIDV2DBSCAN):
     """The CORE-ReID V2 source network, then Cluster Contrast on DBSCAN labels of the target
-    (baselines.md §3.5): InfoNCE against the cluster memory (tau 0.05, m 0.1) on the global
+    (docs/baselines.md §3.5): InfoNCE against the cluster memory (tau 0.05, m 0.1) on the global
     features, as published: one network (``model.alpha=0``: no mean teacher), its own features
     clustered (``cluster.feature=plain``), no local triplets (``loss.local_weight=0``). Set
     ``model.alpha=0.999`` for Cluster Contrast inside CORE-ReID's mean teacher.
 
     Real data takes the published schedule: Adam 3.5e-4, weight decay 5e-4, 50 epochs of 200
     steps, batches of 16 identities x 16 instances (256; the authors stress that smaller batches
-    lose mAP, baselines.md §3.8 item 7)."""
+    lose mAP, docs/baselines.md §3.8 item 7)."""
 
     def finetune(self, ctx: RecipeContext, smoke: bool) -> FinetuneCfg:
         cfg = super().finetune(ctx, smoke).with_overrides({"loss.name": "cluster_contrast", "loss.local_weight": 0.0,
@@ -187,7 +187,7 @@ and its own features clustered: how the single-model baselines train."""
 
 @register_recipe("learn_by_guessing")
 class LearnByGuessing(Recipe):
-    """Learn by Guessing (Pereira & de Campos, VISAPP 2022; baselines.md §2): its own IBN-Net source
+    """Learn by Guessing (Pereira & de Campos, VISAPP 2022; docs/baselines.md §2): its own IBN-Net source
     network, then repeated refinement steps on the target.
 
     - Source: IBN-a ResNet (ResNet-50 on real data; ResNet-18 on the embedded pairs, the same size
@@ -197,7 +197,7 @@ class LearnByGuessing(Recipe):
       -> DBSCAN with its outliers removed -> training with the same loss on the pseudo-labels, new
       centres for the new clusters. One network (no mean teacher), its own features clustered.
 
-    No public code exists; what the authors' slides leave open is a setting (baselines.md §2.2):
+    No public code exists; what the authors' slides leave open is a setting (docs/baselines.md §2.2):
     steps and epochs per step, the milestones, the cluster-selection rule (not built: every DBSCAN
     cluster is kept), and the classifier, which starts from the cluster centres here (the loop's
     rule) where the paper re-initialises it. Real data: ImageNet IBN-a weights from a local file
@@ -284,7 +284,7 @@ def resolve_recipe(stage: str, ctx: RecipeContext, *, recipe: str = "corereid_v2
 
 
 # --------------------------------------------------------------------------------------------
-# TransReID (baselines.md §1, §1b)
+# TransReID (docs/baselines.md §1, §1b)
 
 TRANSREID_AUGMENT = {"augment.gray_p": 0.0, "augment.lgpr_p": 0.0, "augment.erase_mode": "random"}
 """TransReID's augmentation: flip, pad 10, crop, pixel-mode random erasing (p 0.5 in both stages);
@@ -317,7 +317,7 @@ class TransReIDRecipe(Recipe):
     """TransReID* (ViT with overlapping patches, SIE, JPM; He et al., ICCV 2021) as the source
     network, then UDA with k-means pseudo-labels in CORE-ReID's mean teacher.
 
-    Real data, the paper's released configs (baselines.md §1.5): ViT-B/16 at stride 12 from the
+    Real data, the paper's released configs (docs/baselines.md §1.5): ViT-B/16 at stride 12 from the
     ImageNet-21k file (``-o model.weights=/path/jx_vit_base_p16_224-80ecf9dd.pth``), SGD lr 0.008
     (VeRi 0.01), momentum 0.9, weight decay 1e-4 on every parameter, bias lr x 2, batch 64 = 16 x 4,
     120 epochs, cosine with 5 warm-up epochs to 0.002 x lr, pixel-mode random erasing, CE without
@@ -378,7 +378,7 @@ class TransReIDWithoutJPM(TransReIDRecipe):
 
 @register_recipe("transreid_ssl")
 class TransReIDSSLRecipe(Recipe):
-    """TransReID-SSL (Luo et al., 2021; baselines.md §1b): a plain ViT-S (no SIE, no JPM, stride 16)
+    """TransReID-SSL (Luo et al., 2021; docs/baselines.md §1b): a plain ViT-S (no SIE, no JPM, stride 16)
     fine-tuned on the source, then Cluster Contrast on DBSCAN pseudo-labels of the target.
 
     Real data: ViT-S/16 from the LUPerson DINO file (``-o model.weights=PATH``; DINO normalised with

@@ -95,6 +95,24 @@ pages open from the file system.</p>
 """
 
 
+OFFLINE_TEMPLATE = """{%- extends 'lab/index.html.j2' -%}
+{%- block html_head_js_requirejs -%}{%- endblock html_head_js_requirejs -%}
+{%- block jupyter_widgets -%}{%- endblock jupyter_widgets -%}
+{%- block html_head_js_mathjax -%}{%- endblock html_head_js_mathjax -%}
+{%- block html_head_js_mermaidjs -%}{%- endblock html_head_js_mermaidjs -%}
+"""
+"""nbconvert's lab page without the scripts it loads from CDNs (require.js, MathJax, mermaid, the
+widget manager): the report opens from the file system, offline, and no chapter needs them."""
+
+
+def _offline_exporter():
+    import jinja2
+    from nbconvert import HTMLExporter
+
+    return HTMLExporter(template_name="lab", template_file="corelib_offline.html.j2",
+                        extra_loaders=[jinja2.DictLoader({"corelib_offline.html.j2": OFFLINE_TEMPLATE})])
+
+
 def write_report(run_dir: Union[str, Path]) -> Path:
     """Write ``RUN_DIR/report/`` (``index.html`` and one page per executed chapter); returns the index.
 
@@ -106,7 +124,6 @@ def write_report(run_dir: Union[str, Path]) -> Path:
     import shutil
 
     import nbformat
-    from nbconvert import HTMLExporter
 
     run_dir = paths.resolve_in_repo(run_dir).resolve()
     executed = sorted((run_dir / "notebooks").glob("*.ipynb"))
@@ -119,10 +136,12 @@ def write_report(run_dir: Union[str, Path]) -> Path:
     partial = run_dir / ".report.partial"
     paths.remove_owned_tree(partial, [paths.PARTIAL_MARKER, REPORT_STAMP], "a partial report of corelib", fix)
     paths.make_partial_dir(partial, "corelib report")
-    exporter = HTMLExporter(template_name="lab")
+    exporter = _offline_exporter()
     chapters = []
     for path in executed:
         nb = nbformat.read(path, as_version=4)
+        # the explorers' outputs are static already; the widget state would only pull in a script
+        nb.metadata.pop("widgets", None)
         info = _chapter_info(nb)
         body, _ = exporter.from_notebook_node(nb)
         page = f"{path.stem}.html"

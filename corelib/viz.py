@@ -289,14 +289,16 @@ def rank_list(rows: Sequence[Mapping], *, title: Optional[str] = None) -> Figure
     frame and ✓ for a correct match, a red frame and ✗ for a wrong one, and the similarity.
 
     Each row is a mapping with ``label``, ``query`` (image), ``gallery`` (images), ``correct``
-    (bools) and ``scores`` (floats); :func:`corelib.explain.rank_list_row` builds it.
+    (bools) and ``scores`` (floats), and optionally ``captions`` (a second title line per gallery
+    image, e.g. its pid and camera); :func:`corelib.explain.rank_list_row` builds it.
     """
     k = max(len(r["gallery"]) for r in rows)
     fig, axes = plt.subplots(len(rows), k + 1, figsize=((k + 1) * 0.95 + 0.6, len(rows) * 1.45), squeeze=False)
     for i, row in enumerate(rows):
         cells = [(row["query"], "#2166ac", "query")] + [
-            (img, MATCH_COLOURS[bool(ok)], f"{'✓' if ok else '✗'} {s:.2f}")
-            for img, ok, s in zip(row["gallery"], row["correct"], row["scores"])]
+            (img, MATCH_COLOURS[bool(ok)], f"{'✓' if ok else '✗'} {s:.2f}" + (f"\n{c}" if c else ""))
+            for img, ok, s, c in zip(row["gallery"], row["correct"], row["scores"],
+                                     row.get("captions") or [None] * len(row["gallery"]))]
         for j in range(k + 1):
             ax = axes[i][j]
             ax.set_xticks([]), ax.set_yticks([])

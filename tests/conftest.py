@@ -11,6 +11,9 @@ from pathlib import Path  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
+# the browser tier (tests/browser) needs Chromium and Playwright: only `make test-browser` runs it
+collect_ignore = [] if os.environ.get("COREREID_BROWSER") else ["browser"]
+
 SMALL_SCALE = 0.05  # about 10 identities per preset: enough structure, a second to draw
 
 

@@ -159,7 +159,7 @@ def test_a_resumed_dbscan_run_ends_like_a_straight_run(synthetic_small, source_c
     assert torch.equal(a["pseudo_labels"], b["pseudo_labels"])
 
 
-# --- SpCL's self-paced cluster reliability criterion (cluster.dbscan.self_paced; baselines.md §3.3) ---
+# --- SpCL's self-paced cluster reliability criterion (cluster.dbscan.self_paced; docs/baselines.md §3.3) ---
 
 
 def _self_paced_cfg(**dbscan):

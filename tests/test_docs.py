@@ -1,15 +1,30 @@
-"""The method notes in the repository: every ``docs/method.md §…`` citation points at a section."""
+"""The notes in the repository: every ``docs/method.md §…`` and ``docs/baselines.md §…`` citation points at
+a section, nothing cites the notes' copies outside the repository, and the published numbers of
+``corelib.published`` appear in the sections their records cite."""
 
 from __future__ import annotations
 
 import re
 
 import nbformat
+import pytest
 
 from corelib import paths
+from corelib import published as P
 
 ROOT = paths.repo_root()
 CITE = re.compile(r"docs/method\.md §(\d+)(?:\.(\d+))?(?:-Q(\d+))?")
+
+_SECTION = r"\d+b?(?:\.\d+)?"  # 3, 3.2, 1b, 1b.3
+CITE_BASELINES = re.compile(rf"docs/baselines\.md (§{_SECTION}(?:(?:\s*[-–]\s*§?|,\s*§){_SECTION})*)")
+"""A citation and the sections it names: ``§3.3``, ``§1.1-1.2, §1b.1``, ``§1,\\n§1b`` (ranges name both ends)."""
+NAMED_BASELINES = re.compile(r"([\w./-]*)baselines\.md")
+"""Any file name ending in ``baselines.md``; its prefix must be ``docs/`` (or a figure's ``08_``)."""
+
+
+def _notebook_text(path):
+    nb = nbformat.read(path, as_version=4)
+    return "\n".join(c.source for c in nb.cells)
 
 
 def _cited_texts():
@@ -17,8 +32,29 @@ def _cited_texts():
     for path in sorted((ROOT / "corelib").rglob("*.py")):
         yield str(path.relative_to(ROOT)), path.read_text()
     for path in sorted((ROOT / "notebooks").glob("*.ipynb")):
-        nb = nbformat.read(path, as_version=4)
-        yield path.name, "\n".join(c.source for c in nb.cells)
+        yield path.name, _notebook_text(path)
+
+
+def _baselines_cited_texts():
+    yield from _cited_texts()
+    for path in sorted((ROOT / "figures").glob("*.md")):
+        yield str(path.relative_to(ROOT)), path.read_text()
+    for path in sorted((ROOT / "tests").glob("*.py")):
+        if path.name != "test_docs.py":  # this file names the forbidden spellings
+            yield str(path.relative_to(ROOT)), path.read_text()
+
+
+def _sections(doc: str) -> set[str]:
+    return set(re.findall(rf"^##+ ({_SECTION})[. ]", doc, flags=re.M))
+
+
+def _section_text(doc: str, section: str) -> str:
+    """The text of ``section`` (``3.7``, ``1b.5``, ``8``) up to the next heading of its level or above."""
+    heading = re.search(rf"^(#+) {re.escape(section)}[. ].*$", doc, flags=re.M)
+    assert heading, f"no section {section}"
+    level = len(heading.group(1))
+    end = re.compile(rf"^#{{1,{level}}} ", flags=re.M).search(doc, heading.end())
+    return doc[heading.end():end.start() if end else len(doc)]
 
 
 def test_every_method_citation_names_a_section_of_docs_method():
@@ -35,3 +71,40 @@ def test_every_method_citation_names_a_section_of_docs_method():
             if section not in sections or (q and q not in questions):
                 missing.append(f"{where}: §{section}{'-Q' + q if q else ''}")
     assert cited > 50 and not missing, missing
+
+
+def test_every_baselines_citation_names_a_section_of_docs_baselines():
+    doc = (ROOT / "docs" / "baselines.md").read_text()
+    sections = _sections(doc)
+    # the numbering of the notes the code was written against, which the citations rely on
+    assert {"0", "1", "1.1", "1.9", "1b", "1b.1", "1b.6", "2", "2.4", "3", "3.1", "3.8", "4", "4.6", "5",
+            "6"} <= sections
+    cited, missing, outside = 0, [], []
+    for where, text in _baselines_cited_texts():
+        outside += [f"{where}: {prefix}baselines.md" for prefix in NAMED_BASELINES.findall(text)
+                    if prefix != "docs/" and not prefix.endswith("_")]
+        for group in CITE_BASELINES.findall(text):
+            for section in re.findall(_SECTION, group):
+                cited += 1
+                if section not in sections:
+                    missing.append(f"{where}: docs/baselines.md §{section}")
+    assert not outside, f"cite the baselines as docs/baselines.md, not: {outside}"
+    assert cited > 60 and not missing, missing
+
+
+@pytest.mark.parametrize("note", ["method", "baselines"])
+def test_published_numbers_appear_in_the_section_they_cite(note):
+    doc = (ROOT / "docs" / f"{note}.md").read_text()
+    prefix = f"docs/{note}.md §"
+    records = [r for r in P.PUBLISHED if r.source.startswith(prefix)]
+    assert len(records) > 50
+    texts: dict[str, set[str]] = {}
+    absent = []
+    for r in records:
+        section = r.source[len(prefix):].partition(":")[0]
+        if section not in texts:
+            texts[section] = set(re.findall(r"\d+(?:\.\d+)?", _section_text(doc, section)))
+        for name, value in r.metrics.items():
+            if value is not None and f"{value:.{r.decimals}f}" not in texts[section]:
+                absent.append(f"{r.method} on {r.task} ({r.backbone}): {name} {value} not in {prefix}{section}")
+    assert not absent, absent

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ast
 import json
+import re
 
 import pytest
 
@@ -54,6 +55,8 @@ def test_one_literal_parameters_cell(path):
     cells = _cells(path)
     assert cells[0]["cell_type"] == "markdown" and _source(cells[0]).startswith("# ")
     assert "Reads" in _source(cells[0]) and "Writes" in _source(cells[0])
+    # a newcomer learns how long a chapter takes before Run All
+    assert re.search(r"^\*\*Takes:\*\* about \d", _source(cells[0]), flags=re.M), f"{path.name}: no **Takes:** line"
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)

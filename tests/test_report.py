@@ -26,6 +26,8 @@ def _executed(path, title, *, error=False, seconds=12.6):
         nb.cells.append(nbformat.v4.new_code_cell("1/0", outputs=[nbformat.v4.new_output(
             "error", ename="ZeroDivisionError", evalue="division by zero", traceback=[])]))
     nb.metadata["papermill"] = {"duration": seconds, "exception": error or None}
+    nb.metadata["widgets"] = {"application/vnd.jupyter.widget-state+json": {"state": {}, "version_major": 2,
+                                                                             "version_minor": 0}}
     nbformat.write(nb, path)
 
 
@@ -47,6 +49,8 @@ def test_report_has_a_page_per_chapter_with_embedded_figures_and_metrics_on_the_
         assert f'href="{page}"' in text
         body = (run / "report" / page).read_text()
         assert f"data:image/png;base64,{_PNG[:20]}" in body  # embedded: opens without a server
+        # offline: nbconvert's lab page loads require.js, MathJax and mermaid from CDNs by default
+        assert "<script src=\"http" not in body and "cdnjs" not in body and "widget-state" not in body
     assert "person/finetune/mAP" in text and "0.1876" in text and "vehicle.mAP" in text
     assert "05 · Grad-CAM" in text and "13 s" in text
     assert text.count('class="failed"') == 1  # the chapter with an error output is marked

@@ -1,6 +1,6 @@
 """The ``dbscan`` pseudo-labeller: DBSCAN on the k-reciprocal Jaccard distance of the target features.
 
-This is how MMT, SpCL and Cluster Contrast label an unlabelled target (baselines.md §3). Each
+This is how MMT, SpCL and Cluster Contrast label an unlabelled target (docs/baselines.md §3). Each
 level's features are L2-normalised, which the Jaccard encoding assumes (d^2 = 2 - 2 cos), and their
 Jaccard distance (:func:`corelib.cluster.jaccard_distance`, k1 / k2 of ``cluster.dbscan``) is handed
 to scikit-learn's DBSCAN as a precomputed sparse neighbourhood graph. The graph holds only the
@@ -9,7 +9,7 @@ clusters is whatever DBSCAN finds, so it changes from epoch to epoch; the fine-t
 its classifiers to it. Noise points are dropped from training (label -1: MMT, Cluster Contrast) or
 made classes of their own (``outliers="singletons"``: SpCL's un-clustered instances).
 
-``self_paced=True`` adds SpCL's self-paced cluster reliability criterion (baselines.md §3.3): two
+``self_paced=True`` adds SpCL's self-paced cluster reliability criterion (docs/baselines.md §3.3): two
 more DBSCANs, at eps - eps_gap (tight) and eps + eps_gap (loose), run on the same graph (built once,
 up to the loose radius). A cluster whose best member's 1 - IoU with its loose cluster exceeds a
 threshold (a quantile of those values at the first call, then frozen in the fine-tuning loop's
@@ -86,7 +86,7 @@ def independence_threshold(values: np.ndarray, quantile: float) -> float:
 def spcl_reliable(labels: np.ndarray, tight: np.ndarray, loose: np.ndarray, threshold: Optional[float],
                   quantile: float = 0.9) -> tuple[np.ndarray, Optional[float]]:
     """SpCL's self-paced reliability criterion on three DBSCAN labellings of the same samples
-    (baselines.md §3.3; -1 = noise, each noise point counts as a cluster of its own).
+    (docs/baselines.md §3.3; -1 = noise, each noise point counts as a cluster of its own).
 
     Per sample, compactness is 1 - IoU of its cluster with its tight cluster and independence
     1 - IoU with its loose cluster (lower is better). A cluster's independence is its best member's;

@@ -4,7 +4,7 @@
 and L2-normalises the rows again: a camera's colour cast and background shift all of its features
 the same way, and removing the per-camera mean keeps the clustering from grouping by camera
 instead of by identity (not in the paper; README, "Fine-tuning"). ``camera_guided`` is Learn by
-Guessing's camera-guided normalisation (Pereira & de Campos, VISAPP 2022; baselines.md §2): each
+Guessing's camera-guided normalisation (Pereira & de Campos, VISAPP 2022; docs/baselines.md §2): each
 camera's features standardised per dimension, (f - mu_cam) / sigma_cam, then L2-normalised again,
 so that no camera's spread dominates the distances either. A normalisation is a function
 ``fn(features (n, d), camids (n,)) -> (n, d)`` registered with :func:`register_normalization`.
@@ -76,7 +76,7 @@ def camera_centred(features: torch.Tensor, camids) -> torch.Tensor:
 CAMERA_SIGMA_FLOOR = 0.05
 """``camera_guided`` floors each camera's per-dimension sigma at this fraction of that camera's median
 sigma (and 1e-8): a dimension that hardly varies within a camera would otherwise be blown up by the
-division (baselines.md §2.4: "add an epsilon and clamp"). A workbench choice: the paper gives none."""
+division (docs/baselines.md §2.4: "add an epsilon and clamp"). A workbench choice: the paper gives none."""
 
 
 @register_normalization("camera_guided")

@@ -1,4 +1,4 @@
-"""``ce_triplet_center``: the Bag-of-Tricks criterion Learn by Guessing trains with (baselines.md §2.3).
+"""``ce_triplet_center``: the Bag-of-Tricks criterion Learn by Guessing trains with (docs/baselines.md §2.3).
 
 ``L = CE_ls(logits, y) + tri_m(f, y) + beta * L_center(f, y)``, with the fixed-margin batch-hard
 triplet (m = 0.3) and the centre loss on the pooled feature (before the BN-neck in pre-training,

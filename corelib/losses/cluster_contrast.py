@@ -1,12 +1,12 @@
 """Cluster Contrast (Dai et al., ACCV 2022) as a fine-tuning criterion: InfoNCE against a cluster memory.
 
-baselines.md §3.5. The memory holds one L2-normalised centroid per pseudo-identity. It is rebuilt
+docs/baselines.md §3.5. The memory holds one L2-normalised centroid per pseudo-identity. It is rebuilt
 at every clustering from the centres the fine-tuning loop computes (the same ones the classifier
 starts from: :meth:`ClusterContrast.start_clustering`), and after every step each cluster of the
 batch moves towards its members, ``psi <- normalise(m psi + (1 - m) q)``: sample by sample in batch
 order (the default since the authors' 11/2021 code), or only with the cluster's hardest instance of
 the batch, the one least similar to its centroid (``loss.contrast.hard``; the code calls it
-``median`` although it takes the minimum). ``m`` weighs the OLD value (baselines.md §3.8, item 1).
+``median`` although it takes the minimum). ``m`` weighs the OLD value (docs/baselines.md §3.8, item 1).
 
     L = -log exp(q . psi_y / tau) / sum_k exp(q . psi_k / tau)      on the global features (tau = 0.05)
 

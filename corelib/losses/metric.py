@@ -1,6 +1,6 @@
 """The loss functions the criteria combine: label-smoothed cross-entropy and the soft-margin
 batch-hard triplet loss of CORE-ReID (docs/method.md §2.4, §3.8); the fixed-margin triplet and the centre
-loss of the Bag-of-Tricks baseline that Learn by Guessing trains with (baselines.md §2.3)."""
+loss of the Bag-of-Tricks baseline that Learn by Guessing trains with (docs/baselines.md §2.3)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """``transreid``: TransReID's ID + soft-margin triplet loss over the global and the JPM features
-(baselines.md §1.4), for source training and for fine-tuning on pseudo-labels.
+(docs/baselines.md §1.4), for source training and for fine-tuning on pseudo-labels.
 
 As the official code (``loss/make_loss.py``)::
 

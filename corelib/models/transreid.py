@@ -1,4 +1,4 @@
-"""TransReID (He et al., ICCV 2021; baselines.md §1): the ViT trunk with SIE, the Jigsaw Patch
+"""TransReID (He et al., ICCV 2021; docs/baselines.md §1): the ViT trunk with SIE, the Jigsaw Patch
 Module, five BN-necks and classifiers, as registered networks for both training loops.
 
 Registered networks:
@@ -7,10 +7,10 @@ Registered networks:
 - ``transreid_mean_teacher``: UDA fine-tuning, two :class:`TransReIDNet` (student, EMA teacher; with
   ``model.alpha=0`` one network) and no Ensemble Fusion (the ViT has no ECAB halves).
 
-**JPM** (``jpm=True``; baselines.md §1.3). After the trunk's weights are loaded, its last block and
+**JPM** (``jpm=True``; docs/baselines.md §1.3). After the trunk's weights are loaded, its last block and
 final LayerNorm are taken away from it: they become the global branch ``b1``, and a deep copy the
 jigsaw branch ``b2`` (one copy shared by the k groups), so every parameter of the module is used in
-the forward pass (the official code keeps the unused originals: baselines.md §1.7). With X the
+the forward pass (the official code keeps the unused originals: docs/baselines.md §1.7). With X the
 N + 1 tokens after the trunk's remaining blocks:
 
 1. ``f_g = b1(X)[:, 0]``;

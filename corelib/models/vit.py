@@ -1,4 +1,4 @@
-"""TransReID's Vision Transformer trunk (He et al., ICCV 2021; baselines.md §1.1-1.2, §1b.1) as
+"""TransReID's Vision Transformer trunk (He et al., ICCV 2021; docs/baselines.md §1.1-1.2, §1b.1) as
 registered backbones, built from timm's ViT blocks.
 
 Registered: ``transreid_vit_base`` (ViT-B/16: dim 768, depth 12, 12 heads), ``transreid_vit_small``
@@ -43,7 +43,7 @@ antialiasing: TransReID's ``resize_pos_embed``), the [cls] position kept. ``"ima
 weights ship with torchvision and nothing can be downloaded here, so the trunk stays random and one
 warning names the file to pass (timm's ``vit_base_patch16_224.orig_in21k_ft_in1k``, the
 ImageNet-21k weights TransReID needs: from scratch it reaches a fraction of the published mAP,
-baselines.md §1.9 item 11).
+docs/baselines.md §1.9 item 11).
 """
 
 from __future__ import annotations

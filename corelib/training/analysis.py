@@ -151,10 +151,11 @@ def analysis_models(run_dir, pair, source: ReIDDataset, target: ReIDDataset, *,
 
 def analysis_features(trained: TrainedModel, dataset: ReIDDataset, *, split: str = "train",
                       camera_centred: bool = False, max_images: Optional[int] = None, seed: int = 0,
-                      device: Union[str, torch.device] = "cpu") -> Features:
+                      device: Union[str, torch.device] = "cpu", progress: bool = True) -> Features:
     """BMFN retrieval descriptors of ``dataset``'s ``split`` at the model's training size.
 
     Args:
+        progress: a bar over the batches (a line of text under ``corelib run-notebooks``).
         camera_centred: subtract each camera's mean (``cluster.normalize="camera_mean"`` of fine-tuning).
         max_images: at most this many images, a seeded random subset kept in split order.
         seed: the subset's seed.
@@ -165,7 +166,7 @@ def analysis_features(trained: TrainedModel, dataset: ReIDDataset, *, split: str
     if max_images is not None and max_images < len(samples):
         keep = np.sort(np.random.default_rng(seed).choice(len(samples), max_images, replace=False))
         samples = [samples[i] for i in keep]
-    feats = extract_split(trained.model, samples, *trained.input_size, device=device)
+    feats = extract_split(trained.model, samples, *trained.input_size, device=device, progress=progress)
     if camera_centred:
         feats = Features(centre(feats.features, [s.camid for s in samples]), feats.pids, feats.camids)
     return feats

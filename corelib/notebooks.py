@@ -77,7 +77,7 @@ def install_lab_settings(prefix: Optional[Union[str, Path]] = None) -> Path:
     merged = dict(current)
     for plugin, values in LAB_SETTINGS.items():
         merged[plugin] = {**current.get(plugin, {}), **values}
-    if merged != current or not path.exists():
+    if merged != current:  # a missing file reads as {}: written; an up-to-date one is left alone
         path.parent.mkdir(parents=True, exist_ok=True)
         paths.atomic_write_text(path, json.dumps(merged, indent=2, sort_keys=True) + "\n")
     return path

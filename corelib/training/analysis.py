@@ -155,10 +155,10 @@ def analysis_features(trained: TrainedModel, dataset: ReIDDataset, *, split: str
     """BMFN retrieval descriptors of ``dataset``'s ``split`` at the model's training size.
 
     Args:
-        progress: a bar over the batches (a line of text under ``corelib run-notebooks``).
         camera_centred: subtract each camera's mean (``cluster.normalize="camera_mean"`` of fine-tuning).
         max_images: at most this many images, a seeded random subset kept in split order.
         seed: the subset's seed.
+        progress: a bar over the batches (a line of text under ``corelib run-notebooks``).
     """
     from ..cluster import camera_centred as centre
 

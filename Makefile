@@ -25,9 +25,11 @@ $(STAMP): pyproject.toml
 	$(PY) -c "import torch, torchvision; print('torch', torch.__version__, 'torchvision', torchvision.__version__, 'cuda', torch.cuda.is_available())"
 	@touch $(STAMP)
 
-# JupyterLab saves the widgets' state with a notebook (a reopened notebook shows its explorers)
-$(LAB_SETTINGS): $(STAMP)
+# JupyterLab saves the widgets' state with a notebook (a reopened notebook shows its explorers) and
+# asks for no news; merged again when corelib/notebooks.py (which holds LAB_SETTINGS) changes
+$(LAB_SETTINGS): $(STAMP) corelib/notebooks.py
 	$(PY) -c "from corelib.notebooks import install_lab_settings; print('lab settings:', install_lab_settings())"
+	@touch $@
 
 # The main job: every chapter on the embedded data, full parameters, into $(RUN_DIR); then its HTML
 # report, $(RUN_DIR)/report/index.html.

@@ -49,10 +49,15 @@ ALWAYS_DECLARED = frozenset({"RUN_DIR"})
 """Parameters :func:`run_notebooks` passes itself, whatever the chapters declare."""
 
 
-LAB_SETTINGS = {"@jupyter-widgets/jupyterlab-manager:plugin": {"saveState": True}}
+LAB_SETTINGS = {
+    "@jupyter-widgets/jupyterlab-manager:plugin": {"saveState": True},
+    "@jupyterlab/apputils-extension:notification": {"fetchNews": "false", "checkForUpdates": False},
+}
 """JupyterLab settings ``make lab`` installs: the widget manager saves the widgets' state into a
 notebook when it is saved, so the explorers and progress bars of a reopened notebook show their last
-view instead of "Error displaying widget: model not found"."""
+view instead of "Error displaying widget: model not found"; and the lab neither asks to fetch Jupyter's
+news nor looks for updates (the workbench runs offline; the prompt otherwise covers a corner of every
+chapter's first screen)."""
 
 
 def install_lab_settings(prefix: Optional[Union[str, Path]] = None) -> Path:

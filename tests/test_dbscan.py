@@ -138,21 +138,29 @@ def test_a_resumed_dbscan_run_ends_like_a_straight_run(synthetic_small, source_c
 
     target = load_synthetic(synthetic_small["cuhk_like"])
 
-    def cfg(epochs):
+    def cfg(epochs, eps):
         return FinetuneCfg.smoke(epochs=epochs, batch_size=8, cluster={
-            "labeler": "dbscan", "normalize": "camera_guided", "dbscan": {"k1": 10, "k2": 3, "eps": 0.55}})
+            "labeler": "dbscan", "normalize": "camera_guided", "dbscan": {"k1": 10, "k2": 3, "eps": eps}})
 
-    straight = finetune(cfg(3), target, tmp_path / "a", source_checkpoint=source_checkpoint, progress=False)
-    finetune(cfg(2), target, tmp_path / "b", source_checkpoint=source_checkpoint, progress=False)
-    resumed = finetune(cfg(3), target, tmp_path / "b", source_checkpoint=source_checkpoint, resume=True,
+    # the point is a cluster count that changes between epochs; on this tiny set which eps gives one
+    # depends on the CPU's float kernels (0.55 gave 4, 4, 4 on an AVX-512 EPYC, 0.6 gave 4, 6, 5)
+    tried = {}
+    for eps in (0.55, 0.6, 0.5):
+        straight = finetune(cfg(3, eps), target, tmp_path / f"a{eps}", source_checkpoint=source_checkpoint,
+                            progress=False)
+        tried[eps] = [h["clusters_global"] for h in straight.history]
+        if len(set(tried[eps])) > 1:
+            break
+    else:
+        pytest.fail(f"the cluster count did not change between epochs at any eps tried: {tried}")
+    finetune(cfg(2, eps), target, tmp_path / "b", source_checkpoint=source_checkpoint, progress=False)
+    resumed = finetune(cfg(3, eps), target, tmp_path / "b", source_checkpoint=source_checkpoint, resume=True,
                        progress=False)
 
     def untimed(history):
         return [{k: v for k, v in h.items() if not k.startswith("seconds")} for h in history]
 
     assert untimed(resumed.history) == untimed(straight.history)
-    clusters = [h["clusters_global"] for h in straight.history]
-    assert len(set(clusters)) > 1, f"the cluster count did not change between epochs: {clusters}"
     a, b = load_checkpoint(straight.last_checkpoint), load_checkpoint(resumed.last_checkpoint)
     assert a["num_clusters"] == b["num_clusters"]
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])

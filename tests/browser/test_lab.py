@@ -138,6 +138,7 @@ def test_run_all_uses_the_demo_networks_and_renders_everything(chapter, lab, con
       Array.from({length: window.jupyterapp.shell.currentWidget.content.model.cells.length}, (_, i) =>
         window.jupyterapp.shell.currentWidget.content.model.cells.get(i)).filter(c => c.type === 'code')
         .flatMap(c => c.outputs.toJSON()).filter(o => o.output_type === 'stream').map(o => o.text).join('')""")
+    (out_dir / f"{chapter}.stdout.txt").write_text(streams)  # what the chapter printed (its numbers)
     assert "uses the networks of `make demo`" in streams, streams[:3000]
     assert "no checkpoint of chapter" not in streams, "the chapter trained quick networks although the demo has them"
     assert result["progress_seen"] > 0, "no progress bar was seen during Run All"
@@ -147,6 +148,9 @@ def test_run_all_uses_the_demo_networks_and_renders_everything(chapter, lab, con
     assert not any(o["widgetError"] for o in outputs), outputs
     page.screenshot(path=str(out_dir / f"{chapter}_run_all.png"), full_page=False)
     assert not console.errors, console.errors
+    # make lab's settings: an offline lab does not ask to fetch Jupyter's news over the chapter
+    toasts = page.locator(".Toastify__toast").all_inner_texts()
+    assert not any("news" in t.lower() for t in toasts), f"the lab shows {toasts} (LAB_SETTINGS not installed?)"
 
 
 def _explorer(page, kind: str):

@@ -17,7 +17,6 @@ camera-guided normalisation does to DBSCAN's clusters (camera mixing, NMI) on on
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,24 +24,17 @@ from typing import Any, Mapping, Optional, Sequence, Union
 
 import numpy as np
 
+from .baseline_plan import (  # noqa: F401 - the chapter's names, kept where chapter 08 reads them
+    BASELINE_PARAMETERS,
+    BASELINE_RECIPES,
+    DEFAULT_BUDGET,
+    DEFAULT_SOURCE_BUDGET,
+    ORACLE,
+    SMOKE_BUDGET,
+    baseline_settings,
+    check_baseline_parameters,
+)
 from .errors import InvalidInputError
-
-BASELINE_RECIPES = ("corereid_v2", "corereid_v2_dbscan", "cluster_contrast", "learn_by_guessing")
-"""The recipes chapter 08 compares by default (see :mod:`corelib.recipes`)."""
-
-ORACLE = "supervised_oracle"
-"""The upper bound: fine-tuning with the target's own identities."""
-
-DEFAULT_BUDGET = {"epochs": 2, "iters_per_epoch": 10}
-"""The fine-tuning budget of every recipe on the embedded pairs in ``make demo`` (two cores): the
-same epochs (clusterings) and optimiser steps for each."""
-
-DEFAULT_SOURCE_BUDGET = {"epochs": 2, "iters_per_epoch": 40}
-"""Pre-training of a recipe's own source network in ``make demo``: 80 steps, where chapter 02's
-network had 300 (what fits in the demo's 25 minutes; a handicap the chapter states)."""
-
-SMOKE_BUDGET = {"epochs": 1}
-"""With ``smoke``: one epoch of each recipe's CI-sized fine-tuning (the caller's budgets are not applied)."""
 
 BASELINES_DIR = "baselines"
 """``RUN_DIR/<pair>/baselines/<recipe>/``: one folder per recipe."""
@@ -84,12 +76,6 @@ def gap_closed(direct: float, adapted: float, oracle: float) -> float:
     return float("nan") if gap <= 0 else (adapted - direct) / gap
 
 
-def _same_pretraining(pair, recipe: str, smoke: bool) -> bool:
-    """Does ``recipe`` pre-train exactly as ``corereid_v2`` (so chapter 02's network is its source)?"""
-    ours = dataclasses.replace(pair, recipe=recipe).pretrain_cfg(smoke=smoke).to_dict()
-    return ours == dataclasses.replace(pair, recipe="corereid_v2").pretrain_cfg(smoke=smoke).to_dict()
-
-
 def _seconds(history: Sequence[Mapping]) -> float:
     return float(sum(h.get("seconds", 0.0) for h in history))
 
@@ -124,40 +110,24 @@ def run_baselines(pair, source, target, pair_dir: Union[str, Path], *, recipes: 
 
     Raises:
         MissingFileError: no chapter-02 source network in ``pair_dir`` and ``train_missing_source`` off.
-        UnknownNameError: an unknown recipe (the message lists the registered ones).
+        UnknownNameError, InvalidInputError, ConfigError: as :func:`baseline_settings`, before anything trains.
     """
     from .errors import MissingFileError
-    from .recipes import get_recipe
     from .training import finetune, pretrain
 
     pair_dir = Path(pair_dir)
     shared = pair_dir / "pretrain" / "best.pt"
-    # the CI-sized recipes are already one budget for all (the budgets describe full runs); one
-    # epoch of them each keeps the chapter within its 90 s in the notebook tests
-    if smoke:
-        budget, source_budget = dict(SMOKE_BUDGET), {}
-    elif pair.embedded:
-        budget = dict(DEFAULT_BUDGET if budget is None else budget)
-        source_budget = dict(DEFAULT_SOURCE_BUDGET if source_budget is None else source_budget)
-    else:  # real data: each recipe's published schedule unless the caller names a budget
-        budget, source_budget = dict(real_budget or {}), dict(real_source_budget or {})
-    overrides = dict(overrides or {})
-    names = list(dict.fromkeys([*recipes, *([ORACLE] if oracle else [])]))
-    for name in names:
-        get_recipe(name)  # an unknown name fails before anything trains
-    unknown = sorted(set(overrides) - set(names))
-    if unknown:
-        raise InvalidInputError(f"overrides name recipes that are not run: {unknown}; run: {names}")
+    # every recipe's settings first: a misspelt field of the last one is named before the first trains
+    settings = baseline_settings(pair, recipes=recipes, oracle=oracle, budget=budget, source_budget=source_budget,
+                                 real_budget=real_budget, real_source_budget=real_source_budget, smoke=smoke,
+                                 seed=seed, device=device, overrides=overrides)
     out: dict[str, BaselineRun] = {}
     measured: dict = {}  # (source checkpoint, input size) -> its direct transfer: measured once
-    for name in names:
-        mine = dataclasses.replace(pair, recipe=name)
+    for name, (pre_cfg, cfg) in settings.items():
         folder = pair_dir / BASELINES_DIR / name
-        own = not _same_pretraining(pair, name, smoke)
+        own = pre_cfg is not None
         source_history: list[dict] = []
         if own:
-            pre_cfg = mine.pretrain_cfg(smoke=smoke, seed=seed, device=device,
-                                        overrides=source_budget)
             pre = pretrain(pre_cfg, source, folder, target=target, resume=resume, progress=progress)
             source_history = pre.history
             checkpoint = pre.best_checkpoint
@@ -171,7 +141,6 @@ def run_baselines(pair, source, target, pair_dir: Union[str, Path], *, recipes: 
                 pretrain(pair.pretrain_cfg(smoke=smoke, seed=seed, device=device), source, pair_dir, target=target,
                          resume=resume, progress=progress)
             checkpoint = shared
-        cfg = mine.finetune_cfg(smoke=smoke, seed=seed, device=device, overrides={**budget, **overrides.get(name, {})})
         fresh = not (resume and (folder / "finetune" / "last.pt").is_file())
         direct = None
         if fresh and own:  # its pre-training already scored best.pt on the target (camera-blind, at this size)
@@ -217,6 +186,7 @@ def read_baselines(pair_dir: Union[str, Path]) -> dict[str, BaselineRun]:
     """The recipes chapter 08 left in ``RUN_DIR/<pair>/baselines/`` (finished or not), from their
     logs and last checkpoints: ``{recipe: BaselineRun}``; empty when there are none."""
     from .runtime import load_checkpoint
+    from .runtime.checkpoint import read_epoch_log
 
     root = Path(pair_dir) / BASELINES_DIR
     out: dict[str, BaselineRun] = {}
@@ -227,13 +197,9 @@ def read_baselines(pair_dir: Union[str, Path]) -> dict[str, BaselineRun]:
         last = folder / "finetune" / "last.pt"
         if not log.is_file():
             continue
-        import json
-
-        history = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+        history = read_epoch_log(log)
         direct = dict(load_checkpoint(last, stage="finetune").get("direct_transfer", {})) if last.is_file() else {}
-        src_log = folder / "pretrain" / "metrics.jsonl"
-        source_history = [json.loads(line) for line in src_log.read_text().splitlines() if line.strip()] \
-            if src_log.is_file() else []
+        source_history = read_epoch_log(folder / "pretrain" / "metrics.jsonl")
         out[folder.name] = BaselineRun(folder.name, direct, history, _seconds(source_history) + _seconds(history),
                                        bool(source_history), source_history)
     return out
@@ -310,13 +276,11 @@ def transfer_table(runs: Mapping[str, Mapping[str, BaselineRun]], pair_dirs: Map
     transfer to the target and the adapted target mAP (%), for ``recipes`` (all when None): the
     TransReID rows and their ablation beside the ResNet ones. A recipe starting from chapter 02's
     network reads that network's source mAP from ``RUN_DIR/<pair>/pretrain/metrics.jsonl``."""
-    import json
+    from .runtime.checkpoint import read_epoch_log
 
     rows = []
     for pair, by_recipe in runs.items():
-        shared_log = Path(pair_dirs[pair]) / "pretrain" / "metrics.jsonl"
-        shared = [json.loads(line) for line in shared_log.read_text().splitlines() if line.strip()] \
-            if shared_log.is_file() else []
+        shared = read_epoch_log(Path(pair_dirs[pair]) / "pretrain" / "metrics.jsonl")
         for name, run in by_recipe.items():
             if name == ORACLE or (recipes is not None and name not in recipes):
                 continue

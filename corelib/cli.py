@@ -50,9 +50,10 @@ def _cmd_synth(args: argparse.Namespace) -> int:
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
-    from .data.manifests import verify_dataset
+    from .data.manifests import images_to_check, verify_dataset
 
-    report = verify_dataset(args.name, args.root, check_images=args.images, progress=not args.quiet)
+    report = verify_dataset(args.name, args.root, check_images=images_to_check(args.images, "--images"),
+                            progress=not args.quiet)
     print(report.format())
     return 0 if report.ok else 1
 
@@ -85,17 +86,10 @@ def _params_file(path: Optional[str]) -> dict:
     """Notebook parameters from a YAML file (a mapping NAME: value), or none."""
     if not path:
         return {}
-    import yaml
-
     from .errors import ConfigError
+    from .yamlfile import read_yaml
 
-    if not Path(path).is_file():
-        raise ConfigError(f"--params {path}: no such file; give a YAML file of NAME: value lines (e.g. SEED: 2)")
-    try:
-        values = yaml.safe_load(Path(path).read_text()) or {}
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]}); a parameters file is a mapping "
-                          f"such as 'SEED: 2'") from e
+    values = read_yaml(path, what="--params file") or {}
     if not isinstance(values, dict):
         raise ConfigError(f"{path}: a parameters file is a mapping such as 'SEED: 2', got {type(values).__name__}")
     bad = [k for k in values if not isinstance(k, str)]
@@ -106,20 +100,29 @@ def _params_file(path: Optional[str]) -> dict:
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
+    from .errors import SweepFailed
     from .sweeps import load_sweep, run_sweep
 
     spec = load_sweep(args.file)
     # SMOKE is always passed (and so recorded in each point's sweep.json): a smoke and a full point differ in it
     params = {"SMOKE": False, **spec["parameters"], **({"SMOKE": True} if args.smoke else {})}
     chapters = args.chapters or spec["chapters"]
-    records = run_sweep(args.root, spec["grid"], parameters=params, chapters=chapters, execution_timeout=args.timeout,
-                        rerun_changed=args.rerun_changed)
+    try:
+        records = run_sweep(args.root, spec["grid"], parameters=params, chapters=chapters,
+                            execution_timeout=args.timeout, rerun_changed=args.rerun_changed, fail_fast=args.fail_fast)
+        failed = None
+    except SweepFailed as e:  # every point ran; the failed ones are listed above: exit 1, not a usage error's 2
+        records, failed = e.records, e
     ran = sum(r["ran"] for r in records)
     replaced = [r["replaced"] for r in records if r.get("replaced")]
     kept = (f" ({len(replaced)} rerun with changed parameters; the old folders are kept as "
             f"*.replaced-*)") if replaced else ""
-    print(f"{len(records)} sweep point(s), {ran} run now{kept}, {len(records) - ran} finished earlier; "
-          f"root: {Path(args.root).resolve()}")
+    failures = sum(bool(r.get("failed")) for r in records)
+    print(f"{len(records)} sweep point(s), {ran} run now{kept}{f' ({failures} failed)' if failures else ''}, "
+          f"{len(records) - ran} finished earlier; root: {Path(args.root).resolve()}")
+    if failed is not None:
+        print(f"corelib sweep: {failed}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -152,9 +155,8 @@ def _side(spec: Optional[Sequence[str]], flag: str):
     YAML; a relative ROOT is relative to the working directory)."""
     if not spec:
         return None
-    import yaml
-
     from .pairs import dataset_ref
+    from .yamlfile import parse_yaml
 
     name, *rest = spec
     side: dict = {"name": name}
@@ -165,7 +167,7 @@ def _side(spec: Optional[Sequence[str]], flag: str):
         if not sep or not key:
             raise CorelibError(f"{flag}: {item!r} is not OPTION=VALUE (e.g. subset=labeled); the form is "
                                f"{flag} NAME [ROOT] [OPTION=VALUE ...]")
-        side[key] = yaml.safe_load(value)
+        side[key] = parse_yaml(value, source=f"{flag} {key}=")
     return dataset_ref(side, flag)
 
 
@@ -199,8 +201,11 @@ def cli_recipe(stage: str, args: argparse.Namespace, source=None, target=None):
 
 def _config_file(path: Optional[str]) -> dict:
     """The mapping of a ``--config`` YAML file (nested as config.yaml, or dotted names), or none."""
+    from .errors import MissingFileError
     from .settings import read_mapping
 
+    if path and not Path(path).expanduser().exists():
+        raise MissingFileError(f"--config {path} does not exist; give a YAML file of settings such as 'epochs: 40'")
     return read_mapping(path) if path else {}
 
 
@@ -387,7 +392,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("verify", help="check a dataset copy against its manifest")
     p.add_argument("name", help="manifest name (see `corelib datasets`) or path to a manifest .yaml")
     p.add_argument("root", help="the dataset folder or its parent")
-    p.add_argument("--images", default="all", help="decode 'all' images, 'none', or a number drawn at random")
+    p.add_argument("--images", default="all", help="decode 'all' images, 'none', or a positive number drawn at random")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_verify)
 
@@ -485,6 +490,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="rerun the points recorded with other parameters (their old folders are kept as "
                         "POINT.replaced-TIME) instead of refusing")
     p.add_argument("--timeout", type=int, default=None, help="seconds allowed per cell")
+    p.add_argument("--fail-fast", action="store_true",
+                   help="stop at the first failing point (default: run every point, list the failures at the end "
+                        "and exit 1)")
     p.set_defaults(func=_cmd_sweep)
 
     p = sub.add_parser("bench", help="measure model complexity (parameters, FLOPs, images/s), or rehearse the paper's scale")
@@ -509,12 +517,30 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _check_scale(args: argparse.Namespace) -> None:
+    """``--scale`` of every command that has one (synth, the training commands, evaluate, style) is a
+    positive factor, checked here once for all of them: 0 or -1 would be taken as a preset's scale."""
+    scale = getattr(args, "scale", None)
+    if scale is not None and not 0 < scale < float("inf"):  # also refuses NaN
+        raise CorelibError(f"--scale {scale}: the identity scale must be a positive number (1.0 is the preset "
+                           f"itself, e.g. 0.2 for a small copy)")
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        _check_scale(args)
         return args.func(args)
     except CorelibError as e:
         print(f"corelib {args.command}: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # the last resort for a refused write outside the atomic writers (a mkdir, a lock file)
+        from .paths import write_error
+
+        translated = write_error(e)  # None unless it names its file and is a full disk, a read-only folder ...
+        if translated is None:
+            raise
+        print(f"corelib {args.command}: {translated}", file=sys.stderr)
         return 2
 
 

@@ -62,7 +62,12 @@ def _choice(field_name: str, value, choices: tuple) -> None:
 
 def _at_least(field_name: str, value, low, why: str = "") -> None:
     """Refuse a count or an interval below ``low`` (``epochs=0`` would train nothing and report a
-    best checkpoint that does not exist; ``eval_every=0`` would divide by zero after an epoch)."""
+    best checkpoint that does not exist; ``eval_every=0`` would divide by zero after an epoch), and
+    a NaN or infinite weight (``weight_decay=nan`` passed the comparison)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        from .errors import ConfigError
+
+        raise ConfigError(f"{field_name} must be a finite number of at least {low}, got {value!r}")
     if value < low:
         from .errors import ConfigError
 
@@ -78,10 +83,12 @@ def _within(field_name: str, value, low: float, high: float, *, high_open: bool 
 
 
 def _positive(field_name: str, value) -> None:
-    if not value > 0:  # NaN too
+    """Refuse a rate, a factor or a weight that is not a finite number above 0 (``lr=inf`` was
+    accepted, and Adam's first step turns every weight into inf)."""
+    if not 0 < value < math.inf:  # NaN too
         from .errors import ConfigError
 
-        raise ConfigError(f"{field_name} must be greater than 0, got {value!r}")
+        raise ConfigError(f"{field_name} must be greater than 0 and finite, got {value!r}")
 
 
 def _registered(field_name: str, value: str, registry) -> None:
@@ -391,10 +398,10 @@ class PretrainCfg(Settings):
         _within("momentum", self.momentum, 0.0, 1.0, high_open=True)
         _positive("bias_lr_factor", self.bias_lr_factor)
         _within("min_lr_factor", self.min_lr_factor, 0.0, 1.0)
-        if any(m < 1 for m in self.milestones):
+        if any(isinstance(m, bool) or not isinstance(m, int) or m < 1 for m in self.milestones):
             from .errors import ConfigError
 
-            raise ConfigError(f"milestones are epochs >= 1, got {list(self.milestones)}")
+            raise ConfigError(f"milestones must be epochs, integers >= 1 (e.g. [40, 70]), got {list(self.milestones)}")
 
     LEGACY: ClassVar[Mapping[str, LegacyRule]] = {
         "depth": ("model.backbone", _resnet_name), "weights": "model.weights",

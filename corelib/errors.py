@@ -85,3 +85,22 @@ class NotOwnedError(CorelibError, FileExistsError):
 
 class MissingFileError(CorelibError, FileNotFoundError):
     """A file named in the settings (weights, a parameters file ...) does not exist."""
+
+
+class WriteError(CorelibError, OSError):
+    """The operating system refused a write: the disk is full, the folder is read-only or not ours to
+    write, or a file sits where a folder is expected. ``errno`` is the refusal's own."""
+
+
+class SweepFailed(CorelibError, RuntimeError):
+    """Points of a sweep failed; every other point ran. ``records`` holds one record per point, the
+    failed ones with their error and executed notebook."""
+
+    def __init__(self, message: str, records: list) -> None:
+        super().__init__(message)
+        self.records = records
+
+
+class UpstreamChangedError(CorelibError, RuntimeError):
+    """A stage would resume on top of an upstream result (its source network, its style set) that
+    changed since the stage started: continuing would mix two upstream runs."""

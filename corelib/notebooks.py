@@ -21,6 +21,14 @@ hours of training before the chapter that trips over it:
   (:func:`coerce_parameter`): ``True/true/1/yes`` and ``False/false/0/no`` for a bool (anything
   else is refused, never a truthy string), ``"3"`` for an int (not ``3.5`` or ``abc``), a number
   for a float, the text itself for a str, a JSON / YAML list or mapping for a list or a dict.
+- **Pairs and recipes.** A chapter's pairs (``PAIRS``, ``DATASETS``) and the recipes its
+  ``PRETRAIN_OVERRIDES`` / ``FINETUNE_OVERRIDES`` change are resolved for every pair, with the functions
+  the chapter calls and without training or reading a dataset: a misspelt field such as
+  ``{"optim.lrr": 0.1}`` is refused, naming the parameter, the field and the closest valid one.
+- **Parameter sizes.** A value whose JSON text is longer than :data:`MAX_PARAMETER_CHARS` is refused
+  (papermill writes every value into the executed copy of each chapter that receives it, and a
+  value is a setting, not data: pass a large input as a file path). An error message quotes at most
+  :data:`EXCERPT_CHARS` characters of a value.
 """
 
 from __future__ import annotations
@@ -48,6 +56,13 @@ CHAPTER_PATTERN = re.compile(r"^(\d\d)_[a-z0-9_]+\.ipynb$")
 ALWAYS_DECLARED = frozenset({"RUN_DIR"})
 """Parameters :func:`run_notebooks` passes itself, whatever the chapters declare."""
 
+MAX_PARAMETER_CHARS = 64 * 1024
+"""Longest JSON text of one parameter value: the largest the chapters take (a ``DATASETS`` mapping
+of every task) is a few KB."""
+
+EXCERPT_CHARS = 200
+"""Characters of a value an error message quotes (then ``... (N characters)``)."""
+
 
 LAB_SETTINGS = {
     "@jupyter-widgets/jupyterlab-manager:plugin": {"saveState": True},
@@ -63,34 +78,59 @@ chapter's first screen)."""
 def install_lab_settings(prefix: Optional[Union[str, Path]] = None) -> Path:
     """Merge :data:`LAB_SETTINGS` into ``<prefix>/share/jupyter/lab/settings/overrides.json`` (the
     defaults of the JupyterLab that environment runs; ``prefix`` defaults to ``sys.prefix``, the
-    virtual environment). Settings already in the file are kept; returns its path.
+    virtual environment); returns its path.
+
+    The user's file wins: a setting already in it is the user's choice and is kept, even where it
+    differs from ours (``saveState: false``); only missing settings are added, and one printed line
+    says what was added and which of ours were not applied because the user chose otherwise. A file
+    that is a symbolic link (a dotfile kept in a dotfiles repository) is written through: its target
+    is replaced atomically and the link stays. A file that needs nothing is not rewritten.
 
     Raises:
-        InvalidInputError: the file exists but is not a JSON object (it is left untouched).
+        InvalidInputError: the file exists but is not a JSON object of settings (it is left untouched).
     """
     import sys
 
     path = Path(prefix or sys.prefix) / "share" / "jupyter" / "lab" / "settings" / "overrides.json"
+    target = path.resolve()  # the file a symbolic link points at: replacing the link would cut it off
     current: dict = {}
-    if path.exists():
+    if target.exists():
         try:
-            current = json.loads(path.read_text() or "{}")
+            current = json.loads(target.read_text() or "{}")
         except json.JSONDecodeError as e:
             raise InvalidInputError(f"{path} is not valid JSON ({e}); fix or remove it, then run make lab again") from e
         if not isinstance(current, dict):
             raise InvalidInputError(f"{path} holds {type(current).__name__}, not a JSON object of settings; fix it")
-    merged = dict(current)
+    merged = json.loads(json.dumps(current))  # a copy: current stays what the user wrote
+    added, kept = [], []
     for plugin, values in LAB_SETTINGS.items():
-        merged[plugin] = {**current.get(plugin, {}), **values}
-    if merged != current:  # a missing file reads as {}: written; an up-to-date one is left alone
-        path.parent.mkdir(parents=True, exist_ok=True)
-        paths.atomic_write_text(path, json.dumps(merged, indent=2, sort_keys=True) + "\n")
+        mine = merged.setdefault(plugin, {})
+        if not isinstance(mine, dict):
+            raise InvalidInputError(f"{path}: {plugin!r} holds {type(mine).__name__}, not a JSON object of "
+                                    f"settings; fix it, then run make lab again")
+        for key, value in values.items():
+            if key not in mine:
+                mine[key] = value
+                added.append(f"{plugin}:{key}={json.dumps(value)}")
+            elif mine[key] != value:
+                kept.append(f"{plugin}:{key}={json.dumps(mine[key])} (ours: {json.dumps(value)})")
+    if added:  # a missing file reads as {}: written; an up-to-date one is left alone
+        paths.atomic_write_text(target, json.dumps(merged, indent=2, sort_keys=True) + "\n")
+    if added or kept:
+        print(f"lab settings {path}: " + "; ".join(
+            part for part in (f"added {', '.join(added)}" if added else "",
+                              f"kept your {', '.join(kept)}" if kept else "") if part))
     return path
 
 
 class NotebookFailed(CorelibError, RuntimeError):
     """A chapter raised: the message names the notebook, the failing cell and the executed copy (which
-    holds the chapter's own traceback; the command line prints this message, not a traceback of papermill)."""
+    holds the chapter's own traceback; the command line prints this message, not a traceback of papermill).
+    ``executed`` is the executed copy's path (a sweep records it for the failed point)."""
+
+    def __init__(self, message: str, executed: Optional[Path] = None) -> None:
+        super().__init__(message)
+        self.executed = executed
 
 
 def list_chapters(notebooks_dir: Optional[Path] = None) -> list[Path]:
@@ -248,18 +288,46 @@ def _fits(kind: Optional[type], value: Any) -> bool:
     return isinstance(value, kind)
 
 
+def _excerpt(value: Any) -> str:
+    """``repr(value)``, cut to :data:`EXCERPT_CHARS` characters and its length when longer (the value
+    has passed :func:`_check_size`, so its repr is bounded too)."""
+    text = repr(value)
+    return text if len(text) <= EXCERPT_CHARS else f"{text[:EXCERPT_CHARS]}... ({len(text):,} characters)"
+
+
+def _check_size(name: str, value: Any) -> None:
+    """Refuse a value whose JSON text is longer than :data:`MAX_PARAMETER_CHARS`. The text is written
+    piece by piece and abandoned past the bound, so a value of shared parts (a list holding the same
+    list ten times, ten levels deep) costs no more than the bound."""
+    size = 0
+    try:
+        for piece in json.JSONEncoder(default=str).iterencode(value):
+            size += len(piece)
+            if size > MAX_PARAMETER_CHARS:
+                break
+    except (ValueError, RecursionError):  # a list or mapping that contains itself, or nests thousands deep
+        raise ConfigError(f"parameter {_excerpt(name)} contains itself or nests too deeply to be written as "
+                          f"JSON; give a plain value") from None
+    if size > MAX_PARAMETER_CHARS:
+        raise ConfigError(f"parameter {_excerpt(name)} is at least {size:,} characters long as JSON, more than the "
+                          f"{MAX_PARAMETER_CHARS:,} allowed (corelib.notebooks.MAX_PARAMETER_CHARS): a parameter is a "
+                          f"setting, not data; pass a large input as a file path instead")
+
+
 def _refusal(decl: ChapterParameter, value: Any, where: str = "") -> ConfigError:
     """The one-line error for a value of the wrong type: the parameter, the chapter, the expected form."""
     expected = _KIND_NAMES.get(decl.kind, f"a {decl.kind.__name__}")
-    got = f"{value!r} ({type(value).__name__})"
+    got = f"{_excerpt(value)} ({type(value).__name__})"
     return ConfigError(f"parameter {decl.name} of chapter {decl.chapter} is {expected} (its default is "
                        f"{decl.default!r}); got {got}{where}; give {_expected_form(decl)}")
 
 
 def check_parameters(parameters: Mapping[str, Any], notebooks_dir: Optional[Path] = None, *,
                      chapters: Optional[Sequence[Union[str, Path]]] = None) -> None:
-    """Refuse, before anything runs, a parameter that no chapter declares or a value whose type is not
-    the one its chapters declare (see the module docstring).
+    """Refuse, before anything runs, a parameter that no chapter declares, a value longer than
+    :data:`MAX_PARAMETER_CHARS` as JSON, or a value whose type is not the one its chapters declare
+    (see the module docstring); then resolve the pairs and recipes of each chapter a value reaches, as
+    the chapter would (:func:`_check_recipes`), so that a misspelt field inside a value is refused too.
 
     Args:
         parameters: name -> value, typed (command-line text goes through :func:`coerce_parameters`).
@@ -268,8 +336,9 @@ def check_parameters(parameters: Mapping[str, Any], notebooks_dir: Optional[Path
             declarations are the ones a value is checked against.
 
     Raises:
-        ConfigError: names the unknown parameter and the closest declared one, or the parameter, its
-            chapter, its declared type and the value given.
+        ConfigError: names the unknown parameter and the closest declared one, a value longer than
+            :data:`MAX_PARAMETER_CHARS` as JSON, or the parameter, its chapter, its declared type and
+            the value given.
         InvalidInputError: a ``chapters`` entry names no chapter.
     """
     import difflib
@@ -279,14 +348,67 @@ def check_parameters(parameters: Mapping[str, Any], notebooks_dir: Optional[Path
     declared = set(ALWAYS_DECLARED).union(*(chapter_parameters(p) for p in everything))
     unknown = sorted(set(parameters) - declared)
     if unknown:
-        close = difflib.get_close_matches(unknown[0], sorted(declared), n=1)
+        close = difflib.get_close_matches(unknown[0][:EXCERPT_CHARS], sorted(declared), n=1)
         hint = f"; did you mean {close[0]}?" if close else ""
-        raise ConfigError(f"no chapter has a parameter {unknown[0]!r}{hint} (`papermill --help-notebook "
+        raise ConfigError(f"no chapter has a parameter {_excerpt(unknown[0])}{hint} (`papermill --help-notebook "
                           f"notebooks/NN_....ipynb` lists a chapter's parameters)")
+    for name, value in parameters.items():
+        _check_size(name, value)
     for name, value in parameters.items():
         for decl in _receivers(name, selected, everything):
             if not _fits(decl.kind, value):
                 raise _refusal(decl, value)
+    # the chapters a value reaches (or, for a value no selected chapter takes, those declaring it)
+    receivers = {d.chapter for name in parameters for d in _receivers(name, selected, everything)}
+    for chapter in everything:
+        if chapter in selected or chapter.stem in receivers:
+            _check_recipes(chapter, parameters)
+
+
+RECIPE_PARAMETERS = {"PRETRAIN_OVERRIDES": "pretrain", "FINETUNE_OVERRIDES": "finetune"}
+"""Chapter parameters that change the recipe of one stage (:meth:`corelib.pairs.ExperimentPair.pretrain_cfg`
+...): resolved for every pair before the first chapter runs, as the chapter resolves them."""
+
+def _check_recipes(chapter: Path, parameters: Mapping[str, Any]) -> None:
+    """Resolve what ``chapter`` builds from its parameters before it trains anything, with the functions
+    it calls: its pairs (``PAIRS``, ``DATASETS``: :func:`corelib.pairs.experiment_pairs`, which reads
+    committed manifests and no dataset) and each pair's recipe under each :data:`RECIPE_PARAMETERS` it
+    declares, and chapter 08's baseline recipes (:func:`corelib.baseline_plan.check_baseline_parameters`).
+    A misspelt field would otherwise stop the chapter that uses it, after the chapters before it ran.
+
+    Raises:
+        ConfigError: names the parameter, the chapter (and pair), the field and the closest valid one.
+    """
+    from .pairs import experiment_pairs
+
+    declared = chapter_parameters(chapter)
+    if "PAIRS" not in declared:
+        return
+    values = {name: parameters.get(name, decl.default) for name, decl in declared.items()}
+    try:
+        pairs = experiment_pairs(values["PAIRS"], values.get("DATASETS") or {})
+    except CorelibError as e:
+        raise ConfigError(f"parameters PAIRS / DATASETS of chapter {chapter.stem}: {e}") from e
+    for name, stage in RECIPE_PARAMETERS.items():
+        if name not in declared:
+            continue
+        for pair in pairs.values():
+            try:
+                getattr(pair, f"{stage}_cfg")(smoke=values.get("SMOKE", False), seed=values.get("SEED"),
+                                              device=values.get("DEVICE"), overrides=values[name])
+            except CorelibError as e:
+                raise ConfigError(f"parameter {name} of chapter {chapter.stem} (pair {pair.name}): {e}") from e
+    from .baseline_plan import BASELINE_PARAMETERS, check_baseline_parameters
+
+    if not BASELINE_PARAMETERS <= set(declared):
+        return
+    for pair in pairs.values():
+        try:
+            check_baseline_parameters(pair, values)
+        except CorelibError as e:
+            given = sorted(n for n in BASELINE_PARAMETERS if n in parameters) or ["RECIPES"]
+            raise ConfigError(f"parameter{'s' if len(given) > 1 else ''} {' / '.join(given)} of chapter "
+                              f"{chapter.stem} (pair {pair.name}): {e}") from e
 
 
 _TRUE, _FALSE = {"true", "1", "yes"}, {"false", "0", "no"}
@@ -330,12 +452,9 @@ def _from_text(kind: Optional[type], text: str) -> Any:
             return value if isinstance(value, str) else text
         return text
     if kind in (list, dict):
-        import yaml
+        from .yamlfile import parse_yaml
 
-        try:
-            value = yaml.safe_load(text)
-        except yaml.YAMLError as e:
-            raise ValueError(text) from e
+        value = parse_yaml(text, source="a -p value")  # its ConfigError is a ValueError
         if not isinstance(value, kind):
             raise ValueError(text)
         return value
@@ -352,9 +471,10 @@ def coerce_parameter(name: str, text: str, *, chapters: Optional[Sequence[Union[
     and left to :func:`check_parameters` to refuse with a suggestion.
 
     Raises:
-        ConfigError: the text is not written as the declared type; names the parameter, the chapter
-            and the form expected.
+        ConfigError: the text is not written as the declared type, or is longer than
+            :data:`MAX_PARAMETER_CHARS`; names the parameter, the chapter and the form expected.
     """
+    _check_size(name, text)
     receivers = _receivers(name, select_chapters(chapters, notebooks_dir), list_chapters(notebooks_dir))
     if not receivers:
         return _untyped(text)
@@ -431,7 +551,6 @@ def run_notebooks(
     check_parameters(parameters or {}, notebooks_dir, chapters=selected)
     run_dir = Path(run_dir).expanduser().resolve()
     out_dir = run_dir / "notebooks"
-    out_dir.mkdir(parents=True, exist_ok=True)
     kernel = kernel_name or pick_kernel()
     records = []
     # one owner per run directory: a second run-notebooks (or a CLI stage) on it is refused; the
@@ -439,6 +558,7 @@ def run_notebooks(
     from .progress import headless_environment
 
     with RunLock(run_dir, what="run-notebooks") as lock:
+        out_dir.mkdir(parents=True, exist_ok=True)  # once the run directory is ours: a refused run writes nothing
         # no front end draws widgets here: progress bars write lines, explorers a static view
         headless = headless_environment()
         inherited = {name: os.environ.get(name) for name in (LOCK_ENV, *headless)}
@@ -460,7 +580,7 @@ def run_notebooks(
                 except PapermillExecutionError as e:
                     raise NotebookFailed(
                         f"{nb.name} failed in cell {e.exec_count} ({e.ename}: {e.evalue}); "
-                        f"the executed copy with the traceback is {out}"
+                        f"the executed copy with the traceback is {out}", executed=out,
                     ) from e
                 dt = time.perf_counter() - t0
                 print(f"[{i}/{len(selected)}] {nb.stem} done in {dt:.1f} s -> {out}", flush=True)

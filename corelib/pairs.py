@@ -149,7 +149,7 @@ def dataset_ref(spec: Any, where: str = "a dataset") -> DatasetRef:
     if not isinstance(spec, Mapping) or not isinstance(spec.get("name"), str) or not spec["name"]:
         raise ConfigError(f"{where} must be a dataset name such as \"market1501\" or a mapping "
                           f"{{\"name\": \"market1501\", \"root\": \"~/datasets\", ...loader options}}, got {spec!r}")
-    from .data.datasets import list_datasets
+    from .data.datasets import check_loader_options, list_datasets
     from .data.manifests import list_manifests, load_manifest
     from .data.synthetic import PRESETS
 
@@ -173,11 +173,7 @@ def dataset_ref(spec: Any, where: str = "a dataset") -> DatasetRef:
     if name in PRESETS and options:
         raise ConfigError(f"{where}: the embedded preset {name!r} takes no loader options ({', '.join(options)}); "
                           f"its size follows DATA_ROOT and SMOKE")
-    known = _loader_defaults(name)
-    unknown = [k for k in options if k not in known]
-    if unknown:
-        raise ConfigError(f"{where}: the {name} loader has no option {unknown[0]!r}; a side takes \"name\", "
-                          f"\"root\" and the loader's options ({', '.join(known) or 'none for ' + name})")
+    check_loader_options(name, options, where, takes='a side takes "name", "root" and')
     if root:  # relative to the repository, like data/ and runs/ (notebooks run with notebooks/ as cwd)
         from .paths import repo_root
 
@@ -293,10 +289,9 @@ class ExperimentPair:
                 raise ConfigError(
                     f"{pair_dir} holds the pair {self.name!r} trained on {theirs.get('task', '?')}, not {self.task}; "
                     f"give this pair another name in DATASETS or use another RUN_DIR")
-        pair_dir.mkdir(parents=True, exist_ok=True)
-        tmp = record.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps({**self.to_dict(), **mine}, indent=2))
-        tmp.replace(record)
+        from .paths import atomic_write_text
+
+        atomic_write_text(record, json.dumps({**self.to_dict(), **mine}, indent=2))
         return pair_dir
 
 

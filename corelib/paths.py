@@ -11,9 +11,13 @@ scratch disk of a GPU cluster:
 
 from __future__ import annotations
 
+import errno
 import os
+import secrets
+import stat
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Sequence
+from typing import IO, Iterator, Optional, Sequence, Union
 
 
 def repo_root() -> Path:
@@ -71,20 +75,151 @@ def notebooks_dir() -> Path:
     return repo_root() / "notebooks"
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write through a temporary file and rename, so readers never see half a file."""
-    import tempfile
+WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOTDIR,
+                          errno.EEXIST})
+"""The refusals of the operating system that :func:`write_error` explains in one line."""
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+
+def _os_error_in(error: BaseException) -> Optional[OSError]:
+    """``error`` or the OSError that caused it: torch's writer reports a failed write of the file
+    object it was given as a RuntimeError ("unexpected pos") whose context is the disk's OSError."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, OSError) and error.errno in WRITE_ERRNOS:
+            return error
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return None
+
+
+def _existing_folder(path: Path) -> Path:
+    """The nearest folder at or above ``path`` that exists: where a create was refused."""
+    for folder in (path, *path.parents):
+        if folder.is_dir():
+            return folder
+    return path
+
+
+def _file_in_the_way(path: Path) -> Optional[Path]:
+    """The first of ``path`` and its parents that exists and is not a folder (a file, a link to one)."""
+    for part in (path, *path.parents):
+        if part.exists() and not part.is_dir():
+            return part
+    return None
+
+
+def write_error(error: BaseException, path: Union[str, Path, None] = None) -> Optional[Exception]:
+    """A one-line :class:`~corelib.errors.WriteError` naming the path and the fix, for an OSError (or
+    an error an OSError caused) of :data:`WRITE_ERRNOS`, raised while writing ``path`` (default:
+    the error's own file name); None for any other error, which keeps its traceback.
+
+    Used by every atomic writer (:func:`atomic_file`) and, as the last resort, by the command line.
+    """
+    from .errors import WriteError
+
+    os_error = _os_error_in(error)
+    if os_error is None or (path is None and not os_error.filename):
+        return None
+    # what was refused: the file written, or the folder above it that could not be created (never the
+    # temporary file's random name)
+    target = Path(path) if path is not None else Path(os_error.filename)
+    if os_error.filename and Path(os_error.filename) in target.parents:
+        target = Path(os_error.filename)
+    written = Path(path) if path is not None else target
+    code = os_error.errno
+    if code in (errno.ENOSPC, errno.EDQUOT):
+        why = "disk full" if code == errno.ENOSPC else "disk full (quota exceeded)"
+        kept = f"; the previous {written.name} is kept intact" if written.is_file() else ""
+        message = (f"{why}: {written.name} could not be written in {written.parent}{kept}. Free space on that disk "
+                   f"(old run directories, *.replaced-* folders) or write elsewhere (another --run-dir, "
+                   f"COREREID_RUNS), then run the command again")
+    elif code == errno.EROFS:
+        folder = _existing_folder(target.parent)
+        message = (f"{folder} is on a read-only file system, so {target.name} cannot be created there; choose a "
+                   f"writable folder (another --run-dir or ROOT, COREREID_RUNS) or mount it read-write")
+    elif code in (errno.EACCES, errno.EPERM):
+        folder = _existing_folder(target.parent)
+        message = (f"permission denied for {target} (in {folder}): that folder is not writable for you; make it "
+                   f"writable (chmod u+w {folder}) or choose another folder (another --run-dir or ROOT)")
+    else:  # ENOTDIR, EEXIST: a file where a folder is expected
+        # the file being written may exist: the search for a file in the way starts above it
+        in_the_way = _file_in_the_way(written.parent if path is not None and target == written else target)
+        if in_the_way is None:
+            return None  # EEXIST of something else (a folder that exists): not a write error explained here
+        hold = f" (to hold {written})" if path is not None else ""  # an OSError's own name may be a temporary one
+        message = (f"{in_the_way} is a file where a folder is expected{hold}; move that file away or choose "
+                   f"another folder (another --run-dir or ROOT)")
+    out = WriteError(message)
+    out.errno = code  # for `except OSError as e: e.errno`; a filename would make str() torch's "[Errno n] ..."
+    return out
+
+
+def _create_beside(path: Path, suffix: str) -> tuple[int, Path]:
+    """Create ``.<name>.<random><suffix>`` beside ``path``, exclusively, with mode 0666 that the kernel
+    narrows by the process's umask exactly as ``open()`` does (``tempfile.mkstemp`` forces 0600, so a
+    checkpoint was unreadable to a colleague beside its readable metrics). Nothing reads or sets the
+    umask here, so there is no window in which another thread creates files under a changed umask."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
+    for _ in range(100):
+        tmp = path.parent / f".{path.name}.{secrets.token_hex(4)}{suffix}"
+        try:
+            return os.open(tmp, flags, 0o666), tmp
+        except FileExistsError:
+            continue  # a name another writer holds: draw again
+    raise FileExistsError(errno.EEXIST, "no free temporary name", str(path.parent))
+
+
+@contextmanager
+def atomic_file(path: Union[str, Path], mode: str = "w", *, fsync: bool = False, suffix: str = ".tmp") -> Iterator[IO]:
+    """A file object whose content replaces ``path`` only once the ``with`` block ends without error:
+    it is written to a temporary file beside ``path`` and renamed, so readers never see half a file
+    and a failed write leaves the previous file intact (the temporary file is removed).
+
+    Every file the workbench writes atomically goes through here: a new file's mode follows the umask
+    (0644 under the usual 022, 0600 under 077) and a file replaced keeps its mode (a settings file
+    the user made private stays private), as writing with ``open()`` or ``torch.save`` does; an OSError of :data:`WRITE_ERRNOS` (disk full, a
+    read-only folder, a file where a folder is expected) becomes one :class:`~corelib.errors.WriteError`
+    naming the path and the fix.
+
+    Args:
+        mode: ``"w"`` (text) or ``"wb"``.
+        fsync: put the bytes on disk before the name points at them (checkpoints).
+        suffix: the temporary file's suffix (``.<name>.<random><suffix>``).
+    """
+    path = Path(path)
     try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = _create_beside(path, suffix)
+    except OSError as e:
+        translated = write_error(e, path)
+        if translated is None:
+            raise
+        raise translated from e
+    try:
+        if path.is_file():  # replaced: keep the file's mode, as open(path, "w") would
+            os.fchmod(fd, stat.S_IMODE(path.stat().st_mode))
+        with os.fdopen(fd, mode) as f:
+            yield f
+            if fsync:
+                f.flush()
+                os.fsync(f.fileno())
+        os.replace(tmp, path)  # atomic on POSIX: readers see the old or the new file, never half
+    except BaseException as e:
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass  # the write's own error is the one to report
+        translated = write_error(e, path) if isinstance(e, Exception) else None
+        if translated is None:
+            raise
+        raise translated from e
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through :func:`atomic_file`: never half a file, the umask's mode,
+    one-line errors."""
+    with atomic_file(path, "w") as f:
+        f.write(text)
 
 
 PARTIAL_MARKER = ".corelib_partial.json"

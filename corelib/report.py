@@ -23,6 +23,7 @@ from typing import Any, Union
 
 from . import paths
 from .errors import MissingStageError
+from .ownership import RunLock, install_folder
 
 REPORT_STAMP = "report.json"
 
@@ -31,11 +32,17 @@ def _chapter_info(nb) -> dict:
     meta = nb.metadata.get("papermill", {})
     failed = bool(meta.get("exception")) or any(
         o.get("output_type") == "error" for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
+    # papermill stamps end_time, and each cell's status, as it goes: a run stopped mid-chapter leaves
+    # no end_time and cells still "pending" or "running"
+    unfinished = meta.get("end_time") is None or any(
+        c.get("metadata", {}).get("papermill", {}).get("status") in ("pending", "running")
+        for c in nb.cells if c.cell_type == "code")
     figures = sum(1 for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
                   if "image/png" in o.get("data", {}))
     title = next((line.lstrip("# ").strip() for c in nb.cells if c.cell_type == "markdown"
                   for line in c.source.splitlines() if line.startswith("# ")), "")
-    return {"seconds": meta.get("duration"), "failed": failed, "figures": figures, "title": title}
+    state = "failed" if failed else "unfinished" if unfinished else "ran"
+    return {"seconds": meta.get("duration"), "failed": failed, "state": state, "figures": figures, "title": title}
 
 
 def _metric_rows(metrics: dict, prefix: str = "") -> list[tuple[str, Any]]:
@@ -74,7 +81,7 @@ def _index_html(run_dir: Path, chapters: list[dict], metrics: list[tuple[str, An
     rows = []
     for ch in chapters:
         seconds = f"{ch['seconds']:.0f} s" if isinstance(ch["seconds"], (int, float)) else "–"
-        state = '<span class="failed">failed</span>' if ch["failed"] else "ran"
+        state = ch["state"] if ch["state"] == "ran" else f'<span class="failed">{ch["state"]}</span>'
         rows.append(f'<tr><td><a href="{esc(ch["page"])}">{esc(ch["name"])}</a></td><td>{esc(ch["title"])}</td>'
                     f'<td class="num">{seconds}</td><td class="num">{ch["figures"]}</td><td>{state}</td></tr>')
     metric_rows = "".join(f'<tr><td><code>{esc(k)}</code></td><td class="num">{esc(_fmt(v))}</td></tr>'
@@ -116,13 +123,21 @@ def _offline_exporter():
 def write_report(run_dir: Union[str, Path]) -> Path:
     """Write ``RUN_DIR/report/`` (``index.html`` and one page per executed chapter); returns the index.
 
+    The run directory's lock is held while the report is written, so a report is never made of a run
+    in progress: it is refused, naming the run, until that run ends. A chapter whose execution did not
+    finish (a run that was stopped) is labelled "unfinished", one with an error "failed".
+
+    A report written earlier is replaced (:func:`corelib.ownership.install_folder`): when it holds a
+    file that corelib did not write (``notes.md``), the old report is kept whole as
+    ``report.replaced-<UTC time>`` instead.
+
     Raises:
         MissingStageError: ``RUN_DIR/notebooks/`` holds no executed chapter (run ``make demo`` or
             ``corelib run-notebooks --run-dir RUN_DIR`` first).
         NotOwnedError: ``RUN_DIR/report`` exists and was not written by this function.
+        RunDirBusyError: a run (``make demo``, ``corelib run-notebooks``, a training stage) is writing
+            into ``RUN_DIR`` now.
     """
-    import shutil
-
     import nbformat
 
     run_dir = paths.resolve_in_repo(run_dir).resolve()
@@ -131,29 +146,29 @@ def write_report(run_dir: Union[str, Path]) -> Path:
         raise MissingStageError(f"{run_dir / 'notebooks'} holds no executed chapter; run `make demo` or "
                                 f"`corelib run-notebooks --run-dir {run_dir}` first")
     out = run_dir / "report"
-    fix = f"remove or rename {out} yourself, or report another run directory"
-    paths.check_owned_tree(out, [REPORT_STAMP, paths.PARTIAL_MARKER], "a report written by corelib", fix)
-    partial = run_dir / ".report.partial"
-    paths.remove_owned_tree(partial, [paths.PARTIAL_MARKER, REPORT_STAMP], "a partial report of corelib", fix)
-    paths.make_partial_dir(partial, "corelib report")
-    exporter = _offline_exporter()
-    chapters = []
-    for path in executed:
-        nb = nbformat.read(path, as_version=4)
-        # the explorers' outputs are static already; the widget state would only pull in a script
-        nb.metadata.pop("widgets", None)
-        info = _chapter_info(nb)
-        body, _ = exporter.from_notebook_node(nb)
-        page = f"{path.stem}.html"
-        (partial / page).write_text(body, encoding="utf-8")
-        chapters.append({"name": path.stem, "page": page, **info})
-    from .outputs import read_metrics
+    what, fix = "a report written by corelib", f"remove or rename {out} yourself, or report another run directory"
+    markers = [REPORT_STAMP, paths.PARTIAL_MARKER]
+    with RunLock(run_dir, what="report"):
+        paths.check_owned_tree(out, markers, what, fix)
+        partial = run_dir / ".report.partial"
+        paths.remove_owned_tree(partial, [paths.PARTIAL_MARKER, REPORT_STAMP], "a partial report of corelib", fix)
+        paths.make_partial_dir(partial, "corelib report")
+        exporter = _offline_exporter()
+        chapters = []
+        for path in executed:
+            nb = nbformat.read(path, as_version=4)
+            # the explorers' outputs are static already; the widget state would only pull in a script
+            nb.metadata.pop("widgets", None)
+            info = _chapter_info(nb)
+            body, _ = exporter.from_notebook_node(nb)
+            page = f"{path.stem}.html"
+            (partial / page).write_text(body, encoding="utf-8")
+            chapters.append({"name": path.stem, "page": page, **info})
+        from .outputs import read_metrics
 
-    metrics = _metric_rows(read_metrics(run_dir))
-    (partial / "index.html").write_text(_index_html(run_dir, chapters, metrics), encoding="utf-8")
-    (partial / REPORT_STAMP).write_text(json.dumps({"run_dir": str(run_dir), "chapters": chapters}, indent=1) + "\n")
-    os.remove(partial / paths.PARTIAL_MARKER)
-    if out.exists():
-        shutil.rmtree(out)  # checked above: our own report (its stamp) or an empty folder
-    os.replace(partial, out)
+        metrics = _metric_rows(read_metrics(run_dir))
+        (partial / "index.html").write_text(_index_html(run_dir, chapters, metrics), encoding="utf-8")
+        (partial / REPORT_STAMP).write_text(json.dumps({"run_dir": str(run_dir), "chapters": chapters}, indent=1) + "\n")
+        os.remove(partial / paths.PARTIAL_MARKER)
+        install_folder(partial, out, writer="corelib report", markers=markers, what=what, fix=fix)
     return out / "index.html"

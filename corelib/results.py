@@ -60,8 +60,11 @@ def find_runs(roots: Union[str, Path, Sequence[Union[str, Path]]], *, max_depth:
 
 
 def _read_log(log: Path) -> list[dict]:
-    """The epochs of a ``metrics.jsonl`` (none when the stage has not run)."""
-    return [json.loads(line) for line in log.read_text().splitlines() if line.strip()] if log.is_file() else []
+    """The epochs of a ``metrics.jsonl`` (none when the stage has not run; a last line cut short by a
+    killed run is skipped with a warning, see :func:`corelib.runtime.checkpoint.read_epoch_log`)."""
+    from .runtime.checkpoint import read_epoch_log
+
+    return read_epoch_log(log)
 
 
 def _last_evaluated(rows: list[dict], prefix: str) -> Optional[dict]:

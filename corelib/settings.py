@@ -114,14 +114,14 @@ def _parse(overrides: Overrides) -> dict[str, Any]:
         return dict(overrides)
     if isinstance(overrides, str):
         overrides = [overrides]
-    import yaml
+    from .yamlfile import parse_yaml
 
     values: dict[str, Any] = {}
     for item in overrides:
         key, sep, text = str(item).partition("=")
         if not sep or not key.strip():
             raise ConfigError(f"override {item!r} is not NAME=VALUE (e.g. epochs=40 or cluster.num_clusters=500)")
-        values[key.strip()] = yaml.safe_load(text)
+        values[key.strip()] = parse_yaml(text, source=f"override {key.strip()}=")
     return values
 
 
@@ -244,17 +244,18 @@ def load_config(
 
 
 def read_mapping(path: Union[str, Path], what: str = "settings") -> dict:
-    """The YAML mapping in ``path`` (safe loader; an empty file is ``{}``).
+    """The YAML mapping in ``path`` (read by :func:`corelib.yamlfile.read_yaml`; an empty file is ``{}``).
 
     Raises:
-        ConfigError: no such file, or a file that holds something else than a mapping.
+        ConfigError: no such file, a file that :func:`~corelib.yamlfile.read_yaml` refuses (invalid
+            YAML, too large, aliases that expand too far), or one that holds something else than a mapping.
     """
-    import yaml
+    from .yamlfile import read_yaml
 
     path = Path(path).expanduser()
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist")
-    loaded = yaml.safe_load(path.read_text()) or {}
+    loaded = read_yaml(path, what="config file") or {}
     if not isinstance(loaded, dict):
         raise ConfigError(f"{path} must hold a mapping of {what}, e.g. 'epochs: 40'")
     return loaded

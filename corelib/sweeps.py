@@ -11,7 +11,9 @@ A sweep file (YAML) names the chapters, the parameters shared by every point and
 Every combination gets ``ROOT/<point name>/`` with ``sweep.json`` (the point's values, every
 parameter passed to the chapters and the chapters run) and its figures in
 ``ROOT/<point name>/figures/`` (never in the curated ``figures/``); ``sweep_done.json`` is written
-once the point's chapters have all run. :mod:`corelib.results` and notebook 09 gather the runs into
+once the point's chapters have all run. A point that fails gets ``sweep_failed.json`` (its error and
+the executed notebook of the failing chapter) instead, and the other points still run
+(:func:`run_sweep`). :mod:`corelib.results` and notebook 09 gather the runs into
 tables.
 
 **Point names** are readable and never shared by two points: ``num_clusters=120,ecab=true``.
@@ -54,13 +56,16 @@ import re
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence, Union
 
-from .errors import ConfigError, NotOwnedError
+from .errors import ConfigError, NotOwnedError, SweepFailed
 
 WRITTEN_BY = "corelib.sweeps"
 """The ``written_by`` of a point's ``sweep.json``: what makes a folder a sweep point."""
 
 MAX_NAME = 120
 """Longest point name kept as it is (with the hash, well below the 255 bytes of a file name)."""
+
+FAILED_RECORD = "sweep_failed.json"
+"""A failed point's record (its error, traceback and executed notebook); the point has no ``sweep_done.json``."""
 
 REPLACED_PATTERN = re.compile(r"\.replaced-\d{8}T\d{6}Z(-\d+)?$")
 """The end of a folder name that a rerun (or an overwrite) set aside: ``<name>.replaced-<UTC time>``."""
@@ -140,11 +145,13 @@ def load_sweep(path: Union[str, Path]) -> dict:
     """Read a sweep file: ``{"chapters": [...], "parameters": {...}, "grid": {...}}``.
 
     Raises:
-        ConfigError: unknown top-level keys, no grid, or a part of the wrong kind.
+        MissingFileError: no such file.
+        ConfigError: a file :func:`~corelib.yamlfile.read_yaml` refuses (invalid YAML, too large,
+            aliases that expand too far), unknown top-level keys, no grid, or a part of the wrong kind.
     """
-    import yaml
+    from .yamlfile import read_yaml
 
-    spec = yaml.safe_load(Path(path).read_text()) or {}
+    spec = read_yaml(path, what="sweep file") or {}
     if not isinstance(spec, dict):
         raise ConfigError(f"{path}: a sweep file is a mapping with chapters, parameters and grid")
     unknown = set(spec) - {"chapters", "parameters", "grid"}
@@ -328,7 +335,7 @@ def _refuse_changed(changed: Sequence[dict]) -> ConfigError:
 
 def run_sweep(root: Union[str, Path], grid: Mapping[str, Sequence[Any]], *, parameters: Optional[Mapping] = None,
               chapters: Optional[Sequence[str]] = None, execution_timeout: Optional[int] = None,
-              rerun_changed: bool = False, notebooks_dir: Optional[Path] = None) -> list[dict]:
+              rerun_changed: bool = False, fail_fast: bool = False, notebooks_dir: Optional[Path] = None) -> list[dict]:
     """Run ``chapters`` once per grid point into ``root/<point name>/``; finished points are skipped.
 
     Every point is checked first (:func:`plan_sweep`): the chapters, the parameters' names and
@@ -336,12 +343,24 @@ def run_sweep(root: Union[str, Path], grid: Mapping[str, Sequence[Any]], *, para
     ``rerun_changed``, its folder is set aside as ``<point>.replaced-<UTC time>`` and the point runs
     afresh.
 
-    Returns one record per point: name, run directory, the point, whether it ran now and the folder
-    its old results were moved to (``replaced``, None when none).
+    A point that fails does not stop the sweep: its error (with the traceback) and the executed
+    notebook of the failing chapter (``RUN_DIR/notebooks/<chapter>.ipynb``, which holds the chapter's
+    own traceback) go to the point's ``sweep_failed.json``, and the next points run. A failed point
+    has no ``sweep_done.json``, so running the sweep again retries it (as an interrupted point). Once
+    every point has run, a summary lists the failed ones and :class:`~corelib.errors.SweepFailed` is
+    raised, its ``records`` holding every point's record: a script never takes a partial sweep for
+    a whole one. With ``fail_fast`` the first failing point's own error is raised at once (after its
+    ``sweep_failed.json`` is written) and later points do not run. A KeyboardInterrupt always stops
+    the sweep at once.
+
+    Returns one record per point (when none failed): name, run directory, the point, whether it ran
+    now, the folder its old results were moved to (``replaced``, None when none) and ``failed``
+    (None; for a failed point ``{"error", "executed_notebook", "record"}``).
 
     Raises:
         ConfigError: points recorded with other parameters (without ``rerun_changed``), named with
             the parameters that differ; and what :func:`plan_sweep` raises. Nothing has run then.
+        SweepFailed: points failed; every point ran (without ``fail_fast``).
     """
     from . import notebooks
     from .paths import atomic_write_text
@@ -355,8 +374,11 @@ def run_sweep(root: Union[str, Path], grid: Mapping[str, Sequence[Any]], *, para
         name, run_dir, point, params = entry["name"], entry["run_dir"], entry["point"], entry["parameters"]
         if entry["state"] == "finished":
             print(f"[sweep {i}/{len(plan)}] {name}: finished earlier, skipped", flush=True)
-            records.append({"name": name, "run_dir": str(run_dir), "point": point, "ran": False, "replaced": None})
+            records.append({"name": name, "run_dir": str(run_dir), "point": point, "ran": False, "replaced": None,
+                            "failed": None})
             continue
+        if (run_dir / FAILED_RECORD).is_file():
+            print(f"[sweep {i}/{len(plan)}] {name}: failed earlier ({run_dir / FAILED_RECORD}), retried", flush=True)
         replaced = None
         if entry["state"] == "changed":
             replaced = _set_aside(run_dir)
@@ -370,10 +392,19 @@ def run_sweep(root: Union[str, Path], grid: Mapping[str, Sequence[Any]], *, para
         # a point's figures stay in its run directory (RUN_DIR/figures), never in the curated figures/
         previous = os.environ.get("COREREID_FIGURES")
         os.environ["COREREID_FIGURES"] = str((run_dir / "figures").resolve())
+        record = {"name": name, "run_dir": str(run_dir), "point": point, "ran": True,
+                  "replaced": str(replaced) if replaced else None, "failed": None}
+        records.append(record)
         try:
             chapter_records = notebooks.run_notebooks(run_dir, parameters=params, chapters=entry["chapters"],
                                                       notebooks_dir=notebooks_dir, execution_timeout=execution_timeout,
                                                       progress=False)
+        except Exception as e:  # noqa: BLE001 - any failure of a point is recorded; KeyboardInterrupt stops the sweep
+            record["failed"] = _record_failure(run_dir, point, e)
+            print(f"[sweep {i}/{len(plan)}] {name} FAILED: {record['failed']['error'].splitlines()[0]}", flush=True)
+            if fail_fast:
+                raise
+            continue
         finally:
             if previous is None:
                 os.environ.pop("COREREID_FIGURES", None)
@@ -381,6 +412,45 @@ def run_sweep(root: Union[str, Path], grid: Mapping[str, Sequence[Any]], *, para
                 os.environ["COREREID_FIGURES"] = previous
         atomic_write_text(run_dir / "sweep_done.json", json.dumps(
             {"point": point, "parameters": params, "chapters": chapter_records}, indent=2) + "\n")
-        records.append({"name": name, "run_dir": str(run_dir), "point": point, "ran": True,
-                        "replaced": str(replaced) if replaced else None})
+        (run_dir / FAILED_RECORD).unlink(missing_ok=True)  # an earlier try's failure, superseded by this run
+    failed = [r for r in records if r["failed"]]
+    if failed:
+        raise _summarise_failures(failed, records)
     return records
+
+
+def _record_failure(run_dir: Path, point: Mapping[str, Any], error: Exception) -> dict:
+    """Write the point's :data:`FAILED_RECORD` (the error, its traceback, the executed notebook of the
+    failing chapter) and return ``{"error", "executed_notebook", "record"}``; a record that cannot be
+    written (a full disk) is said so in ``record``, and the sweep goes on."""
+    import time
+    import traceback
+
+    from .paths import atomic_write_text
+
+    executed = getattr(error, "executed", None)
+    failure = {"error": f"{type(error).__name__}: {error}", "executed_notebook": str(executed) if executed else None}
+    try:
+        atomic_write_text(run_dir / FAILED_RECORD, json.dumps(
+            {"written_by": WRITTEN_BY, "point": point, **failure, "failed_at": time.strftime("%Y-%m-%dT%H:%M:%SZ",
+                                                                                           time.gmtime()),
+             "traceback": "".join(traceback.format_exception(error))}, indent=2) + "\n")
+        failure["record"] = str(run_dir / FAILED_RECORD)
+    except OSError as e:
+        failure["record"] = f"not written ({e})"
+    return failure
+
+
+def _summarise_failures(failed: Sequence[dict], records: list[dict]) -> SweepFailed:
+    """Print every failed point (its error's first line, executed notebook and record); the one-line
+    error the sweep ends with."""
+    print(f"[sweep] {len(failed)} of {len(records)} point(s) failed:", flush=True)
+    for r in failed:
+        where = r["failed"]["executed_notebook"] or "no executed notebook"
+        print(f"  {r['name']}: {r['failed']['error'].splitlines()[0]} | executed notebook: {where} | "
+              f"record: {r['failed']['record']}", flush=True)
+    names = [r["name"] for r in failed]
+    shown = ", ".join(names[:5]) + (" ..." if len(names) > 5 else "")
+    return SweepFailed(f"{len(failed)} of {len(records)} sweep point(s) failed ({shown}); every other point ran. "
+                       f"Each failed point's {FAILED_RECORD} holds its error and executed notebook; fix the cause "
+                       f"and run the sweep again: finished points are skipped, failed ones retried", records)

@@ -59,7 +59,7 @@ def test_seeding_potential_greedy_le_plusplus_le_random():
         pots["greedy"].append(kmeans_plusplus(x, k, generator=g)[2])
         g = torch.Generator().manual_seed(seed)
         pots["plusplus"].append(kmeans_plusplus(x, k, n_trials=1, generator=g)[2])
-        res = kmeans(x, k, init="random", seed=seed, max_iter=0)
+        res = kmeans(x, k, init="random", seed=seed, max_iter=1)  # the seeding's potential: max_iter=0 is refused
         pots["random"].append(res.seeding_potential)
     mean = {key: float(np.mean(v)) for key, v in pots.items()}
     assert mean["greedy"] <= mean["plusplus"] <= mean["random"], mean
@@ -86,8 +86,8 @@ def test_same_seed_same_labels_and_other_seed_differs():
     x, _ = identity_features(seed=6)
     a, b = kmeans(x, 40, seed=7), kmeans(x, 40, seed=7)
     assert torch.equal(a.labels, b.labels) and torch.equal(a.centroids, b.centroids)
-    c = kmeans(x, 40, seed=8, max_iter=0)
-    assert not torch.equal(kmeans(x, 40, seed=7, max_iter=0).centroids, c.centroids)
+    c = kmeans(x, 40, seed=8, max_iter=1)
+    assert not torch.equal(kmeans(x, 40, seed=7, max_iter=1).centroids, c.centroids)
     m1, m2 = minibatch_kmeans(x, 40, batch_size=64, seed=2), minibatch_kmeans(x, 40, batch_size=64, seed=2)
     assert torch.equal(m1.labels, m2.labels)
 

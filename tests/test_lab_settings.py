@@ -29,7 +29,7 @@ def test_the_users_own_settings_are_kept(tmp_path):
     path.write_text(json.dumps(mine))
     merged = json.loads(install_lab_settings(tmp_path).read_text())
     assert merged["@jupyterlab/apputils-extension:themes"] == mine["@jupyterlab/apputils-extension:themes"]
-    assert merged[PLUGIN] == {"saveState": True, "x": 1}
+    assert merged[PLUGIN] == {"saveState": False, "x": 1}  # the user's explicit choice is kept (issue 33)
 
 
 @pytest.mark.parametrize("text", ["{not json", "[1, 2]"])

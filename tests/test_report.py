@@ -25,7 +25,7 @@ def _executed(path, title, *, error=False, seconds=12.6):
     if error:
         nb.cells.append(nbformat.v4.new_code_cell("1/0", outputs=[nbformat.v4.new_output(
             "error", ename="ZeroDivisionError", evalue="division by zero", traceback=[])]))
-    nb.metadata["papermill"] = {"duration": seconds, "exception": error or None}
+    nb.metadata["papermill"] = {"duration": seconds, "exception": error or None, "end_time": "2026-12-07T10:00:00"}
     nb.metadata["widgets"] = {"application/vnd.jupyter.widget-state+json": {"state": {}, "version_major": 2,
                                                                              "version_minor": 0}}
     nbformat.write(nb, path)
@@ -60,9 +60,13 @@ def test_report_has_a_page_per_chapter_with_embedded_figures_and_metrics_on_the_
 def test_report_rebuilds_its_own_folder_and_refuses_anothers(tmp_path):
     run = _run_dir(tmp_path)
     write_report(run)
-    (run / "report" / "old.html").write_text("stale")
-    write_report(run)  # its own folder (report.json): replaced whole
+    write_report(run)  # its own folder (report.json), holding only what it wrote: replaced
+    assert not list(run.glob("report.replaced-*"))
+    (run / "report" / "old.html").write_text("a file the report did not write")
+    write_report(run)  # kept whole beside the new report, never deleted
     assert not (run / "report" / "old.html").exists() and (run / "report" / REPORT_STAMP).is_file()
+    [kept] = run.glob("report.replaced-*")
+    assert (kept / "old.html").read_text() == "a file the report did not write"
     other = tmp_path / "other"
     (other / "notebooks").mkdir(parents=True)
     _executed(other / "notebooks" / "00_data_tour.ipynb", "00")

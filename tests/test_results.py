@@ -110,12 +110,12 @@ def test_sweep_skips_finished_points_and_reruns_interrupted_ones(tmp_path, monke
 
         calls.append((run_dir.name, parameters))
         assert os.environ["COREREID_FIGURES"] == str((run_dir / "figures").resolve())  # figures stay in the run
-        if parameters["FINETUNE_OVERRIDES"]["num_clusters"] == 200 and len(calls) == 2:
+        if parameters["FINETUNE_OVERRIDES"]["cluster.num_clusters"] == 200 and len(calls) == 2:
             raise KeyboardInterrupt  # the second point is interrupted the first time
         return [{"chapter": "03_finetuning", "seconds": 1.0}]
 
     monkeypatch.setattr(nb, "run_notebooks", fake_run_notebooks)
-    grid = {"FINETUNE_OVERRIDES.num_clusters": [120, 200]}
+    grid = {"FINETUNE_OVERRIDES.cluster.num_clusters": [120, 200]}  # checked before any point runs
     with pytest.raises(KeyboardInterrupt):
         S.run_sweep(tmp_path, grid, parameters={"SMOKE": True}, chapters=["03"])
     assert (tmp_path / "num_clusters=120" / "sweep_done.json").is_file()

@@ -142,6 +142,17 @@ def _stored_thresholds(state: dict, levels: int) -> list[Optional[float]]:
     return out + [None] * (levels - len(out))  # a level not frozen yet is computed at this call
 
 
+def _found_clusters(labels: np.ndarray, d, level: str) -> np.ndarray:
+    """``labels`` when DBSCAN found a cluster; all noise is a setting to change, not pseudo-labels (with
+    ``outliers="singletons"`` every sample would silently become a class of its own)."""
+    if (labels >= 0).any():
+        return labels
+    raise InvalidInputError(f"DBSCAN found no cluster among the {len(labels)} samples ({level} features, "
+                            f"cluster.dbscan.eps={d.eps}, cluster.dbscan.min_samples={d.min_samples}): every sample "
+                            f"is noise; raise cluster.dbscan.eps (Jaccard distances lie in [0, 1)) or lower "
+                            f"cluster.dbscan.min_samples")
+
+
 @register_labeler("dbscan")
 def dbscan_labels(features: Sequence[torch.Tensor], camids: np.ndarray, cfg, *, seed: int, epoch: int = 0,
                   device=None, state: Optional[dict] = None) -> PseudoLabels:
@@ -167,13 +178,13 @@ def dbscan_labels(features: Sequence[torch.Tensor], camids: np.ndarray, cfg, *, 
             # DBSCAN counts neighbours at distance <= eps: the graph keeps everything up to eps itself
             graph = jaccard_distance(unit, k1=d.k1, k2=d.k2, device=device,
                                      max_distance=_graph_limit(d.eps), dense=False)
-            lab = dbscan_cluster(graph, d.eps, d.min_samples).astype(np.int64)
+            lab = _found_clusters(dbscan_cluster(graph, d.eps, d.min_samples).astype(np.int64), d, level)
             info[f"dbscan_noise_{level}"] = float((lab < 0).mean())
         else:
             # one graph up to the loose radius serves all three radii: DBSCAN ignores the longer entries
             graph = jaccard_distance(unit, k1=d.k1, k2=d.k2, device=device,
                                      max_distance=_graph_limit(d.eps + d.eps_gap), dense=False)
-            lab = dbscan_cluster(graph, d.eps, d.min_samples).astype(np.int64)
+            lab = _found_clusters(dbscan_cluster(graph, d.eps, d.min_samples).astype(np.int64), d, level)
             tight = dbscan_cluster(graph, d.eps - d.eps_gap, d.min_samples)
             loose = dbscan_cluster(graph, d.eps + d.eps_gap, d.min_samples)
             del graph

@@ -49,6 +49,7 @@ import numpy as np
 import scipy.sparse
 import torch
 
+from ..array_checks import check_features
 from ..errors import InvalidInputError, InvalidTypeError
 from ..sparse_rows import SparseRows, expand_segments, progress_bar, sparse_rows, unique_rows
 
@@ -149,12 +150,8 @@ def _validate(features, k1, k2, max_distance, dense, chunk_size) -> torch.Tensor
                                 "least k1 + 1 images with non-empty features")
     if not features.is_floating_point():
         raise InvalidInputError(f"features must be floating point, got {features.dtype}; convert with .float()")
-    bad = ~torch.isfinite(features).all(dim=1)
-    if bool(bad.any()):
-        rows = torch.nonzero(bad)[:5, 0].tolist()
-        raise InvalidInputError(f"{int(bad.sum())} feature rows contain NaN or Inf (first: {rows}); fix or drop the "
-                                "broken images (or the diverged model) before clustering")
     norms = torch.linalg.vector_norm(features.float(), dim=1)  # no (N, D) temporary
+    check_features(features, "features", sq_norms=norms**2)
     off = (norms - 1.0).abs() > _NORM_TOL
     if bool(off.any()):
         first = int(torch.nonzero(off)[0, 0])

@@ -35,6 +35,7 @@ from typing import Optional, Union
 import numpy as np
 import torch
 
+from ..array_checks import check_features
 from ..errors import InvalidInputError
 from ..precision import fast_bf16
 
@@ -65,7 +66,9 @@ def default_trials(k: int) -> int:
     return 2 + int(math.log(k))
 
 
-def _validate(x: torch.Tensor, k: int) -> None:
+def _validate(x: torch.Tensor, k: int, max_iter: int) -> torch.Tensor:
+    """Refuse what k-means cannot cluster into k non-empty clusters; return the squared row norms
+    (every distance uses them: computed once, here, and checked for NaN, inf and overflow)."""
     if x.dim() != 2:
         raise InvalidInputError(f"k-means needs an (n, d) matrix, got shape {tuple(x.shape)}")
     n = x.shape[0]
@@ -75,10 +78,21 @@ def _validate(x: torch.Tensor, k: int) -> None:
         raise InvalidInputError(f"k must be a positive integer, got {k!r}")
     if k > n:
         raise InvalidInputError(f"k = {k} clusters is larger than the number of samples ({n}); use k <= {n}")
-    bad = ~torch.isfinite(x).all(dim=1)
-    if bool(bad.any()):
-        rows = torch.nonzero(bad)[:5, 0].tolist()
-        raise InvalidInputError(f"{int(bad.sum())} feature rows contain NaN or inf (first: {rows}); re-extract the features")
+    if isinstance(max_iter, bool) or not isinstance(max_iter, (int, np.integer)) or max_iter < 1:
+        raise InvalidInputError(f"max_iter must be an integer >= 1, got {max_iter!r}; for the seeding alone call "
+                                f"kmeans_plusplus or random_init")
+    x_sq = (x * x).sum(1)
+    check_features(x, "features", sq_norms=x_sq)
+    # Identical rows always get the same nearest centre, so k-means cannot fill more clusters than
+    # there are distinct rows. Rows of different sums differ: the exact count only when the sums
+    # cannot tell (one pass and a sort of n numbers otherwise).
+    if torch.unique(x.sum(1)).numel() < k:
+        distinct = torch.unique(x, dim=0).shape[0]
+        if distinct < k:
+            raise InvalidInputError(f"k = {k} clusters but the {n} feature rows hold only {distinct} distinct vectors, "
+                                    f"and identical rows always share a cluster; use k <= {distinct}, or check the "
+                                    f"features (many identical rows: a collapsed network, or duplicated images)")
+    return x_sq
 
 
 def _chunk_rows(n_cols: int, device: torch.device) -> int:
@@ -297,10 +311,11 @@ def kmeans(
             k-means++ variant, from faiss's random sample when ``init="random"``).
 
     Raises:
-        ValueError: empty input, k larger than the number of samples, NaN or inf rows, unknown init.
+        ValueError: empty input, k larger than the number of samples or of distinct rows, NaN or inf
+            rows, diverged features (norms that overflow float32 distances), max_iter < 1, unknown init.
     """
     x = _prepare(x, device)
-    _validate(x, k)
+    x_sq = _validate(x, k, max_iter)
     if isinstance(init, str) and init not in INITS:
         raise InvalidInputError(f"unknown init {init!r}; valid inits: {', '.join(INITS)} or a (k, d) tensor")
     if backend not in ("torch", "faiss"):
@@ -308,7 +323,6 @@ def kmeans(
     dev = x.device
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
     gen = _generator(seed, dev)
-    x_sq = (x * x).sum(1)
     x_bf16 = x.to(torch.bfloat16) if dev.type == "cpu" and fast_bf16(dev) else None  # shared by the bf16 pre-filters
     t0 = time.perf_counter()
     if isinstance(init, torch.Tensor):
@@ -414,14 +428,13 @@ def minibatch_kmeans(
       averaged batch inertia, or when the squared centre shift falls below ``tol`` x variance.
     """
     x = _prepare(x, device)
-    _validate(x, k)
+    x_sq = _validate(x, k, max_iter)
     if init not in INITS:
         raise InvalidInputError(f"unknown init {init!r}; valid inits: {', '.join(INITS)}")
     n, _ = x.shape
     dev = x.device
     gen = _generator(seed, dev)
     gdev = gen.device
-    x_sq = (x * x).sum(1)
     t0 = time.perf_counter()
     size = init_size if init_size is not None else 3 * batch_size
     if size < k:

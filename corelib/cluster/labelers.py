@@ -31,6 +31,7 @@ from typing import Callable, Optional, Sequence, Union
 import numpy as np
 import torch
 
+from ..array_checks import check_features
 from ..errors import InvalidInputError
 from ..registry import Registry
 from .kmeans import kmeans, minibatch_kmeans
@@ -174,7 +175,8 @@ def cluster_pseudo_labels(features: Sequence[torch.Tensor], camids, cfg, *, seed
 
 def _check_features(features: Sequence[torch.Tensor], n: int) -> None:
     """Every level an (N, D) matrix of finite values with one row per camera id, before any labeller
-    sees it (a NaN row would otherwise become a cluster, or stop a labeller far from its cause)."""
+    sees it (a NaN row would otherwise become a cluster, or stop a labeller far from its cause; a
+    diverged network's huge values would overflow its distances)."""
     if not len(features):
         raise InvalidInputError("no feature levels to cluster: pass one (N, D) matrix per level")
     for level, x in enumerate(features):
@@ -183,11 +185,7 @@ def _check_features(features: Sequence[torch.Tensor], n: int) -> None:
                                     f"got shape {tuple(x.shape)}")
         if n == 0:
             raise InvalidInputError("no samples to cluster: the target's training split is empty")
-        bad = (~torch.isfinite(x).all(dim=1)).nonzero().flatten()
-        if len(bad):
-            raise InvalidInputError(f"features of level {level} contain NaN or inf in {len(bad)} row(s) (first: row "
-                                    f"{int(bad[0])}): the network diverged or an image is corrupt; lower the learning "
-                                    f"rate, or check that image")
+        check_features(x, f"features of level {level}")
 
 
 @register_labeler("kmeans")

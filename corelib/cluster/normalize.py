@@ -18,6 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..array_checks import integer_ids
 from ..errors import InvalidInputError
 from ..registry import Registry
 
@@ -36,8 +37,9 @@ def list_normalizations() -> list[str]:
 
 
 def camera_ids(camids: Sequence[Union[int, None]]) -> np.ndarray:
-    """Camera ids as an int array, ``None`` (datasets without cameras) as -1."""
-    return np.array([-1 if c is None else int(c) for c in camids], dtype=np.int64)
+    """Camera ids as an int array, ``None`` (datasets without cameras) as -1; a camera id that is
+    not an integer is refused (it used to be truncated: cameras 0.5 and 0.9 became one)."""
+    return integer_ids([-1 if c is None else c for c in camids], "camids")
 
 
 def normalize_features(features: torch.Tensor, camids, method: str = "none") -> torch.Tensor:

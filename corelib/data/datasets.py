@@ -13,7 +13,10 @@ Datasets without camera information (VehicleID) say so with ``has_cameras=False`
 Every image path a loader returns lies inside the dataset root once symbolic links are followed
 (:class:`RootGuard`): a list file or CSV naming ``../../x.jpg``, an absolute path elsewhere, or a link
 that leaves the root raises ``UnsafePathError``, and an empty train, query or gallery split raises
-``DatasetRootError`` at load time rather than an epoch into training.
+``DatasetRootError`` at load time rather than an epoch into training. A symbolic link loop (``a -> b``,
+``b -> a``) among the entries a loader reads is refused by name, and a root that is one too; scans are
+flat (or, in ``corelib verify``, do not descend into linked folders), so a link back to a parent
+folder is never followed round.
 
 Example::
 
@@ -24,8 +27,10 @@ Example::
 
 from __future__ import annotations
 
+import errno
 import os
 import re
+import warnings
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -34,7 +39,9 @@ from typing import Callable, Iterable, Iterator, NamedTuple, Optional, Sequence,
 
 from PIL import Image, UnidentifiedImageError
 
-from ..errors import CorruptImageError, DatasetRootError, InvalidInputError, UnknownNameError, UnsafePathError
+from ..errors import (ConfigError, CorruptImageError, DatasetRootError, InvalidInputError, UnknownNameError,
+                      UnsafePathError)
+from ..registry import did_you_mean
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
 
@@ -137,6 +144,30 @@ def loader_options(name: str) -> dict:
             if p.default is not inspect.Parameter.empty and p.kind is not inspect.Parameter.VAR_KEYWORD}
 
 
+def check_loader_options(name: str, options: Iterable[str], where: str = "", *,
+                         takes: str = "it takes the dataset root and", error: type = ConfigError) -> None:
+    """Refuse an option loader ``name`` does not take: a misspelt one would otherwise be dropped without
+    a word and the default loaded (a loader with ``**kwargs`` takes any). Every way in checks with this
+    function (:func:`build_dataset`, a manifest's ``loader_kwargs``, a pair's side, the command line), so
+    each gets the same line: the option, the loader's options, the closest one.
+
+    Args:
+        where: what gave the options, put first in the message (``"DATASETS['m2c']['target']"``).
+        takes: what else the caller takes, before "the loader's options (...)".
+        error: the CorelibError to raise (a ``ManifestError`` for a manifest).
+    """
+    import inspect
+
+    fn = _LOADERS.get(name)
+    if fn is None or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in inspect.signature(fn).parameters.values()):
+        return
+    known = loader_options(name)
+    unknown = [k for k in options if k not in known]
+    if unknown:
+        raise error(f"{where + ': ' if where else ''}the {name} loader has no option {unknown[0]!r}; {takes} the "
+                    f"loader's options ({', '.join(known) or 'none for ' + name}){did_you_mean(unknown[0], known)}")
+
+
 def expected_layout(name: str) -> str:
     """The folder tree a loader expects, as printed in its errors."""
     _check_name(name)
@@ -161,9 +192,11 @@ def build_dataset(name: str, root: str | Path, **kwargs) -> ReIDDataset:
 
     Raises:
         UnknownNameError: ``name`` is not registered (the message lists the valid names).
+        ConfigError: an option the loader does not take (:func:`check_loader_options`).
         DatasetRootError: ``root`` does not hold the expected layout (the message prints it).
     """
     _check_name(name)
+    check_loader_options(name, kwargs)
     ds = _LOADERS[name](Path(root).expanduser(), **kwargs)
     # The built-in loaders name the empty folder or list themselves; this catches registered ones.
     for split in ("train", "query", "gallery"):
@@ -185,6 +218,11 @@ def resolve_root(name: str, root: Path, folder_names: Sequence[str], required: S
     for cand in candidates:
         if cand.is_dir() and all((cand / r).exists() for r in required):
             return cand
+    # Not found: a root or a required entry that is a link loop reads as missing; name the link instead.
+    refuse_link_loop(root, f"the {name} dataset root", DatasetRootError)
+    for cand in candidates:
+        for r in required:
+            refuse_link_loop(cand / r, f"the {name} layout entry {r!r}")
     # Not found: say what is missing in the most plausible candidate.
     best = next((c for c in candidates[1:] if c.is_dir()), root)
     missing = [r for r in required if not (best / r).exists()] if best.is_dir() else list(required)
@@ -204,6 +242,34 @@ UNSAFE_PATH_FIX = (
     "keep every image path inside the dataset root (no '..', absolute path or symbolic link that leads "
     "out of it); a dataset that lives elsewhere is opened from its own root"
 )
+
+
+def link_loop(path: Union[str, Path]) -> Optional[Path]:
+    """The symbolic link on the way to ``path`` that leads back to itself (``a -> b``, ``b -> a``, or a
+    chain too long to follow), or None. One ``stat`` when there is no loop."""
+    try:
+        os.stat(path)
+        return None
+    except OSError as e:
+        if e.errno != errno.ELOOP:
+            return None
+    path = Path(path)
+    for step in (*reversed(path.parents), path):
+        try:
+            os.stat(step)
+        except OSError as e:
+            if e.errno == errno.ELOOP:
+                return step
+    return path
+
+
+def refuse_link_loop(path: Union[str, Path], where: str, error: type = UnsafePathError) -> None:
+    """Raise ``error`` (a CorelibError) naming the symbolic link loop on the way to ``path``, if any;
+    ``where`` says what the path is (``"the market1501 dataset root"``, a file and line ...)."""
+    link = link_loop(path)
+    if link is not None:
+        raise error(f"{link} is a symbolic link loop ({where}): it leads back to itself, so it names no image or "
+                    f"folder. Fix: remove the link (rm '{link}'), or point it at the real file or folder")
 
 
 @contextmanager
@@ -237,14 +303,20 @@ class RootGuard:
         self.allowed = (os.path.realpath(root),) + _TRUSTED_ROOTS.get()
         self._folders: dict[str, str] = {}
 
-    def real(self, path: Union[str, Path]) -> str:
-        """``path`` with every symbolic link followed (the file need not exist)."""
+    def real(self, path: Union[str, Path], where: str = "") -> str:
+        """``path`` with every symbolic link followed (the file need not exist).
+
+        Raises:
+            UnsafePathError: ``path`` or its folder is a symbolic link loop (``where`` says whence).
+        """
         text = os.fspath(path)
         head, name = os.path.split(text)
         if name in ("", ".", "..") or os.path.islink(text):
+            refuse_link_loop(text, where or text)
             return os.path.realpath(text)
         folder = self._folders.get(head)
         if folder is None:
+            refuse_link_loop(head or ".", where or text)
             folder = self._folders[head] = os.path.realpath(head or ".")
         return os.path.join(folder, name)
 
@@ -253,8 +325,9 @@ class RootGuard:
 
     def check(self, path: Union[str, Path], where: str) -> None:
         """Raise ``UnsafePathError`` when ``path`` resolves outside the root; ``where`` says which
-        file and line (or folder) it came from, e.g. ``"dataset.csv, line 4: path '../x.jpg'"``."""
-        real = self.real(path)
+        file and line (or folder) it came from, e.g. ``"dataset.csv, line 4: path '../x.jpg'"``; a
+        symbolic link loop on the way is refused too."""
+        real = self.real(path, where)
         if not self.inside(real):
             raise UnsafePathError(
                 f"{where} resolves to {real}, outside the dataset root {self.root}. Fix: {UNSAFE_PATH_FIX}"
@@ -266,13 +339,18 @@ def list_images(folder: Path, guard: Optional[RootGuard] = None) -> list[Path]:
 
     With ``guard``, the folder and every image that is a symbolic link must resolve inside the
     guard's root (``UnsafePathError`` otherwise); a plain file in a folder inside the root is inside.
+    An image name that is a symbolic link loop raises ``UnsafePathError`` naming it.
     """
     if guard is not None:
         guard.check(folder, f"folder {folder}")
     found = []
     with os.scandir(folder) as entries:
         for entry in entries:
-            if Path(entry.name).suffix.lower() in IMAGE_EXTENSIONS and entry.is_file():
+            if Path(entry.name).suffix.lower() not in IMAGE_EXTENSIONS:
+                continue
+            if entry.is_symlink():  # is_file() follows the link: a loop would raise a bare ELOOP
+                refuse_link_loop(folder / entry.name, f"an image name in {folder}")
+            if entry.is_file():
                 path = folder / entry.name
                 if guard is not None and entry.is_symlink():
                     guard.check(path, f"{path} (a symbolic link in {folder})")
@@ -329,11 +407,48 @@ def parse_folder(
     return out
 
 
+_PIL_PIXELS = re.compile(r"\((\d+) pixels\)")
+"""The pixel count in the message of PIL's ``DecompressionBombError``."""
+
+
+@contextmanager
+def open_image(path: str | Path) -> Iterator[Image.Image]:
+    """``Image.open`` (which reads the header, no pixels) refusing a decompression bomb before a pixel
+    is decoded: an image of more than ``PIL.Image.MAX_IMAGE_PIXELS`` pixels (PIL's limit, 89.5 million
+    by default, a 9459 x 9459 square; a re-id crop has about 0.01 million) raises CorruptImageError
+    naming the file, its size, the limit and the fix. PIL itself only warns up to twice its limit and
+    then decodes the image at full size, and beyond that raises an error that does not name the file.
+    :func:`read_image` and ``corelib verify`` open every image through this one check."""
+    limit = Image.MAX_IMAGE_PIXELS
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # refused below, by name
+        try:
+            img = Image.open(path)
+        except Image.DecompressionBombError as e:
+            found = _PIL_PIXELS.search(str(e))
+            raise CorruptImageError(_too_many_pixels(path, f"{int(found[1]):,}" if found else f"over {2 * limit:,}",
+                                                     limit)) from None
+    with img:
+        if limit is not None and img.width * img.height > limit:
+            raise CorruptImageError(_too_many_pixels(path, f"{img.width} x {img.height} = {img.width * img.height:,}",
+                                                     limit))
+        yield img
+
+
+def _too_many_pixels(path: str | Path, pixels: str, limit: int) -> str:
+    return (f"image {path} has {pixels} pixels, more than the {limit:,} allowed (PIL.Image.MAX_IMAGE_PIXELS): "
+            f"decoding it could exhaust memory (a decompression bomb), so it is not read. Fix: resize it (a re-id "
+            f"crop is a few hundred pixels a side) or delete it; if it is genuine, raise PIL.Image.MAX_IMAGE_PIXELS")
+
+
 def read_image(path: str | Path) -> Image.Image:
-    """Open an image as RGB; a file that cannot be decoded raises an error that names it."""
+    """Open an image as RGB; a file that cannot be decoded, or one too large to decode safely
+    (:func:`open_image`), raises an error that names it."""
     try:
-        with Image.open(path) as img:
+        with open_image(path) as img:
             return img.convert("RGB")
+    except CorruptImageError:
+        raise
     except IsADirectoryError as e:
         raise DatasetRootError(f"expected an image file, got a folder: {path}") from e
     except FileNotFoundError as e:
@@ -374,7 +489,7 @@ Market-1501-v15.09.15/
 
 
 @register_dataset("market1501", MARKET_LAYOUT)
-def market1501(root: Path, **kw) -> ReIDDataset:
+def market1501(root: Path) -> ReIDDataset:
     """Market-1501: 6 cameras, 751 train IDs / 12,936 images; 3,368 queries; 15,913 gallery."""
     return load_market_style("market1501", root, ("Market-1501-v15.09.15", "Market-1501", "market1501"))
 

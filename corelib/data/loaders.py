@@ -35,6 +35,7 @@ from .datasets import (
     list_images,
     load_market_style,
     parse_folder,
+    refuse_link_loop,
     register_dataset,
     relabel,
     require_split,
@@ -585,6 +586,9 @@ def _custom_folders(base: Path) -> ReIDDataset:
                 f"({split_dir}/<pid>/...), or use a CSV"
             )
         items = []
+        for entry in split_dir.iterdir():
+            if entry.is_symlink():  # is_dir() reads a link loop as "no folder": name it instead
+                refuse_link_loop(entry, f"a pid folder in {split_dir}")
         for pid_dir in sorted(p for p in split_dir.iterdir() if p.is_dir()):
             try:
                 pid = int(pid_dir.name)

@@ -24,11 +24,12 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Mapping, Optional, Union
 
 import yaml
-from PIL import Image
 
 from .. import paths
 from ..errors import DatasetRootError, InvalidInputError, ManifestError, UnsafePathError
-from .datasets import IMAGE_EXTENSIONS, RootGuard, build_dataset, expected_layout
+from ..yamlfile import read_yaml
+from .datasets import (IMAGE_EXTENSIONS, RootGuard, build_dataset, check_loader_options, expected_layout,
+                       open_image, refuse_link_loop)
 
 REQUIRED_KEYS = ("name", "title", "kind", "loader", "folder", "layout", "protocol", "splits")
 SPLITS = ("train", "query", "gallery")
@@ -43,7 +44,8 @@ def load_manifest(name_or_path: Union[str, Path, Mapping]) -> dict:
     """Read and validate a manifest given by name, by path to a YAML file, or as a dict.
 
     Raises:
-        ManifestError: unknown name (the message lists the known ones), unreadable YAML, a
+        ManifestError: unknown name (the message lists the known ones), unreadable YAML (or YAML
+            that :func:`~corelib.yamlfile.read_yaml` refuses: too large, aliases that expand too far), a
             missing key, or a layout entry that would escape the dataset root.
         UnsafePathError: a ``files`` entry (a folder whose images are counted) would escape it.
     """
@@ -60,10 +62,7 @@ def load_manifest(name_or_path: Union[str, Path, Mapping]) -> dict:
                 )
         if not p.is_file():
             raise ManifestError(f"manifest file {p} does not exist")
-        try:
-            data = yaml.safe_load(p.read_text())  # safe loader: manifests are data, never code
-        except yaml.YAMLError as e:
-            raise ManifestError(f"{p}: not valid YAML ({e})") from e
+        data = read_yaml(p, what="manifest", error=ManifestError)  # safe loader: manifests are data, never code
         source = str(p)
     _validate(data, source)
     return data
@@ -92,6 +91,11 @@ def _validate(data: Any, source: str) -> None:
     for split in SPLITS:
         if split not in data["splits"]:
             raise ManifestError(f"{source}: splits.{split} is missing")
+    options = data.get("loader_kwargs") or {}
+    if not isinstance(options, Mapping):
+        raise ManifestError(f"{source}: loader_kwargs must map the loader's options to values, got {options!r}")
+    check_loader_options(str(data["loader"]), options, f"{source}: loader_kwargs", takes="loader_kwargs holds only",
+                         error=ManifestError)
 
 
 def dump_manifest(manifest: Mapping, path: Union[str, Path]) -> None:
@@ -159,11 +163,16 @@ def verify_dataset(
         check_images: ``"all"``, ``"none"`` or a number of images to decode, drawn at random
             (with ``seed``) from every image file of the layout folders.
         progress: show a progress bar while decoding images.
+
+    Raises:
+        InvalidInputError: ``check_images`` is none of those (:func:`images_to_check`).
     """
+    check_images = images_to_check(check_images)
     m = load_manifest(manifest)
     source = str(manifest) if isinstance(manifest, (str, Path)) else f"manifest {m['name']!r}"
     root = Path(root).expanduser()
     report = VerificationReport(m["name"], root)
+    refuse_link_loop(root, f"the root given for {m['name']}", DatasetRootError)  # else it reads as "not found"
 
     base = _find_base(m, root)
     if base is None:
@@ -205,6 +214,23 @@ def verify_dataset(
     if check_images != "none":
         _check_images(m, base, check_images, progress, seed, report, guard)
     return report
+
+
+def images_to_check(how: Union[str, int], name: str = "check_images") -> Union[str, int]:
+    """``how`` as :func:`verify_dataset` takes it: ``"all"``, ``"none"``, or a positive number of
+    images (an int, or its digits as text: ``"200"``).
+
+    Raises:
+        InvalidInputError: anything else (``-5``, ``0``, which would report OK having decoded nothing,
+            ``"some"``), naming ``name`` (``--images`` on the command line) and the valid values.
+    """
+    if how in ("all", "none"):
+        return how
+    text = str(how).strip()
+    if not isinstance(how, bool) and text.isascii() and text.isdigit() and len(text) < 19 and int(text) > 0:
+        return int(text)
+    raise InvalidInputError(f"{name} must be 'all', 'none' or a positive number of images to decode (drawn at "
+                            f"random, e.g. 200), got {how!r}")
 
 
 def _image_files(folder: Path, guard: RootGuard) -> list[Path]:
@@ -258,16 +284,12 @@ def _check_images(m: Mapping, base: Path, how: Union[str, int], progress: bool, 
     from ..progress import tqdm
 
     files = sorted(p for e in m["layout"] if (base / e).is_dir() for p in _image_files(base / e, guard))
-    if how != "all":
-        try:
-            n = int(how)
-        except (TypeError, ValueError):
-            raise InvalidInputError(f"check_images must be 'all', 'none' or a number, got {how!r}") from None
-        files = random.Random(seed).sample(files, min(n, len(files)))
+    if how != "all":  # a positive number (images_to_check)
+        files = random.Random(seed).sample(files, min(how, len(files)))
     bad = []
     for p in tqdm(files, desc=f"decode {m['name']}", unit="img", disable=not progress, mininterval=0.5):
         try:
-            with Image.open(p) as img:
+            with open_image(p) as img:  # a decompression bomb is refused from its header, never decoded
                 img.load()  # a full decode: truncated JPEGs only fail here, not in open()
         except Exception as e:  # noqa: BLE001 - any decoder failure means the file is unusable
             bad.append(f"unreadable image: {p} ({type(e).__name__}: {e})")

@@ -43,7 +43,8 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
 from .. import paths
-from ..errors import UnknownNameError
+from ..errors import InvalidInputError, UnknownNameError
+from ..ownership import install_folder
 
 GENERATOR_VERSION = 1
 """Bumped whenever the drawing code changes the pixels; part of the completion stamp."""
@@ -128,7 +129,14 @@ class SyntheticPreset:
 
         The copy has its own name (``market_like_x0.15``), hence its own folder and manifest, so a
         smoke-sized set never overwrites the full one.
+
+        Raises:
+            InvalidInputError: ``factor`` is not a positive finite number (0 would draw the smallest
+                set that counts allow under the name ``_x0``, not an empty one).
         """
+        if not 0 < factor < float("inf"):  # also refuses NaN
+            raise InvalidInputError(f"scale must be a positive number (1.0 is the preset itself, e.g. 0.2 for a small "
+                                    f"copy), got {factor!r}")
         if factor == 1.0:
             return self
         return replace(
@@ -864,6 +872,7 @@ def generate_synthetic(
 
     Raises:
         NotOwnedError: the dataset folder or the temporary folder exists and is not the generator's.
+        InvalidInputError: ``scale`` is not a positive number (:meth:`SyntheticPreset.scaled`).
     """
     p = get_preset(preset) if isinstance(preset, str) else preset
     if scale != 1.0:
@@ -912,8 +921,7 @@ def generate_synthetic(
     (tmp / STAMP_FILE).write_text(json.dumps({"fingerprint": fp, "preset": p.name, "images": len(jobs)}, indent=1))
     # The marker only guards the temporary folder: the dataset itself holds exactly what it always held.
     (tmp / paths.PARTIAL_MARKER).unlink()
-    paths.remove_owned_tree(out, (STAMP_FILE,), what, fix)
-    tmp.rename(out)
+    install_folder(tmp, out, writer="generate_synthetic", markers=(STAMP_FILE,), what=what, fix=fix)
     return out
 
 

@@ -35,6 +35,7 @@ from typing import Iterable, Optional, Sequence, Union
 import numpy as np
 import torch
 
+from ..array_checks import check_features, integer_ids
 from ..errors import InvalidInputError
 from ..precision import fast_bf16  # noqa: F401  (re-exported by corelib.evaluation)
 
@@ -98,6 +99,8 @@ def pairwise_distance(x: torch.Tensor, y: torch.Tensor, metric: str = "euclidean
     ``|x|^2 + |y|^2 - 2 x.y`` in one matrix product; on L2-normalised descriptors it equals
     ``2 - 2 cos``. ``cosine`` is ``1 - cos`` (rows normalised first).
     """
+    check_features(x, "x")
+    check_features(y, "y")
     x, y = x.float(), y.float()
     if metric == "euclidean":
         d = torch.addmm((x * x).sum(1, keepdim=True), x, y.t(), alpha=-2.0)
@@ -255,22 +258,14 @@ def _positive_ranks(
     return _ranks_from_histogram(hist, num_pos, p_max), num_pos
 
 
-def _finite(x: torch.Tensor) -> bool:
-    """No NaN or inf in ``x``: a NaN or inf makes the sum non-finite, so one cheap pass decides;
-    only a non-finite sum (also reached by huge finite values) is checked element-wise. The sum is
-    in the features' own dtype: ``dtype=float64`` made a float64 copy of the whole gallery."""
-    if x.numel() == 0 or bool(torch.isfinite(x.sum())):
-        return True
-    return bool(torch.isfinite(x).all())
-
-
 def _as_tensor(x: Optional[ArrayLike], device: torch.device, name: str) -> Optional[torch.Tensor]:
+    """Ids (pids or camids) as a long tensor on ``device``; a non-integer id is refused, not truncated."""
     if x is None:
         return None
-    t = torch.as_tensor(np.asarray(x) if not torch.is_tensor(x) else x)
-    if t.dim() != 1:
-        raise InvalidInputError(f"{name} must be one-dimensional, got shape {tuple(t.shape)}")
-    return t.to(device=device, dtype=torch.long)
+    ids = integer_ids(x, name)
+    if ids.ndim != 1:
+        raise InvalidInputError(f"{name} must be one-dimensional, got shape {tuple(ids.shape)}")
+    return torch.from_numpy(ids).to(device)
 
 
 def _check_protocol(protocol: str, q_cams, g_cams) -> bool:
@@ -679,8 +674,8 @@ def evaluate_ranking(
         raise InvalidInputError(f"there must be one pid per query and per gallery descriptor: {qf.shape[0]} query "
                                 f"descriptors, {len(query_pids)} query pids; {gf.shape[0]} gallery descriptors, "
                                 f"{len(gallery_pids)} gallery pids")
-    if not all(_finite(x) for x in (qf, gf)):
-        raise InvalidInputError("features contain NaN or inf: re-extract them (a diverged model?)")
+    check_features(qf, "query features")
+    check_features(gf, "gallery features")
     dev = torch.device(device) if device is not None else qf.device
     mode = resolve_precision(precision, dev, qf.shape[0] * gf.shape[0])
     gallery = _PreparedGallery(gf.to(dev, torch.float32), metric, bf16=mode == "bf16")
@@ -749,7 +744,7 @@ def evaluate_vehicleid(
     """
     from ..data.loaders import vehicleid_draw  # here, not at the top: the evaluator stays free of the data stack
 
-    pids = np.asarray(test_pids)
+    pids = integer_ids(test_pids, "test_pids")
     feats = torch.as_tensor(test_feats)
     results = []
     for seed in range(first_seed, first_seed + draws):

@@ -44,6 +44,7 @@ from typing import NamedTuple, Optional, Union
 
 import torch
 
+from ..array_checks import check_features
 from ..errors import InvalidInputError, InvalidTypeError
 from ..sparse_rows import SparseRows, expand_segments, progress_bar, sparse_rows, unique_rows
 
@@ -166,9 +167,7 @@ def _validate(query: torch.Tensor, gallery: torch.Tensor, k1: int, k2: int, lam:
         raise InvalidInputError(f"query_feats has feature dim {query.shape[1]} but gallery_feats has "
                          f"{gallery.shape[1]}; extract both with the same model and head")
     for name, t in (("query_feats", query), ("gallery_feats", gallery)):
-        if not bool(torch.isfinite(t).all()):
-            raise InvalidInputError(f"{name} contains NaN or Inf; fix or drop the broken images (or "
-                             "the diverged model) before re-ranking")
+        check_features(t, name)
     if not isinstance(k1, numbers.Integral) or k1 < 1:
         raise InvalidInputError(f"k1 must be an integer >= 1, got {k1!r}")
     if not isinstance(k2, numbers.Integral) or k2 < 1:

@@ -60,6 +60,11 @@ class ClusterContrast(Criterion):
 
     def start_clustering(self, centres: torch.Tensor) -> None:
         """Rebuild the memory from this clustering's ``(K, d)`` centres (L2-normalised here)."""
+        if centres.shape[0] == 0:
+            raise InvalidInputError(f"cluster_contrast: the pseudo-labeller found no cluster (centres of shape "
+                                    f"{tuple(centres.shape)}), so the cluster memory would be empty; with "
+                                    f"cluster.labeler=dbscan raise cluster.dbscan.eps or lower "
+                                    f"cluster.dbscan.min_samples, with kmeans set cluster.num_clusters >= 2")
         self.memory = F.normalize(centres.detach().float(), dim=1)
 
     def forward(self, batch: AdaptBatch) -> dict[str, torch.Tensor]:

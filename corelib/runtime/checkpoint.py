@@ -8,33 +8,27 @@ the checkpoint was written for the same architecture, naming the mismatching key
 
 from __future__ import annotations
 
-import os
 import pickle
-import tempfile
+import re
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Callable, Optional, Union
 
 import torch
 from torch import nn
+
+from ..paths import atomic_file
 
 TMP_SUFFIX = ".tmp"
 
 
 def save_checkpoint(state: dict, path: Union[str, Path]) -> Path:
-    """Write ``state`` (model / optimiser state dicts, epoch, RNG states ...) atomically."""
+    """Write ``state`` (model / optimiser state dicts, epoch, RNG states ...) atomically
+    (:func:`corelib.paths.atomic_file`: the umask's file mode, and a full disk or a read-only folder
+    is a one-line :class:`~corelib.errors.WriteError`)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TMP_SUFFIX)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())  # the bytes are on disk before the name points at them
-        os.replace(tmp, path)  # atomic on POSIX: readers see the old or the new file, never half
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    # the bytes are on disk before the name points at them; a failed write (disk full) keeps the old file
+    with atomic_file(path, "wb", fsync=True, suffix=TMP_SUFFIX) as f:
+        torch.save(state, f)
     return path
 
 
@@ -63,11 +57,14 @@ def load_checkpoint(path: Union[str, Path], *, model: Optional[nn.Module] = None
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
-        if "Unsupported global" in str(e):  # a class or function to import: only running code could read it
+        code = _pickled_code(path, e)
+        if code is not None:  # a class or function to import: only running code could read it
+            named = f" ({', '.join(code[:3])}{' ...' if len(code) > 3 else ''})" if code else ""
             raise CheckpointError(
-                f"{path} holds Python objects beyond tensors and plain values, which only running its pickled "
-                f"code could read; corelib refuses it (safe loading). A corelib checkpoint never does this: use "
-                f"one written by corelib, or, if you trust the file, re-save its state_dict with plain values"
+                f"{path} holds Python objects beyond tensors and plain values: pickled code{named} that is not "
+                f"run, for safety: corelib refuses it (safe loading). A corelib checkpoint never holds "
+                f"code: use one written by corelib, or, if you trust the file, re-save its state_dict with plain "
+                f"values"
             ) from None
         # torch's own text here advises weights_only=False, i.e. running whatever the file holds: not repeated
         raise CheckpointError(f"{path} is not a readable checkpoint ({size} bytes that the safe unpickler cannot "
@@ -85,6 +82,26 @@ def load_checkpoint(path: Union[str, Path], *, model: Optional[nn.Module] = None
     if model is not None:
         load_into(model, state, path, key=key)
     return state
+
+
+_CODE_REFUSAL = re.compile(r"unsupported global|global \S+ whose module \S+ is blocked", re.IGNORECASE)
+"""torch's words for a pickled class or function it will not import (``Unsupported global: GLOBAL x was
+not an allowed global``; ``Trying to load unsupported GLOBAL os.system whose module os is blocked``)."""
+
+
+def _pickled_code(path: Path, error: Exception) -> Optional[list[str]]:
+    """The classes and functions ``path``'s pickle would import (sorted; empty when only torch's words
+    tell), or None when the safe unpickler refused the file for another reason (corrupt bytes).
+
+    The file's own list of globals (``torch.serialization.get_unsafe_globals_in_checkpoint``) comes
+    first: it does not depend on how a torch version words its refusal."""
+    try:
+        names = torch.serialization.get_unsafe_globals_in_checkpoint(str(path))
+    except Exception:  # noqa: BLE001 - not a torch zip file (a legacy or bare pickle): only the words tell
+        names = []
+    if names:
+        return sorted(names)
+    return [] if _CODE_REFUSAL.search(str(error)) else None
 
 
 def _first_line(e: BaseException) -> str:
@@ -150,6 +167,32 @@ evaluates, and where and how it runs. Every other field shapes the result, so a 
 refused on resume."""
 
 
+def check_upstream(saved: Optional[dict], now: dict, out_dir: Union[str, Path]) -> None:
+    """Refuse to resume ``out_dir`` when an upstream result it was started from has changed since.
+
+    Args:
+        saved: the ``upstream`` record of the checkpoint (``{what: {"path", "sha256"}}``); None for a
+            checkpoint written before upstreams were recorded (nothing to compare).
+        now: the same record for this run (:func:`corelib.ownership.fingerprint` of each upstream).
+
+    Raises:
+        UpstreamChangedError: names the upstream, where it is, and the two ways out.
+    """
+    from ..errors import UpstreamChangedError
+
+    out = Path(out_dir)
+    for what, entry in (saved or {}).items():
+        current = now.get(what)
+        if not isinstance(entry, dict) or current is None or entry.get("sha256") == current["sha256"]:
+            continue
+        raise UpstreamChangedError(
+            f"{out} was started from the {what} {entry.get('path')} (sha256 {str(entry.get('sha256'))[:12]}), but the "
+            f"{what} now at {current['path']} is another one (sha256 {current['sha256'][:12]}; e.g. its stage was "
+            f"trained again with --overwrite): resuming would mix what was learnt from the two. "
+            f"Start this stage again with --overwrite (overwrite=True; the old run is kept as "
+            f"{out.name}.replaced-<time>), or use another run directory")
+
+
 def check_resume(saved: Optional[dict], cfg: Any, path: Union[str, Path], *,
                  free: frozenset = RESUME_FREE_FIELDS) -> None:
     """Refuse to resume ``path`` with a recipe other than the one it was trained with.
@@ -206,19 +249,71 @@ def _plain(v: Any) -> Any:
     return list(v) if isinstance(v, tuple) else v
 
 
+def _warn_torn(note: str) -> None:
+    import warnings
+
+    warnings.warn(note, stacklevel=3)  # shown at the reader that called read_epoch_log
+
+
+def read_epoch_log(path: Union[str, Path], report: Callable[[str], None] = _warn_torn) -> list[dict]:
+    """The epoch records of a ``metrics.jsonl`` (one JSON object a line; none when there is no file).
+
+    A last line cut short (no newline and not JSON: a run killed while appending it) is skipped, and
+    ``report`` gets one line saying what was dropped (default: a warning); the complete lines are kept.
+
+    Raises:
+        CheckpointError: a line before the last (or a last line ending in a newline) is not a JSON
+            object: the log was damaged, not stopped mid-write; names the file and the line.
+    """
+    import json
+
+    from ..errors import CheckpointError
+
+    path = Path(path)
+    if not path.is_file():
+        return []
+    text = path.read_bytes().decode("utf-8", errors="replace")
+    lines = text.split("\n")  # the last entry is "" when the file ends with a newline
+    records: list[dict] = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            record, torn = json.loads(line), False
+        except json.JSONDecodeError:
+            record, torn = None, True
+        if isinstance(record, dict):
+            records.append(record)
+            continue
+        if torn and number == len(lines):  # no newline after it: its write never finished
+            report(f"{path}: its last line (line {number}, {len(line)} characters: {line[:60]!r}"
+                   f"{' ...' if len(line) > 60 else ''}) was cut short by a run stopped while appending it and is "
+                   f"skipped; the {len(records)} complete epoch record(s) before it are kept")
+            break
+        raise CheckpointError(
+            f"{path}, line {number}: {line[:60]!r}{' ...' if len(line) > 60 else ''} is not a JSON record of an "
+            f"epoch; the log was damaged after it was written (a run stopped mid-write only cuts the last line). "
+            f"Fix: restore the file, delete that line (its epoch's numbers are lost), or train the stage again "
+            f"(--overwrite keeps the old run aside)")
+    return records
+
+
 class EpochLog:
     """One JSON line per epoch in ``metrics.jsonl``, kept in step with the checkpoints.
 
     On resume the file is cut back to the epochs the checkpoint holds (a run stopped after
-    writing a line but before its checkpoint would otherwise log that epoch twice).
+    writing a line but before its checkpoint would otherwise log that epoch twice; a line cut
+    short by a kill while appending it is dropped with a note on stderr, see :func:`read_epoch_log`).
     """
 
     def __init__(self, path: Union[str, Path], *, keep: int = 0, write: bool = True) -> None:
         import json
+        import sys
 
         self.path, self.write = Path(path), write
-        lines = self.path.read_text().splitlines() if keep and self.path.is_file() else []
-        self.history: list[dict] = [json.loads(line) for line in lines][:keep]
+        history = read_epoch_log(self.path, lambda note: print(f"corelib: {note} (and removed from the file, as "
+                                                               f"resuming rewrites it)", file=sys.stderr)) if keep else []
+        self.history: list[dict] = history[:keep]
         if write:
             self.path.write_text("".join(json.dumps(h) + "\n" for h in self.history))
 

@@ -29,6 +29,7 @@ from .checkpoint import (
     RESUME_FREE_FIELDS,
     EpochLog,
     check_resume,
+    check_upstream,
     evaluation_due,
     holds_run,
     load_checkpoint,
@@ -211,20 +212,27 @@ class StageRun:
         model_record: ``{"model_name": ..., "model_args": ...}`` saved with the weights, so that
             :func:`corelib.load_trained_model` can rebuild the network (an attribute: fine-tuning
             updates it when the number of clusters changes).
+        upstream: what the stage is built from, ``{what: path}`` (``{"source network":
+            RUN_DIR/pretrain/best.pt}``): each one's :func:`~corelib.ownership.fingerprint` is saved in
+            every checkpoint, and a resume on an upstream that changed since is refused.
 
     Raises:
         RunDirBusyError: another process is running in the same run directory.
         RunExistsError: the folder holds a run and neither ``resume`` nor ``overwrite`` was asked.
         ConfigError: ``last.pt`` was trained with another recipe.
         CheckpointError: ``last.pt`` cannot be read or was written by another stage.
+        UpstreamChangedError: ``last.pt`` was trained from another version of an upstream result.
     """
 
     def __init__(self, out_dir: Union[str, Path], cfg, runtime: Runtime, *, stage: str, resume: bool,
                  overwrite: bool = False, free: frozenset = RESUME_FREE_FIELDS,
-                 model_record: Optional[Mapping[str, Any]] = None) -> None:
-        from ..ownership import RunLock
+                 model_record: Optional[Mapping[str, Any]] = None,
+                 upstream: Optional[Mapping[str, Union[str, Path]]] = None) -> None:
+        from ..ownership import RunLock, fingerprint
 
         self.out = Path(out_dir)
+        self.upstream = {what: {"path": str(Path(path).resolve()), "sha256": fingerprint(path)}
+                         for what, path in (upstream or {}).items()}
         self.cfg, self.runtime, self.stage = cfg, runtime, stage
         self.model_record = dict(model_record or {})
         self.last_path, self.best_path = self.out / "last.pt", self.out / "best.pt"
@@ -252,6 +260,7 @@ class StageRun:
             self.state = load_checkpoint(self.last_path, map_location=self.runtime.device, stage=self.stage)
             # before the weights: another recipe need not even fit them
             check_resume(self.state.get("cfg"), self.cfg, self.last_path, free=self.free)
+            check_upstream(self.state.get("upstream"), self.upstream, self.out)
         elif held and resume and not overwrite:
             # nothing to continue (killed before its first last.pt): the same recipe starts again
             from ..settings import read_mapping
@@ -290,8 +299,10 @@ class StageRun:
                 self.set_aside = set_aside(self.out)
                 print(f"corelib: the previous {self.stage} run is kept in {self.set_aside}", file=sys.stderr)
             self.out.mkdir(parents=True, exist_ok=True)
-            save_config(self.cfg, self.out / "config.yaml")
+        # the log before config.yaml: a damaged one is refused with the folder as it was
         self.log = EpochLog(self.out / "metrics.jsonl", keep=self.start, write=self.runtime.is_main)
+        if self.runtime.is_main:
+            save_config(self.cfg, self.out / "config.yaml")
         self.runtime.barrier()
 
     @property
@@ -299,8 +310,8 @@ class StageRun:
         return self.state is not None
 
     def _record(self, model: nn.Module, epoch: int) -> dict:
-        return {"stage": self.stage, "cfg": self.cfg.to_dict(), **self.model_record, "model": model.state_dict(),
-                "epoch": epoch}
+        return {"stage": self.stage, "cfg": self.cfg.to_dict(), **self.model_record, "upstream": self.upstream,
+                "model": model.state_dict(), "epoch": epoch}
 
     def end_epoch(self, epoch: int, record: dict, t0: float, *, model: nn.Module,
                   evaluate: Optional[Callable[[], tuple[dict, float]]] = None,

@@ -41,7 +41,7 @@ from ..config import STYLE_MODES, StyleCfg, save_config
 from ..data.datasets import ReIDDataset, Sample, build_dataset, read_image, trusted_roots
 from ..data.loading import build_loader
 from ..errors import InvalidInputError, MissingStageError, NotOwnedError, StyleError
-from ..ownership import RunLock
+from ..ownership import RunLock, install_folder
 from ..repro import resolve_device
 from .cyclegan import CycleGAN, StyleJob, load_cyclegan, style_transforms, to_pil, train_cyclegans
 
@@ -362,8 +362,7 @@ def write_style_set(
              "copies_per_image": n_fake / max(1, len(train))}
     (partial / SET_STAMP).write_text(json.dumps(stamp, indent=1))
     (partial / paths.PARTIAL_MARKER).unlink()  # complete: the stamp says whose it is from now on
-    paths.remove_owned_tree(out, (SET_STAMP,), what, fix)
-    partial.rename(out)
+    install_folder(partial, out, writer="write_style_set", markers=(SET_STAMP,), what=what, fix=fix)
     return out
 
 

@@ -82,18 +82,18 @@ def _quick_pretrain(nets: _Networks, source: ReIDDataset, target: ReIDDataset, s
 
 
 def _quick_finetune(nets: _Networks, target: ReIDDataset, source_checkpoint: Path, seed: int, device) -> Path:
-    import shutil
-
+    from ..errors import UpstreamChangedError
     from .finetune import finetune
 
     out = nets.quick_base / "quick"
-    best = out / "finetune" / "best.pt"
-    if best.is_file() and best.stat().st_mtime < source_checkpoint.stat().st_mtime:
-        shutil.rmtree(out / "finetune")  # adapted from an older source network: stale
-    verb = "using the brief adaptation made earlier of" if best.is_file() else "adapting briefly"
+    verb = "using the brief adaptation made earlier of" if (out / "finetune" / "best.pt").is_file() else "adapting briefly"
     print(f"{nets.pair.name}: no checkpoint of chapter 03 found; {verb} {source_checkpoint} ({nets.hint()})")
     cfg = nets.pair.finetune_cfg(smoke=True, seed=seed, device=str(device))
-    result = finetune(cfg, target, out, source_checkpoint=source_checkpoint, resume=True, progress=True)
+    try:
+        result = finetune(cfg, target, out, source_checkpoint=source_checkpoint, resume=True, progress=True)
+    except UpstreamChangedError:  # made from a source network trained again since: set aside, adapt afresh
+        print(f"{nets.pair.name}: that adaptation was made from an older source network; adapting again")
+        result = finetune(cfg, target, out, source_checkpoint=source_checkpoint, overwrite=True, progress=True)
     return Path(result.best_checkpoint)
 
 

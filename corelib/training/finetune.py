@@ -305,7 +305,8 @@ def finetune(
     if src_backbone != cfg.model.backbone:
         raise InvalidInputError(f"{src_path} holds a {src_backbone} source model but model.backbone={cfg.model.backbone!r}; "
                          f"set model.backbone={src_backbone}")
-    with StageRun(run_dir / "finetune", cfg, rt, stage="finetune", resume=resume, overwrite=overwrite) as run:
+    with StageRun(run_dir / "finetune", cfg, rt, stage="finetune", resume=resume, overwrite=overwrite,
+                  upstream={"source network": src_path}) as run:
         seed_everything(cfg.seed)
         # K: the classifier rows; a resumed run continues with the K its checkpoint was written with
         classes = int(run.state["num_clusters"]) if run.resumed else cfg.cluster.num_clusters

@@ -110,7 +110,7 @@ def pretrain(
     context = model_context(cfg.model.name, source, cfg.augment.height, cfg.augment.width)
     record_of_model = model_record(cfg.model.name, num_classes=source.num_train_pids, **cfg.model.model_args(), **context)
     with StageRun(Path(run_dir) / "pretrain", cfg, rt, stage="pretrain", resume=resume, overwrite=overwrite,
-                  model_record=record_of_model) as run:
+                  model_record=record_of_model, upstream={"style set": cfg.style_set} if cfg.style_set else None) as run:
         seed_everything(cfg.seed)
         progress = progress and rt.is_main
         model = build_model(cfg.model.name, weights=cfg.model.weights, **record_of_model["model_args"])

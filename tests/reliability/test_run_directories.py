@@ -3,7 +3,6 @@ kill during a checkpoint write (issue "Nothing lost, nobody in")."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
@@ -39,20 +38,6 @@ def _wait_for(predicate, timeout: float = 120.0, what: str = "") -> None:
             return
         time.sleep(0.1)
     raise AssertionError(f"timed out waiting for {what}")
-
-
-@contextlib.contextmanager
-def _held_by_another_process(run_dir: Path, what: str):
-    """A child process holding ``run_dir``'s lock until the block ends (then killed: a stale lock)."""
-    holder = subprocess.Popen([sys.executable, "-c", "import time; from corelib.ownership import RunLock; "
-                               f"RunLock({str(run_dir)!r}, what={what!r}).acquire(); print('held', flush=True); "
-                               "time.sleep(120)"], stdout=subprocess.PIPE, text=True, cwd=REPO)
-    try:
-        assert holder.stdout.readline().strip() == "held"
-        yield holder.pid
-    finally:
-        holder.kill()
-        holder.wait(30)
 
 
 def _epochs(run: Path, stage: str = "pretrain") -> list[int]:
@@ -112,10 +97,10 @@ def test_the_lock_names_its_holder_and_is_released(tmp_path):
     assert not (tmp_path / LOCK_NAME).exists() and held_lock(tmp_path) is None
 
 
-def test_a_busy_run_dir_is_refused_before_anything_is_written(tmp_path, monkeypatch):
+def test_a_busy_run_dir_is_refused_before_anything_is_written(tmp_path, monkeypatch, another_process_holds):
     from corelib.runtime import Runtime, StageRun
 
-    with _held_by_another_process(tmp_path, "finetune") as pid:
+    with another_process_holds(tmp_path, "finetune") as pid:
         with pytest.raises(RunDirBusyError, match=f"in use by process {pid} .*\\(finetune\\)"):
             StageRun(tmp_path / "pretrain", PretrainCfg.smoke(), Runtime("cpu"), stage="pretrain", resume=False)
         assert not (tmp_path / "pretrain").exists()
@@ -274,7 +259,7 @@ def test_a_kill_during_a_checkpoint_write_resumes_cleanly(synthetic_small, tmp_p
         [json.loads(x)["loss"] for x in (straight / "pretrain" / "metrics.jsonl").read_text().splitlines()]
 
 
-def test_run_notebooks_is_refused_on_a_run_dir_in_use(tmp_path, monkeypatch):
+def test_run_notebooks_is_refused_on_a_run_dir_in_use(tmp_path, monkeypatch, another_process_holds):
     """Two `make demo`s (or a demo and a CLI stage) on one run directory: the second is refused
     before any chapter runs; the chapters of the first work inside its lock."""
     import papermill
@@ -283,7 +268,7 @@ def test_run_notebooks_is_refused_on_a_run_dir_in_use(tmp_path, monkeypatch):
 
     ran = []
     monkeypatch.setattr(papermill, "execute_notebook", lambda *a, **k: ran.append(a))
-    with _held_by_another_process(tmp_path, "run-notebooks") as pid:
+    with another_process_holds(tmp_path, "run-notebooks") as pid:
         with pytest.raises(RunDirBusyError, match=f"in use by process {pid}"):
             run_notebooks(tmp_path, parameters={"SMOKE": True}, chapters=["00"])
         assert ran == []

@@ -84,12 +84,14 @@ def test_rerun_changed_runs_the_point_again_and_keeps_the_old_results(tmp_path, 
 def test_grid_points_whose_names_would_collide_get_distinct_folders(tmp_path, executed, values):
     from corelib.sweeps import run_sweep
 
-    records = run_sweep(tmp_path, {"FINETUNE_OVERRIDES.tag": values}, parameters={"SMOKE": True}, chapters=["03"])
+    # cluster.options: a free-form setting, so every value resolves (points are checked before they run)
+    key = "FINETUNE_OVERRIDES.cluster.options.tag"
+    records = run_sweep(tmp_path, {key: values}, parameters={"SMOKE": True}, chapters=["03"])
     assert [r["ran"] for r in records] == [True, True]
     folders = [Path(r["run_dir"]) for r in records]
     assert len(set(folders)) == 2
     for folder, value in zip(folders, values):
-        assert json.loads((folder / "sweep.json").read_text())["point"] == {"FINETUNE_OVERRIDES.tag": value}
+        assert json.loads((folder / "sweep.json").read_text())["point"] == {key: value}
 
 
 def test_keys_with_the_same_last_part_keep_their_full_dotted_key():

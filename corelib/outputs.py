@@ -28,11 +28,12 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Optional, Sequence
+from typing import Any, Mapping, Optional, Sequence
 
 from . import paths
 from .errors import InvalidInputError
 from .paths import atomic_write_text
+from .tables import markdown_table
 from .repro import env_report, git_sha
 
 
@@ -121,8 +122,6 @@ class Run:
         ``.tex`` when ``latex``, with ``caption``), with a sidecar."""
         import pandas as pd
 
-        from .results import to_latex
-
         _check_name(name)
         df = table if isinstance(table, pd.DataFrame) else pd.DataFrame(list(table))
         out = self.figures_dir
@@ -182,18 +181,6 @@ def chapter_metrics(run: Optional[Run] = None):
     metrics = read_metrics(run.run_dir)
     rows = [{"metric": name, "value": metrics[name]} for name in run.recorded if name in metrics]
     return pd.DataFrame(rows, columns=["metric", "value"])
-
-
-def markdown_table(columns: Iterable[Any], rows: Iterable[Sequence[Any]]) -> str:
-    """A GitHub-flavoured Markdown table (floats with 4 significant digits)."""
-    cols = [str(c) for c in columns]
-
-    def fmt(v: Any) -> str:
-        return f"{v:.4g}" if isinstance(v, float) else str(v)
-
-    lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
-    lines += ["| " + " | ".join(fmt(v) for v in row) + " |" for row in rows]
-    return "\n".join(lines) + "\n"
 
 
 def _check_name(name: str) -> None:

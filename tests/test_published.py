@@ -1,16 +1,22 @@
-"""Published result tables (corelib.published) and laying them beside one's own (corelib.results).
+"""Published result tables (corelib.published, loaded from corelib/published.csv) and laying them beside one's own
+(corelib.results).
 
 The expected numbers below were read off the notes in the repository by hand: docs/method.md §8, §3.7 and
 docs/baselines.md §1.8, §1b.5, §2.2, §3.7, §4.4. The tests here do not read those files;
-tests/test_docs.py checks that every number of a docs/baselines.md record appears in the section it cites.
+tests/test_docs.py checks that every number of a record (that is, of a row of the data file) appears in the section
+it cites.
 """
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import math
 import re
+import tomllib
 from collections import Counter
+from importlib import resources
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -125,6 +131,36 @@ def test_every_record_is_complete_and_consistent():
 def test_no_duplicate_keys():
     keys = Counter(r.key for r in P.PUBLISHED)
     assert [k for k, n in keys.items() if n > 1] == []
+
+
+def test_records_are_the_rows_of_the_packaged_data_file():
+    # The file ships as package data and is read through importlib.resources, as an installed package reads it.
+    pyproject = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())
+    assert P.DATA_FILE in pyproject["tool"]["setuptools"]["package-data"]["corelib"]
+    rows = list(csv.DictReader(resources.files("corelib").joinpath(P.DATA_FILE).open(encoding="utf-8")))
+    assert len(rows) == len(P.PUBLISHED) == 256
+    for row, r in zip(rows, P.PUBLISHED):
+        assert (row["task"], row["setting"], row["method"], row["backbone"], row["note"], row["source"]) == \
+            (r.task, r.setting, r.method, r.backbone, r.note, r.source)
+        # scores as the source prints them: the text gives the value and the decimals, an empty cell None
+        for field in P.METRIC_FIELDS:
+            value = getattr(r, field)
+            assert row[field] == ("" if value is None else f"{value:.{r.decimals}f}"), (r, field)
+
+
+def test_malformed_data_rows_are_refused_naming_the_line():
+    header = ",".join(P.COLUMNS)
+    good = "market1501->cuhk03np,uda,X,,49.50,,,82,,docs/method.md §8: x"
+    (record,) = P._read_records(f"{header}\n{good}\n")
+    assert (record.mAP, record.rank1, record.rank10, record.decimals, record.backbone) == (49.5, None, 82.0, 2, "")
+    with pytest.raises(InvalidInputError, match="line 3: score '66,4'"):
+        P._read_records(f'{header}\n{good}\nmsmt17,usl,X,,"66,4",,,,,docs/method.md §8: x\n')
+    with pytest.raises(InvalidInputError, match="line 2: 10 cells expected"):
+        P._read_records(f"{header}\nmsmt17,usl,X,,66.4\n")
+    with pytest.raises(InvalidInputError, match="header"):
+        P._read_records(good)
+    with pytest.raises(InvalidInputError, match="at least one metric"):
+        P._read_records(f"{header}\nmsmt17,usl,X,,,,,,,docs/method.md §8: x\n")
 
 
 def test_records_are_frozen_and_checked():

@@ -23,7 +23,8 @@ Market-1501, 4.3 GB for MSMT17). Here the largest blocks are (chunk x N): the ne
 per row chunk keeping the top-k1 of each row; V is sparse (CSR, at most k1 (round(k1/2) + 2) entries per row, k2 times
 that after query expansion); the sums of minima come from an inverted index over V's columns (only pairs that share a
 column are visited, as in the published code) scattered into one (chunk x N) block at a time. Large N give a
-``scipy.sparse.csr_matrix`` of the distances below ``max_distance`` instead of a dense result.
+``scipy.sparse.csr_matrix`` of the distances below ``max_distance`` instead of a dense result. This module does step 1
+and V's weights; steps 2-6 are the k-reciprocal encoding of :mod:`corelib.kreciprocal`, shared with re-ranking.
 
 Example::
 
@@ -43,7 +44,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from typing import NamedTuple, Optional, Union
+from typing import Optional, Union
 
 import numpy as np
 import scipy.sparse
@@ -51,7 +52,9 @@ import torch
 
 from ..array_checks import check_features
 from ..errors import InvalidInputError, InvalidTypeError
-from ..sparse_rows import SparseRows, expand_segments, progress_bar, sparse_rows, unique_rows
+from ..kreciprocal import (ColumnIndex, column_index, encode, jaccard_from_min_sums, kept_or_computed, min_sums,
+                           pair_dots, query_expansion)
+from ..sparse_rows import SparseRows, progress_bar
 
 __all__ = ["jaccard_distance"]
 
@@ -123,13 +126,16 @@ def jaccard_distance(
     rows = int(chunk_size) if chunk_size is not None else max(1, min(n, budget // n))
 
     rank, dots = _neighbours(x, k1, rows, progress)  # step 1
-    v = _encode(x, rank, dots, k1, progress)  # steps 2-4
+    # steps 2-4; initial_rank[:, :k1+1] is all k1 columns
+    v = encode(rank, k1, k1, _weights(x, rank, dots), max_elems=_EXPAND_ELEMS, progress=progress,
+               desc="jaccard encoding")
     del dots
     k2e = min(k2, k1)  # initial_rank[i, :k2] of a k1-column array
-    if k2e > 1:
-        v = _query_expansion(v, rank, k2e)  # step 5
+    if k2e > 1:  # step 5, in chunks of k2 source rows of at most the widest row's entries each
+        widest = max(1, int((v.rowptr[1:] - v.rowptr[:-1]).max()))
+        v = query_expansion(v, rank, k2e, rows_per_chunk=max(1, _QE_ENTRIES // (k2e * widest)), stable=True)
     del rank
-    index = _column_index(v, n)
+    index = column_index(v)
     limit = 1.0 if max_distance is None else float(max_distance)
     return _jaccard(v, index, n, rows, dense, limit, progress)  # step 6
 
@@ -212,160 +218,25 @@ def _neighbours(x: torch.Tensor, k1: int, rows: int, progress: bool) -> tuple[to
     return rank, dots
 
 
-def _reciprocal(rank: torch.Tensor, width: int) -> torch.Tensor:
-    """Step 2 mask (N, width): is rank[i, m] in R(i, width - 1), i.e. is i in rank[rank[i, m], :width]?"""
-    n = rank.shape[0]
-    fwd = rank[:, :width].contiguous()
-    out = torch.empty(fwd.shape, dtype=torch.bool, device=rank.device)
-    step = max(1, _EXPAND_ELEMS // (width * width))
-    for c0 in range(0, n, step):
-        c1 = min(c0 + step, n)
-        own = torch.arange(c0, c1, device=rank.device).view(-1, 1, 1)
-        out[c0:c1] = (fwd[fwd[c0:c1]] == own).any(-1)  # (C, width, width) -> (C, width)
-    return out
+def _weights(x: torch.Tensor, rank: torch.Tensor, dots: torch.Tensor):
+    """Step 4 weights for :func:`corelib.kreciprocal.encode`: softmax(-(2 - 2 <f_i, f_j>)) over E(i)."""
 
-
-def _encode(x: torch.Tensor, rank: torch.Tensor, dots: torch.Tensor, k1: int, progress: bool) -> SparseRows:
-    """Steps 2-4: sparse V, row i = softmax(-(2 - 2 <f_i, f_j>)) over j in the expanded set E(i)."""
-    n = rank.shape[0]
-    half = round(k1 / 2)  # Python's round and np.around both round half to even: k1 = 5 -> 2
-    wh = min(half + 1, k1)  # columns of initial_rank[:, :half+1]
-    rec1 = _reciprocal(rank, k1)  # initial_rank[:, :k1+1] is all k1 columns
-    rech = _reciprocal(rank, wh)
-    rank_h = rank[:, :wh].contiguous()
-    counts, cols, vals = [], [], []
-    step = max(1, _EXPAND_ELEMS // (k1 * wh * k1))
-    bar = progress_bar(progress, math.ceil(n / step), "jaccard encoding")
-    for c0 in range(0, n, step):
-        c1 = min(c0 + step, n)
-        r = rank[c0:c1]  # (C, k1): candidates j of R(i, k1)
-        m1 = rec1[c0:c1]
-        r_i = torch.where(m1, r, -1)  # R(i, k1), padded with -1
-        rj = rank_h[r]  # (C, k1, wh): forward lists of each candidate
-        mj = rech[r]  # which of those are in R(j, half)
-        # |R(j, half) & R(i, k1)|: both sets have distinct members, so count the members of R(j) found in R(i)
-        inter = (torch.where(mj, rj, -2).unsqueeze(-1) == r_i[:, None, None, :]).any(-1).sum(-1)
-        # inter > 2/3 |R(j)|, in integers (3a > 2b); equal to the published float test for every size up to 2000
-        take = m1 & (3 * inter > 2 * mj.sum(-1))
-        cand = torch.cat([torch.where(m1, r, n), torch.where(take.unsqueeze(-1) & mj, rj, n).flatten(1)], 1)
-        cand = unique_rows(cand, n)  # (C, W) ascending, padded with n
-        valid = cand < n
-        dot = _expanded_dots(x, rank[c0:c1], dots[c0:c1], cand, valid, c0)
+    def weights(c0: int, c1: int, cand: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        dot = kept_or_computed(rank[c0:c1], dots[c0:c1], cand, valid, c0,
+                               lambda a, b: pair_dots(x, a, b, _GATHER_ELEMS))
         # softmax(-dist) with dist = 2 - 2 <f_i, f_j>, exactly the published expression; padding gets weight 0
         logits = torch.rsub(dot, 2.0, alpha=2.0).neg_().masked_fill_(~valid, -math.inf)
-        w = torch.softmax(logits, dim=1)
-        counts.append(valid.sum(1))
-        cols.append(cand[valid])
-        vals.append(w[valid])
-        bar.update(1)
-    bar.close()
-    return sparse_rows(torch.cat(counts), torch.cat(cols), torch.cat(vals))
+        return torch.softmax(logits, dim=1)
 
-
-def _expanded_dots(x: torch.Tensor, rank: torch.Tensor, dots: torch.Tensor, cand: torch.Tensor, valid: torch.Tensor,
-                   r0: int) -> torch.Tensor:
-    """<f_(r0+i), f_cand[i, m]> for a padded (C, W) column list.
-
-    Most members of E(i) are among i's k1 nearest, whose dot products the neighbour pass kept (looked up by binary
-    search in the sorted rank row); only the others are computed from the features.
-    """
-    srt, perm = rank.sort(dim=1)
-    pos = torch.searchsorted(srt, cand.contiguous()).clamp_(max=rank.shape[1] - 1)
-    found = srt.gather(1, pos) == cand
-    out = dots.gather(1, perm.gather(1, pos))
-    missing = valid & ~found
-    if bool(missing.any()):
-        i, m = missing.nonzero(as_tuple=True)
-        out[i, m] = _pair_dots(x, i + r0, cand[i, m])
-    return out
-
-
-def _pair_dots(x: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """<x[a[p]], x[b[p]]> for index vectors a, b, gathering feature rows in slices."""
-    p, dim = a.shape[0], x.shape[1]
-    step = max(1, min(p, _GATHER_ELEMS // dim))
-    out = torch.empty(p, device=x.device)
-    for s0 in range(0, p, step):
-        s1 = min(s0 + step, p)
-        torch.sum(x[a[s0:s1]].mul_(x[b[s0:s1]]), 1, out=out[s0:s1])
-    return out
-
-
-def _query_expansion(v: SparseRows, rank: torch.Tensor, k2: int) -> SparseRows:
-    """Step 5: sparse V_qe[i] = mean of the rows V[rank[i, :k2]] (rank[i, 0] is i)."""
-    n = rank.shape[0]
-    nnz = v.rowptr[1:] - v.rowptr[:-1]
-    # Rows per chunk from the widest possible chunk: k2 source rows of at most max(nnz) entries each.
-    step = max(1, _QE_ENTRIES // (k2 * max(1, int(nnz.max()))))
-    counts, cols, vals = [], [], []
-    for c0 in range(0, n, step):
-        c1 = min(c0 + step, n)
-        src = rank[c0:c1, :k2].reshape(-1)  # k2 source rows per output row
-        seg, pos = expand_segments(v.rowptr[src], nnz[src])
-        # Key (output row, column): after sorting, equal keys are adjacent and are summed (a stable sort: in the order
-        # of rank[i, :k2], whatever the chunk).
-        key, order = torch.sort(torch.div(seg, k2, rounding_mode="floor") * n + v.col[pos], stable=True)
-        first = torch.ones_like(key, dtype=torch.bool)
-        first[1:] = key[1:] != key[:-1]
-        group = torch.cumsum(first, 0) - 1
-        uniq = key[first]
-        summed = torch.zeros(uniq.shape[0], device=v.val.device).index_add_(0, group, v.val[pos[order]])
-        counts.append(torch.bincount(torch.div(uniq, n, rounding_mode="floor"), minlength=c1 - c0))
-        cols.append(uniq % n)
-        vals.append(summed.div_(k2))
-    return sparse_rows(torch.cat(counts), torch.cat(cols), torch.cat(vals))
-
-
-class _ColumnIndex(NamedTuple):
-    """Inverted index of V: column k's entries are colptr[k]:colptr[k+1] (rows ascending)."""
-
-    colptr: torch.Tensor  # (N + 1,) int64
-    row: torch.Tensor  # (nnz,) int64
-    val: torch.Tensor  # (nnz,) float32
-
-
-def _column_index(v: SparseRows, n: int) -> _ColumnIndex:
-    """Transpose V into an inverted index by column (the published code's invIndex)."""
-    row = torch.repeat_interleave(torch.arange(n, device=v.col.device), v.rowptr[1:] - v.rowptr[:-1],
-                                  output_size=v.col.shape[0])
-    order = torch.argsort(v.col, stable=True)
-    colptr = torch.zeros(n + 1, dtype=torch.long, device=v.col.device)
-    torch.cumsum(torch.bincount(v.col, minlength=n), 0, out=colptr[1:])
-    return _ColumnIndex(colptr, row[order], v.val[order])
-
-
-def _min_sums(v: SparseRows, index: _ColumnIndex, r0: int, r1: int, n: int) -> torch.Tensor:
-    """s(i, j) = sum_k min(V[i, k], V[j, k]) for rows r0:r1 and all j, as a dense (rows, N) block.
-
-    Only (row entry, column entry) pairs that share a column contribute; they are listed through the inverted index
-    in batches of at most _MAX_PAIRS and scatter-added into the block (the published temp_min).
-    """
-    rows = r1 - r0
-    out = torch.zeros(rows * n, device=v.val.device)
-    e0, e1 = int(v.rowptr[r0]), int(v.rowptr[r1])
-    i_row = torch.repeat_interleave(torch.arange(rows, device=out.device), v.rowptr[r0 + 1 : r1 + 1] - v.rowptr[r0:r1],
-                                    output_size=e1 - e0)
-    i_col, i_val = v.col[e0:e1], v.val[e0:e1]
-    n_pairs = index.colptr[i_col + 1] - index.colptr[i_col]
-    ends = torch.cumsum(n_pairs, 0)
-    b0 = 0
-    while b0 < i_col.shape[0]:
-        done = int(ends[b0 - 1]) if b0 else 0
-        b1 = int(torch.searchsorted(ends, done + _MAX_PAIRS, right=True))
-        b1 = max(b1, b0 + 1)  # an entry whose column alone exceeds the cap goes on its own
-        seg, pos = expand_segments(index.colptr[i_col[b0:b1]], n_pairs[b0:b1])
-        seg += b0
-        out.index_add_(0, i_row[seg] * n + index.row[pos], torch.minimum(i_val[seg], index.val[pos]))
-        b0 = b1
-    return out.view(rows, n)
+    return weights
 
 
 def _to_distance(s: torch.Tensor) -> torch.Tensor:
     """d = 1 - s / (2 - s), negatives set to 0 (in place)."""
-    return s.div_(torch.rsub(s, 2.0)).neg_().add_(1.0).clamp_(min=0.0)
+    return jaccard_from_min_sums(s).clamp_(min=0.0)
 
 
-def _jaccard(v: SparseRows, index: _ColumnIndex, n: int, rows: int, dense: bool, limit: float, progress: bool
+def _jaccard(v: SparseRows, index: ColumnIndex, n: int, rows: int, dense: bool, limit: float, progress: bool
              ) -> Union[torch.Tensor, scipy.sparse.csr_matrix]:
     """Step 6, row chunk by row chunk: the dense (N, N) tensor or the sparse graph of distances < limit."""
     dev = v.val.device
@@ -374,7 +245,7 @@ def _jaccard(v: SparseRows, index: _ColumnIndex, n: int, rows: int, dense: bool,
     bar = progress_bar(progress, math.ceil(n / rows), "jaccard distances")
     for r0 in range(0, n, rows):
         r1 = min(r0 + rows, n)
-        s = _min_sums(v, index, r0, r1, n)
+        s = min_sums(v, index, r0, r1, n, _MAX_PAIRS)
         local = torch.arange(r1 - r0, device=dev)
         if out is not None:
             d = _to_distance(s)

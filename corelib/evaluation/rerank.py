@@ -18,7 +18,9 @@ block pair, using the symmetry of d to do half of them) keeping only the top-(k1
 the maximum of every row; V is sparse (CSR, at most (k1+1)(round(k1/2)+2) entries per row, k2
 times that after query expansion); the Jaccard overlaps come from an inverted index over V's
 columns, accumulated into one dense (query_chunk x G) block at a time. The result is the dense
-algorithm's, computed in float32, not an approximation of it.
+algorithm's, computed in float32, not an approximation of it. This module does steps 1, 2 and 7
+and V's weights; steps 3-6 are the k-reciprocal encoding of :mod:`corelib.kreciprocal`, shared
+with the clustering Jaccard distance.
 
 Example::
 
@@ -46,7 +48,9 @@ import torch
 
 from ..array_checks import check_features
 from ..errors import InvalidInputError, InvalidTypeError
-from ..sparse_rows import SparseRows, expand_segments, progress_bar, sparse_rows, unique_rows
+from ..kreciprocal import (column_index, encode, jaccard_from_min_sums, kept_or_computed, min_sums, pair_dots,
+                           query_expansion)
+from ..sparse_rows import progress_bar
 
 __all__ = ["k_reciprocal_chunks", "rerank"]
 
@@ -202,10 +206,12 @@ def _generate(query: torch.Tensor, gallery: torch.Tensor, k1: int, k2: int, lam:
     k = min(max(k1 + 1, k2), n)
     keep_qg = 0.0 < lam and nq * ng <= _CACHE_ELEMS
     nb = _neighbours(x, sq, k, block, nq if keep_qg else 0, progress)
-    v = _build_v(x, sq, nb, k1, progress)
-    if k2 > 1:
-        v = _query_expansion(v, nb.rank, k2)
-    gallery_index = _column_index(v, nq, n) if lam < 1.0 else None
+    # V in chunks of _ROW_CHUNK rows: the budget of their (rows x (k1+1) x (round(k1/2)+1) x (k1+1)) membership test
+    v = encode(nb.rank, k1, k1 + 1, _weights(x, sq, nb),
+               max_elems=_ROW_CHUNK * (k1 + 1) ** 2 * (round(k1 / 2) + 1), progress=progress, desc="rerank sparse V")
+    if k2 > 1:  # like numpy's slicing, k2 > N averages all N rows
+        v = query_expansion(v, nb.rank, min(k2, n), rows_per_chunk=_ROW_CHUNK, stable=False)
+    gallery_index = column_index(v, nq) if lam < 1.0 else None
 
     bar = progress_bar(progress, math.ceil(nq / query_chunk), "rerank queries")
     for r0 in range(0, nq, query_chunk):
@@ -215,9 +221,7 @@ def _generate(query: torch.Tensor, gallery: torch.Tensor, k1: int, k2: int, lam:
         elif lam > 0.0:  # not kept (too large): one GEMM per chunk, as in the first pass
             dist = _block_distances(x, sq, r0, r1, nq, n).div_(nb.row_max[r0:r1].unsqueeze(1))
         if gallery_index is not None:
-            out = _overlap_block(v, gallery_index, r0, r1, ng)
-            # jaccard = 1 - s / (2 - s), in place on the (rows, G) block
-            out.div_(out.neg().add_(2.0)).neg_().add_(1.0)
+            out = jaccard_from_min_sums(min_sums(v, gallery_index, r0, r1, ng, _MAX_PAIRS))
             if lam > 0.0:
                 out.mul_(1.0 - lam).add_(dist, alpha=lam)
         else:
@@ -299,160 +303,22 @@ def _merge(best_d: torch.Tensor, best_i: torch.Tensor, r0: int, r1: int, vals: t
     best_i[r0:r1] = cand_i.gather(1, pos)
 
 
-def _reciprocal(rank: torch.Tensor, k: int) -> torch.Tensor:
-    """Mask (N, k+1): rank[i, m] is a k-reciprocal neighbour of i (i in its top-(k+1) too)."""
-    n = rank.shape[0]
-    fwd = rank[:, : k + 1].contiguous()
-    out = torch.empty(fwd.shape, dtype=torch.bool, device=rank.device)
-    for c0 in range(0, n, _ROW_CHUNK * 4):
-        c1 = min(c0 + _ROW_CHUNK * 4, n)
-        own = torch.arange(c0, c1, device=rank.device).view(-1, 1, 1)
-        out[c0:c1] = (fwd[fwd[c0:c1]] == own).any(-1)  # is i in rank[j, :k+1]?
-    return out
+def _weights(x: torch.Tensor, sq: torch.Tensor, nb: _Neighbours):
+    """Weights for :func:`corelib.kreciprocal.encode`: exp(-d'(i, E(i))) normalised to sum 1."""
 
-
-def _build_v(x: torch.Tensor, sq: torch.Tensor, nb: _Neighbours, k1: int, progress: bool
-             ) -> SparseRows:
-    """Sparse V: row i holds exp(-d'(i, E(i))) / sum over the expanded set E(i)."""
-    rank = nb.rank
-    n = rank.shape[0]
-    kh = round(k1 / 2)  # Python and np.around both round half to even: k1=5 -> 2
-    rec1 = _reciprocal(rank, k1)
-    rec2 = _reciprocal(rank, kh)
-    rank_h = rank[:, : kh + 1].contiguous()
-    counts, cols, vals = [], [], []
-    bar = progress_bar(progress, math.ceil(n / _ROW_CHUNK), "rerank sparse V")
-    for c0 in range(0, n, _ROW_CHUNK):
-        c1 = min(c0 + _ROW_CHUNK, n)
-        r = rank[c0:c1, : k1 + 1]  # (C, k1+1): candidates j of R(i, k1)
-        m1 = rec1[c0:c1]
-        r1 = torch.where(m1, r, -1)  # R(i, k1), padded with -1
-        rj = rank_h[r]  # (C, k1+1, kh+1): forward lists of each candidate
-        mj = rec2[r]  # which of those are in R(j, kh)
-        inter = (torch.where(mj, rj, -2).unsqueeze(-1) == r1[:, None, None, :]).any(-1).sum(-1)
-        # |R(j) & R(i)| > 2/3 |R(j)| in integers (3a > 2b), free of float rounding at the boundary
-        take = m1 & (3 * inter > 2 * mj.sum(-1))
-        cand = torch.cat([torch.where(m1, r, n),
-                          torch.where(take.unsqueeze(-1) & mj, rj, n).flatten(1)], 1)
-        cand = unique_rows(cand, n)
-        valid = cand < n
-        d = _expanded_distances(x, sq, nb, cand, valid, c0)
+    def weights(c0: int, c1: int, cand: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        d = kept_or_computed(nb.rank[c0:c1], nb.dist[c0:c1], cand, valid, c0,
+                             lambda a, b: _pair_distances(x, sq, a, b))
         d.div_(nb.row_max[c0:c1].unsqueeze(1))
         w = torch.exp(d.neg_()).masked_fill_(~valid, 0.0)
-        w.div_(w.sum(1, keepdim=True))
-        counts.append(valid.sum(1))
-        cols.append(cand[valid])
-        vals.append(w[valid])
-        bar.update(1)
-    bar.close()
-    return sparse_rows(torch.cat(counts), torch.cat(cols), torch.cat(vals))
+        return w.div_(w.sum(1, keepdim=True))
 
-
-def _expanded_distances(x: torch.Tensor, sq: torch.Tensor, nb: _Neighbours, cand: torch.Tensor,
-                        valid: torch.Tensor, r0: int) -> torch.Tensor:
-    """d(r0 + i, cand[i, m]) for the valid entries of a padded (C, W) column list.
-
-    Most members of E(i) are among i's top-k neighbours, whose distances the first pass kept;
-    only the others are computed from the features.
-    """
-    rows = cand.shape[0]
-    hit = cand.unsqueeze(2) == nb.rank[r0 : r0 + rows].unsqueeze(1)  # (C, W, k)
-    found = hit.any(2)
-    d = nb.dist[r0 : r0 + rows].gather(1, hit.to(torch.uint8).argmax(2))
-    missing = valid & ~found
-    if bool(missing.any()):
-        i, m = missing.nonzero(as_tuple=True)
-        d[i, m] = _pair_distances(x, sq, i + r0, cand[i, m])
-    return d
+    return weights
 
 
 def _pair_distances(x: torch.Tensor, sq: torch.Tensor, a: torch.Tensor, b: torch.Tensor
                     ) -> torch.Tensor:
-    """d(a[p], b[p]) for index vectors a, b, gathering feature rows in slices."""
-    p, dim = a.shape[0], x.shape[1]
-    step = max(1, min(p, _GATHER_ELEMS // dim))
-    # Reused buffers: a fresh large allocation per slice costs more in page faults than the copy.
-    buf_a = torch.empty((step, dim), device=x.device)
-    buf_b = torch.empty((step, dim), device=x.device)
-    dots = torch.empty(p, device=x.device)
-    for s0 in range(0, p, step):
-        s1 = min(s0 + step, p)
-        xa = torch.index_select(x, 0, a[s0:s1], out=buf_a[: s1 - s0])
-        xb = torch.index_select(x, 0, b[s0:s1], out=buf_b[: s1 - s0])
-        torch.sum(xa.mul_(xb), 1, out=dots[s0:s1])
+    """d(a[p], b[p]) for index vectors a, b."""
+    dots = pair_dots(x, a, b, _GATHER_ELEMS)
     d = (sq[a] + sq[b]).sub_(dots, alpha=2.0).clamp_(min=0.0)
     return d.masked_fill_(a == b, 0.0)  # d(i, i) is exactly 0
-
-
-def _query_expansion(v: SparseRows, rank: torch.Tensor, k2: int) -> SparseRows:
-    """Sparse V_qe[i] = mean of the rows V[rank[i, :k2]] (rank[i, 0] is i itself)."""
-    n = rank.shape[0]
-    k2 = min(k2, n)  # like numpy's slicing, k2 > N averages all N rows
-    nnz = v.rowptr[1:] - v.rowptr[:-1]
-    counts, cols, vals = [], [], []
-    for c0 in range(0, n, _ROW_CHUNK):
-        c1 = min(c0 + _ROW_CHUNK, n)
-        src = rank[c0:c1, :k2].reshape(-1)  # source rows, k2 per output row
-        seg, pos = expand_segments(v.rowptr[src], nnz[src])
-        # Key (local row, column): sorted, equal keys are adjacent and get summed.
-        key, order = torch.sort(torch.div(seg, k2, rounding_mode="floor") * n + v.col[pos])
-        first = torch.ones_like(key, dtype=torch.bool)
-        first[1:] = key[1:] != key[:-1]
-        group = torch.cumsum(first, 0) - 1
-        uniq = key[first]
-        summed = torch.zeros(uniq.shape[0], device=v.val.device)
-        summed.index_add_(0, group, v.val[pos[order]])
-        counts.append(torch.bincount(torch.div(uniq, n, rounding_mode="floor"),
-                                     minlength=c1 - c0))
-        cols.append(uniq % n)
-        vals.append(summed.div_(k2))
-    return sparse_rows(torch.cat(counts), torch.cat(cols), torch.cat(vals))
-
-
-class _ColumnIndex(NamedTuple):
-    """Inverted index of the gallery rows of V: column k's entries are colptr[k]:colptr[k+1]."""
-
-    colptr: torch.Tensor  # (N + 1,) int64
-    row: torch.Tensor  # gallery index (row - Q) of each entry
-    val: torch.Tensor
-
-
-def _column_index(v: SparseRows, nq: int, n: int) -> _ColumnIndex:
-    """Transpose the gallery rows (nq:n) of V into an inverted index by column."""
-    e0 = int(v.rowptr[nq])
-    col = v.col[e0:]
-    row = torch.repeat_interleave(torch.arange(n - nq, device=col.device),
-                                  v.rowptr[nq + 1 :] - v.rowptr[nq:-1], output_size=col.shape[0])
-    order = torch.argsort(col, stable=True)
-    colptr = torch.zeros(n + 1, dtype=torch.long, device=col.device)
-    torch.cumsum(torch.bincount(col, minlength=n), 0, out=colptr[1:])
-    return _ColumnIndex(colptr, row[order], v.val[e0:][order])
-
-
-def _overlap_block(v: SparseRows, index: _ColumnIndex, r0: int, r1: int, ng: int) -> torch.Tensor:
-    """s(i, j) = sum_k min(V[i, k], V[j, k]) for query rows r0:r1 and all gallery rows j.
-
-    Only (query entry, gallery entry) pairs that share a column contribute, so they are listed
-    through the inverted index and scatter-added into the dense (rows, G) block.
-    """
-    rows = r1 - r0
-    out = torch.zeros(rows * ng, device=v.val.device)
-    e0, e1 = int(v.rowptr[r0]), int(v.rowptr[r1])
-    q_row = torch.repeat_interleave(torch.arange(rows, device=out.device),
-                                    v.rowptr[r0 + 1 : r1 + 1] - v.rowptr[r0:r1],
-                                    output_size=e1 - e0)
-    q_col, q_val = v.col[e0:e1], v.val[e0:e1]
-    n_pairs = index.colptr[q_col + 1] - index.colptr[q_col]
-    # Split the query entries so that one batch expands to at most _MAX_PAIRS pairs.
-    ends = torch.cumsum(n_pairs, 0)
-    b0 = 0
-    while b0 < q_col.shape[0]:
-        done = int(ends[b0 - 1]) if b0 else 0
-        b1 = int(torch.searchsorted(ends, done + _MAX_PAIRS, right=True))
-        b1 = max(b1, b0 + 1)  # a single entry with more pairs than the cap still goes alone
-        seg, pos = expand_segments(index.colptr[q_col[b0:b1]], n_pairs[b0:b1])
-        seg += b0
-        target = q_row[seg] * ng + index.row[pos]
-        out.index_add_(0, target, torch.minimum(q_val[seg], index.val[pos]))
-        b0 = b1
-    return out.view(rows, ng)

@@ -59,7 +59,7 @@ def _cmd_verify(args: argparse.Namespace) -> int:
 
 
 def _cmd_datasets(args: argparse.Namespace) -> int:
-    from .data.datasets import expected_layout, list_datasets
+    from .data.dataset import expected_layout, list_datasets
     from .data.manifests import list_manifests
 
     print("loaders (build_dataset names):")

@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from .data.datasets import Sample, read_image
+from .data.dataset import Sample, read_image
 from .errors import InvalidInputError, InvalidTypeError, UnknownNameError
 from .features import Features
 from .models.mean_teacher import MeanTeacher

@@ -84,7 +84,7 @@ def extract_split(model, samples: Sequence, height: int, width: int, *, device: 
     Raises:
         ValueError: ``samples`` is empty.
     """
-    from .data.loading import build_loader
+    from .data.batches import build_loader
     from .data.transforms import build_transforms
 
     if not len(samples):

@@ -31,7 +31,7 @@ from .errors import InvalidInputError
 
 
 def _features(model: nn.Module, samples: Sequence, height: int, width: int, device, batch_size: int) -> torch.Tensor:
-    from .data.loading import build_loader
+    from .data.batches import build_loader
     from .data.transforms import build_transforms
     from .features import extract_features
     from .models import CameraBlind

@@ -86,9 +86,9 @@ class DatasetRef:
         return {"name": self.name, "root": self.root, **dict(self.options)}
 
     def open(self, synthetic_root: Union[str, Path, None] = None, scale: float = 1.0):
-        """The :class:`~corelib.data.datasets.ReIDDataset`: a preset is generated under
+        """The :class:`~corelib.data.dataset.ReIDDataset`: a preset is generated under
         ``synthetic_root`` when missing (at ``scale``); a loader reads ``root``."""
-        from .data.synthetic import open_dataset
+        from .data.opening import open_dataset
         from .paths import data_root
         from .paths import synthetic_root as default_synthetic
 
@@ -104,7 +104,7 @@ class DatasetRef:
 
 def _loader_defaults(name: str) -> dict:
     """The options a loader takes (its keyword parameters besides ``root``) with their defaults."""
-    from .data.datasets import loader_options
+    from .data.dataset import loader_options
 
     return loader_options(name)
 
@@ -149,7 +149,7 @@ def dataset_ref(spec: Any, where: str = "a dataset") -> DatasetRef:
     if not isinstance(spec, Mapping) or not isinstance(spec.get("name"), str) or not spec["name"]:
         raise ConfigError(f"{where} must be a dataset name such as \"market1501\" or a mapping "
                           f"{{\"name\": \"market1501\", \"root\": \"~/datasets\", ...loader options}}, got {spec!r}")
-    from .data.datasets import check_loader_options, list_datasets
+    from .data.dataset import check_loader_options, list_datasets
     from .data.manifests import list_manifests, load_manifest
     from .data.synthetic import PRESETS
 

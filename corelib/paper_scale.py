@@ -140,7 +140,7 @@ def _draw(cfg: PaperScaleCfg):
 def _loading_rate(samples, batch: int, workers: int, steps: int) -> float:
     """Training images/s of the pre-training transforms with ``workers`` DataLoader processes."""
     from .config import PretrainCfg
-    from .data.loading import build_loader
+    from .data.batches import build_loader
     from .data.transforms import build_transforms
 
     aug = PretrainCfg().augment

@@ -13,7 +13,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from PIL import Image
 
-from .data.datasets import ReIDDataset, read_image
+from .data.dataset import ReIDDataset, read_image
 from .errors import InvalidInputError
 
 

@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 from . import viz
-from .data.datasets import ReIDDataset, Sample, read_image
+from .data.dataset import ReIDDataset, Sample, read_image
 from .errors import InvalidInputError, UnknownNameError
 from .explain import BRANCHES, explain_rank_list, has_branch, identity_caption, rank_list_row, rank_lists
 from .features import Features

@@ -10,16 +10,15 @@ import pytest
 import yaml
 from PIL import Image
 
-import corelib.data.datasets as datasets_module
-import corelib.data.loaders as loaders_module
-from corelib.data.datasets import (
+from corelib.data.dataset import (
+    DATASETS,
     Sample,
     build_dataset,
     expected_layout,
     list_datasets,
     read_image,
 )
-from corelib.data.loaders import draw_vehicleid_gallery
+from corelib.data.vehicleid import draw_vehicleid_gallery
 from corelib.errors import CorruptImageError, DatasetRootError, UnknownNameError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -569,7 +568,7 @@ def test_manifest_schema(name: str) -> None:
     assert m["kind"] in ("person", "vehicle")
     assert m["protocol"] in ("market", "vehicleid", "veriwild")
     assert m["loader"] in list_datasets()
-    loader = getattr(loaders_module, m["loader"], None) or getattr(datasets_module, m["loader"])
+    loader = DATASETS.get(m["loader"]).load
     assert set(m["loader_kwargs"]) <= set(inspect.signature(loader).parameters) - {"root"}
     assert (m["cameras"] is None) == (m["protocol"] == "vehicleid")
     assert not Path(m["folder"]).is_absolute() and ".." not in Path(m["folder"]).parts

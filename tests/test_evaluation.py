@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-from corelib.data.datasets import Sample
-from corelib.data.loaders import draw_vehicleid_gallery, vehicleid_draw
+from corelib.data.dataset import Sample
+from corelib.data.vehicleid import draw_vehicleid_gallery, vehicleid_draw
 from corelib.evaluation import (
     evaluate_distmat,
     evaluate_ranking,

@@ -114,7 +114,7 @@ def _features(vectors, pids, cams):
 
 
 def test_rank_lists_follow_the_protocol():
-    from corelib.data.datasets import Sample
+    from corelib.data.dataset import Sample
     from corelib.explain import rank_lists
 
     q = _features([[1.0, 0.0]], [7], [0])
@@ -165,7 +165,7 @@ def test_rank_list_and_branch_figures_on_images(synthetic_small):
 
 
 def test_rank1_correct_and_mixed_query_sampling():
-    from corelib.data.datasets import Sample
+    from corelib.data.dataset import Sample
     from corelib.explain import rank1_correct, rank_lists, sample_queries
 
     g = torch.Generator().manual_seed(0)

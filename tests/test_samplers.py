@@ -1,4 +1,4 @@
-"""Tests of corelib.data.samplers and corelib.data.loading."""
+"""Tests of corelib.data.samplers and corelib.data.batches."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import pytest
 import torch
 from PIL import Image
 
-from corelib.data.datasets import Sample
-from corelib.data.loading import ImageDataset, build_loader, seed_worker
+from corelib.data.dataset import Sample
+from corelib.data.batches import ImageDataset, build_loader, seed_worker
 from corelib.data.samplers import CameraAwareIdentitySampler, pids_per_batch
 from corelib.data.transforms import build_transforms
 from corelib.errors import CorruptImageError

@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from corelib.config import PretrainCfg, StyleCfg
-from corelib.data.datasets import build_dataset
+from corelib.data.dataset import build_dataset
 from corelib.data.synthetic import load_synthetic
 from corelib.errors import ConfigError, MissingStageError, StyleError
 from corelib.style import (
@@ -399,7 +399,7 @@ def test_cuda_training_and_translation_in_bf16(tmp_path):
     assert next(result.model.parameters()).is_cuda
     assert all(np.isfinite(h["cycle"]) for h in result.history)
     model, cfg2 = load_cyclegan(result.checkpoint, device="cuda")
-    from corelib.data.datasets import Sample
+    from corelib.data.dataset import Sample
     from corelib.style import translate
 
     out = list(translate(model, cfg2, [Sample(str(a[0]), 0, 0)], "ab"))

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from corelib.data.datasets import build_dataset
+from corelib.data.dataset import build_dataset
 from corelib.data.manifests import load_manifest
 from corelib.data.synthetic import (
     PRESETS,

@@ -59,7 +59,7 @@ def test_optimiser_groups_put_biases_at_their_own_rate():
 
 
 def test_pixel_mode_erasing_writes_random_values(dataset):
-    from corelib.data.datasets import read_image
+    from corelib.data.dataset import read_image
     from corelib.data.transforms import build_transforms
 
     img = read_image(dataset.train[0].path)
@@ -81,20 +81,20 @@ def test_decoded_images_are_cached_and_reread_when_the_file_changes(tmp_path, da
 
     from PIL import Image
 
-    from corelib.data import loading
-    from corelib.data.datasets import read_image
+    from corelib.data import batches
+    from corelib.data.dataset import read_image
 
     path = tmp_path / "0001_c1s1_000001_00.jpg"
     shutil.copy(dataset.train[0].path, path)
-    first = loading.read_image_cached(path)
+    first = batches.read_image_cached(path)
     assert np.array_equal(np.asarray(first), np.asarray(read_image(path)))
     first.paste((0, 0, 0), (0, 0, 8, 8))  # a caller changing its copy does not reach the cache
-    again = loading.read_image_cached(path)
+    again = batches.read_image_cached(path)
     assert np.array_equal(np.asarray(again), np.asarray(read_image(path)))
     Image.new("RGB", (32, 64), (250, 10, 10)).save(path)
     st = os.stat(path)
     os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
-    assert np.asarray(loading.read_image_cached(path))[0, 0].tolist() == np.asarray(read_image(path))[0, 0].tolist()
+    assert np.asarray(batches.read_image_cached(path))[0, 0].tolist() == np.asarray(read_image(path))[0, 0].tolist()
 
 
 def test_camera_blind_evaluation_is_the_mean_camera_embedding(dataset):

@@ -1,6 +1,16 @@
-"""Datasets (real loaders and the embedded synthetic data), manifests, transforms and samplers."""
+"""Datasets (real loaders and the embedded synthetic data), manifests, transforms and samplers.
 
-from .datasets import (
+The modules, lowest first: :mod:`.dataset` (Sample, ReIDDataset, the registry of loaders, reading an
+image), :mod:`.layout` (reading a copy's folders and list files safely), one module per dataset family
+(:mod:`.market`, :mod:`.msmt17`, :mod:`.veri`, :mod:`.vehicleid`, :mod:`.custom`), :mod:`.manifests`,
+:mod:`.synthetic`, :mod:`.opening` (a loader or a preset by name), and the torch side:
+:mod:`.batches` (Dataset and DataLoader), :mod:`.samplers`, :mod:`.transforms`.
+"""
+
+# Importing a family module registers its loaders.
+from . import custom, market, msmt17, vehicleid, veri  # noqa: F401
+from .batches import ImageDataset, build_loader, seed_worker
+from .dataset import (
     ReIDDataset,
     Sample,
     build_dataset,
@@ -9,8 +19,8 @@ from .datasets import (
     read_image,
     register_dataset,
 )
-from .loading import ImageDataset, build_loader, seed_worker
 from .manifests import VerificationReport, list_manifests, load_manifest, verify_dataset
+from .opening import open_dataset
 from .samplers import CameraAwareIdentitySampler, pids_per_batch
 from .synthetic import (
     SyntheticPreset,
@@ -18,7 +28,6 @@ from .synthetic import (
     get_preset,
     list_presets,
     load_synthetic,
-    open_dataset,
     preset_manifest,
     render_example,
 )

@@ -28,8 +28,8 @@ import yaml
 from .. import paths
 from ..errors import DatasetRootError, InvalidInputError, ManifestError, UnsafePathError
 from ..yamlfile import read_yaml
-from .datasets import (IMAGE_EXTENSIONS, RootGuard, build_dataset, check_loader_options, expected_layout,
-                       open_image, refuse_link_loop)
+from .dataset import build_dataset, check_loader_options, expected_layout, open_image
+from .layout import IMAGE_EXTENSIONS, RootGuard, refuse_link_loop
 
 REQUIRED_KEYS = ("name", "title", "kind", "loader", "folder", "layout", "protocol", "splits")
 SPLITS = ("train", "query", "gallery")

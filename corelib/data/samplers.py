@@ -31,7 +31,7 @@ from torch.utils.data import Sampler
 from ..errors import InvalidInputError
 
 if TYPE_CHECKING:  # only for the annotation: the sampler needs nothing else from the registry
-    from .datasets import Sample
+    from .dataset import Sample
 
 
 def pids_per_batch(batch_size: int, num_instances: int) -> int:

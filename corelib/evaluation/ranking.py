@@ -742,7 +742,7 @@ def evaluate_vehicleid(
 
     Seeds ``first_seed .. first_seed + draws - 1``; no camera filtering (VehicleID has no cameras).
     """
-    from ..data.loaders import vehicleid_draw  # here, not at the top: the evaluator stays free of the data stack
+    from ..data.vehicleid import vehicleid_draw  # here, not at the top: the evaluator stays free of the data stack
 
     pids = integer_ids(test_pids, "test_pids")
     feats = torch.as_tensor(test_feats)

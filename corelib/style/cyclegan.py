@@ -36,8 +36,8 @@ from torchvision import transforms as T
 from torchvision.transforms import InterpolationMode
 
 from ..config import StyleCfg
-from ..data.datasets import Sample
-from ..data.loading import build_loader
+from ..data.batches import build_loader
+from ..data.dataset import Sample
 from ..errors import InvalidInputError
 from ..repro import seed_everything
 from ..runtime import Runtime, StageRun, load_checkpoint, load_into, rng_state, set_rng_state

@@ -38,8 +38,9 @@ from PIL import Image
 
 from .. import paths
 from ..config import STYLE_MODES, StyleCfg, save_config
-from ..data.datasets import ReIDDataset, Sample, build_dataset, read_image, trusted_roots
-from ..data.loading import build_loader
+from ..data.batches import build_loader
+from ..data.dataset import ReIDDataset, Sample, build_dataset, read_image
+from ..data.layout import trusted_roots
 from ..errors import InvalidInputError, MissingStageError, NotOwnedError, StyleError
 from ..ownership import RunLock, install_folder
 from ..repro import resolve_device

@@ -16,7 +16,7 @@ from typing import Optional, Union
 import numpy as np
 import torch
 
-from ..data.datasets import ReIDDataset
+from ..data.dataset import ReIDDataset
 from ..features import Features, extract_split
 from .evaluate import TrainedModel, load_trained_model
 

@@ -15,7 +15,7 @@ from typing import NamedTuple, Union
 import torch
 from torch import nn
 
-from ..data.datasets import ReIDDataset
+from ..data.dataset import ReIDDataset
 from ..errors import InvalidInputError
 from ..evaluation import evaluate_distmat, evaluate_ranking, rerank
 from ..features import extract_split

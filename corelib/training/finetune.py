@@ -47,8 +47,8 @@ from torch import nn
 
 from ..cluster import check_labeler, cluster_pseudo_labels, get_labeler, label_report
 from ..config import FinetuneCfg
-from ..data.datasets import ReIDDataset, Sample
-from ..data.loading import build_loader
+from ..data.batches import build_loader
+from ..data.dataset import ReIDDataset, Sample
 from ..data.samplers import CameraAwareIdentitySampler, pids_per_batch
 from ..data.transforms import build_transforms
 from ..errors import InvalidInputError, InvalidTypeError

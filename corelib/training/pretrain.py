@@ -21,8 +21,8 @@ from typing import Optional, Union
 import torch
 
 from ..config import PretrainCfg
-from ..data.datasets import ReIDDataset
-from ..data.loading import build_loader
+from ..data.batches import build_loader
+from ..data.dataset import ReIDDataset
 from ..data.samplers import CameraAwareIdentitySampler, pids_per_batch
 from ..data.transforms import build_transforms
 from ..losses import build_criterion

@@ -18,7 +18,7 @@ import pytest
 from PIL import Image
 
 from corelib.config import StyleCfg
-from corelib.data.datasets import build_dataset
+from corelib.data.dataset import build_dataset
 from corelib.data.manifests import load_manifest, verify_dataset
 from corelib.errors import CorelibError, UnsafePathError
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from corelib.data.datasets import build_dataset
+from corelib.data.dataset import build_dataset
 from corelib.data.synthetic import load_synthetic
 from corelib.errors import DatasetRootError
 

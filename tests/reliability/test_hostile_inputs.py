@@ -286,7 +286,7 @@ def _refused_bomb(error: CorruptImageError, path: Path, side: str) -> None:
 def test_a_decompression_bomb_is_refused_by_name_where_images_are_loaded(side, bombs):
     """Before: PIL's DecompressionBombError without the file's name (20000 x 20000), or a silent
     decode of 100 megapixels at full size (10000 x 10000)."""
-    from corelib.data.loading import build_loader, read_image_cached
+    from corelib.data.batches import build_loader, read_image_cached
 
     with bounded() as run, pytest.raises(CorruptImageError) as refused:
         read_image_cached(bombs[side])

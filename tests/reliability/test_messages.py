@@ -26,7 +26,7 @@ import pytest
 from PIL import Image
 
 from corelib.cli import main
-from corelib.data.datasets import build_dataset
+from corelib.data.dataset import build_dataset
 from corelib.errors import CheckpointError, ConfigError, DatasetRootError, ManifestError, UnsafePathError
 
 # --------------------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ import pytest
 
 from corelib.cli import main
 from corelib.config import StyleCfg
-from corelib.data.datasets import build_dataset
+from corelib.data.dataset import build_dataset
 from corelib.data.synthetic import dataset_folder, generate_synthetic, get_preset, load_synthetic
 from corelib.errors import CorelibError, NotOwnedError
 

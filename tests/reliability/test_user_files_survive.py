@@ -165,7 +165,7 @@ CASES = [(name, overwrite) for name, w in WRITERS.items() for overwrite in ((Fal
 def style_models(synthetic_small, tmp_path_factory):
     """Tiny domain-mode style models for the vehicle pair, and a private copy of their source."""
     from corelib.config import StyleCfg
-    from corelib.data.datasets import build_dataset
+    from corelib.data.dataset import build_dataset
     from corelib.style import train_style_models
 
     base = tmp_path_factory.mktemp("style_models")

@@ -1,6 +1,6 @@
 """Reading samples into tensors: a Dataset over ``Sample`` lists and a reproducible DataLoader.
 
-:class:`ImageDataset` decodes images with :func:`corelib.data.datasets.read_image`, so a corrupt
+:class:`ImageDataset` decodes images with :func:`corelib.data.dataset.read_image`, so a corrupt
 file stops training with an error that names it instead of a bare PIL traceback from a worker, and
 keeps the decoded pixels (:func:`read_image_cached`): the embedded datasets are decoded once per
 process instead of once per epoch.
@@ -25,7 +25,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from ..errors import InvalidInputError
-from .datasets import Sample, read_image
+from .dataset import Sample, read_image
 
 
 DECODED_CACHE_BYTES = 768 * 2**20
@@ -38,7 +38,7 @@ _decoded_bytes = 0
 
 
 def read_image_cached(path) -> object:
-    """:func:`~corelib.data.datasets.read_image` with the decoded pixels kept in memory.
+    """:func:`~corelib.data.dataset.read_image` with the decoded pixels kept in memory.
 
     The same pixels as a fresh decode (the cache stores the decoded RGB image and hands out a
     copy, so no transform can change it); an entry is used only while the file's modification

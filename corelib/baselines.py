@@ -20,18 +20,19 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Optional, Sequence, Union
+from typing import Mapping, Optional, Sequence, Union
 
 import numpy as np
 
 from .baseline_plan import (  # noqa: F401 - the chapter's names, kept where chapter 08 reads them
     BASELINE_PARAMETERS,
-    BASELINE_RECIPES,
     DEFAULT_BUDGET,
     DEFAULT_SOURCE_BUDGET,
     ORACLE,
     SMOKE_BUDGET,
+    BaselinePlan,
     baseline_settings,
+    chapter_recipes,
     check_baseline_parameters,
 )
 from .errors import InvalidInputError
@@ -80,33 +81,23 @@ def _seconds(history: Sequence[Mapping]) -> float:
     return float(sum(h.get("seconds", 0.0) for h in history))
 
 
-def run_baselines(pair, source, target, pair_dir: Union[str, Path], *, recipes: Sequence[str] = BASELINE_RECIPES,
-                  oracle: bool = True, budget: Optional[Mapping[str, Any]] = None,
-                  source_budget: Optional[Mapping[str, Any]] = None, real_budget: Optional[Mapping[str, Any]] = None,
-                  real_source_budget: Optional[Mapping[str, Any]] = None, smoke: bool = False, seed: Optional[int] = None,
-                  device: Optional[str] = None, overrides: Optional[Mapping[str, Mapping[str, Any]]] = None,
+def run_baselines(pair, source, target, pair_dir: Union[str, Path], plan: BaselinePlan = BaselinePlan(), *,
                   resume: bool = True, train_missing_source: bool = True,
                   progress: bool = True) -> dict[str, BaselineRun]:
-    """Train ``recipes`` (and the oracle) on one pair, each from the same source network and budget.
+    """Train the recipes of ``plan`` (and the oracle) on one pair, each from the same source network and budget.
 
     Args:
-        pair: the :class:`~corelib.pairs.ExperimentPair` (its recipe is replaced by each of ``recipes``).
+        pair: the :class:`~corelib.pairs.ExperimentPair` (its recipe is replaced by each recipe of the plan).
         source, target: its datasets (the source only when a recipe trains its own source network).
         pair_dir: ``RUN_DIR/<pair>``; its ``pretrain/best.pt`` (chapter 02) is the shared source network.
-        budget: on an embedded pair, the fine-tuning fields every recipe gets (default
-            :data:`DEFAULT_BUDGET`; ``{}`` keeps each recipe's own schedule).
-        source_budget: pre-training fields of a recipe's own source network (default
-            :data:`DEFAULT_SOURCE_BUDGET`). Neither budget applies with ``smoke``: every method
-            gets one epoch of its CI-sized recipe (:data:`SMOKE_BUDGET`).
-        real_budget, real_source_budget: the same on a pair of real datasets, where each recipe
-            keeps its published schedule by default (``{}``).
-        overrides: per recipe, further fine-tuning changes (``{"cluster_contrast": {"loss.contrast.hard": True}}``).
+        plan: the recipes, budgets, seed, device and per-recipe overrides (:class:`BaselinePlan`;
+            chapter 08 makes it with :meth:`BaselinePlan.from_parameters`).
         resume: continue (or re-read) what a previous call left in the recipe folders.
         train_missing_source: without chapter 02's network, train it into ``pair_dir`` first with
             the pair's own (``corereid_v2``) pre-training recipe, as chapter 02 would (else refuse).
 
     Returns:
-        ``{recipe: BaselineRun}``, the oracle under :data:`ORACLE` when ``oracle``.
+        ``{recipe: BaselineRun}``, the oracle under :data:`ORACLE` when ``plan.oracle``.
 
     Raises:
         MissingFileError: no chapter-02 source network in ``pair_dir`` and ``train_missing_source`` off.
@@ -118,9 +109,8 @@ def run_baselines(pair, source, target, pair_dir: Union[str, Path], *, recipes: 
     pair_dir = Path(pair_dir)
     shared = pair_dir / "pretrain" / "best.pt"
     # every recipe's settings first: a misspelt field of the last one is named before the first trains
-    settings = baseline_settings(pair, recipes=recipes, oracle=oracle, budget=budget, source_budget=source_budget,
-                                 real_budget=real_budget, real_source_budget=real_source_budget, smoke=smoke,
-                                 seed=seed, device=device, overrides=overrides)
+    settings = baseline_settings(pair, plan)
+    smoke, seed, device = plan.smoke, plan.seed, plan.device
     out: dict[str, BaselineRun] = {}
     measured: dict = {}  # (source checkpoint, input size) -> its direct transfer: measured once
     for name, (pre_cfg, cfg) in settings.items():

@@ -18,8 +18,14 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import ClassVar, Mapping
 
+from .cluster.dbscan import DBSCANCfg
+from .cluster.labelers import LABELERS, KMeansCfg, labeler_settings
 from .paths import synthetic_root
 from .settings import LegacyRule, Settings, load_config, save_config
+from .settings import check_at_least as _at_least
+from .settings import check_choice as _choice
+from .settings import check_positive as _positive
+from .settings import check_within as _within
 
 __all__ = [
     "AdaptLossCfg", "AugmentCfg", "ClusterCfg", "ContrastCfg", "DataCfg", "DBSCANCfg", "EMBEDDED_PAIRS", "EMBEDDED_SIZES",
@@ -48,47 +54,6 @@ EMBEDDED_SIZES: dict[str, tuple[int, int]] = {"person": (64, 32), "vehicle": (64
 def _resnet_name(depth) -> str:
     """The backbone name of a ResNet depth (the flat layout's ``depth: 50`` is ``resnet50``)."""
     return f"resnet{int(depth)}"
-
-
-def _choice(field_name: str, value, choices: tuple) -> None:
-    """Refuse a misspelt choice when the settings are made, not an epoch into training."""
-    if value not in choices:
-        from .errors import ConfigError
-        from .registry import did_you_mean
-
-        raise ConfigError(f"{field_name} must be one of {', '.join(map(repr, choices))}, got {value!r}"
-                          f"{did_you_mean(value, [str(c) for c in choices])}")
-
-
-def _at_least(field_name: str, value, low, why: str = "") -> None:
-    """Refuse a count or an interval below ``low`` (``epochs=0`` would train nothing and report a
-    best checkpoint that does not exist; ``eval_every=0`` would divide by zero after an epoch), and
-    a NaN or infinite weight (``weight_decay=nan`` passed the comparison)."""
-    if isinstance(value, float) and not math.isfinite(value):
-        from .errors import ConfigError
-
-        raise ConfigError(f"{field_name} must be a finite number of at least {low}, got {value!r}")
-    if value < low:
-        from .errors import ConfigError
-
-        raise ConfigError(f"{field_name} must be at least {low}, got {value!r}{f' ({why})' if why else ''}")
-
-
-def _within(field_name: str, value, low: float, high: float, *, high_open: bool = False) -> None:
-    """Refuse a probability, a factor or a momentum outside ``[low, high]`` (``[low, high)``)."""
-    if not (low <= value < high if high_open else low <= value <= high) or value != value:  # NaN fails both
-        from .errors import ConfigError
-
-        raise ConfigError(f"{field_name} must lie in [{low}, {high}{')' if high_open else ']'}, got {value!r}")
-
-
-def _positive(field_name: str, value) -> None:
-    """Refuse a rate, a factor or a weight that is not a finite number above 0 (``lr=inf`` was
-    accepted, and Adam's first step turns every weight into inf)."""
-    if not 0 < value < math.inf:  # NaN too
-        from .errors import ConfigError
-
-        raise ConfigError(f"{field_name} must be greater than 0 and finite, got {value!r}")
 
 
 def _registered(field_name: str, value: str, registry) -> None:
@@ -129,8 +94,6 @@ class _losses:
 
 
 def _labelers():
-    from .cluster.labelers import LABELERS
-
     return LABELERS
 
 
@@ -490,80 +453,6 @@ class MeanTeacherCfg(Settings):
 
 
 @dataclass(frozen=True)
-class KMeansCfg(Settings):
-    """The k-means labeller (greedy k-means++ seeding, docs/method.md §3.7 and Appendix A)."""
-
-    algorithm: str = "minibatch"
-    """"minibatch" (scikit-learn MiniBatchKMeans semantics, the code) or "lloyd" (full batch)."""
-    init: str = "greedy_kmeans++"
-    """Seeding: "greedy_kmeans++", "kmeans++" or "random"."""
-    max_iter: int = 100
-    """Lloyd iterations (lloyd) or passes over the data (minibatch)."""
-    batch_size: int = 512
-    """Mini-batch size of MiniBatchKMeans."""
-    init_size: int = 1500
-    """Points the seeding sees (raised to 3k, capped at n; docs/method.md §9-Q12)."""
-    n_init: int = 3
-    """Seedings tried, the best kept (MiniBatchKMeans)."""
-
-    def __post_init__(self) -> None:
-        _choice("cluster.kmeans.init", self.init, ("greedy_kmeans++", "kmeans++", "random"))
-        for name in ("max_iter", "batch_size", "init_size", "n_init"):
-            _at_least(f"cluster.kmeans.{name}", getattr(self, name), 1)
-        _choice("cluster.kmeans.algorithm", self.algorithm, ("minibatch", "lloyd"))  # init: checked by k-means
-
-
-@dataclass(frozen=True)
-class DBSCANCfg(Settings):
-    """The DBSCAN labeller on k-reciprocal Jaccard distances (MMT, SpCL, Cluster Contrast;
-    docs/baselines.md §3.1-3.2). Defaults are SpCL's and Cluster Contrast's for real data."""
-
-    eps: float = 0.6
-    """DBSCAN radius on the Jaccard distance (0.6 in SpCL / Cluster Contrast; not portable between
-    k1 settings, features or backbones: docs/baselines.md §3.8)."""
-    min_samples: int = 4
-    """DBSCAN core-point size (4 in all three codebases)."""
-    k1: int = 30
-    """k-reciprocal neighbourhood of the Jaccard distance (30 in SpCL / Cluster Contrast, 20 in MMT)."""
-    k2: int = 6
-    """Local query expansion of the Jaccard distance (6 everywhere; 1 switches it off)."""
-    outliers: str = "drop"
-    """What DBSCAN's noise points become: "drop" (left out of training: MMT, Cluster Contrast) or
-    "singletons" (one class each: SpCL's un-clustered instances). The samples ``self_paced`` finds
-    unreliable become the same."""
-    self_paced: bool = False
-    """SpCL's self-paced cluster reliability criterion (docs/baselines.md §3.3): two more DBSCANs at
-    eps -/+ ``eps_gap`` dissolve the clusters that are not independent and keep, in the others, only
-    the most compact members; the rest become what ``outliers`` says. Off: plain DBSCAN."""
-    eps_gap: float = 0.02
-    """``self_paced`` only: the tight and loose clusterings run at eps - eps_gap and eps + eps_gap
-    (SpCL's ``--eps-gap 0.02``, docs/baselines.md §3.3)."""
-    independence_quantile: float = 0.9
-    """``self_paced`` only: the independence threshold is this quantile of the first epoch's
-    cluster-level (1 - IoU) with the loose clustering, then frozen for the run (SpCL's 0.9,
-    docs/baselines.md §3.3)."""
-
-    def __post_init__(self) -> None:
-        _within("cluster.dbscan.eps", self.eps, 0.0, 1.0, high_open=True)
-        _positive("cluster.dbscan.eps", self.eps)
-        _at_least("cluster.dbscan.min_samples", self.min_samples, 1)
-        _at_least("cluster.dbscan.k1", self.k1, 1)
-        _at_least("cluster.dbscan.k2", self.k2, 1)
-        _choice("cluster.dbscan.outliers", self.outliers, ("drop", "singletons"))
-        _within("cluster.dbscan.eps_gap", self.eps_gap, 0.0, 1.0, high_open=True)
-        _positive("cluster.dbscan.eps_gap", self.eps_gap)
-        _within("cluster.dbscan.independence_quantile", self.independence_quantile, 0.0, 1.0)
-        if self.self_paced and not 0.0 < self.eps - self.eps_gap < self.eps + self.eps_gap < 1.0:
-            from .errors import ConfigError
-
-            # the tight and loose radii must stay inside the range of Jaccard distances, (0, 1)
-            raise ConfigError(f"cluster.dbscan.eps_gap={self.eps_gap!r} with eps={self.eps!r}: the self-paced tight "
-                              f"and loose radii eps -/+ eps_gap must lie in (0, 1), got {self.eps - self.eps_gap:.4g} "
-                              f"and {self.eps + self.eps_gap:.4g}; choose eps_gap < "
-                              f"{min(self.eps, 1.0 - self.eps):.4g}")
-
-
-@dataclass(frozen=True)
 class ClusterCfg(Settings):
     """Pseudo-labels of the target, one clustering per level (global, top, bottom), every epoch."""
 
@@ -580,17 +469,19 @@ class ClusterCfg(Settings):
     camera when a camera's style dominates; README, fine-tuning), or "camera_guided" (Learn by
     Guessing: per-camera, per-dimension standardisation, then L2)."""
     kmeans: KMeansCfg = field(default_factory=KMeansCfg)
-    """Settings of the k-means labeller."""
+    """Settings of the k-means labeller (the class it declares)."""
     dbscan: DBSCANCfg = field(default_factory=DBSCANCfg)
     """Settings of the DBSCAN labeller (``labeler="dbscan"``; ``num_clusters`` is then not used)."""
     options: dict = field(default_factory=dict)
-    """Settings of a labeller registered outside corelib (it reads them from here)."""
+    """Settings of a labeller registered outside corelib: checked and typed through the settings class
+    it declares (``register_labeler(name, settings=...)``; :func:`corelib.cluster.labeler_settings`)."""
 
     def __post_init__(self) -> None:
         _registered("cluster.labeler", self.labeler, _labelers)
         _registered("cluster.normalize", self.normalize, _normalizations)
         _at_least("cluster.num_clusters", self.num_clusters, 0, "0 means not set yet: a recipe without the paper's k")
         _choice("cluster.feature", self.feature, ("fused", "plain"))
+        labeler_settings(self)  # an outside labeller's options: refused here when its class refuses them
 
 
 @dataclass(frozen=True)

@@ -33,15 +33,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Optional, Union
 
+from .cluster.labelers import LABELERS
 from .config import FinetuneCfg, PretrainCfg, StyleCfg
 from .errors import ConfigError, UnknownNameError
+from .models.registry import INPUT_SIZES, backbone_info  # noqa: F401 - INPUT_SIZES: corelib.pairs exports it
 from .registry import Registry
 from .settings import Overrides
 
 KINDS = ("person", "vehicle")
-
-INPUT_SIZES: dict[str, tuple[int, int]] = {"person": (256, 128), "vehicle": (256, 256)}
-"""(height, width) of the paper recipes per kind (docs/method.md §2.5 and §9-Q5)."""
 
 PAPER_CLUSTERS: dict[str, int] = {
     "cuhk03np": 900,  # Market -> CUHK03 (sweep 500 / 700 / 900)
@@ -58,6 +57,13 @@ STAGE_SETTINGS = {"pretrain": PretrainCfg, "finetune": FinetuneCfg, "style": Sty
 DEVICE_FIELDS = {"pretrain": "runtime.device", "finetune": "runtime.device", "style": "device"}
 
 StageSettings = Union[PretrainCfg, FinetuneCfg, StyleCfg]
+
+
+def input_size(backbone: str, ctx: "RecipeContext") -> dict:
+    """``augment.height`` / ``augment.width`` of a real-data recipe: the input size ``backbone``
+    declares for the context's kind (:class:`~corelib.models.registry.BackboneInfo`)."""
+    height, width = backbone_info(backbone).input_size[ctx.kind]
+    return {"augment.height": height, "augment.width": width}
 
 
 @dataclass(frozen=True)
@@ -87,14 +93,28 @@ class Recipe:
         raise NotImplementedError
 
 
-RECIPES: Registry[Recipe] = Registry("recipe", "Register your own with corelib.recipes.register_recipe.")
+@dataclass(frozen=True)
+class RecipeInfo:
+    """A recipe's place in chapter 08 (:mod:`corelib.baseline_plan`), declared at registration."""
+
+    compared: bool = False
+    """Chapter 08 compares it on every pair by default (its ``RECIPES = []``), in registration order."""
+    ablation_of: Optional[str] = None
+    """The recipe it is an ablation of: chapter 08 runs it on its ablation pairs by default (``ABLATION_RECIPES = []``)."""
+    vit_table: bool = False
+    """A row of chapter 08's TransReID table, beside ``corereid_v2`` (``VIT_RECIPES = []``)."""
 
 
-def register_recipe(name: str) -> Callable[[type], type]:
-    """Register a :class:`Recipe` subclass under ``name`` (one instance is kept)."""
+RECIPES: Registry[Recipe] = Registry("recipe", "Register your own with corelib.recipes.register_recipe.",
+                                     info=RecipeInfo)
+
+
+def register_recipe(name: str, **info: Any) -> Callable[[type], type]:
+    """Register a :class:`Recipe` subclass under ``name`` (one instance is kept), with its place in
+    chapter 08 (fields of :class:`RecipeInfo`: ``compared``, ``ablation_of``, ``vit_table``)."""
 
     def deco(cls: type) -> type:
-        RECIPES.register(name)(cls())
+        RECIPES.register(name, **info)(cls())
         return cls
 
     return deco
@@ -108,22 +128,20 @@ def get_recipe(name: str) -> Recipe:
     return RECIPES.get(name)
 
 
-@register_recipe("corereid_v2")
+@register_recipe("corereid_v2", compared=True)
 class CoreReIDV2(Recipe):
     """The paper's recipe (real data) and its CPU / CI versions (embedded data, smoke)."""
 
     def pretrain(self, ctx: RecipeContext, smoke: bool) -> PretrainCfg:
         if smoke or ctx.embedded:
             return PretrainCfg.embedded(ctx.kind, smoke=smoke)
-        height, width = INPUT_SIZES[ctx.kind]
-        return PretrainCfg().with_overrides({"augment.height": height, "augment.width": width})
+        return PretrainCfg().with_overrides(input_size(PretrainCfg().model.backbone, ctx))
 
     def finetune(self, ctx: RecipeContext, smoke: bool) -> FinetuneCfg:
         if smoke or ctx.embedded:
             return FinetuneCfg.embedded(ctx.kind, smoke=smoke)
-        height, width = INPUT_SIZES[ctx.kind]
         # no k of the paper's for this target: 0, which resolve_recipe refuses unless the caller sets one
-        return FinetuneCfg().with_overrides({"augment.height": height, "augment.width": width,
+        return FinetuneCfg().with_overrides({**input_size(FinetuneCfg().model.backbone, ctx),
                                              "cluster.num_clusters": PAPER_CLUSTERS.get(ctx.target or "", 0)})
 
     def style(self, ctx: RecipeContext, smoke: bool) -> StyleCfg:
@@ -147,19 +165,18 @@ camera-guided normalisation 109 / 123 clusters, 38 % / 37 % outliers, NMI 0.87 /
 without the normalisation). On the CI-sized target (54 images) it gives 4-7 clusters per epoch."""
 
 
-@register_recipe("corereid_v2_dbscan")
+@register_recipe("corereid_v2_dbscan", compared=True)
 class CoreReIDV2DBSCAN(CoreReIDV2):
     """CORE-ReID V2 with DBSCAN on the Jaccard distance instead of k-means: the same networks, losses
     and schedule; the number of clusters is DBSCAN's, epoch by epoch."""
 
     def finetune(self, ctx: RecipeContext, smoke: bool) -> FinetuneCfg:
         base = super().finetune(ctx, smoke) if (smoke or ctx.embedded) else \
-            FinetuneCfg().with_overrides({"augment.height": INPUT_SIZES[ctx.kind][0],
-                                          "augment.width": INPUT_SIZES[ctx.kind][1]})
+            FinetuneCfg().with_overrides(input_size(FinetuneCfg().model.backbone, ctx))
         return base.with_overrides(DBSCAN_EMBEDDED if (smoke or ctx.embedded) else DBSCAN_REAL)
 
 
-@register_recipe("cluster_contrast")
+@register_recipe("cluster_contrast", compared=True)
 class ClusterContrastRecipe(CoreReIDV2DBSCAN):
     """The CORE-ReID V2 source network, then Cluster Contrast on DBSCAN labels of the target
     (docs/baselines.md §3.5): InfoNCE against the cluster memory (tau 0.05, m 0.1) on the global
@@ -185,7 +202,7 @@ SINGLE_NETWORK = {"model.alpha": 0.0, "model.ecab": False, "cluster.feature": "p
 and its own features clustered: how the single-model baselines train."""
 
 
-@register_recipe("learn_by_guessing")
+@register_recipe("learn_by_guessing", compared=True)
 class LearnByGuessing(Recipe):
     """Learn by Guessing (Pereira & de Campos, VISAPP 2022; docs/baselines.md §2): its own IBN-Net source
     network, then repeated refinement steps on the target.
@@ -209,8 +226,7 @@ class LearnByGuessing(Recipe):
         if smoke or ctx.embedded:
             return PretrainCfg.embedded(ctx.kind, smoke=smoke).with_overrides({"model.backbone": "resnet18_ibn_a",
                                                                              **center})
-        height, width = INPUT_SIZES[ctx.kind]
-        return PretrainCfg().with_overrides({"augment.height": height, "augment.width": width, "epochs": 90,
+        return PretrainCfg().with_overrides({**input_size("resnet50_ibn_a", ctx), "epochs": 90,
                                              "model.backbone": "resnet50_ibn_a", **center})
 
     def finetune(self, ctx: RecipeContext, smoke: bool) -> FinetuneCfg:
@@ -218,8 +234,7 @@ class LearnByGuessing(Recipe):
             base = FinetuneCfg.embedded(ctx.kind, smoke=smoke).with_overrides(
                 {"model.backbone": "resnet18_ibn_a", **DBSCAN_EMBEDDED})
         else:
-            base = FinetuneCfg().with_overrides({"augment.height": INPUT_SIZES[ctx.kind][0],
-                                                 "augment.width": INPUT_SIZES[ctx.kind][1],
+            base = FinetuneCfg().with_overrides({**input_size("resnet50_ibn_a", ctx),
                                                  "model.backbone": "resnet50_ibn_a", **DBSCAN_REAL,
                                                  "cluster.normalize": "camera_guided"})
         return base.with_overrides({"loss.name": "ce_triplet_center", "cluster.dbscan.outliers": "drop",
@@ -278,7 +293,7 @@ def resolve_recipe(stage: str, ctx: RecipeContext, *, recipe: str = "corereid_v2
     if device is not None:
         cfg = cfg.with_overrides({DEVICE_FIELDS[stage]: str(device)})
     cfg = cfg.with_overrides(overrides)
-    if stage == "finetune" and cfg.cluster.num_clusters <= 0 and cfg.cluster.labeler == "kmeans":  # DBSCAN needs no k
+    if stage == "finetune" and cfg.cluster.num_clusters <= 0 and LABELERS.info(cfg.cluster.labeler).needs_k:
         raise ConfigError(no_paper_k(where, ctx.target))
     return cfg
 
@@ -307,12 +322,7 @@ TRANSREID_FINETUNE = {"model.name": "transreid_mean_teacher", "model.backbone": 
 pseudo-labels, in CORE-ReID's mean teacher with k-means (the paper gives no UDA recipe)."""
 
 
-def _vit_input(ctx: RecipeContext) -> dict:
-    height, width = INPUT_SIZES[ctx.kind]
-    return {"augment.height": height, "augment.width": width}
-
-
-@register_recipe("transreid")
+@register_recipe("transreid", compared=True, vit_table=True)
 class TransReIDRecipe(Recipe):
     """TransReID* (ViT with overlapping patches, SIE, JPM; He et al., ICCV 2021) as the source
     network, then UDA with k-means pseudo-labels in CORE-ReID's mean teacher.
@@ -345,7 +355,7 @@ class TransReIDRecipe(Recipe):
             return PretrainCfg.embedded(ctx.kind, smoke=smoke).with_overrides({**TRANSREID_EMBEDDED_PRETRAIN,
                                                                               **self._net(ctx)})
         return PretrainCfg().with_overrides({
-            **_vit_input(ctx), "model.name": "transreid_net", "model.backbone": "transreid_vit_base",
+            **input_size("transreid_vit_base", ctx), "model.name": "transreid_net", "model.backbone": "transreid_vit_base",
             "loss.name": "transreid", "loss.label_smooth": 0.0, "target_bn_forward": False,
             "optimizer": "sgd", "lr": 0.01 if ctx.kind == "vehicle" else 0.008, "momentum": 0.9, "weight_decay": 1e-4,
             "bias_lr_factor": 2.0, "batch_size": 64, "num_instances": 4, "epochs": 120, "schedule": "cosine",
@@ -361,14 +371,14 @@ class TransReIDRecipe(Recipe):
         return CoreReIDV2().style(ctx, smoke)
 
 
-@register_recipe("transreid_no_sie")
+@register_recipe("transreid_no_sie", ablation_of="transreid", vit_table=True)
 class TransReIDWithoutSIE(TransReIDRecipe):
     """The ablation of :class:`TransReIDRecipe` without Side Information Embedding (``sie=False``)."""
 
     sie = False
 
 
-@register_recipe("transreid_no_jpm")
+@register_recipe("transreid_no_jpm", ablation_of="transreid", vit_table=True)
 class TransReIDWithoutJPM(TransReIDRecipe):
     """The ablation of :class:`TransReIDRecipe` without the Jigsaw Patch Module (``jpm=False``: all
     blocks, the [cls] output, one head)."""
@@ -396,7 +406,7 @@ class TransReIDSSLRecipe(Recipe):
             return PretrainCfg.embedded(ctx.kind, smoke=smoke).with_overrides({**TRANSREID_EMBEDDED_PRETRAIN,
                                                                               **self.NET})
         return PretrainCfg().with_overrides({
-            **_vit_input(ctx), "model.name": "transreid_net", "model.backbone": "transreid_vit_small",
+            **input_size("transreid_vit_small", ctx), "model.name": "transreid_net", "model.backbone": "transreid_vit_small",
             "model.backbone_args": {"stride": 16}, "loss.name": "transreid", "loss.label_smooth": 0.0,
             "target_bn_forward": False, "optimizer": "sgd", "lr": 4e-4, "momentum": 0.9, "weight_decay": 1e-4,
             "bias_lr_factor": 2.0, "batch_size": 64, "num_instances": 4, "epochs": 120, "schedule": "cosine",

@@ -1,18 +1,24 @@
 """One registry of named parts (backbones, networks, pseudo-labellers, normalisations, losses, recipes).
 
-Each kind of plug-in keeps a :class:`Registry`: ``register(name)`` as a decorator, ``names(pattern)``
+Each kind of plug-in keeps a :class:`Registry`: ``register(name, **info)`` as a decorator, ``names(pattern)``
 in natural order (``resnet18 < resnet34 < resnet101``), and ``get(name)``, whose error for an
 unknown name lists the registered ones, the closest match and how to register your own.
+
+A part declares at registration what the code that uses it needs to know (a backbone its input
+size, a pseudo-labeller its settings class, a recipe its place in chapter 08): ``info(name)`` gives
+that declaration back as the registry's record type, its defaults filled in, and ``where(**values)``
+the parts whose declaration matches, so that consumers ask the registry instead of naming parts.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import fnmatch
 import re
-from typing import Callable, Generic, Iterable, TypeVar
+from typing import Any, Callable, Generic, Iterable, Optional, TypeVar
 
-from .errors import UnknownNameError
+from .errors import InvalidInputError, UnknownNameError
 
 T = TypeVar("T")
 
@@ -34,20 +40,57 @@ class Registry(Generic[T]):
     Args:
         kind: how messages name the kind ("backbone", "pseudo-labeller" ...).
         hint: what an unknown-name error adds (e.g. how to register one).
+        info: the frozen dataclass a part's declaration is kept as (its fields are what
+            ``register`` takes besides the name, with their defaults); None: parts declare nothing.
     """
 
-    def __init__(self, kind: str, hint: str = "") -> None:
-        self.kind, self.hint = kind, hint
+    def __init__(self, kind: str, hint: str = "", info: Optional[type] = None) -> None:
+        self.kind, self.hint, self.info_type = kind, hint, info
         self._items: dict[str, T] = {}
+        self._info: dict[str, Any] = {}
 
-    def register(self, name: str) -> Callable[[T], T]:
-        """Decorator that registers its argument under ``name`` (a later one replaces it)."""
+    def register(self, name: str, **info: Any) -> Callable[[T], T]:
+        """Decorator that registers its argument under ``name`` (a later one replaces it), with what
+        the part declares (``info``: fields of the registry's record type).
+
+        Raises:
+            InvalidInputError: ``info`` names a field the record type does not have.
+        """
+        record = self._record(name, info)
 
         def deco(item: T) -> T:
             self._items[name] = item
+            self._info[name] = record
             return item
 
         return deco
+
+    def _record(self, name: str, info: dict) -> Any:
+        if self.info_type is None:
+            if info:
+                raise InvalidInputError(f"a {self.kind} declares nothing at registration; register {name!r} "
+                                        f"without {', '.join(sorted(info))}")
+            return None
+        known = [f.name for f in dataclasses.fields(self.info_type)]
+        unknown = sorted(set(info) - set(known))
+        if unknown:
+            raise InvalidInputError(f"{self.kind} {name!r} declares {', '.join(unknown)}, which a {self.kind} cannot "
+                                    f"declare{did_you_mean(unknown[0], known)} Valid: {', '.join(known)}")
+        return self.info_type(**info)
+
+    def info(self, name: str) -> Any:
+        """What the part ``name`` declared at registration (the record type's defaults for the rest).
+
+        Raises:
+            UnknownNameError: as :meth:`get`.
+        """
+        self.get(name)
+        return self._info[name]
+
+    def where(self, **values: Any) -> list[str]:
+        """The parts whose declaration has these ``values``, in the order they were registered."""
+        return [n for n, record in self._info.items()
+                if record is not None and all(getattr(record, k) == v for k, v in values.items())]
 
     def names(self, pattern: str = "*") -> list[str]:
         """Registered names matching ``pattern`` (shell-style), in natural order."""
@@ -71,4 +114,5 @@ class Registry(Generic[T]):
 
     def pop(self, name: str) -> T:
         """Remove and return ``name`` (tests that register a part for themselves)."""
+        self._info.pop(name, None)
         return self._items.pop(name)

@@ -20,6 +20,7 @@ import json
 from pathlib import Path
 from typing import Iterable, Optional, Sequence, Union
 
+from .cluster.labelers import labeler_info
 from .errors import InvalidInputError
 from .tables import GROUP_SEP, to_latex  # noqa: F401 - to_latex is this module's public name too
 
@@ -89,7 +90,9 @@ def _pair_label(pair_dir: Path) -> str:
 
 SETTING_COLUMNS = {"backbone": "model.backbone", "labeler": "cluster.labeler", "num_clusters": "cluster.num_clusters",
                    "ecab": "model.ecab", "fusion": "model.fusion"}
-"""Result column -> the fine-tuning setting it shows (read from ``finetune/config.yaml``)."""
+"""Result column -> the fine-tuning setting it shows (read from ``finetune/config.yaml``). ``num_clusters``
+is shown for a pseudo-labeller that declares ``needs_k`` (k-means, or one registered outside corelib
+with ``register_labeler(name, needs_k=True)``), and is empty for the others (DBSCAN finds its own K)."""
 
 
 def _settings(path: Path) -> dict:
@@ -101,7 +104,10 @@ def _settings(path: Path) -> dict:
     if not path.is_file():
         return dict.fromkeys(SETTING_COLUMNS)
     flat = read_saved_config(FinetuneCfg, path).flat()
-    return {column: flat[name] for column, name in SETTING_COLUMNS.items()}
+    shown = {column: flat[name] for column, name in SETTING_COLUMNS.items()}
+    if not labeler_info(shown["labeler"]).needs_k:
+        shown["num_clusters"] = None
+    return shown
 
 
 def collect_results(runs: Iterable[Union[str, Path]], *, names: Optional[Sequence[str]] = None):

@@ -22,12 +22,14 @@ Example::
 from __future__ import annotations
 
 import dataclasses
+import math
 import typing
 from dataclasses import asdict, fields, is_dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Mapping, Optional, Sequence, TypeVar, Union
 
 from .errors import ConfigError
+from .registry import did_you_mean
 
 SettingsT = TypeVar("SettingsT", bound="Settings")
 Overrides = Union[Mapping[str, Any], Sequence[str], None]
@@ -80,6 +82,39 @@ class Settings:
             name, convert = (rule, None) if isinstance(rule, str) else rule
             out[name] = convert(value) if convert else value
         return out
+
+
+# Checks a settings class runs in its __post_init__, so a misspelt or out-of-range value is refused
+# when the settings are made, not an epoch into training.
+
+def check_choice(field_name: str, value, choices: tuple) -> None:
+    """Refuse a misspelt choice when the settings are made, not an epoch into training."""
+    if value not in choices:
+        raise ConfigError(f"{field_name} must be one of {', '.join(map(repr, choices))}, got {value!r}"
+                          f"{did_you_mean(value, [str(c) for c in choices])}")
+
+
+def check_at_least(field_name: str, value, low, why: str = "") -> None:
+    """Refuse a count or an interval below ``low`` (``epochs=0`` would train nothing and report a
+    best checkpoint that does not exist; ``eval_every=0`` would divide by zero after an epoch), and
+    a NaN or infinite weight (``weight_decay=nan`` passed the comparison)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{field_name} must be a finite number of at least {low}, got {value!r}")
+    if value < low:
+        raise ConfigError(f"{field_name} must be at least {low}, got {value!r}{f' ({why})' if why else ''}")
+
+
+def check_within(field_name: str, value, low: float, high: float, *, high_open: bool = False) -> None:
+    """Refuse a probability, a factor or a momentum outside ``[low, high]`` (``[low, high)``)."""
+    if not (low <= value < high if high_open else low <= value <= high) or value != value:  # NaN fails both
+        raise ConfigError(f"{field_name} must lie in [{low}, {high}{')' if high_open else ']'}, got {value!r}")
+
+
+def check_positive(field_name: str, value) -> None:
+    """Refuse a rate, a factor or a weight that is not a finite number above 0 (``lr=inf`` was
+    accepted, and Adam's first step turns every weight into inf)."""
+    if not 0 < value < math.inf:  # NaN too
+        raise ConfigError(f"{field_name} must be greater than 0 and finite, got {value!r}")
 
 
 def flatten(data: Mapping[str, Any], groups: set[str], prefix: str = "") -> dict[str, Any]:
@@ -165,6 +200,18 @@ def _apply(obj: Any, values: Mapping[str, Any], where: str) -> Any:
     return replace(obj, **changes) if changes else obj
 
 
+def settings_from(cls: type[SettingsT], values: Mapping[str, Any], where: str) -> SettingsT:
+    """``cls()`` with ``values`` set, the messages naming the fields as ``where.<field>``: a plug-in's
+    settings held in a mapping of its host (an outside labeller's ``cluster.options``).
+
+    Raises:
+        ConfigError: an unknown field (the valid ones are named), a value of the wrong type.
+    """
+    if not isinstance(values, Mapping):
+        raise ConfigError(f"{where} takes a mapping of {cls.__name__} fields, got {values!r}")
+    return _apply(cls(), values, where)
+
+
 def _example(kind: type, *, dotted: bool = False) -> str:
     f = fields(kind)[0]
     value = getattr(kind(), f.name)
@@ -180,8 +227,6 @@ def _unknown(cls: type, where: str, key: str) -> str:
         nested = f'{{"{head}": {{"{rest}": ...}}}}' if rest else new
         return (f"{where} has no field {key!r} any more: it moved to {new!r} "
                 f"(on the command line -o {new}=VALUE; in a mapping {{{new!r}: ...}} or {nested})")
-    from .registry import did_you_mean
-
     names = [f.name for f in fields(cls)]
     return f"{where} has no field {key!r}{did_you_mean(key.split('.')[0], names)} Valid fields: {', '.join(names)}"
 

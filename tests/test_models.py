@@ -32,7 +32,7 @@ from corelib.models import (
     register_model,
 )
 from corelib.models import resnet as backbone_mod
-from corelib.models.complexity import PAPER_TABLE
+from corelib.models.registry import backbone_info
 
 SMALL = (64, 32)  # input size for CPU tests: R50+ maps 4x2, R18/34 maps 2x1
 
@@ -263,8 +263,9 @@ def test_every_registered_model_keeps_the_contract(name):
 
 @pytest.mark.parametrize("name", list_backbones())
 def test_every_registered_backbone_keeps_the_contract(name):
-    # a ViT lays its position embedding out for one input size (the others take any)
-    trunk = build_backbone(name, weights=None, **({"img_size": SMALL} if name.startswith("transreid_vit") else {}))
+    # what the backbone declares it needs: a ViT lays its position embedding out for one input size
+    # (img_size); the others take any
+    trunk = build_backbone(name, weights=None, **{k: {"img_size": SMALL}[k] for k in backbone_info(name).needs})
     x = torch.randn(2, 3, *SMALL)
     with torch.no_grad():
         m = trunk.eval()(x, torch.tensor([0, 1]))
@@ -321,7 +322,7 @@ def test_flop_counter_on_resnet18():
     net = CoreReIDNet(18, 900, weights=None)
     gmacs = measure_flops(net) / 2e9
     assert gmacs == pytest.approx(1.185, abs=0.01)  # the paper: 1.18 GFLOPs (= MACs)
-    assert PAPER_TABLE[18]["gflops"] == 1.18
+    assert backbone_info("resnet18").paper["gflops"] == 1.18
 
 
 @pytest.mark.gpu

@@ -1,11 +1,17 @@
 """A method as a plug-in: a toy backbone and a toy pseudo-labeller, defined in this file alone, run
 through the whole pipeline unchanged (pre-training, fine-tuning with a cluster count that changes
-every epoch and outliers, evaluation, Grad-CAM, UMAP), and the loop handles the changing K.
+every epoch and outliers, evaluation, Grad-CAM, UMAP), and the loop handles the changing K. A
+backbone, a labeller and a recipe registered here with their declarations (input size, complexity
+table; settings class, needs k; compared in chapter 08) reach every consumer: the recipes, chapter
+08's method list, the complexity table and the results tables.
 
 This is the example of README "Extending the workbench".
 """
 
 from __future__ import annotations
+
+import json
+from dataclasses import dataclass
 
 import numpy as np
 import pytest
@@ -14,10 +20,16 @@ from torch import nn
 
 import corelib as cl
 from corelib import explain
-from corelib.cluster import kmeans, register_labeler
+from corelib.baseline_plan import BaselinePlan, baseline_settings, chapter_recipes
+from corelib.cluster import LABELERS, LabelerInfo, kmeans, labeler_info, labeler_settings, register_labeler
 from corelib.data import build_transforms, load_synthetic
 from corelib.feature_space import study_feature_space
 from corelib.models import Backbone, MeanTeacher, register_backbone
+from corelib.models.complexity import complexity_table, table_backbones
+from corelib.models.registry import BACKBONES, backbone_info
+from corelib.recipes import RECIPES, Recipe, RecipeContext, input_size, register_recipe, resolve_recipe
+from corelib.results import collect_results
+from corelib.settings import Settings, read_saved_config, save_config
 from corelib.training import evaluate_checkpoint, finetune, load_checkpoint, load_trained_model, pretrain
 
 SEEN_CAMIDS: list[int] = []  # batch sizes of the camera ids the toy trunk received
@@ -167,3 +179,127 @@ def test_plug_in_errors_name_the_registered_parts(toy, tmp_path):
         finetune(_finetune_cfg(cluster={"labeler": "toy_outliers"}), toy["target"], tmp_path / "outliers",
                  source_checkpoint=toy["checkpoint"], progress=False)
     assert "tiny_cnn" in cl.list_backbones() and "toy_changing" in cl.list_labelers()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# A method declared at registration: the consumers (recipes, chapter 08's method list, the complexity table,
+# the results tables) ask the registries, so a backbone, a pseudo-labeller and a recipe defined here appear
+# everywhere without a line of corelib edited.
+
+@dataclass(frozen=True)
+class ToyKCfg(Settings):
+    """The settings of the ``toy_k`` labeller, typed and checked where a ClusterCfg is made."""
+
+    max_iter: int = 10
+    """Lloyd iterations of its k-means."""
+
+
+def toy_k(features, camids, cfg, *, seed, epoch, device):
+    """k-means with k = ``cluster.num_clusters`` (it declares ``needs_k``), its settings a ToyKCfg."""
+    settings = labeler_settings(cfg)
+    assert isinstance(settings, ToyKCfg)
+    return [kmeans(x, cfg.num_clusters, seed=seed + i, device=device, max_iter=settings.max_iter).labels.cpu().numpy()
+            for i, x in enumerate(features)]
+
+
+class ToyRecipe(Recipe):
+    """The toy backbone, clustered by ``toy_k``: CI-sized on every context, the backbone's declared input
+    size on real data."""
+
+    def pretrain(self, ctx, smoke):
+        return cl.PretrainCfg.smoke(model={"backbone": "tiny_plugin"})
+
+    def finetune(self, ctx, smoke):
+        cfg = cl.FinetuneCfg.smoke(model={"backbone": "tiny_plugin"}, batch_size=8,
+                                   cluster={"labeler": "toy_k", "options": {"max_iter": 5}})
+        if smoke or ctx.embedded:
+            return cfg
+        return cfg.with_overrides({**input_size("tiny_plugin", ctx), "cluster.num_clusters": 0})  # k: the caller's
+
+    def style(self, ctx, smoke):
+        return cl.StyleCfg.smoke()
+
+
+TOY_SIZES = {"person": (64, 32), "vehicle": (64, 64)}
+
+
+@pytest.fixture(scope="module")
+def declared():
+    """The three parts registered with their declarations, and unregistered afterwards (the rest of the
+    session sees the registries as corelib leaves them)."""
+    register_backbone("tiny_plugin", input_size=TOY_SIZES, complexity="corereid_net")(tiny_cnn)
+    register_labeler("toy_k", settings=ToyKCfg, needs_k=True)(toy_k)
+    register_recipe("toy_recipe", compared=True)(ToyRecipe)
+    try:
+        yield
+    finally:
+        BACKBONES.pop("tiny_plugin")
+        LABELERS.pop("toy_k")
+        RECIPES.pop("toy_recipe")
+
+
+def test_declared_parts_reach_every_consumer(declared, synthetic_small, tmp_path):
+    # what each part declared, with the defaults for the rest; a misspelt declaration is refused
+    assert backbone_info("tiny_plugin").input_size == TOY_SIZES and backbone_info("tiny_plugin").needs == ()
+    assert labeler_info("toy_k") == LabelerInfo(settings=ToyKCfg, needs_k=True)
+    with pytest.raises(cl.CorelibError, match="declares complexty.*did you mean 'complexity'"):
+        register_backbone("tiny_other", complexty="corereid_net")
+
+    # recipes: the declared input size on real data; without a k the recipe is refused (needs_k)
+    real = RecipeContext("vehicle", embedded=False, target="veri_wild")
+    with pytest.raises(cl.ConfigError, match="the paper gives no k for the target 'veri_wild'"):
+        resolve_recipe("finetune", real, recipe="toy_recipe")
+    cfg = resolve_recipe("finetune", real, recipe="toy_recipe", overrides={"cluster.num_clusters": 7})
+    assert (cfg.augment.height, cfg.augment.width) == TOY_SIZES["vehicle"]
+
+    # settings: typed through the declared class, refused when it refuses them, and round-tripped by YAML
+    assert labeler_settings(cfg.cluster) == ToyKCfg(max_iter=5)
+    with pytest.raises(cl.ConfigError, match="cluster.options.max_iter takes an int, got 'many'"):
+        cfg.with_overrides({"cluster.options.max_iter": "many"})
+    with pytest.raises(cl.ConfigError, match="cluster.options has no field 'max_iters'; did you mean 'max_iter'"):
+        cfg.with_overrides({"cluster.options": {"max_iters": 3}})
+    save_config(cfg, tmp_path / "config.yaml")
+    assert read_saved_config(cl.FinetuneCfg, tmp_path / "config.yaml") == cfg
+
+    # chapter 08: the default method list (RECIPES = []) is every recipe registered as compared, the new one last
+    recipes, ablations, vit_rows = chapter_recipes()
+    assert recipes[-1] == "toy_recipe" and ablations == ["transreid_no_sie", "transreid_no_jpm"]
+    pair = cl.experiment_pairs(["person"], {})["person"]
+    values = {"RECIPES": [], "ABLATION_RECIPES": [], "ABLATION_PAIRS": [], "ORACLE": False, "BUDGET": {},
+              "SOURCE_BUDGET": {}, "REAL_BUDGET": {}, "REAL_SOURCE_BUDGET": {}, "RECIPE_OVERRIDES": {}, "SMOKE": True}
+    plan = BaselinePlan.from_parameters(values, "person")
+    assert list(plan.recipes) == recipes
+    settings = baseline_settings(pair, plan)
+    pre_cfg, fine_cfg = settings["toy_recipe"]
+    assert pre_cfg.model.backbone == "tiny_plugin"  # its own source network: it pre-trains otherwise than corereid_v2
+    assert (fine_cfg.model.backbone, fine_cfg.cluster.labeler) == ("tiny_plugin", "toy_k")
+
+    # the complexity table: the backbone is one of its rows (after the ResNets), without paper columns
+    assert table_backbones("corereid_net") == [f"resnet{d}" for d in (18, 34, 50, 101, 152)] + ["tiny_plugin"]
+    (row,) = complexity_table(["tiny_plugin"], iters=0, input_size=TOY_SIZES["person"])
+    assert row["backbone"] == "tiny_plugin" and row["params"] > 0 and row["gmacs"] > 0
+    assert np.isnan(row["params_paper"]) and np.isnan(row["gflops_paper"])
+
+    # the loops and the results tables: trained with the recipe's settings, the run shows the labeller and its k
+    source = load_synthetic(synthetic_small["market_like"])
+    target = load_synthetic(synthetic_small["cuhk_like"])
+    pair_dir = tmp_path / "run" / "person"
+    pre = pretrain(pre_cfg, source, pair_dir, target=target, progress=False)
+    fine = finetune(fine_cfg, target, pair_dir, source_checkpoint=pre.best_checkpoint, progress=False)
+    assert [h["epoch"] for h in fine.history] == [1]  # chapter 08's smoke budget: one epoch
+    results = collect_results([tmp_path / "run"])
+    adapted = results[results["stage"] == "adapted"].iloc[0]
+    assert (adapted["labeler"], adapted["num_clusters"], adapted["backbone"]) == \
+        ("toy_k", fine_cfg.cluster.num_clusters, "tiny_plugin")
+
+
+def test_a_labeller_without_k_shows_none_in_the_results(tmp_path):
+    # DBSCAN finds its own K: the results table leaves num_clusters empty for it (it declares needs_k=False)
+    for labeler in ("kmeans", "dbscan"):
+        folder = tmp_path / labeler / "person" / "finetune"
+        folder.mkdir(parents=True)
+        save_config(cl.FinetuneCfg.smoke(cluster={"labeler": labeler}), folder / "config.yaml")
+        (folder / "metrics.jsonl").write_text(json.dumps({"epoch": 1, "target_mAP": 0.5, "target_rank1": 0.5}) + "\n")
+    results = collect_results([tmp_path / "kmeans", tmp_path / "dbscan"])
+    k = results.set_index("labeler")["num_clusters"]
+    assert k["kmeans"] == cl.FinetuneCfg.smoke().cluster.num_clusters and np.isnan(k["dbscan"])

@@ -2,11 +2,14 @@
 feature normalisation before clustering, the multi-level clustering of fine-tuning, label quality, and the
 k-reciprocal Jaccard distance that SpCL / Cluster Contrast feed to DBSCAN (the ``dbscan`` labeller)."""
 
-from .dbscan import dbscan_labels  # importing it registers the dbscan labeller
+from .dbscan import DBSCANCfg, dbscan_labels  # importing it registers the dbscan labeller
 from .jaccard import jaccard_distance
 from .kmeans import INITS, KMeansResult, assign, default_trials, kmeans, kmeans_plusplus, minibatch_kmeans, random_init
 from .labelers import (
+    LABELERS,
     LEVELS,
+    KMeansCfg,
+    LabelerInfo,
     PseudoLabels,
     check_labeler,
     class_means,
@@ -14,6 +17,8 @@ from .labelers import (
     get_labeler,
     kmeans_labels,
     label_report,
+    labeler_info,
+    labeler_settings,
     list_labelers,
     register_labeler,
 )
@@ -37,9 +42,13 @@ from .quality import (
 from .study import compare_inits, summarize_inits
 
 __all__ = [
+    "DBSCANCfg",
     "INITS",
+    "KMeansCfg",
     "KMeansResult",
+    "LABELERS",
     "LEVELS",
+    "LabelerInfo",
     "PseudoLabels",
     "assign",
     "camera_centred",
@@ -61,6 +70,8 @@ __all__ = [
     "kmeans_plusplus",
     "label_agreement",
     "label_report",
+    "labeler_info",
+    "labeler_settings",
     "list_labelers",
     "list_normalizations",
     "minibatch_kmeans",

@@ -18,20 +18,70 @@ of maximal compactness (least 1 - IoU with their tight cluster) keep their label
 rejects become what ``outliers`` says: singletons (SpCL) or -1.
 
 Select it with ``cluster.labeler=dbscan``; its settings are ``cluster.dbscan``
-(:class:`~corelib.config.DBSCANCfg`). The camera normalisations of :mod:`corelib.cluster.normalize`
+(:class:`DBSCANCfg`). The camera normalisations of :mod:`corelib.cluster.normalize`
 (``cluster.normalize``) apply before it, as for every labeller.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Optional, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..errors import InvalidInputError
+from ..errors import ConfigError, InvalidInputError
+from ..settings import Settings, check_at_least, check_choice, check_positive, check_within
 from .labelers import PseudoLabels, register_labeler
+
+
+@dataclass(frozen=True)
+class DBSCANCfg(Settings):
+    """The DBSCAN labeller on k-reciprocal Jaccard distances (MMT, SpCL, Cluster Contrast;
+    docs/baselines.md §3.1-3.2). Defaults are SpCL's and Cluster Contrast's for real data."""
+
+    eps: float = 0.6
+    """DBSCAN radius on the Jaccard distance (0.6 in SpCL / Cluster Contrast; not portable between
+    k1 settings, features or backbones: docs/baselines.md §3.8)."""
+    min_samples: int = 4
+    """DBSCAN core-point size (4 in all three codebases)."""
+    k1: int = 30
+    """k-reciprocal neighbourhood of the Jaccard distance (30 in SpCL / Cluster Contrast, 20 in MMT)."""
+    k2: int = 6
+    """Local query expansion of the Jaccard distance (6 everywhere; 1 switches it off)."""
+    outliers: str = "drop"
+    """What DBSCAN's noise points become: "drop" (left out of training: MMT, Cluster Contrast) or
+    "singletons" (one class each: SpCL's un-clustered instances). The samples ``self_paced`` finds
+    unreliable become the same."""
+    self_paced: bool = False
+    """SpCL's self-paced cluster reliability criterion (docs/baselines.md §3.3): two more DBSCANs at
+    eps -/+ ``eps_gap`` dissolve the clusters that are not independent and keep, in the others, only
+    the most compact members; the rest become what ``outliers`` says. Off: plain DBSCAN."""
+    eps_gap: float = 0.02
+    """``self_paced`` only: the tight and loose clusterings run at eps - eps_gap and eps + eps_gap
+    (SpCL's ``--eps-gap 0.02``, docs/baselines.md §3.3)."""
+    independence_quantile: float = 0.9
+    """``self_paced`` only: the independence threshold is this quantile of the first epoch's
+    cluster-level (1 - IoU) with the loose clustering, then frozen for the run (SpCL's 0.9,
+    docs/baselines.md §3.3)."""
+
+    def __post_init__(self) -> None:
+        check_within("cluster.dbscan.eps", self.eps, 0.0, 1.0, high_open=True)
+        check_positive("cluster.dbscan.eps", self.eps)
+        check_at_least("cluster.dbscan.min_samples", self.min_samples, 1)
+        check_at_least("cluster.dbscan.k1", self.k1, 1)
+        check_at_least("cluster.dbscan.k2", self.k2, 1)
+        check_choice("cluster.dbscan.outliers", self.outliers, ("drop", "singletons"))
+        check_within("cluster.dbscan.eps_gap", self.eps_gap, 0.0, 1.0, high_open=True)
+        check_positive("cluster.dbscan.eps_gap", self.eps_gap)
+        check_within("cluster.dbscan.independence_quantile", self.independence_quantile, 0.0, 1.0)
+        if self.self_paced and not 0.0 < self.eps - self.eps_gap < self.eps + self.eps_gap < 1.0:
+            # the tight and loose radii must stay inside the range of Jaccard distances, (0, 1)
+            raise ConfigError(f"cluster.dbscan.eps_gap={self.eps_gap!r} with eps={self.eps!r}: the self-paced tight "
+                              f"and loose radii eps -/+ eps_gap must lie in (0, 1), got {self.eps - self.eps_gap:.4g} "
+                              f"and {self.eps + self.eps_gap:.4g}; choose eps_gap < "
+                              f"{min(self.eps, 1.0 - self.eps):.4g}")
 
 
 def dbscan_cluster(distances, eps: float, min_samples: int) -> np.ndarray:
@@ -153,7 +203,7 @@ def _found_clusters(labels: np.ndarray, d, level: str) -> np.ndarray:
                             f"cluster.dbscan.min_samples")
 
 
-@register_labeler("dbscan")
+@register_labeler("dbscan", settings=DBSCANCfg, needs_k=False)
 def dbscan_labels(features: Sequence[torch.Tensor], camids: np.ndarray, cfg, *, seed: int, epoch: int = 0,
                   device=None, state: Optional[dict] = None) -> PseudoLabels:
     """One DBSCAN per level on the Jaccard distance of its L2-normalised features (deterministic:

@@ -5,11 +5,20 @@ bottom; docs/method.md §3.7). :func:`cluster_pseudo_labels` normalises each lev
 of every labeller, :mod:`corelib.cluster.normalize`), runs the labeller named in the settings and
 checks what it returned. A labeller is a function registered with :func:`register_labeler`::
 
-    @register_labeler("my_labeller")
+    @dataclass(frozen=True)
+    class MyCfg(Settings):               # its settings, typed and checked (cluster.options)
+        radius: float = 0.5
+
+    @register_labeler("my_labeller", settings=MyCfg, needs_k=False)
     def my_labeller(features, camids, cfg, *, seed, epoch, device):
         # features: one (n, d) tensor per level; camids: (n,) ints (-1: no camera);
-        # cfg: the ClusterCfg (its ``options`` hold settings of your own)
+        # cfg: the ClusterCfg; labeler_settings(cfg) is a MyCfg of its ``options``
         return [labels_global, labels_top, labels_bottom]     # (n,) ints each, -1 = outlier
+
+What it declares (:class:`LabelerInfo`, :func:`labeler_info`) is what the rest asks: ``settings`` its
+settings class (the built-ins' are the groups ``cluster.kmeans`` and ``cluster.dbscan``; another
+labeller's are ``cluster.options``, validated through the class whenever a ``ClusterCfg`` is made),
+``needs_k`` whether it needs ``cluster.num_clusters`` (a recipe without k is refused before training).
 
 It may return :class:`PseudoLabels` instead, with the centroids the classifier starts from (else
 the mean feature of each cluster is used) and extra entries for the epoch's log. A labeller that
@@ -26,7 +35,7 @@ marks an outlier, which the P x K samplers leave out.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Optional, Sequence, Union
+from typing import Any, Callable, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -34,6 +43,7 @@ import torch
 from ..array_checks import check_features
 from ..errors import InvalidInputError
 from ..registry import Registry
+from ..settings import Settings, check_at_least, check_choice, settings_from
 from .kmeans import kmeans, minibatch_kmeans
 from .normalize import camera_ids, normalize_features
 from .quality import camera_mixing, cluster_size_stats, pseudo_label_quality
@@ -81,13 +91,46 @@ def class_means(features: torch.Tensor, labels: np.ndarray, num_classes: int) ->
     return sums / counts[:, None]
 
 
+@dataclass(frozen=True)
+class LabelerInfo:
+    """What a pseudo-labeller declares at registration (:func:`register_labeler`)."""
+
+    settings: Optional[type] = None
+    """Its settings class (a :class:`~corelib.settings.Settings` dataclass), None: untyped ``cluster.options``."""
+    needs_k: bool = False
+    """It clusters into ``cluster.num_clusters`` groups, so a recipe must set k (k-means does, DBSCAN does not)."""
+
+
 Labeler = Callable[..., Union[PseudoLabels, Sequence]]
-LABELERS: Registry[Labeler] = Registry("pseudo-labeller", "Register your own with corelib.cluster.register_labeler.")
+LABELERS: Registry[Labeler] = Registry("pseudo-labeller", "Register your own with corelib.cluster.register_labeler.",
+                                       info=LabelerInfo)
 
 
-def register_labeler(name: str) -> Callable[[Labeler], Labeler]:
-    """Register ``fn(features, camids, cfg, *, seed, epoch, device)`` (see the module docstring)."""
-    return LABELERS.register(name)
+def register_labeler(name: str, *, settings: Optional[type] = None,
+                     needs_k: bool = False) -> Callable[[Labeler], Labeler]:
+    """Register ``fn(features, camids, cfg, *, seed, epoch, device)`` (see the module docstring), with
+    its settings class and whether it needs ``cluster.num_clusters``."""
+    return LABELERS.register(name, settings=settings, needs_k=needs_k)
+
+
+def labeler_info(name: str) -> LabelerInfo:
+    """What the labeller ``name`` declared at registration (:class:`LabelerInfo`)."""
+    return LABELERS.info(name)
+
+
+def labeler_settings(cfg) -> Any:
+    """The settings of ``cfg.labeler`` (``cfg`` a :class:`~corelib.config.ClusterCfg`) as the class it
+    declared: its group of ``cfg`` (``cluster.kmeans``, ``cluster.dbscan``), else ``cfg.options`` read
+    through the class (the options as a dict when it declares none).
+
+    Raises:
+        ConfigError: an option the class does not have, or a value of the wrong type.
+    """
+    group = getattr(cfg, cfg.labeler, None)
+    if isinstance(group, Settings):
+        return group
+    cls = labeler_info(cfg.labeler).settings
+    return dict(cfg.options) if cls is None else settings_from(cls, cfg.options, "cluster.options")
 
 
 def list_labelers() -> list[str]:
@@ -188,7 +231,31 @@ def _check_features(features: Sequence[torch.Tensor], n: int) -> None:
         check_features(x, f"features of level {level}")
 
 
-@register_labeler("kmeans")
+@dataclass(frozen=True)
+class KMeansCfg(Settings):
+    """The k-means labeller (greedy k-means++ seeding, docs/method.md §3.7 and Appendix A)."""
+
+    algorithm: str = "minibatch"
+    """"minibatch" (scikit-learn MiniBatchKMeans semantics, the code) or "lloyd" (full batch)."""
+    init: str = "greedy_kmeans++"
+    """Seeding: "greedy_kmeans++", "kmeans++" or "random"."""
+    max_iter: int = 100
+    """Lloyd iterations (lloyd) or passes over the data (minibatch)."""
+    batch_size: int = 512
+    """Mini-batch size of MiniBatchKMeans."""
+    init_size: int = 1500
+    """Points the seeding sees (raised to 3k, capped at n; docs/method.md §9-Q12)."""
+    n_init: int = 3
+    """Seedings tried, the best kept (MiniBatchKMeans)."""
+
+    def __post_init__(self) -> None:
+        check_choice("cluster.kmeans.init", self.init, ("greedy_kmeans++", "kmeans++", "random"))
+        for name in ("max_iter", "batch_size", "init_size", "n_init"):
+            check_at_least(f"cluster.kmeans.{name}", getattr(self, name), 1)
+        check_choice("cluster.kmeans.algorithm", self.algorithm, ("minibatch", "lloyd"))  # init: checked by k-means
+
+
+@register_labeler("kmeans", settings=KMeansCfg, needs_k=True)
 def kmeans_labels(features: Sequence[torch.Tensor], camids: np.ndarray, cfg, *, seed: int, epoch: int = 0,
                   device=None) -> PseudoLabels:
     """One k-means per level with the same k (``cfg.num_clusters``), greedy k-means++ seeding by default;

@@ -14,20 +14,15 @@ are 1.0-1.7 G higher for ResNet-50+ (docs/method.md §6, Q11). We report torch's
 from __future__ import annotations
 
 import time
-from typing import Optional
+from typing import Optional, Sequence, Union
 
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-# published values: params (millions) and GFLOPs at 256x128 (docs/method.md §6)
-PAPER_TABLE = {
-    18: {"params_m": 12.97, "gflops": 1.18, "params": 12_970_756},
-    34: {"params_m": 23.08, "gflops": 2.35, "params": 23_078_916},
-    50: {"params_m": 46.62, "gflops": 5.10, "params": 46_621_956},
-    101: {"params_m": 65.61, "gflops": 7.58, "params": 65_614_084},
-    152: {"params_m": 81.26, "gflops": 10.61, "params": 81_257_732},
-}
+from .fusion import EnsembleFusion
+from .registry import BACKBONES, backbone_info, build_model
+
 CBAM_SPATIAL_UNUSED = 2 * (2 * 7 * 7)  # two 7x7 convs, 2 -> 1 channel, no bias
 
 
@@ -92,24 +87,35 @@ def images_per_second(model: nn.Module, *, device: torch.device, input_size: tup
     return batch * iters / dt
 
 
-def complexity_table(depths=(18, 34, 50, 101, 152), *, device: Optional[torch.device] = None,
+def table_backbones(network: str) -> list[str]:
+    """The backbones registered for the complexity table in ``network`` ("corereid_net" or
+    "transreid_net"), in the order they were registered (the ResNets by depth, then ViT-S, ViT-B)."""
+    return BACKBONES.where(complexity=network)
+
+
+def complexity_table(backbones: Optional[Sequence[Union[str, int]]] = None, *, device: Optional[torch.device] = None,
                      input_size: tuple[int, int] = (256, 128), batch: int = 64, iters: int = 3,
                      num_classes: int = 900, bf16: bool = False, channels_last: bool = False) -> list[dict]:
-    """Per backbone: parameters (ours and as the paper counts), MACs/FLOPs and eval images/s."""
-    from .fusion import EnsembleFusion
-    from .registry import build_model
+    """Per backbone in CORE-ReID V2's network: parameters (ours and as the paper counts), MACs/FLOPs and
+    eval images/s, with the paper's row when the backbone declares one (NaN otherwise).
 
+    Args:
+        backbones: names (an int ``d`` stands for ``resnet{d}``, as ``corelib bench --depths``); None:
+            every backbone registered with ``complexity="corereid_net"`` (:func:`table_backbones`).
+    """
     device = device or torch.device("cpu")
+    names = table_backbones("corereid_net") if backbones is None else \
+        [f"resnet{b}" if isinstance(b, int) else b for b in backbones]
     rows = []
-    for depth in depths:
-        net = build_model("corereid_net", backbone=f"resnet{depth}", num_classes=num_classes, weights=None)
+    for name in names:
+        net = build_model("corereid_net", backbone=name, num_classes=num_classes, weights=None)
         flops = measure_flops(net, input_size)
         fusion = EnsembleFusion(net.feature_dim, secab=True)
         ips = images_per_second(net, device=device, input_size=input_size, batch=batch, iters=iters,
                                 warmup=1, bf16=bf16, channels_last=channels_last) if iters > 0 else float("nan")
-        paper = PAPER_TABLE[depth]
+        paper = backbone_info(name).paper or {"params": float("nan"), "gflops": float("nan")}
         rows.append({
-            "backbone": f"resnet{depth}",
+            "backbone": name,
             "params": count_parameters(net),
             "params_paper_convention": paper_parameter_count(net),
             "params_paper": paper["params"],
@@ -128,22 +134,17 @@ def complexity_table(depths=(18, 34, 50, 101, 152), *, device: Optional[torch.de
     return rows
 
 
-VIT_BACKBONES = ("transreid_vit_small", "transreid_vit_base")
-"""The ViTs the complexity table puts beside the ResNets (TransReID-SSL's ViT-S, TransReID's ViT-B)."""
-
-
-def vit_complexity_table(backbones=VIT_BACKBONES, *, device: Optional[torch.device] = None,
+def vit_complexity_table(backbones: Optional[Sequence[str]] = None, *, device: Optional[torch.device] = None,
                          input_size: tuple[int, int] = (256, 128), batch: int = 64, iters: int = 3,
                          num_classes: int = 751, num_cameras: int = 6, bf16: bool = False) -> list[dict]:
     """Per ViT: the TransReID network's parameters (SIE for ``num_cameras``, JPM, the five heads for
     ``num_classes``: 95,794,944 for ViT-B at 256 x 128, stride 12, 6 cameras, 751 classes), MACs /
     FLOPs of one eval forward and eval images/s, with the keys of :func:`complexity_table` (no
-    paper columns: CORE-ReID's paper has no ViT)."""
-    from .registry import build_model
-
+    paper columns: CORE-ReID's paper has no ViT). ``backbones`` None: every backbone registered
+    with ``complexity="transreid_net"`` (TransReID-SSL's ViT-S, TransReID's ViT-B)."""
     device = device or torch.device("cpu")
     rows = []
-    for name in backbones:
+    for name in table_backbones("transreid_net") if backbones is None else backbones:
         net = build_model("transreid_net", backbone=name, num_classes=num_classes, num_cameras=num_cameras,
                           img_size=input_size, weights=None)
         flops = measure_flops(net, input_size)

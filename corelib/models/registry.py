@@ -11,9 +11,13 @@
   name and the arguments in every checkpoint, so that :func:`corelib.load_trained_model`
   rebuilds it.
 
+A backbone declares at registration what the recipes and tables need (:class:`BackboneInfo`,
+read back with :func:`backbone_info`): its input size per object kind, the builder arguments it
+needs from the data, and whether (and in which network) the complexity table measures it.
+
 Example (the test suite registers such a toy backbone in its own file)::
 
-    @register_backbone("tiny_cnn")
+    @register_backbone("tiny_cnn", complexity="corereid_net")
     def tiny_cnn(weights=None, width=16):
         return TinyCNN(width)            # a Backbone: out_channels, forward(x, camids=None)
 
@@ -22,7 +26,8 @@ Example (the test suite registers such a toy backbone in its own file)::
 
 from __future__ import annotations
 
-from typing import Callable, Optional
+from dataclasses import dataclass, field
+from typing import Callable, Mapping, Optional
 
 import torch
 from torch import nn
@@ -47,18 +52,46 @@ class Backbone(nn.Module):
         return {"output": self}
 
 
+INPUT_SIZES: dict[str, tuple[int, int]] = {"person": (256, 128), "vehicle": (256, 256)}
+"""(height, width) of the paper recipes per object kind (docs/method.md §2.5 and §9-Q5): what a
+backbone declares unless it says otherwise."""
+
+
+@dataclass(frozen=True)
+class BackboneInfo:
+    """What a backbone declares at registration (:func:`register_backbone`)."""
+
+    input_size: Mapping[str, tuple[int, int]] = field(default_factory=lambda: dict(INPUT_SIZES))
+    """(height, width) the real-data recipes train it at, per object kind ("person", "vehicle")."""
+    needs: tuple[str, ...] = ()
+    """Builder arguments it cannot do without beyond ``weights``: ``("img_size",)`` for a ViT, whose
+    position embedding is laid out for one input size."""
+    complexity: Optional[str] = None
+    """The network the complexity table measures it in: "corereid_net" (CORE-ReID V2's, with the
+    paper's columns) or "transreid_net" (SIE, JPM); None keeps it out of the table."""
+    paper: Optional[Mapping[str, float]] = None
+    """The CORE-ReID V2 paper's ``{"params": ..., "params_m": ..., "gflops": ...}`` of its row (docs/method.md
+    §6), None when the paper has no row for it."""
+
+
 BACKBONES: Registry[Callable[..., Backbone]] = Registry(
-    "backbone", "Register your own with corelib.models.register_backbone.")
+    "backbone", "Register your own with corelib.models.register_backbone.", info=BackboneInfo)
 MODELS: Registry[Callable[..., nn.Module]] = Registry("model", "Register your own with corelib.models.register_model.")
 
 
-def register_backbone(name: str) -> Callable:
-    """Register a builder ``fn(weights=None, **kwargs) -> Backbone`` under ``name``.
+def register_backbone(name: str, **info) -> Callable:
+    """Register a builder ``fn(weights=None, **kwargs) -> Backbone`` under ``name``, with what it
+    declares (fields of :class:`BackboneInfo`: ``input_size``, ``needs``, ``complexity``, ``paper``).
 
     ``weights`` is None / "none" for random initialisation, or whatever else the backbone can
     load ("imagenet", a file path ...).
     """
-    return BACKBONES.register(name)
+    return BACKBONES.register(name, **info)
+
+
+def backbone_info(name: str) -> BackboneInfo:
+    """What the backbone ``name`` declared at registration (:class:`BackboneInfo`)."""
+    return BACKBONES.info(name)
 
 
 def list_backbones(pattern: str = "*") -> list[str]:

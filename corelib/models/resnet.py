@@ -214,8 +214,19 @@ def _guess_depth(state: dict) -> Optional[int]:
     return table.get((bottleneck, n3))
 
 
+PAPER_TABLE = {
+    18: {"params_m": 12.97, "gflops": 1.18, "params": 12_970_756},
+    34: {"params_m": 23.08, "gflops": 2.35, "params": 23_078_916},
+    50: {"params_m": 46.62, "gflops": 5.10, "params": 46_621_956},
+    101: {"params_m": 65.61, "gflops": 7.58, "params": 65_614_084},
+    152: {"params_m": 81.26, "gflops": 10.61, "params": 81_257_732},
+}
+"""CORE-ReID V2's complexity table per ResNet depth: params (millions and exact) and GFLOPs at 256x128
+(docs/method.md §6); each ResNet declares its row."""
+
+
 def _register(depth: int) -> None:
-    @register_backbone(f"resnet{depth}")
+    @register_backbone(f"resnet{depth}", complexity="corereid_net", paper=PAPER_TABLE[depth])
     def build(weights: Union[str, Path, None] = "imagenet", last_stride: Optional[int] = None) -> ResNetTrunk:
         return build_trunk(depth, weights, last_stride)
 

@@ -348,5 +348,7 @@ def _builder(name: str):
     return build
 
 
-for _name in VARIANTS:
-    register_backbone(_name)(_builder(_name))
+# the complexity table's ViT rows, in this order: TransReID-SSL's ViT-S, TransReID's ViT-B
+for _name, _table in (("transreid_vit_small", "transreid_net"), ("transreid_vit_base", "transreid_net"),
+                      ("transreid_vit_tiny", None)):
+    register_backbone(_name, needs=("img_size",), complexity=_table)(_builder(_name))

@@ -376,10 +376,24 @@ def _cmd_env(args: argparse.Namespace) -> int:
     return 0
 
 
+_DATASET_HELP = ("a loader (market1501, veri776 ...) or an embedded preset (market_like ...), the folder of the copy "
+                 "or its parent (default $COREREID_DATA or data/), then the loader's options: "
+                 "cuhk03np ~/datasets subset=labeled")
+_SIDE = {"nargs": "+", "metavar": ("NAME", "ROOT|OPTION=VALUE")}
+"""``--source``, ``--target`` and ``--dataset`` take ``NAME [ROOT] [OPTION=VALUE ...]`` (:func:`_side`)."""
+
+
 def build_parser() -> argparse.ArgumentParser:
+    """The ``corelib`` parser: one sub-command per builder below, in the order ``--help`` lists them."""
     parser = argparse.ArgumentParser(prog="corelib", description="CORE-ReID V2 workbench")
     sub = parser.add_subparsers(dest="command", required=True)
+    for add_command in (_add_synth, _add_verify, _add_datasets, _add_pretrain, _add_finetune, _add_evaluate, _add_style,
+                        _add_run_notebooks, _add_report, _add_sweep, _add_bench, _add_env):
+        add_command(sub)
+    return parser
 
+
+def _add_synth(sub) -> None:
     p = sub.add_parser("synth", help="generate an embedded synthetic dataset in the real on-disk format")
     p.add_argument("preset", nargs="?", help="preset name, or 'all' (see --list)")
     p.add_argument("root", nargs="?", help="parent folder; the dataset goes to ROOT/synthetic_PRESET")
@@ -389,6 +403,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="redraw even if a complete copy exists")
     p.set_defaults(func=_cmd_synth)
 
+
+def _add_verify(sub) -> None:
     p = sub.add_parser("verify", help="check a dataset copy against its manifest")
     p.add_argument("name", help="manifest name (see `corelib datasets`) or path to a manifest .yaml")
     p.add_argument("root", help="the dataset folder or its parent")
@@ -396,46 +412,59 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_verify)
 
+
+def _add_datasets(sub) -> None:
     p = sub.add_parser("datasets", help="list dataset loaders and manifests")
     p.add_argument("--layouts", action="store_true", help="also print each loader's expected layout")
     p.set_defaults(func=_cmd_datasets)
 
-    dataset_help = ("a loader (market1501, veri776 ...) or an embedded preset (market_like ...), the folder of the copy "
-                    "or its parent (default $COREREID_DATA or data/), then the loader's options: "
-                    "cuhk03np ~/datasets subset=labeled")
-    side = {"nargs": "+", "metavar": ("NAME", "ROOT|OPTION=VALUE")}
+
+def _add_pretrain(sub) -> None:
     p = sub.add_parser("pretrain", help="supervised source pre-training (PretrainCfg)")
-    p.add_argument("--source", required=True, help=dataset_help, **side)
+    p.add_argument("--source", required=True, help=_DATASET_HELP, **_SIDE)
     p.add_argument("--target", default=None, help="target dataset: direct-transfer evaluation and BN statistics "
-                                                  "(optional; its kind and presets shape the recipe as in a pair)", **side)
+                                                  "(optional; its kind and presets shape the recipe as in a pair)",
+                   **_SIDE)
     _add_training_args(p)
     p.set_defaults(func=_cmd_pretrain)
 
+
+def _add_finetune(sub) -> None:
     p = sub.add_parser("finetune", help="mean-teacher fine-tuning on the unlabelled target (FinetuneCfg)")
-    p.add_argument("--target", required=True, help=dataset_help, **side)
+    p.add_argument("--target", required=True, help=_DATASET_HELP, **_SIDE)
     p.add_argument("--source", default=None, help="the source dataset, when the recipe should be the pair's "
-                                                  "(an embedded preset source with a real target ...; optional)", **side)
+                                                  "(an embedded preset source with a real target ...; optional)",
+                   **_SIDE)
     p.add_argument("--source-checkpoint", default=None, help="pre-training checkpoint (default RUN_DIR/pretrain/best.pt)")
     _add_training_args(p)
     p.set_defaults(func=_cmd_finetune)
 
+
+def _add_evaluate(sub) -> None:
     p = sub.add_parser("evaluate", help="mAP / CMC of a pretrain or finetune checkpoint on a query / gallery")
     p.add_argument("checkpoint", help="RUN_DIR/pretrain/best.pt, RUN_DIR/finetune/best.pt ...")
-    p.add_argument("--dataset", required=True, help=dataset_help, **side)
+    p.add_argument("--dataset", required=True, help=_DATASET_HELP, **_SIDE)
     p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
     p.add_argument("--rerank", action="store_true", help="k-reciprocal re-ranking")
     p.add_argument("--json", action="store_true", help="print the metrics as one JSON object")
     p.add_argument("--scale", type=float, default=1.0, help="identity scale of a generated synthetic preset")
     p.set_defaults(func=_cmd_evaluate)
 
+
+def _add_style(sub) -> None:
     p = sub.add_parser("style", help="CycleGAN style transfer: train models, write the enlarged source set")
     style_sub = p.add_subparsers(dest="style_command", required=True)
+    for add_command in (_add_style_train, _add_style_generate, _add_style_gap):
+        add_command(style_sub)
+
+
+def _add_style_train(style_sub) -> None:
     q = style_sub.add_parser("train", help="train the camera-pair (camera) or source <-> target (domain) CycleGANs")
     q.add_argument("--mode", choices=["camera", "domain"], default=None,
                    help="camera: one model per camera pair of the source; domain: one source <-> target model "
                         "(default: camera for persons, domain for vehicles, as the paper does)")
-    q.add_argument("--source", required=True, help=dataset_help, **side)
-    q.add_argument("--target", default=None, help="target dataset (domain mode)", **side)
+    q.add_argument("--source", required=True, help=_DATASET_HELP, **_SIDE)
+    q.add_argument("--target", default=None, help="target dataset (domain mode)", **_SIDE)
     q.add_argument("--out", default=None, help="folder of the style models (one sub-folder per pair)")
     _add_recipe_args(q)
     q.add_argument("--restart", action="store_true",
@@ -443,9 +472,12 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--gap", action="store_true", help="print the colour gap before / after translation")
     q.add_argument("--print-config", action="store_true", help="print the resolved StyleCfg as YAML and train nothing")
     q.set_defaults(func=_cmd_style_train)
+
+
+def _add_style_generate(style_sub) -> None:
     q = style_sub.add_parser("generate", help="write the enlarged source set (real images + style copies)")
     q.add_argument("--models", required=True, help="folder written by `corelib style train`")
-    q.add_argument("--source", required=True, help=dataset_help, **side)
+    q.add_argument("--source", required=True, help=_DATASET_HELP, **_SIDE)
     q.add_argument("--out", required=True,
                    help="folder of the enlarged set (the source's layout): new, empty, or a set written before; "
                         "any other folder is refused, never deleted")
@@ -454,14 +486,19 @@ def build_parser() -> argparse.ArgumentParser:
                    help="rewrite a complete set (a folder holding style_set.json; nothing else is replaced)")
     q.add_argument("--scale", type=float, default=1.0, help="identity scale of generated synthetic presets")
     q.set_defaults(func=_cmd_style_generate)
+
+
+def _add_style_gap(style_sub) -> None:
     q = style_sub.add_parser("gap", help="colour gap between the two sides, before and after translation")
     q.add_argument("--models", required=True, help="folder written by `corelib style train`")
-    q.add_argument("--source", required=True, help=dataset_help, **side)
-    q.add_argument("--target", default=None, help="target dataset (domain mode)", **side)
+    q.add_argument("--source", required=True, help=_DATASET_HELP, **_SIDE)
+    q.add_argument("--target", default=None, help="target dataset (domain mode)", **_SIDE)
     q.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
     q.add_argument("--scale", type=float, default=1.0, help="identity scale of generated synthetic presets")
     q.set_defaults(func=_cmd_style_gap)
 
+
+def _add_run_notebooks(sub) -> None:
     p = sub.add_parser("run-notebooks", help="execute the notebook chapters in order with papermill")
     p.add_argument("--run-dir", default=None, help="shared run directory (default runs/demo or runs/smoke)")
     p.add_argument("--smoke", action="store_true", help="tiny parameters (what CI runs)")
@@ -476,10 +513,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--log-output", action="store_true", help="stream cell output")
     p.set_defaults(func=_cmd_run_notebooks)
 
+
+def _add_report(sub) -> None:
     p = sub.add_parser("report", help="an HTML report of a run directory: a page per executed chapter, metrics on the index")
     p.add_argument("run_dir", help="run directory whose notebooks/ holds executed chapters (e.g. runs/demo)")
     p.set_defaults(func=_cmd_report)
 
+
+def _add_sweep(sub) -> None:
     p = sub.add_parser("sweep", help="run chapters over a grid of parameters, one run directory per point (resumable)")
     p.add_argument("file", help="sweep YAML: chapters, parameters, grid (see corelib.sweeps)")
     p.add_argument("--root", default="runs/sweeps", help="folder of the sweep's run directories")
@@ -495,6 +536,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "and exit 1)")
     p.set_defaults(func=_cmd_sweep)
 
+
+def _add_bench(sub) -> None:
     p = sub.add_parser("bench", help="measure model complexity (parameters, FLOPs, images/s), or rehearse the paper's scale")
     p.add_argument("what", choices=["complexity", "paper-scale"],
                    help="complexity: the backbones' table; paper-scale: each stage's rates at the paper's scale and "
@@ -512,9 +555,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="paper-scale: JSON record (default runs/bench/paper_scale_<device>_<time>.json)")
     p.set_defaults(func=_cmd_bench)
 
+
+def _add_env(sub) -> None:
     p = sub.add_parser("env", help="print versions, devices and the git commit")
     p.set_defaults(func=_cmd_env)
-    return parser
 
 
 def _check_scale(args: argparse.Namespace) -> None:

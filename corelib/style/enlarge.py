@@ -1,19 +1,12 @@
-"""Style-transferred copies of a labelled source set (docs/method.md §2.1-2.2), on datasets.
+"""The enlarged source set: real images plus their style copies, written in the source's own layout.
 
-Two modes:
-
-- ``"camera"`` (CamStyle, persons): one CycleGAN per unordered camera pair of the source, trained
-  on the images of the two cameras; every training image of camera ``a`` gets one copy in the
-  style of each other camera, K-1 copies in all.
-- ``"domain"`` (vehicles, or sources without camera labels): one CycleGAN between the source and
-  the target's unlabelled training images; every source training image gets one target-style copy.
-
-:func:`train_style_models` trains the models (resumable: a finished pair is skipped, an
-interrupted one continues from its last epoch); :func:`write_style_set` writes the enlarged set,
-real images plus copies, in the source's own layout (Market-1501 or VeRi-776 folders, otherwise a
-``custom`` CSV), with file names from which the loader parses the original pid and camera
-(``0002_c1s1_000451_03_fake_1to2.jpg``); :func:`load_style_set` reads it back.
-:func:`style_gap` measures how far translation moves images toward the other side's colours.
+In camera mode (CamStyle) every training image of camera ``a`` gets one copy in the style of each
+other camera, K-1 copies in all; in domain mode every source training image gets one target-style
+copy (:mod:`corelib.style.model_index` trains the models). :func:`write_style_set` writes the set in
+the source's own layout (Market-1501 or VeRi-776 folders, otherwise a ``custom`` CSV), with file
+names from which the loader parses the original pid and camera (``0002_c1s1_000451_03_fake_1to2.jpg``);
+:func:`load_style_set` reads it back. :func:`style_run_paths` says where notebook 01 puts the models
+and the set.
 
 Example::
 
@@ -24,29 +17,23 @@ Example::
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import shutil
-from dataclasses import asdict, dataclass, field
-from itertools import combinations
 from pathlib import Path
-from typing import Iterable, NamedTuple, Optional, Sequence, Union
-
-import numpy as np
-import torch
-from PIL import Image
+from typing import NamedTuple, Optional, Union
 
 from .. import paths
-from ..config import STYLE_MODES, StyleCfg, save_config
-from ..data.batches import build_loader
-from ..data.dataset import ReIDDataset, Sample, build_dataset, read_image
+from ..data.dataset import ReIDDataset, build_dataset
 from ..data.layout import trusted_roots
 from ..errors import InvalidInputError, MissingStageError, NotOwnedError, StyleError
-from ..ownership import RunLock, install_folder
+from ..ownership import install_folder
+from ..progress import tqdm
 from ..repro import resolve_device
-from .cyclegan import CycleGAN, StyleJob, load_cyclegan, style_transforms, to_pil, train_cyclegans
+from .model_index import StyleModels, load_style_models
+from .translation import translate
 
-MODELS_INDEX = "style_models.json"
 SET_STAMP = "style_set.json"
 
 # split folder names of the layouts the enlarged set can be written in, keyed by loader
@@ -54,184 +41,6 @@ _LAYOUT_FOLDERS = {
     "market1501": ("bounding_box_train", "query", "bounding_box_test"),
     "veri776": ("image_train", "image_query", "image_test"),
 }
-
-
-@dataclass
-class StylePair:
-    """One trained CycleGAN: domain A (camera ``a`` or the source) <-> domain B."""
-
-    name: str
-    """Folder name: ``c1-c2`` (1-based cameras) or ``domain``."""
-    a: Optional[int]
-    """0-based camera of side A (None in domain mode)."""
-    b: Optional[int]
-    """0-based camera of side B (None in domain mode)."""
-    images_a: int
-    images_b: int
-    checkpoint: str
-    """Path of ``last.pt``, relative to the models folder."""
-
-
-@dataclass
-class StyleModels:
-    """The style models of one source: what :func:`write_style_set` and :func:`style_gap` use."""
-
-    mode: str
-    root: Path
-    source: str
-    target: Optional[str]
-    pairs: list[StylePair] = field(default_factory=list)
-
-    def load(self, pair: StylePair, device: Union[str, torch.device] = "cpu") -> tuple[CycleGAN, StyleCfg]:
-        """The trained CycleGAN of ``pair`` and the config it was trained with."""
-        return load_cyclegan(self.root / pair.checkpoint, device=device)
-
-    def save(self) -> Path:
-        data = {"mode": self.mode, "source": self.source, "target": self.target,
-                "pairs": [asdict(p) for p in self.pairs]}
-        path = self.root / MODELS_INDEX
-        path.write_text(json.dumps(data, indent=1))
-        return path
-
-
-def load_style_models(root: Union[str, Path]) -> StyleModels:
-    """The index written by :func:`train_style_models` in ``root``.
-
-    Raises:
-        MissingStageError: ``root`` holds no trained style models; names the command that makes them.
-    """
-    root = Path(root)
-    path = root / MODELS_INDEX
-    if not path.is_file():
-        raise MissingStageError(f"no style models in {root} ({MODELS_INDEX} missing); train them with "
-                                f"`corelib style train` or notebook 01_style_transfer")
-    data = json.loads(path.read_text())
-    pairs = [StylePair(**p) for p in data["pairs"]]
-    missing = [p.name for p in pairs if not (root / p.checkpoint).is_file()]
-    if missing:
-        raise MissingStageError(f"{root}: checkpoints missing for pair(s) {', '.join(missing)}; "
-                                f"re-run `corelib style train` (it resumes)")
-    return StyleModels(data["mode"], root, data["source"], data.get("target"), pairs)
-
-
-def _check_mode(mode: str) -> None:
-    if mode not in STYLE_MODES:
-        raise StyleError(f"unknown style mode {mode!r}; valid modes: {', '.join(STYLE_MODES)}")
-
-
-def _split_images(dataset: ReIDDataset, splits: Sequence[str]) -> list[Sample]:
-    return [s for split in splits for s in dataset.split(split)]
-
-
-def camera_pairs(dataset: ReIDDataset) -> list[tuple[int, int]]:
-    """The unordered camera pairs of ``dataset``'s training split, C(K, 2) of them.
-
-    Raises:
-        StyleError: the dataset has no camera labels or a single camera (use ``mode="domain"``).
-    """
-    if not dataset.has_cameras:
-        raise StyleError(f"{dataset.name} has no camera labels: camera-aware style transfer needs them; "
-                         f"use mode='domain' with a target dataset instead")
-    cams = sorted({s.camid for s in dataset.train})
-    if len(cams) < 2:
-        raise StyleError(f"{dataset.name} has {len(cams)} camera(s) in its training split; camera-aware style "
-                         f"transfer needs at least 2 (use mode='domain')")
-    return list(combinations(cams, 2))
-
-
-def train_style_models(
-    source: ReIDDataset,
-    cfg: StyleCfg,
-    out_dir: Union[str, Path],
-    *,
-    mode: str = "camera",
-    target: Optional[ReIDDataset] = None,
-    resume: bool = True,
-    overwrite: bool = False,
-    progress: bool = True,
-) -> StyleModels:
-    """Train the CycleGANs of ``source``: one per camera pair, or one source <-> target.
-
-    Args:
-        source: the labelled source; its ``cfg.train_splits`` images train the models (no labels used).
-        cfg: CycleGAN settings, shared by all pairs.
-        out_dir: one sub-folder per pair (``c1-c2/last.pt`` ...) plus ``style_models.json``.
-        mode: ``"camera"`` or ``"domain"``.
-        target: the target dataset (domain mode); only its unlabelled training split is used.
-        resume: skip finished pairs and continue interrupted ones.
-        overwrite: with ``resume=False``, set each pair's earlier model aside
-            (``<pair>.replaced-<time>``) and train it again; without either, a pair folder that holds
-            a model is refused, so nothing trained is replaced unasked.
-        progress: a progress bar over the pairs and one per epoch.
-
-    ``cfg.stack_pairs`` pairs with equal steps per epoch train at once (:func:`~corelib.style.cyclegan.train_cyclegans`).
-
-    Raises:
-        StyleError: an unknown mode, domain mode without a target, camera mode on a dataset without
-            cameras.
-    """
-
-    _check_mode(mode)
-    out = Path(out_dir)
-    pool = _split_images(source, cfg.train_splits)
-    jobs: list[tuple[StylePair, list[Sample], list[Sample]]] = []
-    if mode == "camera":
-        by_cam: dict[int, list[Sample]] = {}
-        for s in pool:
-            by_cam.setdefault(s.camid, []).append(s)
-        for a, b in camera_pairs(source):
-            name = f"c{a + 1}-c{b + 1}"
-            jobs.append((StylePair(name, a, b, len(by_cam[a]), len(by_cam[b]), f"{name}/last.pt"), by_cam[a], by_cam[b]))
-    else:
-        if target is None:
-            raise StyleError("domain-aware style transfer needs a target dataset (target=...)")
-        jobs.append((StylePair("domain", None, None, len(pool), len(target.train), "domain/last.pt"), pool,
-                     list(target.train)))
-    models = StyleModels(mode, out, source.name, target.name if target is not None else None, [j[0] for j in jobs])
-    with RunLock(out, what=f"style train ({mode})"):  # one owner for all the pairs (each CycleGAN nests in it)
-        train_cyclegans([StyleJob(imgs_a, imgs_b, out / pair.name, pair.name) for pair, imgs_a, imgs_b in jobs], cfg,
-                        resume=resume, overwrite=overwrite, progress=progress)
-        save_config(cfg, out / "config.yaml")  # once every pair has accepted these settings
-        models.save()
-    return models
-
-
-# --------------------------------------------------------------------------------------------
-# translation
-
-
-class _WithSize:
-    """A transform that also returns the image's own (width, height), to resize its copy back."""
-
-    def __init__(self, transform) -> None:
-        self.transform = transform
-
-    def __call__(self, img: Image.Image) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.transform(img), torch.tensor(img.size)
-
-
-@torch.no_grad()
-def translate(
-    model: CycleGAN,
-    cfg: StyleCfg,
-    samples: Sequence[Sample],
-    direction: str,
-    *,
-    batch_size: int = 64,
-    num_workers: int = 0,
-) -> Iterable[tuple[int, Image.Image]]:
-    """Yield ``(index, translated PIL image)`` for ``samples`` through generator ``direction``.
-
-    Images are resized to the config's (height, width), translated, and resized to their own size
-    again (bicubic), so the copies match the real images of the dataset.
-    """
-    gen = model.generator(direction)
-    device = next(gen.parameters()).device
-    loader = build_loader(samples, _WithSize(style_transforms(cfg, train=False)), batch_size, num_workers=num_workers)
-    for (images, sizes), _, _, idx in loader:
-        fakes = to_pil(gen(images.to(device)))
-        for fake, (w, h), i in zip(fakes, sizes.tolist(), idx.tolist()):
-            yield i, fake.resize((w, h), Image.Resampling.BICUBIC) if fake.size != (w, h) else fake
 
 
 def _fake_name(path: str, tag: str) -> str:
@@ -291,8 +100,6 @@ def write_style_set(
             ``out_root`` is (or contains) the source dataset or the style models folder.
         InvalidInputError: ``out_root`` lies inside the source dataset or the style models folder.
     """
-    from ..progress import tqdm
-
     models = models if isinstance(models, StyleModels) else load_style_models(models)
     out = Path(out_root).expanduser()
     _check_out_apart(out, source, models)
@@ -351,8 +158,6 @@ def write_style_set(
             bar.update(1)
     bar.close()
     if loader == "custom":
-        import csv
-
         with open(partial / "dataset.csv", "w", newline="") as f:
             w = csv.writer(f)
             w.writerow(("split", "path", "pid", "camid"))
@@ -415,121 +220,6 @@ def load_style_set(root: Union[str, Path]) -> ReIDDataset:
     return ds
 
 
-# --------------------------------------------------------------------------------------------
-# how far translation moves images: colour statistics
-
-
-def colour_statistics(images: Sequence[Union[Image.Image, str]], size: tuple[int, int]) -> torch.Tensor:
-    """Per image, the mean and standard deviation of R, G and B in [0, 1] at ``size`` (H, W): (N, 6)."""
-    out = []
-    for img in images:
-        img = read_image(img) if isinstance(img, (str, Path)) else img.convert("RGB")
-        t = torch.from_numpy(np.asarray(img.resize(size[::-1], Image.Resampling.BICUBIC), dtype=np.float32) / 255.0)
-        flat = t.reshape(-1, 3)
-        out.append(torch.cat([flat.mean(0), flat.std(0)]))
-    return torch.stack(out).double()
-
-
-def frechet_distance(x: torch.Tensor, y: torch.Tensor) -> float:
-    """Fréchet distance between Gaussians fitted to the rows of ``x`` and ``y`` (FID's formula).
-
-    ``|mu_x - mu_y|^2 + tr(S_x + S_y - 2 (S_x S_y)^(1/2))``; the trace of the matrix square root is
-    computed as the sum of the square roots of the eigenvalues of ``S_x^(1/2) S_y S_x^(1/2)``
-    (symmetric, so ``eigh`` is exact and stable).
-    """
-    if len(x) < 2 or len(y) < 2:
-        raise StyleError("the Fréchet distance needs at least 2 images on each side")
-    mx, my = x.mean(0), y.mean(0)
-    sx, sy = torch.cov(x.T), torch.cov(y.T)
-    w, v = torch.linalg.eigh(sx)
-    root_x = v @ torch.diag(w.clamp_min(0).sqrt()) @ v.T
-    cross = torch.linalg.eigvalsh(root_x @ sy @ root_x).clamp_min(0).sqrt().sum()
-    return float((mx - my).pow(2).sum() + torch.trace(sx) + torch.trace(sy) - 2 * cross)
-
-
-def style_gap(
-    source: ReIDDataset,
-    models: Union[StyleModels, str, Path],
-    *,
-    target: Optional[ReIDDataset] = None,
-    split: str = "train",
-    max_images: int = 200,
-    device: str = "auto",
-    progress: bool = False,
-) -> list[dict]:
-    """How much translation closes the colour gap, per pair and direction.
-
-    For each direction X -> Y (camera ``a`` -> camera ``b`` and back, or source -> target) the gap is
-    the Fréchet distance between the per-image colour statistics (:func:`colour_statistics`) of two
-    image sets: ``before`` compares real X with real Y, ``after`` compares X translated to Y's style
-    with real Y; ``ratio = after / before`` (below 0.5: the gap fell by more than half).
-    ``cycle_l1`` is the mean absolute error, in [0, 1] pixel units, of X -> Y -> X reconstructions,
-    which stays small only when translation keeps the content.
-
-    Args:
-        source, models: the dataset and its trained style models.
-        target: required in domain mode (its training images are the Y side).
-        split: the source split whose images are translated.
-        max_images: at most this many images per side (evenly spaced), to bound the time.
-    """
-    from ..progress import tqdm
-
-    models = models if isinstance(models, StyleModels) else load_style_models(models)
-    dev = resolve_device(device)
-    items = source.split(split)
-
-    def subset(samples: Sequence[Sample]) -> list[Sample]:
-        step = max(1, -(-len(samples) // max_images))
-        return list(samples)[::step]
-
-    rows = []
-    directions = []
-    for pair in models.pairs:
-        if models.mode == "camera":
-            side = {c: subset([s for s in items if s.camid == c]) for c in (pair.a, pair.b)}
-            directions += [(pair, "ab", side[pair.a], side[pair.b], f"c{pair.a + 1}", f"c{pair.b + 1}"),
-                           (pair, "ba", side[pair.b], side[pair.a], f"c{pair.b + 1}", f"c{pair.a + 1}")]
-        else:
-            if target is None:
-                raise StyleError("style_gap in domain mode needs the target dataset (target=...)")
-            directions.append((pair, "ab", subset(items), subset(target.train), source.name, target.name))
-    loaded = None  # (pair name, model, cfg): both directions of a pair share one load
-    for pair, direction, xs, ys, x_name, y_name in tqdm(directions, desc="style gap", disable=not progress):
-        if loaded is None or loaded[0] != pair.name:
-            loaded = (pair.name, *models.load(pair, dev))
-        _, model, cfg = loaded
-        size = (cfg.height, cfg.width)
-        real_x = [read_image(sample.path) for sample in xs]  # read once: translated, compared, summarised
-        fakes = [img for _, img in translate_images(model, cfg, real_x, direction)]
-        back = [img for _, img in translate_images(model, cfg, fakes, "ba" if direction == "ab" else "ab")]
-        tf = style_transforms(cfg, train=False)
-        # both in [-1, 1]: half the absolute difference is in [0, 1] pixel units
-        cycle = sum(float((tf(b) - tf(x)).abs().mean()) / 2 for b, x in zip(back, real_x)) / len(xs)
-        stats_y = colour_statistics([s.path for s in ys], size)
-        before = frechet_distance(colour_statistics(real_x, size), stats_y)
-        after = frechet_distance(colour_statistics(fakes, size), stats_y)
-        rows.append({"pair": pair.name, "from": x_name, "to": y_name, "images": len(xs), "before": before,
-                     "after": after, "ratio": after / before if before > 0 else float("nan"), "cycle_l1": cycle})
-    return rows
-
-
-@torch.no_grad()
-def translate_images(model: CycleGAN, cfg: StyleCfg, images: Sequence[Image.Image], direction: str,
-                     batch_size: int = 64) -> Iterable[tuple[int, Image.Image]]:
-    """Like :func:`translate` for in-memory PIL images; outputs stay at the config's size."""
-    gen = model.generator(direction)
-    device = next(gen.parameters()).device
-    tf = style_transforms(cfg, train=False)
-    for start in range(0, len(images), batch_size):
-        batch = torch.stack([tf(im) for im in images[start:start + batch_size]]).to(device)
-        for j, fake in enumerate(to_pil(gen(batch))):
-            yield start + j, fake
-
-
-# --------------------------------------------------------------------------------------------
-# figures and run folders
-
-
 class StyleRunPaths(NamedTuple):
     models: Path
     """Folder of the trained CycleGANs (``style_models.json`` + one folder per pair)."""
@@ -541,45 +231,3 @@ def style_run_paths(run_dir: Union[str, Path], pair: str) -> StyleRunPaths:
     """Where notebook 01 puts an embedded pair's style models and enlarged set, and 02 finds them."""
     base = Path(run_dir) / pair / "style"
     return StyleRunPaths(base / "models", base / "enlarged")
-
-
-def camera_style_rows(source: ReIDDataset, models: Union[StyleModels, str, Path], *, split: str = "train",
-                      device: str = "cpu") -> tuple[list[tuple[str, list[Image.Image]]], list[str]]:
-    """Rows for :func:`corelib.viz.samples_overview`: one image per camera, in every camera's style.
-
-    Row ``a`` holds an image of camera ``a``; column ``b`` is that image translated to camera ``b``'s
-    style, so the diagonal holds the real images. Returns ``(rows, column_titles)``.
-    """
-    models = models if isinstance(models, StyleModels) else load_style_models(models)
-    items = source.split(split)
-    cams = sorted({s.camid for s in items})
-    pick = {c: next(s for s in items if s.camid == c) for c in cams}
-    cells: dict[tuple[int, int], Image.Image] = {}
-    for pair in models.pairs:
-        model, cfg = models.load(pair, resolve_device(device))
-        for x, y, direction in ((pair.a, pair.b, "ab"), (pair.b, pair.a, "ba")):
-            cells[x, y] = next(iter(translate(model, cfg, [pick[x]], direction)))[1]
-    rows = [(f"cam {a + 1}", [read_image(pick[a].path) if a == b else cells[a, b] for b in cams]) for a in cams]
-    return rows, [f"as cam {b + 1}" for b in cams]
-
-
-def domain_style_rows(source: ReIDDataset, target: ReIDDataset, models: Union[StyleModels, str, Path], *,
-                      n: int = 8, device: str = "cpu") -> list[tuple[str, list[Image.Image]]]:
-    """Rows for :func:`corelib.viz.samples_overview`: source images, their target-style copies, and
-    target images for reference (``n`` each, evenly spaced through the training splits)."""
-    models = models if isinstance(models, StyleModels) else load_style_models(models)
-    model, cfg = models.load(models.pairs[0], resolve_device(device))
-    xs = source.train[:: max(1, len(source.train) // n)][:n]
-    fakes = dict(translate(model, cfg, xs, "ab"))
-    refs = target.train[:: max(1, len(target.train) // n)][:n]
-    return [(f"{source.name}\n(real)", [read_image(s.path) for s in xs]),
-            (f"→ {target.name}\nstyle", [fakes[i] for i in range(len(xs))]),
-            (f"{target.name}\n(real)", [read_image(s.path) for s in refs])]
-
-
-def summarize_gap(rows: Sequence[dict]) -> dict:
-    """The overall effect of translation: total gap before and after over all directions, and
-    their ratio (below 0.5: translation closed more than half of the colour gap)."""
-    before, after = sum(r["before"] for r in rows), sum(r["after"] for r in rows)
-    return {"directions": len(rows), "before": before, "after": after, "ratio": after / before if before else float("nan"),
-            "worst_ratio": max(r["ratio"] for r in rows), "cycle_l1": sum(r["cycle_l1"] for r in rows) / len(rows)}

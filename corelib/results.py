@@ -17,11 +17,15 @@ the adapted scores; :func:`to_latex` writes any of them for a thesis.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
+from numbers import Real
 from pathlib import Path
 from typing import Iterable, Optional, Sequence, Union
 
 from .cluster.labelers import labeler_info
 from .errors import InvalidInputError
+from .models.complexity import complexity_table, table_backbones, vit_complexity_table
+from .models.registry import backbone_info
 from .tables import GROUP_SEP, to_latex  # noqa: F401 - to_latex is this module's public name too
 
 METRICS = {"mAP": "mAP", "rank1": "R-1", "rank5": "R-5", "rank10": "R-10"}
@@ -230,19 +234,32 @@ def grid_keys(results) -> list[str]:
     return [c for c in results.columns if c not in BASE_COLUMNS]
 
 
-def complexity_results(depths: Sequence[int] = (18, 34, 50, 101, 152), *, timing: bool = True, device=None,
-                       input_size: tuple[int, int] = (256, 128), batch: int = 16, vits: Sequence[str] = ()):
-    """The paper's complexity table (parameters, GMACs, images/s) as a DataFrame, from
-    :func:`corelib.models.complexity.complexity_table`; ``timing=False`` skips the images/s. ``vits``
-    adds TransReID networks of those ViT backbones (:func:`~corelib.models.complexity.vit_complexity_table`:
-    SIE for 6 cameras, JPM, 751 classes) below the ResNets, without paper columns."""
-    import pandas as pd
+def complexity_results(backbones: Optional[Sequence[str]] = None, *, timing: bool = True, device=None,
+                       input_size: tuple[int, int] = (256, 128), batch: int = 16, smoke: bool = False):
+    """The paper's complexity table (parameters, GMACs, images/s) as a DataFrame; ``timing=False``
+    skips the images/s.
 
-    from .models.complexity import complexity_table, vit_complexity_table
+    Each backbone goes into the network its registration names (``register_backbone(...,
+    complexity=...)``): CORE-ReID V2's (:func:`~corelib.models.complexity.complexity_table`, with the
+    paper's columns) or TransReID's (:func:`~corelib.models.complexity.vit_complexity_table`: SIE for 6
+    cameras, JPM, 751 classes; below the ResNets, without paper columns). ``backbones`` None or empty:
+    every backbone registered for the table; ``smoke``: the first of each network.
+    """
+    import pandas as pd  # lazy: pandas is slow to import and only the tables need it
 
-    rows = complexity_table(tuple(depths), device=device, input_size=input_size, batch=batch, iters=2 if timing else 0)
+    names = list(backbones) if backbones else [*table_backbones("corereid_net"), *table_backbones("transreid_net")]
+    networks = {name: backbone_info(name).complexity for name in names}
+    unknown = [name for name, network in networks.items() if network not in ("corereid_net", "transreid_net")]
+    if unknown:
+        raise InvalidInputError(f"backbones {unknown} are not registered for the complexity table; register them "
+                                "with register_backbone(..., complexity='corereid_net') or leave them out")
+    resnets = [n for n in names if networks[n] == "corereid_net"]
+    vits = [n for n in names if networks[n] == "transreid_net"]
+    if smoke:
+        resnets, vits = resnets[:1], vits[:1]
+    rows = complexity_table(resnets, device=device, input_size=input_size, batch=batch, iters=2 if timing else 0)
     if vits:
-        rows += vit_complexity_table(tuple(vits), device=device, input_size=input_size, batch=batch,
+        rows += vit_complexity_table(vits, device=device, input_size=input_size, batch=batch,
                                      iters=2 if timing else 0)
     df = pd.DataFrame(rows)
     out = pd.DataFrame({"backbone": df["backbone"], "params (M)": (df["params"] / 1e6).round(2),
@@ -257,9 +274,6 @@ def complexity_results(depths: Sequence[int] = (18, 34, 50, 101, 152), *, timing
 # ---------------------------------------------------------------------------------------------------------------
 # Published numbers beside one's own (corelib.published holds the transcribed tables)
 
-# Imported here rather than at the top so that this section is an addition to the module and nothing more.
-from collections.abc import Mapping  # noqa: E402
-from numbers import Real  # noqa: E402
 
 KIND_COLUMN = "kind"
 """Column of :func:`beside_published` that says where a row's numbers come from: ``measured`` or ``paper``."""

@@ -1,8 +1,7 @@
 """Time and peak memory of our evaluator next to fast-reid's compiled Cython evaluator, on the same inputs.
 
 Run:  .venv/bin/python benchmarks/evaluation.py [--shapes market market19732 msmt] [--device cpu|cuda]
-                                                 [--impls ours fastreid reference] [--precision auto]
-                                                 [--repeats 3] [--noise 0.075]
+                                                 [--impls ours fastreid reference] [--repeats 3] [--noise 0.075]
 
 The peer, built at benchmark time and never part of corelib: ``pip install cython`` and
 ``pip install --no-deps fastreid`` into this environment (the PyPI wheel ships
@@ -142,7 +141,7 @@ def current_rss_gb() -> float:
         return int(f.read().split()[1]) * resource.getpagesize() / 2**30
 
 
-def worker(which: str, shape: str, device: str, subset: int, noise: float, precision: str, repeats: int) -> dict:
+def worker(which: str, shape: str, device: str, subset: int, noise: float, repeats: int) -> dict:
     import torch
 
     qf, gf, qp, gp, qc, gc = make_inputs(shape, noise=noise)
@@ -157,15 +156,15 @@ def worker(which: str, shape: str, device: str, subset: int, noise: float, preci
         if device == "cuda":
             qf, gf = qf.cuda(), gf.cuda()
             torch.cuda.synchronize()
-            evaluate_ranking(qf[:64], gf, qp[:64], gp, qc[:64], gc, precision=precision)  # warm-up
+            evaluate_ranking(qf[:64], gf, qp[:64], gp, qc[:64], gc)  # warm-up
             torch.cuda.reset_peak_memory_stats()
     for _ in range(repeats):
         t0 = time.perf_counter()
         if which == "ours":
-            res = evaluate_ranking(qf, gf, qp, gp, qc, gc, protocol="market", precision=precision)
+            res = evaluate_ranking(qf, gf, qp, gp, qc, gc, protocol="market")
             if device == "cuda":
                 torch.cuda.synchronize()
-            out = {"mAP": res.mAP, "rank1": res.rank1, "mINP": res.mINP, "precision": res.precision}
+            out = {"mAP": res.mAP, "rank1": res.rank1, "mINP": res.mINP}
         elif which == "fastreid":
             m, r1, minp = fastreid_eval(rank_cy, qf, gf, qp, gp, qc, gc)
             out = {"mAP": m, "rank1": r1, "mINP": minp}
@@ -181,10 +180,9 @@ def worker(which: str, shape: str, device: str, subset: int, noise: float, preci
     return out
 
 
-def run(which: str, shape: str, device: str = "cpu", subset: int = 0, noise: float = 0.075,
-        precision: str = "auto", repeats: int = 3) -> dict:
+def run(which: str, shape: str, device: str = "cpu", subset: int = 0, noise: float = 0.075, repeats: int = 3) -> dict:
     cmd = [sys.executable, __file__, "--worker", which, "--shapes", shape, "--device", device, "--subset", str(subset),
-           "--noise", str(noise), "--precision", precision, "--repeats", str(repeats)]
+           "--noise", str(noise), "--repeats", str(repeats)]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         return {"which": which, "shape": shape, "error": proc.stderr.strip().splitlines()[-1:]}
@@ -203,7 +201,6 @@ def main() -> None:
     parser.add_argument("--shapes", nargs="*", default=["market", "market19732", "msmt"], choices=list(SHAPES))
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--impls", nargs="*", default=["ours", "fastreid"], choices=["ours", "fastreid", "reference"])
-    parser.add_argument("--precision", default="auto", help="ours: auto | float32 | bf16")
     parser.add_argument("--repeats", type=int, default=3, help="best of this many runs")
     parser.add_argument("--peer-max-gb", type=float, default=20.0,
                         help="skip a peer whose dense (Q, G) matrices would need more host memory than this")
@@ -215,8 +212,7 @@ def main() -> None:
     parser.add_argument("--subset", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        print(json.dumps(worker(args.worker, args.shapes[0], args.device, args.subset, args.noise, args.precision,
-                                args.repeats)))
+        print(json.dumps(worker(args.worker, args.shapes[0], args.device, args.subset, args.noise, args.repeats)))
         return
 
     import os
@@ -229,8 +225,7 @@ def main() -> None:
         nq, ng, _, _, extra = SHAPES[shape]
         for which in args.impls:
             if which == "ours":
-                rows.append(run("ours", shape, args.device, noise=args.noise, precision=args.precision,
-                                repeats=args.repeats))
+                rows.append(run("ours", shape, args.device, noise=args.noise, repeats=args.repeats))
                 continue
             subset = args.reference_msmt_queries if (which == "reference" and shape == "msmt") else 0
             # the peer holds the float32 matrix, its argsort (int64) and a copy: ~16 bytes per pair
@@ -245,8 +240,7 @@ def main() -> None:
         if "error" in r:
             print(f"{r['shape']:<12} {r['which']:<9} {r['error']}")
             continue
-        label = r["which"] + (f"/{r['precision']}" if "precision" in r else "")
-        print(f"{r['shape']:<12} {label:<9} {r['device']:<6} {r['queries']:>6} x {r['gallery']:<6} {r['seconds']:>8.2f} "
+        print(f"{r['shape']:<12} {r['which']:<9} {r['device']:<6} {r['queries']:>6} x {r['gallery']:<6} {r['seconds']:>8.2f} "
               f"{r['peak_rss_gb']:>8.2f} {r['peak_rss_gb'] - r['inputs_rss_gb']:>12.2f} {r['mAP']:>8.5f} {r['rank1']:>7.4f} "
               f"{r['mINP']:>7.4f}")
     for shape in args.shapes:

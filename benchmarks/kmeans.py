@@ -21,9 +21,10 @@ and the ratios the issue asks for. Market shape: 12,936 x 2,048, k = 900; MSMT17
 from __future__ import annotations
 
 import argparse
-import time
 
 import torch
+
+from timing import timed
 
 SHAPES = {"market": (12936, 2048, 900, 751), "msmt": (32621, 2048, 2000, 1041)}  # n, d, k, identities
 
@@ -35,14 +36,6 @@ def make_features(shape: str, seed: int = 0) -> torch.Tensor:
     pid = torch.randint(ids, (n,), generator=g)
     x = centres[pid] + 0.03 * torch.randn(n, d, generator=g)  # |noise| ~ 1.4: overlapping ids
     return torch.nn.functional.normalize(x, dim=1)
-
-
-def timed(fn, sync=lambda: None):
-    sync()
-    t0 = time.perf_counter()
-    out = fn()
-    sync()
-    return out, time.perf_counter() - t0
 
 
 def main() -> None:
@@ -57,7 +50,6 @@ def main() -> None:
 
     n, d, k, _ = SHAPES[args.shape]
     dev = torch.device(args.device)
-    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
     x_cpu = make_features(args.shape)
     x = x_cpu.to(dev)
     xn = x_cpu.numpy()
@@ -68,7 +60,7 @@ def main() -> None:
     # warm-up of both seedings on a subset (thread pools, CUDA context, first allocations)
     kmeans_plusplus(x[:2000], 50, generator=torch.Generator(device=dev.type).manual_seed(0))
     # seeding times: the best of two runs each (this box's timings vary by up to 2x run to run)
-    seed_runs = [timed(lambda: kmeans_plusplus(x, k, generator=torch.Generator(device=dev.type).manual_seed(0)), sync)
+    seed_runs = [timed(lambda: kmeans_plusplus(x, k, generator=torch.Generator(device=dev.type).manual_seed(0)), dev)
                  for _ in range(2)]
     (c_ours, _, pot_ours), t_seed_ours = seed_runs[0][0], min(t for _, t in seed_runs)
     rows.append(("ours greedy k-means++ seeding", t_seed_ours, pot_ours))
@@ -91,7 +83,7 @@ def main() -> None:
         return sums / torch.bincount(lab, minlength=k).clamp_min(1)[:, None]
 
     one_iter()
-    t_iter_ours = min(timed(one_iter, sync)[1] for _ in range(3))  # best of three
+    t_iter_ours = min(timed(one_iter, dev)[1] for _ in range(3))  # best of three
     t_iter_sk = float("nan")
     if dev.type == "cpu":
         from sklearn.cluster import KMeans
@@ -101,10 +93,10 @@ def main() -> None:
         t_iter_sk = min(timed(lambda: KMeans(k, init=c0, n_init=1, max_iter=1, tol=0).fit(xn))[1] for _ in range(3))
 
     # --- full runs -------------------------------------------------------------------------
-    res, t_ours = timed(lambda: kmeans(x, k, seed=0), sync)
+    res, t_ours = timed(lambda: kmeans(x, k, seed=0), dev)
     full = [("ours greedy k-means++ + Lloyd", t_ours, res.n_iter, res.inertia)]
     # the same engine from faiss's seeding (random sample): compares the Lloyd loops like for like
-    rres, t_rand = timed(lambda: kmeans(x, k, init="random", seed=0), sync)
+    rres, t_rand = timed(lambda: kmeans(x, k, init="random", seed=0), dev)
     full.append(("ours random init + Lloyd", t_rand, rres.n_iter, rres.inertia))
     if dev.type == "cpu" and not args.skip_sklearn_full:
         km, t_sk = timed(lambda: KMeans(k, init="k-means++", n_init=1, random_state=0).fit(xn))

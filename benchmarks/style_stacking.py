@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import tempfile
-import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -31,6 +30,7 @@ from PIL import Image
 from corelib.config import StyleCfg
 from corelib.repro import resolve_device
 from corelib.style import StyleJob, train_cyclegans
+from timing import timed
 
 
 def _images(root: Path, pairs: int, n: int) -> list[tuple[list[Path], list[Path]]]:
@@ -49,22 +49,13 @@ def _images(root: Path, pairs: int, n: int) -> list[tuple[list[Path], list[Path]
     return out
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def _seconds_per_step(domains, cfg: StyleCfg, stack: int, steps: int, root: Path, device: torch.device) -> float:
     """Seconds of one training step of all the pairs (``stack=1``: the pairs one after the other)."""
     times = {}
     for n in (1, 1 + steps):
         run_cfg = replace(cfg, epochs=1, decay_epochs=0, iters_per_epoch=n)
         jobs = [StyleJob(a, b, root / f"s{stack}n{n}" / f"pair{p}", f"pair{p}") for p, (a, b) in enumerate(domains)]
-        _sync(device)
-        t0 = time.perf_counter()
-        train_cyclegans(jobs, run_cfg, stack=stack, progress=False)
-        _sync(device)
-        times[n] = time.perf_counter() - t0
+        _, times[n] = timed(lambda: train_cyclegans(jobs, run_cfg, stack=stack, progress=False), device)
     return max(1e-9, (times[1 + steps] - times[1]) / steps)
 
 

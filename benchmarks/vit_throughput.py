@@ -12,18 +12,13 @@ descriptor, no gradients. Prints images/s per model and the ResNet-50 / ViT-B ra
 from __future__ import annotations
 
 import argparse
-import time
 
 import torch
 
 from corelib.config import SourceLossCfg
 from corelib.losses import build_criterion
 from corelib.models import build_model
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+from timing import seconds_per_call
 
 
 def _networks(size, num_classes: int, cameras: int) -> dict:
@@ -50,13 +45,7 @@ def train_rate(net, loss_name: str, device, size, batch: int, iters: int, bf16: 
         loss.backward()
         opt.step()
 
-    step()
-    _sync(device)
-    t0 = time.perf_counter()
-    for _ in range(iters):
-        step()
-    _sync(device)
-    return batch * iters / (time.perf_counter() - t0)
+    return batch / seconds_per_call(step, iters, device)
 
 
 @torch.inference_mode()
@@ -65,13 +54,7 @@ def eval_rate(net, device, size, batch: int, iters: int, bf16: bool, cameras: in
     x = torch.randn(batch, 3, *size, device=device)
     cams = torch.randint(0, cameras, (batch,), device=device)
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-        net(x, cams)
-        _sync(device)
-        t0 = time.perf_counter()
-        for _ in range(iters):
-            net(x, cams)
-        _sync(device)
-    return batch * iters / (time.perf_counter() - t0)
+        return batch / seconds_per_call(lambda: net(x, cams), iters, device)
 
 
 def main() -> None:

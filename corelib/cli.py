@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -352,16 +351,6 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     from .models.complexity import complexity_table, format_complexity
     from .repro import resolve_device
 
-    if args.what == "paper-scale":
-        from .paper_scale import PaperScaleCfg, run_paper_scale
-        from .paths import runs_root
-
-        device = resolve_device(args.device)
-        out = Path(args.out) if args.out else runs_root() / "bench" / f"paper_scale_{device.type}_{time.strftime('%Y%m%d-%H%M%S')}.json"
-        report = run_paper_scale(PaperScaleCfg(device=args.device, steps=args.steps, workers=tuple(args.workers)), out)
-        print(report)
-        print(f"\nrecord: {out}")
-        return 0
     device = resolve_device(args.device)
     rows = complexity_table(tuple(args.depths), device=device, batch=args.batch, iters=args.iters,
                             input_size=(args.height, args.width), bf16=args.bf16, channels_last=args.channels_last)
@@ -538,10 +527,9 @@ def _add_sweep(sub) -> None:
 
 
 def _add_bench(sub) -> None:
-    p = sub.add_parser("bench", help="measure model complexity (parameters, FLOPs, images/s), or rehearse the paper's scale")
-    p.add_argument("what", choices=["complexity", "paper-scale"],
-                   help="complexity: the backbones' table; paper-scale: each stage's rates at the paper's scale and "
-                        "the extrapolated time of every chapter on this device")
+    p = sub.add_parser("bench", help="measure model complexity (parameters, FLOPs, images/s); the paper-scale "
+                                     "rehearsal is benchmarks/paper_scale.py")
+    p.add_argument("what", choices=["complexity"], help="complexity: the backbones' table")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
     p.add_argument("--depths", type=int, nargs="*", default=[18, 34, 50, 101, 152])
     p.add_argument("--batch", type=int, default=64, help="eval batch for images/s (default 64)")
@@ -550,9 +538,6 @@ def _add_bench(sub) -> None:
     p.add_argument("--width", type=int, default=128)
     p.add_argument("--bf16", action="store_true", help="bf16 autocast")
     p.add_argument("--channels-last", action="store_true", help="channels_last memory format")
-    p.add_argument("--steps", type=int, default=5, help="paper-scale: timed steps per measurement (default 5)")
-    p.add_argument("--workers", type=int, nargs="*", default=[0, 2], help="paper-scale: DataLoader worker counts")
-    p.add_argument("--out", default=None, help="paper-scale: JSON record (default runs/bench/paper_scale_<device>_<time>.json)")
     p.set_defaults(func=_cmd_bench)
 
 

@@ -13,7 +13,8 @@ import pytest
 import torch
 
 from corelib.data.dataset import Sample
-from corelib.data.vehicleid import draw_vehicleid_gallery, vehicleid_draw
+from corelib.data.vehicleid import draw_vehicleid_gallery
+from corelib.evaluation.vehicleid import vehicleid_draw
 from corelib.evaluation import (
     evaluate_distmat,
     evaluate_ranking,

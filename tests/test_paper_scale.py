@@ -1,12 +1,36 @@
-"""The paper-scale dress rehearsal: the drawn datasets have the paper's sizes and the chapter times
-follow from the measured rates (the measurement itself runs in ``benchmarks/paper_scale.py``)."""
+"""The paper-scale dress rehearsal (``benchmarks/paper_scale.py``): the drawn datasets have the paper's
+sizes and the chapter times follow from the measured rates (the measurement itself is the script's run)."""
 
 from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
 
 import pytest
 
 from corelib.config import FinetuneCfg, PretrainCfg, StyleCfg
-from corelib.paper_scale import CUHK03_NP, MARKET, extrapolate, paper_presets
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def _load_benchmark(name: str):
+    """A script of benchmarks/ (not a package) as a module; its folder is on sys.path while it loads,
+    as when it runs, for its ``from timing import ...``."""
+    spec = importlib.util.spec_from_file_location(f"benchmarks_{name}", BENCHMARKS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while the class is built
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+    return module
+
+
+paper_scale = _load_benchmark("paper_scale")
+CUHK03_NP, MARKET, extrapolate, paper_presets = (paper_scale.CUHK03_NP, paper_scale.MARKET, paper_scale.extrapolate,
+                                                 paper_scale.paper_presets)
 
 
 def test_presets_have_the_paper_sizes():
@@ -45,3 +69,12 @@ def test_chapter_times_follow_the_rates():
     _, pre, _ = extrapolate(rates(**{"pretrain step (img/s)": 5000.0}), 12936, 6, per_cam)
     assert pre["bound_by"] == "data loading (data loading 2 workers (img/s))"
     assert pre["parts"][pre["bound_by"]] == pytest.approx(images / 400.0)
+
+
+def test_the_benchmarks_timing_helper_runs_warmup_then_the_timed_calls():
+    timing = _load_benchmark("timing")
+    calls = []
+    seconds = timing.seconds_per_call(lambda: calls.append(len(calls)), steps=3, device="cpu", warmup=2)
+    assert calls == [0, 1, 2, 3, 4] and seconds >= 0.0
+    out, seconds = timing.timed(lambda: "features", "cpu")
+    assert out == "features" and seconds >= 0.0

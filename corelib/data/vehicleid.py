@@ -1,17 +1,16 @@
 """Loader of VehicleID (image ids in list files, no cameras) and its seeded query / gallery draws.
 
-Importing the module registers ``vehicleid``. :func:`vehicleid_draw` is the one definition of a
-draw: the loader and the evaluator (:func:`corelib.evaluation.evaluate_vehicleid`) both use it.
+Importing the module registers ``vehicleid``. The draw itself is
+:func:`corelib.evaluation.vehicleid.vehicleid_draw`: the loader and the evaluator both use it.
 """
 
 from __future__ import annotations
 
-import random
-from collections import defaultdict
 from pathlib import Path
 from typing import Sequence
 
 from ..errors import InvalidInputError
+from ..evaluation.vehicleid import vehicleid_draw
 from .dataset import ReIDDataset, Sample, register_dataset, require_split
 from .layout import (RootGuard, bad_line, check_first_image, list_lines, parse_int, relabel, resolve_root,
                      sorted_samples)
@@ -46,23 +45,6 @@ def _read_vehicleid_list(base: Path, list_name: str, guard: RootGuard) -> list[S
         out.append(Sample(str(image), pid, None))
     check_first_image(out, path)
     return sorted_samples(out)
-
-
-def vehicleid_draw(pids: Sequence[int], seed: int) -> tuple[list[int], list[int]]:
-    """Indices ``(query, gallery)`` of one seeded VehicleID draw over a list of pids.
-
-    Vehicle ids are visited in sorted order and ``random.Random(seed)`` picks one of each id's
-    images (in list order) for the gallery; every other image is a query (in list order). The
-    loader and the evaluator (:func:`corelib.evaluation.evaluate_vehicleid`) both draw with this
-    function, so a seed means the same split everywhere.
-    """
-    rng = random.Random(seed)
-    by_pid: dict[int, list[int]] = defaultdict(list)
-    for i, pid in enumerate(pids):
-        by_pid[int(pid)].append(i)
-    gallery = [rng.choice(by_pid[pid]) for pid in sorted(by_pid)]
-    chosen = set(gallery)
-    return [i for i in range(len(pids)) if i not in chosen], gallery
 
 
 def draw_vehicleid_gallery(

@@ -8,23 +8,18 @@ Example::
 
 from .ranking import (
     CMC_RANKS,
-    PRECISIONS,
     PROTOCOLS,
     RankingResult,
-    VehicleIDResult,
     evaluate_distance_chunks,
     evaluate_distmat,
     evaluate_ranking,
-    evaluate_vehicleid,
-    fast_bf16,
     pairwise_distance,
-    resolve_precision,
 )
 from .rerank import k_reciprocal_chunks, rerank
+from .vehicleid import VehicleIDResult, evaluate_vehicleid
 
 __all__ = [
     "CMC_RANKS",
-    "PRECISIONS",
     "PROTOCOLS",
     "RankingResult",
     "VehicleIDResult",
@@ -33,8 +28,6 @@ __all__ = [
     "evaluate_ranking",
     "evaluate_vehicleid",
     "k_reciprocal_chunks",
-    "fast_bf16",
     "pairwise_distance",
-    "resolve_precision",
     "rerank",
 ]

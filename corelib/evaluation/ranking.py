@@ -22,7 +22,8 @@ Protocols (recorded in every result):
 - ``veriwild``: the same rule with the Test3000/5000/10000 lists (it also removes the query itself
   when the gallery list contains it).
 - ``vehicleid``: no cameras, no same-camera filtering (only negative pids are junk); the gallery is
-  one random image per identity, drawn 10 times with seeds 0..9 (:func:`evaluate_vehicleid`).
+  one random image per identity, drawn 10 times with seeds 0..9
+  (:func:`corelib.evaluation.vehicleid.evaluate_vehicleid`).
 
 Queries without any valid positive are skipped and counted in ``num_skipped``.
 """
@@ -37,7 +38,6 @@ import torch
 
 from ..array_checks import check_features, integer_ids
 from ..errors import InvalidInputError
-from ..precision import fast_bf16  # noqa: F401  (re-exported by corelib.evaluation)
 
 PROTOCOLS = ("market", "veriwild", "vehicleid")
 CMC_RANKS = (1, 5, 10, 20)
@@ -64,7 +64,6 @@ class RankingResult:
     num_skipped: int
     metric: str = "euclidean"
     extras: dict = field(default_factory=dict)
-    precision: str = "float32"  # how the distances were computed (evaluate_ranking's precision); not a metric
 
     def rank(self, r: int) -> float:
         """CMC at rank ``r`` (1-based)."""
@@ -427,198 +426,36 @@ def evaluate_distmat(
 
 
 # --------------------------------------------------------------------------------------------
-# distances against a prepared gallery: float32, or a bf16 pass with a proven error bound
-
-PRECISIONS = ("auto", "float32", "bf16")
-_PAIR_BLOCK = 4096  # pairs per block of exact (float64) rescoring: two (block, D) float64 operands
-
-
-def resolve_precision(precision: str, device: torch.device, num_pairs: int) -> str:
-    """``float32`` or ``bf16`` for :func:`evaluate_ranking`'s ``precision`` argument."""
-    if precision not in PRECISIONS:
-        raise InvalidInputError(f"unknown precision {precision!r}; valid: {', '.join(PRECISIONS)}")
-    if precision == "auto":
-        # float32 everywhere: the bf16 pass's proven bound (Cauchy-Schwarz on the input rounding,
-        # about 8e-3 on unit-norm features, and bf16 output rounding on CPUs) leaves most negatives
-        # of a realistic model undecided: 30 s instead of 0.3 s for 400 Market queries measured on
-        # an AMX CPU (benchmarks/README.md). It stays an explicit choice for well-separated features.
-        return "float32"
-    return precision
+# distances against a prepared gallery
 
 
 class _PreparedGallery:
     """The gallery side of ``d(q, g) = a(q) + b(g) - w q.g``, computed once for every chunk.
 
     ``euclidean``: a = |q|^2, b = |g|^2, w = 2 (the squared distance of :func:`pairwise_distance`);
-    ``cosine``: rows L2-normalised first, a = b = 1/2, w = 1 (``1 - cos``). The float32 block equals
+    ``cosine``: rows L2-normalised first, a = b = 1/2, w = 1 (``1 - cos``). A block equals
     :func:`pairwise_distance` of the chunk (the same operations; the gallery norms are no longer
-    recomputed per chunk). With ``bf16`` the gallery is also kept in bf16 with the norms of its
-    rounding error, for the bound of :meth:`bf16_block`.
+    recomputed per chunk).
     """
 
-    def __init__(self, gf: torch.Tensor, metric: str, bf16: bool) -> None:
+    def __init__(self, gf: torch.Tensor, metric: str) -> None:
         if metric not in ("euclidean", "cosine"):
             raise InvalidInputError(f"unknown metric {metric!r}; use 'euclidean' or 'cosine'")
         self.metric = metric
-        self.w = 2.0 if metric == "euclidean" else 1.0
         self.gf = torch.nn.functional.normalize(gf, dim=1) if metric == "cosine" else gf
         self.b32 = (self.gf * self.gf).sum(1) if metric == "euclidean" else None
-        self.bf16 = bf16
-        if bf16:
-            self._prepare_bf16()
-
-    # ---- float32
-    def _a32(self, qc: torch.Tensor) -> torch.Tensor:
-        return (qc * qc).sum(1, keepdim=True)
 
     def features(self, qc: torch.Tensor) -> torch.Tensor:
         """The query rows as the metric uses them (normalised for ``cosine``)."""
         return torch.nn.functional.normalize(qc, dim=1) if self.metric == "cosine" else qc
 
-    def float32_block(self, qc: torch.Tensor) -> torch.Tensor:
+    def distances(self, qc: torch.Tensor) -> torch.Tensor:
         """(B, G) float32 distances, as :func:`pairwise_distance` computes them (``qc`` from :meth:`features`)."""
         if self.metric == "cosine":
             return 1.0 - qc @ self.gf.t()
-        d = torch.addmm(self._a32(qc), qc, self.gf.t(), alpha=-2.0)
+        d = torch.addmm((qc * qc).sum(1, keepdim=True), qc, self.gf.t(), alpha=-2.0)
         d += self.b32[None, :]
         return d.clamp_min_(0.0)
-
-    # ---- exact values of chosen pairs (float64), the reference of the bf16 pass
-    def _a64(self, x: torch.Tensor) -> torch.Tensor:
-        return (x.double() ** 2).sum(1) if self.metric == "euclidean" else torch.full((len(x),), 0.5, dtype=torch.double,
-                                                                                     device=x.device)
-
-    def exact_pairs(self, qc: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
-        """float64 distances of the pairs (qc[rows], gallery[cols]), block by block."""
-        out = torch.empty(rows.numel(), dtype=torch.double, device=qc.device)
-        a64 = self._a64(qc)
-        for s in range(0, rows.numel(), _PAIR_BLOCK):
-            r, c = rows[s : s + _PAIR_BLOCK], cols[s : s + _PAIR_BLOCK]
-            x, y = qc[r].double(), self.gf[c].double()
-            dot = (x * y).sum(1)
-            b = (y * y).sum(1) if self.metric == "euclidean" else 0.5
-            out[s : s + _PAIR_BLOCK] = (a64[r] + b - self.w * dot).clamp_min_(0.0)
-        return out
-
-    # ---- bf16 pass with its bound
-    def _prepare_bf16(self) -> None:
-        gb = self.gf.to(torch.bfloat16)
-        g_norm, gb_norm, eg_norm = (torch.zeros((), dtype=torch.double, device=self.gf.device) for _ in range(3))
-        for s in range(0, len(gb), 8192):  # in slices: no float64 copy of the whole gallery
-            g, b = self.gf[s : s + 8192].double(), gb[s : s + 8192].double()
-            g_norm = torch.maximum(g_norm, g.norm(dim=1).max())
-            gb_norm = torch.maximum(gb_norm, b.norm(dim=1).max())
-            eg_norm = torch.maximum(eg_norm, (g - b).norm(dim=1).max())
-        self.gb = gb
-        # float32 |g|^2 correctly rounded from float64 (error <= 2^-24 |g|^2), for the bound
-        self.b32_exact = torch.cat([(self.gf[s : s + 8192].double() ** 2).sum(1) for s in range(0, len(gb), 8192)]).float() \
-            if self.metric == "euclidean" else None
-        self.b_max = float((self.b32_exact.double().max() if self.b32_exact is not None else 0.5))
-        self.g_norm, self.gb_norm, self.eg_norm = float(g_norm), float(gb_norm), float(eg_norm)
-
-    def _bf16_product(self, qb: torch.Tensor) -> tuple[torch.Tensor, float]:
-        """qb @ gb^T as float32 and the unit of its output rounding: float32 output where the
-        device has it (CUDA ``out_dtype``), otherwise the bf16 result (8 significant bits)."""
-        if qb.device.type == "cuda":
-            try:
-                return torch.mm(qb, self.gb.t(), out_dtype=torch.float32), 2.0**-23
-            except (RuntimeError, TypeError, NotImplementedError):
-                pass
-        return (qb @ self.gb.t()).float(), 2.0**-7  # 2^-7: rounding or truncation to bf16
-
-    def bf16_block(self, qc: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(B, G) approximate distances from a bf16 product, and a per-row bound ``eps`` (float32)
-        with ``|approx[i, j] - exact[i, j]| <= eps[i]`` for every j, ``exact`` being
-        :meth:`exact_pairs`.
-
-        The bound (q = q' + e_q, g = g' + e_g with q', g' the bf16 roundings, norms in float64):
-
-        - inputs:  |q.g - q'.g'| = |q'.e_g + e_q.g| <= |q'| max|e_g| + |e_q| max|g|;
-        - products of two bf16 numbers are exact in float32; the float32 sum of D of them is off by
-          at most gamma_D |q'| max|g'|, gamma_D = D u / (1 - D u), u = 2^-23 (covers truncating
-          accumulators, not only round-to-nearest);
-        - the output rounding: at most r |q'| max|g'| (1 + gamma_D), r from :meth:`_bf16_product`;
-        - then d = a + b - w s: w times the above, plus 2^-21 (a + max b + 2 w |q'| max|g'|) for the
-          roundings of a and b to float32, the two float32 additions and the float64 reference.
-
-        ``qc`` comes from :meth:`features`.
-        """
-        qb = qc.to(torch.bfloat16)
-        q64, qb64 = qc.double(), qb.double()
-        qb_norm = qb64.norm(dim=1)
-        eq_norm = (q64 - qb64).norm(dim=1)
-        a64 = self._a64(qc)
-        s, r = self._bf16_product(qb)
-        d = qc.shape[1]
-        gamma = d * 2.0**-23 / (1.0 - d * 2.0**-23)
-        scale = qb_norm * self.gb_norm
-        eps_dot = qb_norm * self.eg_norm + eq_norm * self.g_norm + (gamma + r * (1.0 + gamma)) * scale
-        eps = self.w * eps_dot + 2.0**-21 * (a64 + self.b_max + 2.0 * self.w * scale * (1.0 + r))
-        eps = torch.nextafter(eps.float(), torch.tensor(float("inf"), device=eps.device))  # rounded up
-        approx = s.mul_(-self.w).add_(a64.float()[:, None])
-        if self.metric == "euclidean":
-            approx.add_(self.b32_exact[None, :])
-        else:
-            approx.add_(0.5)
-        return approx.clamp_min_(0.0), eps  # clamping never moves a value away from the exact one
-
-
-def _positive_ranks_bounded(
-    approx: torch.Tensor,
-    eps: torch.Tensor,
-    exact_pairs,
-    q_pids: torch.Tensor,
-    g_pids: torch.Tensor,
-    q_cams: Optional[torch.Tensor],
-    g_cams: Optional[torch.Tensor],
-    g_index: _GalleryIndex,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """:func:`_positive_ranks` from approximate distances with a per-row bound, exactly.
-
-    ``|approx[i, j] - exact[i, j]| <= eps[i]``; ``exact_pairs(rows, cols)`` gives float64 exact
-    distances. The positives' distances are computed exactly (a few per query). A negative n then
-    precedes positive p for sure when approx(n) > exact(p) + eps, and follows it for sure when
-    approx(n) < exact(p) - eps: with ``hi = exact(p) + eps`` rounded up and ``lo = exact(p) - eps``
-    rounded down to float32,
-
-        #{p surely before n} = #{p : hi_p < approx(n)},   #{p not surely after n} = #{p : lo_p <= approx(n)},
-
-    and c(n) (the positives ranked before n) is decided when the two counts agree. Only the
-    undecided negatives, those within eps of some positive, are rescored exactly; the others keep
-    the decided count. So the ranks are those of the exact distances, ties (by gallery index)
-    included, whatever the approximation.
-    """
-    b, g = approx.shape
-    dev = approx.device
-    rows, cols, num_pos = _valid_positives(b, q_pids, q_cams, g_cams, g_index)
-    p_max = int(num_pos.max()) if rows.numel() else 0
-    if p_max == 0:
-        return torch.zeros(b, 0, dtype=torch.long, device=dev), num_pos
-    pos_d, pos_i = _sorted_positives(b, g, rows, cols, exact_pairs(rows, cols), num_pos, p_max)
-    inf = torch.tensor(float("inf"), device=dev)
-    e = eps.double()[:, None]
-    hi = torch.nextafter((pos_d + e).float(), inf)  # >= exact + eps (padding stays +inf)
-    lo = torch.nextafter((pos_d - e).float(), -inf)  # <= exact - eps
-    lo = torch.where(torch.isinf(pos_d), inf, lo)
-
-    # negatives that surely follow the last positive never count (c = P): leave them out
-    last_hi = hi.gather(1, (num_pos - 1).clamp_min(0)[:, None])
-    nr, nc = (approx <= last_hi).nonzero(as_tuple=True)
-    keep = (g_pids[nc] != q_pids[nr]) & (g_pids[nc] >= 0)  # negatives only: no positive, no junk
-    nr, nc = nr[keep], nc[keep]
-    dn = approx[nr, nc]
-    row_keys = torch.arange(b, device=dev).repeat_interleave(p_max)
-    n_keys = _order_keys(dn, nr)
-    c = torch.searchsorted(_order_keys(hi.reshape(-1), row_keys), n_keys, right=False) - nr * p_max
-    c_not_after = torch.searchsorted(_order_keys(lo.reshape(-1), row_keys), n_keys, right=True) - nr * p_max
-    undecided = torch.nonzero(c != c_not_after)[:, 0]
-    if undecided.numel():
-        ur, uc = nr[undecided], nc[undecided]
-        ud = exact_pairs(ur, uc)[:, None]
-        before = (pos_d[ur] < ud) | ((pos_d[ur] == ud) & (pos_i[ur] < uc[:, None]))
-        c[undecided] = before.sum(1)
-    hist = torch.bincount(nr * (p_max + 1) + c, minlength=b * (p_max + 1)).view(b, p_max + 1)
-    return _ranks_from_histogram(hist, num_pos, p_max), num_pos
 
 
 def evaluate_ranking(
@@ -634,7 +471,6 @@ def evaluate_ranking(
     max_rank: int = 50,
     device: Union[str, torch.device, None] = None,
     chunk_size: Optional[int] = None,
-    precision: str = "auto",
 ) -> RankingResult:
     """Evaluate retrieval of ``query_feats`` against ``gallery_feats`` under a named protocol.
 
@@ -657,15 +493,6 @@ def evaluate_ranking(
         max_rank: length of the CMC curve.
         device: where to compute (``"cuda"``, ``"cpu"``).
         chunk_size: queries per chunk (default: :func:`default_chunk`).
-        precision: how the distances are computed; the metrics are exact in every mode.
-            ``float32``: one float32 product per chunk. ``bf16``: a bf16 product (2-4x the
-            float32 rate on GPUs and on CPUs with AVX-512 BF16 or AMX) with a proven error bound;
-            only the pairs whose order against a positive the bound cannot decide, and the
-            positives, are rescored exactly (float64), so the ranks equal those of the exact
-            distances. The bound is wide (about 1e-2 in squared distance on unit-norm features),
-            so ``bf16`` pays only when positives and negatives are well apart; on the features of
-            a realistic model most negatives are rescored and it is many times slower.
-            ``auto`` (default): ``float32``. The mode used is in ``result.precision``.
     """
     qf, gf = torch.as_tensor(query_feats), torch.as_tensor(gallery_feats)
     if qf.dim() != 2 or gf.dim() != 2 or qf.shape[1] != gf.shape[1]:
@@ -677,8 +504,7 @@ def evaluate_ranking(
     check_features(qf, "query features")
     check_features(gf, "gallery features")
     dev = torch.device(device) if device is not None else qf.device
-    mode = resolve_precision(precision, dev, qf.shape[0] * gf.shape[0])
-    gallery = _PreparedGallery(gf.to(dev, torch.float32), metric, bf16=mode == "bf16")
+    gallery = _PreparedGallery(gf.to(dev, torch.float32), metric)
     step = chunk_size or default_chunk(gf.shape[0], dev)
     labels = _Labels(query_pids, gallery_pids, query_camids, gallery_camids, protocol).on(dev)
 
@@ -686,74 +512,7 @@ def evaluate_ranking(
         for s in range(0, qf.shape[0], step):
             rows = slice(s, min(s + step, qf.shape[0]))
             qc = gallery.features(qf[rows].to(dev, torch.float32))
-            if mode == "bf16":
-                approx, eps = gallery.bf16_block(qc)
-                ranks, num_pos = _positive_ranks_bounded(
-                    approx, eps, lambda r, c: gallery.exact_pairs(qc, r, c), *labels.chunk(rows))
-            else:
-                ranks, num_pos = _positive_ranks(gallery.float32_block(qc), *labels.chunk(rows))
+            ranks, num_pos = _positive_ranks(gallery.distances(qc), *labels.chunk(rows))
             yield rows, ranks, num_pos
 
-    res = _evaluate_rank_chunks(ranked(), labels, protocol=protocol, max_rank=max_rank, metric=metric)
-    res.precision = mode
-    return res
-
-
-# --------------------------------------------------------------------------------------------
-# VehicleID: ten seeded gallery draws
-
-
-@dataclass
-class VehicleIDResult:
-    """Mean and standard deviation over the draws, each draw, and the single seed-0 draw."""
-
-    mean: dict
-    std: dict
-    draws: list[RankingResult]
-
-    @property
-    def seed0(self) -> RankingResult:
-        return self.draws[0]
-
-    def to_dict(self) -> dict:
-        out = {"protocol": "vehicleid", "draws": len(self.draws)}
-        out.update({k: v for k, v in self.mean.items()})
-        out.update({f"{k}_std": v for k, v in self.std.items()})
-        out.update({f"{k}_seed0": v for k, v in self.seed0.to_dict().items() if isinstance(v, float)})
-        return out
-
-    def __str__(self) -> str:
-        return (f"[vehicleid x{len(self.draws)}] mAP {100 * self.mean['mAP']:.2f} ± {100 * self.std['mAP']:.2f}  "
-                f"R1 {100 * self.mean['rank1']:.2f} ± {100 * self.std['rank1']:.2f}  "
-                f"R5 {100 * self.mean['rank5']:.2f}  (seed 0: mAP {100 * self.seed0.mAP:.2f})")
-
-
-def evaluate_vehicleid(
-    test_feats: torch.Tensor,
-    test_pids: ArrayLike,
-    *,
-    draws: int = 10,
-    first_seed: int = 0,
-    metric: str = "euclidean",
-    device: Union[str, torch.device, None] = None,
-    max_rank: int = 50,
-) -> VehicleIDResult:
-    """The VehicleID protocol on one test list (Test800/1600/2400): ``draws`` seeded gallery draws.
-
-    Seeds ``first_seed .. first_seed + draws - 1``; no camera filtering (VehicleID has no cameras).
-    """
-    from ..data.vehicleid import vehicleid_draw  # here, not at the top: the evaluator stays free of the data stack
-
-    pids = integer_ids(test_pids, "test_pids")
-    feats = torch.as_tensor(test_feats)
-    results = []
-    for seed in range(first_seed, first_seed + draws):
-        qi, gi = (np.asarray(ix, dtype=np.int64) for ix in vehicleid_draw(pids.tolist(), seed))
-        res = evaluate_ranking(feats[torch.as_tensor(qi)], feats[torch.as_tensor(gi)], pids[qi], pids[gi],
-                               protocol="vehicleid", metric=metric, device=device, max_rank=max_rank)
-        res.extras["draw_seed"] = seed
-        results.append(res)
-    keys = ["mAP", "mINP"] + [f"rank{r}" for r in CMC_RANKS]
-    table = {k: np.array([r.to_dict()[k] for r in results]) for k in keys}
-    return VehicleIDResult({k: float(v.mean()) for k, v in table.items()},
-                           {k: float(v.std()) for k, v in table.items()}, results)
+    return _evaluate_rank_chunks(ranked(), labels, protocol=protocol, max_rank=max_rank, metric=metric)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Iterator, Optional, Sequence
+from typing import Iterator, Sequence
 
 import torch
 import torch.distributed as dist
@@ -150,9 +150,3 @@ def all_reduce_mean_grads(module: torch.nn.Module, info: DistInfo) -> None:
         if p.grad is not None:
             dist.all_reduce(p.grad)
             p.grad /= info.world_size
-
-
-def cleanup(info: Optional[DistInfo] = None) -> None:
-    """Leave the process group (call at the end of a torchrun script)."""
-    if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()

@@ -35,7 +35,13 @@ from .baseline_plan import (  # noqa: F401 - the chapter's names, kept where cha
     chapter_recipes,
     check_baseline_parameters,
 )
-from .errors import InvalidInputError
+from .cluster import cluster_pseudo_labels, label_report
+from .errors import InvalidInputError, MissingFileError
+from .features import extract_split
+from .repro import resolve_device
+from .runtime import load_checkpoint
+from .runtime.checkpoint import read_epoch_log
+from .training import evaluate_model, finetune, load_trained_model, pretrain
 
 BASELINES_DIR = "baselines"
 """``RUN_DIR/<pair>/baselines/<recipe>/``: one folder per recipe."""
@@ -103,9 +109,6 @@ def run_baselines(pair, source, target, pair_dir: Union[str, Path], plan: Baseli
         MissingFileError: no chapter-02 source network in ``pair_dir`` and ``train_missing_source`` off.
         UnknownNameError, InvalidInputError, ConfigError: as :func:`baseline_settings`, before anything trains.
     """
-    from .errors import MissingFileError
-    from .training import finetune, pretrain
-
     pair_dir = Path(pair_dir)
     shared = pair_dir / "pretrain" / "best.pt"
     # every recipe's settings first: a misspelt field of the last one is named before the first trains
@@ -159,9 +162,6 @@ def _direct_from_log(history: Sequence[Mapping], best_epoch: int, pre_cfg, cfg) 
 def _direct_transfer(checkpoint: Path, target, cfg, measured: dict) -> dict:
     """The source network's scores on the target at the fine-tuning input size, measured once per
     (checkpoint, size) for all the recipes that start from it."""
-    from .repro import resolve_device
-    from .training import evaluate_model, load_trained_model
-
     key = (str(Path(checkpoint).resolve()), cfg.augment.height, cfg.augment.width)
     if key not in measured:
         device = resolve_device(cfg.runtime.device)
@@ -175,9 +175,6 @@ def _direct_transfer(checkpoint: Path, target, cfg, measured: dict) -> dict:
 def read_baselines(pair_dir: Union[str, Path]) -> dict[str, BaselineRun]:
     """The recipes chapter 08 left in ``RUN_DIR/<pair>/baselines/`` (finished or not), from their
     logs and last checkpoints: ``{recipe: BaselineRun}``; empty when there are none."""
-    from .runtime import load_checkpoint
-    from .runtime.checkpoint import read_epoch_log
-
     root = Path(pair_dir) / BASELINES_DIR
     out: dict[str, BaselineRun] = {}
     if not root.is_dir():
@@ -229,8 +226,6 @@ def compare_normalisations(features, camids, pids, cluster_cfg, *,
     normalisation: clusters, outlier share, camera mixing (the share of clusters spanning more than
     one camera) and NMI / ARI against ``pids``, of the global level. The features are L2-normalised
     by the labeller."""
-    from .cluster import cluster_pseudo_labels, label_report
-
     rows = []
     truth = np.asarray(pids)
     for norm in normalizations:
@@ -248,9 +243,6 @@ def normalisation_study(checkpoint: Union[str, Path], target, cluster_cfg, *, de
     """:func:`compare_normalisations` on the target training images' descriptors from the network
     of ``checkpoint`` (e.g. chapter 02's source network, ``RUN_DIR/<pair>/pretrain/best.pt``), at
     the size it was trained at."""
-    from .features import extract_split
-    from .training import load_trained_model
-
     trained = load_trained_model(checkpoint, device=device)
     height, width = trained.input_size
     feats = extract_split(trained.model, target.train, height, width, device=device,
@@ -266,8 +258,6 @@ def transfer_table(runs: Mapping[str, Mapping[str, BaselineRun]], pair_dirs: Map
     transfer to the target and the adapted target mAP (%), for ``recipes`` (all when None): the
     TransReID rows and their ablation beside the ResNet ones. A recipe starting from chapter 02's
     network reads that network's source mAP from ``RUN_DIR/<pair>/pretrain/metrics.jsonl``."""
-    from .runtime.checkpoint import read_epoch_log
-
     rows = []
     for pair, by_recipe in runs.items():
         shared = read_epoch_log(Path(pair_dirs[pair]) / "pretrain" / "metrics.jsonl")

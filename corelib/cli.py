@@ -25,16 +25,30 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
-from .errors import CorelibError
+from .data.dataset import expected_layout, list_datasets
+from .data.manifests import images_to_check, list_manifests, verify_dataset
+from .data.synthetic import PRESETS, generate_synthetic, list_presets
+from .errors import ConfigError, CorelibError, MissingFileError, SweepFailed
+from .models.complexity import complexity_table, format_complexity
+from .notebooks import coerce_parameter, run_notebooks
+from .pairs import dataset_ref, recipe_context
+from .paths import write_error
+from .recipes import resolve_recipe
+from .report import write_report
+from .repro import env_report, resolve_device
+from .settings import config_yaml, merge_overrides, read_mapping
+from .style import load_style_set, style_gap, summarize_gap, train_style_models, write_style_set
+from .sweeps import load_sweep, run_sweep
+from .training import evaluate_checkpoint, finetune, pretrain
+from .yamlfile import parse_yaml, read_yaml
 
 
 def _cmd_synth(args: argparse.Namespace) -> int:
-    from .data.synthetic import PRESETS, generate_synthetic, list_presets
-
     if args.list or not args.preset:
         for name in list_presets():
             print(f"{name:<16} {PRESETS[name].description}")
@@ -49,8 +63,6 @@ def _cmd_synth(args: argparse.Namespace) -> int:
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
-    from .data.manifests import images_to_check, verify_dataset
-
     report = verify_dataset(args.name, args.root, check_images=images_to_check(args.images, "--images"),
                             progress=not args.quiet)
     print(report.format())
@@ -58,9 +70,6 @@ def _cmd_verify(args: argparse.Namespace) -> int:
 
 
 def _cmd_datasets(args: argparse.Namespace) -> int:
-    from .data.dataset import expected_layout, list_datasets
-    from .data.manifests import list_manifests
-
     print("loaders (build_dataset names):")
     for name in list_datasets():
         print(f"  {name}")
@@ -76,8 +85,6 @@ def _parse_value(name: str, text: str, chapters: Optional[Sequence[str]] = None)
     """A ``-p NAME VALUE`` read as the type of NAME's default in the chapters that receive it
     (:func:`corelib.notebooks.coerce_parameter`): ``-p SMOKE False`` is the bool False, ``-p SEED abc``
     is refused naming SEED and its chapter, never passed on as text."""
-    from .notebooks import coerce_parameter
-
     return coerce_parameter(name, text, chapters=chapters)
 
 
@@ -85,8 +92,6 @@ def _params_file(path: Optional[str]) -> dict:
     """Notebook parameters from a YAML file (a mapping NAME: value), or none."""
     if not path:
         return {}
-    from .errors import ConfigError
-    from .yamlfile import read_yaml
 
     values = read_yaml(path, what="--params file") or {}
     if not isinstance(values, dict):
@@ -99,9 +104,6 @@ def _params_file(path: Optional[str]) -> dict:
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
-    from .errors import SweepFailed
-    from .sweeps import load_sweep, run_sweep
-
     spec = load_sweep(args.file)
     # SMOKE is always passed (and so recorded in each point's sweep.json): a smoke and a full point differ in it
     params = {"SMOKE": False, **spec["parameters"], **({"SMOKE": True} if args.smoke else {})}
@@ -126,16 +128,12 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from .report import write_report
-
     index = write_report(Path(args.run_dir).expanduser().resolve())  # relative to where the command runs
     print(f"report: {index} (open it in a browser; no server needed)")
     return 0
 
 
 def _cmd_run_notebooks(args: argparse.Namespace) -> int:
-    from .notebooks import run_notebooks
-
     params = {"SMOKE": args.smoke}
     if args.seed is not None:  # otherwise each chapter keeps the SEED of its parameters cell
         params["SEED"] = args.seed
@@ -154,8 +152,6 @@ def _side(spec: Optional[Sequence[str]], flag: str):
     YAML; a relative ROOT is relative to the working directory)."""
     if not spec:
         return None
-    from .pairs import dataset_ref
-    from .yamlfile import parse_yaml
 
     name, *rest = spec
     side: dict = {"name": name}
@@ -180,18 +176,12 @@ def _dataset(spec: Sequence[str], scale: float = 1.0, flag: str = "--dataset"):
 
 
 def _is_rank0() -> bool:
-    import os
-
     return os.environ.get("RANK", "0") == "0"
 
 
 def cli_recipe(stage: str, args: argparse.Namespace, source=None, target=None):
     """``(settings, context)`` of a training command: the recipe of its data, as a chapter resolves
     it for the same pair (:func:`~corelib.recipes.resolve_recipe`), then ``--config`` and ``-o``."""
-    from .pairs import recipe_context
-    from .recipes import resolve_recipe
-    from .settings import merge_overrides
-
     where = f"corelib {'style train' if stage == 'style' else stage}"
     ctx = recipe_context(source, target, kind=args.kind, style_mode=getattr(args, "mode", None), where=where)
     overrides = merge_overrides(_config_file(args.config), args.override or ())
@@ -200,17 +190,12 @@ def cli_recipe(stage: str, args: argparse.Namespace, source=None, target=None):
 
 def _config_file(path: Optional[str]) -> dict:
     """The mapping of a ``--config`` YAML file (nested as config.yaml, or dotted names), or none."""
-    from .errors import MissingFileError
-    from .settings import read_mapping
-
     if path and not Path(path).expanduser().exists():
         raise MissingFileError(f"--config {path} does not exist; give a YAML file of settings such as 'epochs: 40'")
     return read_mapping(path) if path else {}
 
 
 def _print_config(cfg) -> int:
-    from .settings import config_yaml
-
     print(config_yaml(cfg), end="")
     return 0
 
@@ -226,8 +211,6 @@ def _need_run_dir(args: argparse.Namespace) -> None:
 
 
 def _cmd_pretrain(args: argparse.Namespace) -> int:
-    from .training import pretrain
-
     source, target = _side(args.source, "--source"), _side(args.target, "--target")
     cfg, _ = cli_recipe("pretrain", args, source, target)
     if args.print_config:
@@ -244,8 +227,6 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
 
 
 def _cmd_finetune(args: argparse.Namespace) -> int:
-    from .training import finetune
-
     source, target = _side(args.source, "--source"), _side(args.target, "--target")
     cfg, _ = cli_recipe("finetune", args, source, target)
     if args.print_config:
@@ -264,9 +245,6 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from .repro import resolve_device
-    from .training import evaluate_checkpoint
-
     dataset = _dataset(args.dataset, args.scale, "--dataset")
     metrics = evaluate_checkpoint(args.checkpoint, dataset, device=resolve_device(args.device), rerank_k=args.rerank)
     if args.json:
@@ -299,8 +277,6 @@ def _add_training_args(p: argparse.ArgumentParser) -> None:
 
 
 def _cmd_style_train(args: argparse.Namespace) -> int:
-    from .style import style_gap, train_style_models
-
     source_ref, target_ref = _side(args.source, "--source"), _side(args.target, "--target")
     cfg, ctx = cli_recipe("style", args, source_ref, target_ref)
     if args.print_config:
@@ -317,8 +293,6 @@ def _cmd_style_train(args: argparse.Namespace) -> int:
 
 
 def _print_gap(rows: list) -> None:
-    from .style import summarize_gap
-
     for r in rows:
         print(f"  {r['from']:>12} -> {r['to']:<12} colour gap {r['before']:.4f} -> {r['after']:.4f} "
               f"(x{r['ratio']:.2f}), cycle L1 {r['cycle_l1']:.3f}")
@@ -328,8 +302,6 @@ def _print_gap(rows: list) -> None:
 
 
 def _cmd_style_generate(args: argparse.Namespace) -> int:
-    from .style import load_style_set, write_style_set
-
     source = _dataset(args.source, args.scale, "--source")
     root = write_style_set(source, args.models, args.out, device=args.device, overwrite=args.overwrite)
     enlarged = load_style_set(root)
@@ -339,8 +311,6 @@ def _cmd_style_generate(args: argparse.Namespace) -> int:
 
 
 def _cmd_style_gap(args: argparse.Namespace) -> int:
-    from .style import style_gap
-
     source = _dataset(args.source, args.scale, "--source")
     target = _dataset(args.target, args.scale, "--target")
     _print_gap(style_gap(source, args.models, target=target, device=args.device))
@@ -348,9 +318,6 @@ def _cmd_style_gap(args: argparse.Namespace) -> int:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
-    from .models.complexity import complexity_table, format_complexity
-    from .repro import resolve_device
-
     device = resolve_device(args.device)
     rows = complexity_table(tuple(args.depths), device=device, batch=args.batch, iters=args.iters,
                             input_size=(args.height, args.width), bf16=args.bf16, channels_last=args.channels_last)
@@ -359,8 +326,6 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
 
 def _cmd_env(args: argparse.Namespace) -> int:
-    from .repro import env_report
-
     print(json.dumps(env_report(), indent=2))
     return 0
 
@@ -564,8 +529,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"corelib {args.command}: {e}", file=sys.stderr)
         return 2
     except OSError as e:  # the last resort for a refused write outside the atomic writers (a mkdir, a lock file)
-        from .paths import write_error
-
         translated = write_error(e)  # None unless it names its file and is a full disk, a read-only folder ...
         if translated is None:
             raise

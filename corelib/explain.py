@@ -177,7 +177,7 @@ def similarity_cam(
     Raises:
         ValueError: ``references`` does not have one row per image.
     """
-    from pytorch_grad_cam import GradCAM
+    from pytorch_grad_cam import GradCAM  # lazy: only Grad-CAM needs it
 
     if references.dim() != 2 or len(references) != len(images):
         raise InvalidInputError(f"references must be (B, D) with B = {len(images)} images, got {tuple(references.shape)}")
@@ -218,7 +218,7 @@ def activation_maps(model: nn.Module, images: torch.Tensor, *, flip: bool = Fals
 
 def overlay(image: Image.Image, heat: np.ndarray | torch.Tensor, *, image_weight: float = 0.3) -> Image.Image:
     """``image_weight * image + (1 - image_weight) * jet(heat)``; ``heat`` in [0, 1], resized to the image."""
-    from matplotlib import colormaps
+    from matplotlib import colormaps  # lazy: plotting only
 
     heat = heat.numpy() if isinstance(heat, torch.Tensor) else np.asarray(heat)
     h = Image.fromarray((np.clip(heat, 0, 1) * 255).astype(np.uint8)).resize(image.size, Image.Resampling.BILINEAR)

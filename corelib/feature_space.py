@@ -16,6 +16,7 @@ Chapter 06 uses these to show what adaptation does to the target's feature space
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Optional, Sequence, Union
 
@@ -23,7 +24,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .cluster import camera_centred as centre
+from .cluster import kmeans, pseudo_label_quality
 from .errors import InvalidInputError
+from .progress import tqdm
+from .training.analysis import analysis_features
 
 if TYPE_CHECKING:
     from .features import Features
@@ -43,9 +48,7 @@ def umap_projection(features: Union[torch.Tensor, np.ndarray], *, n_neighbors: i
     Raises:
         ValueError: fewer than 4 samples (UMAP needs a neighbourhood).
     """
-    import warnings
-
-    import umap
+    import umap  # lazy: umap-learn compiles with numba on import; only the UMAP chapter needs it
 
     x = features.detach().float().cpu().numpy() if isinstance(features, torch.Tensor) else np.asarray(features, np.float32)
     if len(x) < 4:
@@ -159,14 +162,9 @@ def study_feature_space(trained, source, target, *, k: int, source_images: Optio
     Raises:
         ValueError: ``k`` exceeds the target's training images.
     """
-    from .cluster import camera_centred as centre
-    from .cluster import kmeans, pseudo_label_quality
-    from .training.analysis import analysis_features
-
     n_target = len(target.train)
     if k > n_target:
         raise InvalidInputError(f"k = {k} clusters for {n_target} target training images; use k <= {n_target}")
-    from .progress import tqdm
 
     bar = tqdm(total=5, desc="feature space", unit="step", disable=not progress)
 

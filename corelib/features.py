@@ -14,7 +14,10 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from .data.batches import build_loader
+from .data.transforms import build_transforms
 from .errors import InvalidInputError
+from .progress import tqdm
 
 
 class Features(NamedTuple):
@@ -44,8 +47,6 @@ def extract_features(
         channels_last: NHWC memory format (1.6x faster for ResNet-50 on the 2-core CPU, and the
             fast layout for bf16 on GPUs).
     """
-    from .progress import tqdm
-
     dev = torch.device(device)
     was_training = getattr(model, "training", False)
     relayout = False
@@ -84,9 +85,6 @@ def extract_split(model, samples: Sequence, height: int, width: int, *, device: 
     Raises:
         ValueError: ``samples`` is empty.
     """
-    from .data.batches import build_loader
-    from .data.transforms import build_transforms
-
     if not len(samples):
         raise InvalidInputError("no images to extract features from: the split is empty")
     loader = build_loader(samples, build_transforms("test", height, width), batch_size)

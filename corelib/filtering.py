@@ -27,15 +27,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .data.batches import build_loader
+from .data.transforms import build_transforms
 from .errors import InvalidInputError
+from .features import extract_features
+from .models import CameraBlind
 
 
 def _features(model: nn.Module, samples: Sequence, height: int, width: int, device, batch_size: int) -> torch.Tensor:
-    from .data.batches import build_loader
-    from .data.transforms import build_transforms
-    from .features import extract_features
-    from .models import CameraBlind
-
     loader = build_loader(list(samples), build_transforms("test", height, width), batch_size)
     return extract_features(CameraBlind(model), loader, device=device, flip=False, channels_last=False).features
 

@@ -34,19 +34,25 @@ hours of training before the chapter that trips over it:
 from __future__ import annotations
 
 import ast
+import difflib
 import functools
 import json
 import math
 import os
 import re
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence, Union
 
 from . import paths
+from .baseline_plan import BASELINE_PARAMETERS, check_baseline_parameters
 from .errors import ConfigError, CorelibError, InvalidInputError
 from .ownership import LOCK_ENV, RunLock
+from .pairs import experiment_pairs
+from .progress import headless_environment
+from .yamlfile import parse_yaml
 
 KERNEL_NAME = "corelib"
 """The Jupyter kernel ``make`` registers for the project's virtual environment."""
@@ -89,8 +95,6 @@ def install_lab_settings(prefix: Optional[Union[str, Path]] = None) -> Path:
     Raises:
         InvalidInputError: the file exists but is not a JSON object of settings (it is left untouched).
     """
-    import sys
-
     path = Path(prefix or sys.prefix) / "share" / "jupyter" / "lab" / "settings" / "overrides.json"
     target = path.resolve()  # the file a symbolic link points at: replacing the link would cut it off
     current: dict = {}
@@ -238,7 +242,7 @@ def _read_parameters(path_text: str, _mtime_ns: int, _size: int) -> dict[str, Ch
 
 def notebook_parameters(path: Path) -> dict[str, dict]:
     """The parameters a notebook declares (papermill's inspection of its ``parameters`` cell)."""
-    import papermill as pm
+    import papermill as pm  # lazy: the notebook stack, needed only to run chapters
 
     return pm.inspect_notebook(str(path))
 
@@ -341,8 +345,6 @@ def check_parameters(parameters: Mapping[str, Any], notebooks_dir: Optional[Path
             the value given.
         InvalidInputError: a ``chapters`` entry names no chapter.
     """
-    import difflib
-
     everything = list_chapters(notebooks_dir)
     selected = select_chapters(chapters, notebooks_dir)
     declared = set(ALWAYS_DECLARED).union(*(chapter_parameters(p) for p in everything))
@@ -379,8 +381,6 @@ def _check_recipes(chapter: Path, parameters: Mapping[str, Any]) -> None:
     Raises:
         ConfigError: names the parameter, the chapter (and pair), the field and the closest valid one.
     """
-    from .pairs import experiment_pairs
-
     declared = chapter_parameters(chapter)
     if "PAIRS" not in declared:
         return
@@ -398,7 +398,6 @@ def _check_recipes(chapter: Path, parameters: Mapping[str, Any]) -> None:
                                               device=values.get("DEVICE"), overrides=values[name])
             except CorelibError as e:
                 raise ConfigError(f"parameter {name} of chapter {chapter.stem} (pair {pair.name}): {e}") from e
-    from .baseline_plan import BASELINE_PARAMETERS, check_baseline_parameters
 
     if not BASELINE_PARAMETERS <= set(declared):
         return
@@ -452,8 +451,6 @@ def _from_text(kind: Optional[type], text: str) -> Any:
             return value if isinstance(value, str) else text
         return text
     if kind in (list, dict):
-        from .yamlfile import parse_yaml
-
         value = parse_yaml(text, source="a -p value")  # its ConfigError is a ValueError
         if not isinstance(value, kind):
             raise ValueError(text)
@@ -503,7 +500,7 @@ def coerce_parameters(texts: Mapping[str, str], *, chapters: Optional[Sequence[U
 
 def pick_kernel() -> str:
     """``corelib`` when that kernel is registered, else ``python3`` (the running interpreter)."""
-    from jupyter_client.kernelspec import KernelSpecManager
+    from jupyter_client.kernelspec import KernelSpecManager  # lazy: the notebook stack, needed only to run chapters
 
     return KERNEL_NAME if KERNEL_NAME in KernelSpecManager().find_kernel_specs() else "python3"
 
@@ -541,8 +538,8 @@ def run_notebooks(
         ConfigError: an unknown parameter or a value of the wrong type (nothing has run).
         NotebookFailed: a chapter raised.
     """
-    import papermill as pm
-    from papermill.exceptions import PapermillExecutionError
+    import papermill as pm  # lazy: the notebook stack, needed only to run chapters
+    from papermill.exceptions import PapermillExecutionError  # lazy: the notebook stack, needed only to run chapters
 
     selected = select_chapters(chapters, notebooks_dir)
     if not selected:
@@ -555,8 +552,6 @@ def run_notebooks(
     records = []
     # one owner per run directory: a second run-notebooks (or a CLI stage) on it is refused; the
     # chapters' kernels inherit the lock through the environment and work inside it
-    from .progress import headless_environment
-
     with RunLock(run_dir, what="run-notebooks") as lock:
         out_dir.mkdir(parents=True, exist_ok=True)  # once the run directory is ours: a refused run writes nothing
         # no front end draws widgets here: progress bars write lines, explorers a static view

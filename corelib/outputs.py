@@ -120,7 +120,7 @@ class Run:
                    caption: str = "") -> "SavedFiles":
         """Save a table (pandas DataFrame or list of dicts) as CSV and Markdown (and a booktabs
         ``.tex`` when ``latex``, with ``caption``), with a sidecar."""
-        import pandas as pd
+        import pandas as pd  # lazy: pandas is slow to import and only tables need it
 
         _check_name(name)
         df = table if isinstance(table, pd.DataFrame) else pd.DataFrame(list(table))
@@ -165,7 +165,7 @@ def show_table(table: Any):
     """A table (list of dicts, or a DataFrame) as a pandas DataFrame, which a notebook renders as
     a table rather than a list of dicts; ``None`` or an empty table (one the chapter did not build,
     e.g. no sweep point, or ``STYLE_COPIES`` off) shows nothing."""
-    import pandas as pd
+    import pandas as pd  # lazy: pandas is slow to import and only tables need it
 
     if table is None or len(table) == 0:
         return None
@@ -175,7 +175,7 @@ def show_table(table: Any):
 def chapter_metrics(run: Optional[Run] = None):
     """The metrics the current chapter recorded (not the whole run's ``metrics.json``), as a
     two-column table of name and value."""
-    import pandas as pd
+    import pandas as pd  # lazy: pandas is slow to import and only tables need it
 
     run = run or current_run()
     metrics = read_metrics(run.run_dir)

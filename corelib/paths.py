@@ -12,12 +12,16 @@ scratch disk of a GPU cluster:
 from __future__ import annotations
 
 import errno
+import json
 import os
 import secrets
+import shutil
 import stat
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Iterator, Optional, Sequence, Union
+
+from .errors import NotOwnedError, WriteError
 
 
 def repo_root() -> Path:
@@ -115,8 +119,6 @@ def write_error(error: BaseException, path: Union[str, Path, None] = None) -> Op
 
     Used by every atomic writer (:func:`atomic_file`) and, as the last resort, by the command line.
     """
-    from .errors import WriteError
-
     os_error = _os_error_in(error)
     if os_error is None or (path is None and not os_error.filename):
         return None
@@ -233,8 +235,6 @@ def make_partial_dir(path: Path, writer: str) -> Path:
     The folder must not exist yet (remove an old one with :func:`remove_owned_tree` first), so a
     marker is never written into a folder somebody else made.
     """
-    import json
-
     path.mkdir(parents=True)
     (path / PARTIAL_MARKER).write_text(json.dumps({"writer": writer, "pid": os.getpid()}) + "\n")
     return path
@@ -255,8 +255,6 @@ def check_owned_tree(path: Path, marker_names: Sequence[str], what: str, fix: st
             the message names it, what it holds, and ``fix`` (by default: choose another folder,
             or remove it yourself).
     """
-    from .errors import NotOwnedError
-
     path = Path(path)
     if not path.exists() and not path.is_symlink():
         return False
@@ -280,8 +278,6 @@ def remove_owned_tree(path: Path, marker_names: Sequence[str], what: str, fix: s
 
     Returns whether something was removed; raises ``NotOwnedError`` (nothing deleted) otherwise.
     """
-    import shutil
-
     path = Path(path)
     if not check_owned_tree(path, marker_names, what, fix):
         return False

@@ -23,6 +23,7 @@ from typing import Any, Union
 
 from . import paths
 from .errors import MissingStageError
+from .outputs import read_metrics
 from .ownership import RunLock, install_folder
 
 REPORT_STAMP = "report.json"
@@ -113,8 +114,8 @@ widget manager): the report opens from the file system, offline, and no chapter 
 
 
 def _offline_exporter():
-    import jinja2
-    from nbconvert import HTMLExporter
+    import jinja2  # lazy: needed only for the report
+    from nbconvert import HTMLExporter  # lazy: the notebook stack, needed only for the report
 
     return HTMLExporter(template_name="lab", template_file="corelib_offline.html.j2",
                         extra_loaders=[jinja2.DictLoader({"corelib_offline.html.j2": OFFLINE_TEMPLATE})])
@@ -138,7 +139,7 @@ def write_report(run_dir: Union[str, Path]) -> Path:
         RunDirBusyError: a run (``make demo``, ``corelib run-notebooks``, a training stage) is writing
             into ``RUN_DIR`` now.
     """
-    import nbformat
+    import nbformat  # lazy: the notebook stack, needed only to run chapters
 
     run_dir = paths.resolve_in_repo(run_dir).resolve()
     executed = sorted((run_dir / "notebooks").glob("*.ipynb"))
@@ -164,7 +165,6 @@ def write_report(run_dir: Union[str, Path]) -> Path:
             page = f"{path.stem}.html"
             (partial / page).write_text(body, encoding="utf-8")
             chapters.append({"name": path.stem, "page": page, **info})
-        from .outputs import read_metrics
 
         metrics = _metric_rows(read_metrics(run_dir))
         (partial / "index.html").write_text(_index_html(run_dir, chapters, metrics), encoding="utf-8")

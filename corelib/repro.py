@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import os
 import platform
 import random
@@ -14,6 +15,7 @@ from typing import Optional
 import numpy as np
 import torch
 
+from .errors import DeviceError
 from .paths import repo_root
 
 
@@ -45,10 +47,6 @@ def check_device_name(device: str, where: str = "device") -> str:
     Raises:
         DeviceError: not a device name (``"gpu"``, ``"cuda0"`` ...).
     """
-    import difflib
-
-    from .errors import DeviceError
-
     text = str(device).strip()
     head, _, index = text.partition(":")
     if text in ("auto", "cpu", "cuda") or (head == "cuda" and index.isdigit()):
@@ -65,8 +63,6 @@ def resolve_device(device: str = "auto") -> torch.device:
     Raises:
         DeviceError: not a device name, or CUDA asked for on a machine without it.
     """
-    from .errors import DeviceError
-
     if isinstance(device, torch.device):
         device = str(device)
     if device == "auto":

@@ -22,10 +22,17 @@ from numbers import Real
 from pathlib import Path
 from typing import Iterable, Optional, Sequence, Union
 
+from .baselines import BASELINES_DIR, read_baselines
 from .cluster.labelers import labeler_info
-from .errors import InvalidInputError
+from .config import EMBEDDED_PAIRS, FinetuneCfg
+from .errors import InvalidInputError, UnknownNameError
 from .models.complexity import complexity_table, table_backbones, vit_complexity_table
 from .models.registry import backbone_info
+from .pairs import read_pair
+from .published import canonical_task, published_results
+from .runtime.checkpoint import read_epoch_log
+from .settings import read_saved_config
+from .sweeps import REPLACED_PATTERN
 from .tables import GROUP_SEP, to_latex  # noqa: F401 - to_latex is this module's public name too
 
 METRICS = {"mAP": "mAP", "rank1": "R-1", "rank5": "R-5", "rank10": "R-10"}
@@ -41,8 +48,6 @@ def find_runs(roots: Union[str, Path, Sequence[Union[str, Path]]], *, max_depth:
     out below a root: they hold the results the rerun replaced, which would otherwise be tabulated
     beside the new ones. A root given by name is read whatever its name.
     """
-    from .sweeps import REPLACED_PATTERN
-
     roots = [roots] if isinstance(roots, (str, Path)) else list(roots)
     found: list[Path] = []
 
@@ -68,8 +73,6 @@ def find_runs(roots: Union[str, Path, Sequence[Union[str, Path]]], *, max_depth:
 def _read_log(log: Path) -> list[dict]:
     """The epochs of a ``metrics.jsonl`` (none when the stage has not run; a last line cut short by a
     killed run is skipped with a warning, see :func:`corelib.runtime.checkpoint.read_epoch_log`)."""
-    from .runtime.checkpoint import read_epoch_log
-
     return read_epoch_log(log)
 
 
@@ -82,9 +85,6 @@ def _last_evaluated(rows: list[dict], prefix: str) -> Optional[dict]:
 def _pair_label(pair_dir: Path) -> str:
     """The task ``source → target``: from the pair's record (``pair.json``, written by the training
     chapters), else the embedded pair of that name, else the folder name."""
-    from .config import EMBEDDED_PAIRS
-    from .pairs import read_pair
-
     record = read_pair(pair_dir)
     if record and record.get("task"):
         return record["task"]
@@ -102,9 +102,6 @@ with ``register_labeler(name, needs_k=True)``), and is empty for the others (DBS
 def _settings(path: Path) -> dict:
     """The :data:`SETTING_COLUMNS` of a fine-tuning ``config.yaml`` (None each when there is none;
     a config of the flat layout written before the groups is read too)."""
-    from .config import FinetuneCfg
-    from .settings import read_saved_config
-
     if not path.is_file():
         return dict.fromkeys(SETTING_COLUMNS)
     flat = read_saved_config(FinetuneCfg, path).flat()
@@ -129,7 +126,7 @@ def collect_results(runs: Iterable[Union[str, Path]], *, names: Optional[Sequenc
         runs: run directories (see :func:`find_runs`).
         names: a label per run (default: the folder names).
     """
-    import pandas as pd
+    import pandas as pd  # lazy: pandas is slow to import and only tables need it
 
     runs = [Path(r) for r in runs]
     names = list(names) if names is not None else [r.name for r in runs]
@@ -158,16 +155,12 @@ def collect_results(runs: Iterable[Union[str, Path]], *, names: Optional[Sequenc
 
 
 def _pair_record(pair_dir: Path) -> Optional[dict]:
-    from .pairs import read_pair
-
     return read_pair(pair_dir)
 
 
 def _baseline_rows(pair_dir: Path, run_name: str, point: dict) -> list[dict]:
     """Rows of the recipes chapter 08 trained in ``pair_dir/baselines/`` (direct and adapted), each
     under the run name ``<run> · <recipe>`` and ``method`` = the recipe."""
-    from .baselines import BASELINES_DIR, read_baselines
-
     rows = []
     for recipe, res in read_baselines(pair_dir).items():
         settings = _settings(pair_dir / BASELINES_DIR / recipe / "finetune" / "config.yaml")
@@ -297,9 +290,7 @@ def published_table(task: Optional[str] = None, method: Optional[str] = None, se
     ``task`` takes any spelling :func:`corelib.published.canonical_task` reads; the filters are those of
     :func:`corelib.published.published_results`.
     """
-    import pandas as pd
-
-    from .published import published_results
+    import pandas as pd  # lazy: pandas is slow to import and only tables need it
 
     records = published_results(task, method, setting)
     columns = ["task", "setting", "method", "backbone", *METRICS.values(), "source", "note"]
@@ -339,9 +330,6 @@ def _pick_group(groups: Sequence[str], task: str, what: str) -> str:
     label (an embedded pair such as ``market_like → cuhk_like`` is laid beside the task the caller names)
     unless that label reads as another published task.
     """
-    from .errors import UnknownNameError
-    from .published import canonical_task
-
     def read(label: str) -> Optional[str]:
         try:
             return canonical_task(label)
@@ -359,7 +347,7 @@ def _pick_group(groups: Sequence[str], task: str, what: str) -> str:
 
 def _own_rows(own, task: str, label: str, stage: str) -> list[tuple[str, dict[str, float]]]:
     """(name, {column: value}) of each measured row in ``own`` (see :func:`beside_published`)."""
-    import pandas as pd
+    import pandas as pd  # lazy: pandas is slow to import and only tables need it
 
     if own is None:
         return []
@@ -432,9 +420,7 @@ def beside_published(own, task: str, *, label: str = "ours (measured)", method: 
             False keeps floats and NaN, for arithmetic.
         source, notes: keep the ``source`` and ``note`` columns.
     """
-    import pandas as pd
-
-    from .published import canonical_task, published_results
+    import pandas as pd  # lazy: pandas is slow to import and only tables need it
 
     task = canonical_task(task)
     records = published_results(task, method, setting)
@@ -465,10 +451,7 @@ def published_beside_runs(results, tasks: Sequence[str], *, stage: str = "adapte
     :func:`collect_results`) measured on that very task, or the published rows alone when no run
     trained on it (the embedded pairs only imitate real tasks: their numbers are never laid beside
     a real task's). Returns one table, the canonical ``task`` first, tasks in the order given."""
-    import pandas as pd
-
-    from .errors import UnknownNameError
-    from .published import canonical_task
+    import pandas as pd  # lazy: pandas is slow to import and only tables need it
 
     def same(label: str, wanted: str) -> bool:
         try:

@@ -29,7 +29,9 @@ from pathlib import Path
 from typing import Any, Callable, ClassVar, Mapping, Optional, Sequence, TypeVar, Union
 
 from .errors import ConfigError
+from .paths import atomic_write_text
 from .registry import did_you_mean
+from .yamlfile import parse_yaml, read_yaml
 
 SettingsT = TypeVar("SettingsT", bound="Settings")
 Overrides = Union[Mapping[str, Any], Sequence[str], None]
@@ -149,7 +151,6 @@ def _parse(overrides: Overrides) -> dict[str, Any]:
         return dict(overrides)
     if isinstance(overrides, str):
         overrides = [overrides]
-    from .yamlfile import parse_yaml
 
     values: dict[str, Any] = {}
     for item in overrides:
@@ -295,8 +296,6 @@ def read_mapping(path: Union[str, Path], what: str = "settings") -> dict:
         ConfigError: no such file, a file that :func:`~corelib.yamlfile.read_yaml` refuses (invalid
             YAML, too large, aliases that expand too far), or one that holds something else than a mapping.
     """
-    from .yamlfile import read_yaml
-
     path = Path(path).expanduser()
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist")
@@ -324,8 +323,6 @@ def config_yaml(cfg: Any) -> str:
 def save_config(cfg: Any, path: Union[str, Path]) -> Path:
     """Write :func:`config_yaml` of ``cfg`` to ``path`` (through a temporary file, so a reader never
     sees half of it)."""
-    from .paths import atomic_write_text
-
     path = Path(path)
     atomic_write_text(path, config_yaml(cfg))
     return path

@@ -12,6 +12,8 @@ from typing import NamedTuple
 
 import torch
 
+from .progress import tqdm
+
 
 class SparseRows(NamedTuple):
     """Sparse rows: entries rowptr[r]:rowptr[r+1] of col/val belong to row r (columns ascending)."""
@@ -49,6 +51,4 @@ def unique_rows(cand: torch.Tensor, fill: int) -> torch.Tensor:
 
 def progress_bar(enabled: bool, total: int, desc: str):
     """A tqdm bar, or a do-nothing stand-in when progress is off."""
-    from .progress import tqdm
-
     return tqdm(total=total, desc=desc, disable=not enabled, mininterval=0.5)

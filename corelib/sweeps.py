@@ -53,10 +53,17 @@ import itertools
 import json
 import os
 import re
+import time
+import traceback
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence, Union
 
+from . import notebooks
 from .errors import ConfigError, NotOwnedError, SweepFailed
+from .notebooks import chapter_parameters, check_parameters, select_chapters
+from .ownership import RunLock, set_aside
+from .paths import atomic_write_text
+from .yamlfile import read_yaml
 
 WRITTEN_BY = "corelib.sweeps"
 """The ``written_by`` of a point's ``sweep.json``: what makes a folder a sweep point."""
@@ -149,8 +156,6 @@ def load_sweep(path: Union[str, Path]) -> dict:
         ConfigError: a file :func:`~corelib.yamlfile.read_yaml` refuses (invalid YAML, too large,
             aliases that expand too far), unknown top-level keys, no grid, or a part of the wrong kind.
     """
-    from .yamlfile import read_yaml
-
     spec = read_yaml(path, what="sweep file") or {}
     if not isinstance(spec, dict):
         raise ConfigError(f"{path}: a sweep file is a mapping with chapters, parameters and grid")
@@ -185,8 +190,6 @@ def _same(a: Any, b: Any) -> bool:
 def _defaults(chapters: Sequence[Path]) -> dict:
     """The default of each parameter the chapters declare, where they agree on it: what a chapter
     uses when the sweep leaves the parameter out."""
-    from .notebooks import chapter_parameters
-
     seen: dict[str, list] = {}
     for chapter in chapters:
         for name, decl in chapter_parameters(chapter).items():
@@ -257,8 +260,6 @@ def _set_aside(run_dir: Path) -> Path:
     Raises:
         RunDirBusyError: another process holds the point's run directory.
     """
-    from .ownership import RunLock, set_aside
-
     with RunLock(run_dir, what="sweep --rerun-changed"):  # refused, naming the holder, while a run is there
         pass
     return set_aside(run_dir)
@@ -279,8 +280,6 @@ def plan_sweep(root: Union[str, Path], grid: Mapping[str, Sequence[Any]], *, par
             would be the same.
         NotOwnedError: a point's folder exists and is not a sweep point of the workbench.
     """
-    from .notebooks import check_parameters, select_chapters
-
     root = Path(root)
     selected = select_chapters(chapters, notebooks_dir)
     stems = [p.stem for p in selected]
@@ -362,9 +361,6 @@ def run_sweep(root: Union[str, Path], grid: Mapping[str, Sequence[Any]], *, para
             the parameters that differ; and what :func:`plan_sweep` raises. Nothing has run then.
         SweepFailed: points failed; every point ran (without ``fail_fast``).
     """
-    from . import notebooks
-    from .paths import atomic_write_text
-
     plan = plan_sweep(root, grid, parameters=parameters, chapters=chapters, notebooks_dir=notebooks_dir)
     changed = [p for p in plan if p["state"] == "changed"]
     if changed and not rerun_changed:
@@ -423,11 +419,6 @@ def _record_failure(run_dir: Path, point: Mapping[str, Any], error: Exception) -
     """Write the point's :data:`FAILED_RECORD` (the error, its traceback, the executed notebook of the
     failing chapter) and return ``{"error", "executed_notebook", "record"}``; a record that cannot be
     written (a full disk) is said so in ``record``, and the sweep goes on."""
-    import time
-    import traceback
-
-    from .paths import atomic_write_text
-
     executed = getattr(error, "executed", None)
     failure = {"error": f"{type(error).__name__}: {error}", "executed_notebook": str(executed) if executed else None}
     try:

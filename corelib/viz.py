@@ -501,7 +501,7 @@ def baseline_curves(runs: Mapping[str, object], *, oracle: Optional[str] = "supe
     ax_k.set_title("clusters (global level)")
     ax_nmi.set_title("NMI of the pseudo-labels")
     ax_nmi.set_ylim(0, 1)
-    from matplotlib.ticker import MaxNLocator
+    from matplotlib.ticker import MaxNLocator  # lazy: plotting only
 
     for ax in axes:
         ax.set_xlabel("epoch")

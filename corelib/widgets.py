@@ -25,6 +25,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+import re
 import struct
 from collections import Counter
 from contextlib import contextmanager
@@ -36,10 +37,12 @@ import torch
 
 from . import viz
 from .data.dataset import ReIDDataset, Sample, read_image
+from .data.transforms import build_transforms
 from .errors import InvalidInputError, UnknownNameError
 from .explain import BRANCHES, explain_rank_list, has_branch, identity_caption, rank_list_row, rank_lists
 from .features import Features
 from .progress import static_widgets
+from .training.analysis import analysis_features
 
 DPI = 150
 """Pixels per inch of the rendered views: thumbnails of 64-pixel-high images at a readable size."""
@@ -47,7 +50,7 @@ DPI = 150
 
 def _png(fig) -> bytes:
     """The figure as PNG bytes; the figure is closed (widgets re-render often)."""
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # lazy: plotting only
 
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=DPI, bbox_inches="tight")
@@ -74,7 +77,7 @@ class _Explorer:
     kind: str = "explorer"
 
     def _build(self, pairs: Sequence[str], pair: Optional[str], selector, extra_controls: Sequence) -> None:
-        import ipywidgets as w
+        import ipywidgets as w  # lazy: the widget stack, needed only in JupyterLab
 
         if not pairs:
             raise InvalidInputError(f"the {self.kind} has nothing to show: pass at least one pair")
@@ -147,8 +150,6 @@ class _Explorer:
 
     def description(self) -> str:
         """The current view in words (the summary without markup)."""
-        import re
-
         return html.unescape(re.sub(r"<[^>]+>", "", self.summary.value))
 
     def static_html(self) -> str:
@@ -194,9 +195,6 @@ class RankListView:
     def from_model(cls, trained, dataset: ReIDDataset, *, device: Union[str, torch.device] = "cpu",
                    start: int = 0) -> "RankListView":
         """Extract ``dataset``'s query and gallery descriptors with a :class:`~corelib.TrainedModel`."""
-        from .data.transforms import build_transforms
-        from .training.analysis import analysis_features
-
         tf = build_transforms("test", *trained.input_size)
         q = analysis_features(trained, dataset, split="query", device=device)
         g = analysis_features(trained, dataset, split="gallery", device=device)
@@ -216,7 +214,7 @@ class RankListExplorer(_Explorer):
 
     def __init__(self, views: Mapping[str, RankListView], *, topk: int = 5, layer: Optional[str] = None,
                  pair: Optional[str] = None) -> None:
-        import ipywidgets as w
+        import ipywidgets as w  # lazy: the widget stack, needed only in JupyterLab
 
         if isinstance(views, RankListView):
             views = {"pair": views}
@@ -280,7 +278,7 @@ class ClusterExplorer(_Explorer):
 
     def __init__(self, clusters: Mapping[str, tuple[Sequence[Sample], Sequence[int]]], *, max_members: int = 24,
                  columns: int = 6, pair: Optional[str] = None) -> None:
-        import ipywidgets as w
+        import ipywidgets as w  # lazy: the widget stack, needed only in JupyterLab
 
         self.max_members, self.columns = max_members, columns
         self.clusters = {}

@@ -20,7 +20,8 @@ PACKAGE = Path(__file__).resolve().parents[1] / "corelib"
 LAYERS: tuple[tuple[str, ...], ...] = (  # lowest first; a unit is a top-level module or subpackage
     ("errors",),
     ("progress", "registry", "yamlfile", "array_checks", "precision", "tables"),
-    ("paths", "sparse_rows", "kreciprocal"),
+    ("paths", "sparse_rows"),
+    ("kreciprocal",),
     ("ownership", "repro", "settings", "published"),
     ("cluster", "evaluation", "losses"),
     ("runtime", "data"),
@@ -40,7 +41,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (  # lowest first; a unit is a top-level m
 HEAVY_OPTIONAL = {  # libraries slow to import or not needed by every command: the only deferred imports
     "pandas", "matplotlib", "papermill", "nbformat", "nbconvert", "nbclient", "jupyter_client", "jinja2",
     "ipywidgets", "IPython", "faiss", "umap", "timm", "sklearn", "pytorch_grad_cam", "onnx", "onnxruntime",
-    "submitit", "playwright", "scipy", "torch.utils.tensorboard",
+    "submitit", "playwright", "scipy", "torch.utils.tensorboard", "torch.distributed",
 }
 LAZY_MARK = "# lazy:"
 

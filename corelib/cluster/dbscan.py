@@ -33,6 +33,7 @@ import torch.nn.functional as F
 
 from ..errors import ConfigError, InvalidInputError
 from ..settings import Settings, check_at_least, check_choice, check_positive, check_within
+from .jaccard import jaccard_distance
 from .labelers import PseudoLabels, register_labeler
 
 
@@ -87,7 +88,7 @@ class DBSCANCfg(Settings):
 def dbscan_cluster(distances, eps: float, min_samples: int) -> np.ndarray:
     """scikit-learn DBSCAN on a precomputed distance matrix (dense, or a sparse graph that holds
     every distance below ``eps``): ``(n,)`` labels, -1 for noise."""
-    from sklearn.cluster import DBSCAN
+    from sklearn.cluster import DBSCAN  # lazy: scikit-learn pulls in SciPy; only this step needs it
 
     if isinstance(distances, torch.Tensor):
         distances = distances.detach().cpu().numpy()
@@ -215,8 +216,6 @@ def dbscan_labels(features: Sequence[torch.Tensor], camids: np.ndarray, cfg, *, 
     in ``last.pt``); later calls with that state reuse them, whatever ``epoch`` is. Without the
     option ``state`` is not touched.
     """
-    from .jaccard import jaccard_distance
-
     d = cfg.dbscan
     labels, info = [], {}
     if d.self_paced:

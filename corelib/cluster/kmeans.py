@@ -374,7 +374,7 @@ def kmeans(
 
 def _faiss_kmeans(x, k, init_centroids, max_iter, seed, init_name, t_init) -> KMeansResult:
     try:
-        import faiss
+        import faiss  # lazy: optional extra (faiss-cpu or faiss-gpu)
     except ImportError as e:  # pragma: no cover - faiss is an optional extra
         raise ImportError("backend='faiss' needs faiss: pip install faiss-cpu (or conda install faiss-gpu)") from e
     xs = x.detach().cpu().numpy()

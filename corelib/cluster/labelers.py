@@ -44,8 +44,8 @@ from ..array_checks import check_features
 from ..errors import InvalidInputError
 from ..registry import Registry
 from ..settings import Settings, check_at_least, check_choice, settings_from
-from .kmeans import kmeans, minibatch_kmeans
-from .normalize import camera_ids, normalize_features
+from .kmeans import INITS, kmeans, minibatch_kmeans
+from .normalize import NORMALIZATIONS, camera_ids, normalize_features
 from .quality import camera_mixing, cluster_size_stats, pseudo_label_quality
 
 LEVELS = ("global", "top", "bottom")
@@ -154,8 +154,6 @@ def check_labeler(cfg, num_samples: int) -> None:
         UnknownNameError: an unknown name (the message lists the registered ones).
         ValueError: e.g. k larger than the number of images.
     """
-    from .normalize import NORMALIZATIONS
-
     labeler = get_labeler(cfg.labeler)
     NORMALIZATIONS.get(cfg.normalize)
     check = getattr(labeler, "check", None)
@@ -277,8 +275,6 @@ def kmeans_labels(features: Sequence[torch.Tensor], camids: np.ndarray, cfg, *, 
 
 
 def _check_kmeans(cfg, num_samples: int) -> None:
-    from .kmeans import INITS
-
     if cfg.kmeans.init not in INITS:
         raise InvalidInputError(f"cluster.kmeans.init must be one of {', '.join(INITS)}, got {cfg.kmeans.init!r}")
     if cfg.num_clusters < 2:

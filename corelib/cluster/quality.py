@@ -19,19 +19,19 @@ from ..errors import InvalidInputError
 # scikit-learn (and the scipy / pandas it loads, ~1 s) is imported on first use, so that
 # ``import corelib.cluster`` stays light
 def contingency_matrix(*args, **kwargs):
-    from sklearn.metrics.cluster import contingency_matrix as impl
+    from sklearn.metrics.cluster import contingency_matrix as impl  # lazy: scikit-learn pulls in SciPy; only this step needs it
 
     return impl(*args, **kwargs)
 
 
 def normalized_mutual_info_score(*args, **kwargs):
-    from sklearn.metrics import normalized_mutual_info_score as impl
+    from sklearn.metrics import normalized_mutual_info_score as impl  # lazy: scikit-learn pulls in SciPy; only this step needs it
 
     return impl(*args, **kwargs)
 
 
 def adjusted_rand_score(*args, **kwargs):
-    from sklearn.metrics import adjusted_rand_score as impl
+    from sklearn.metrics import adjusted_rand_score as impl  # lazy: scikit-learn pulls in SciPy; only this step needs it
 
     return impl(*args, **kwargs)
 

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from ..errors import InvalidInputError
+from ..progress import tqdm
 from .kmeans import kmeans
 from .quality import cluster_size_stats, label_agreement, pseudo_label_quality
 
@@ -49,7 +50,6 @@ def compare_inits(
         raise InvalidInputError("compare_inits needs at least one seed")
     if truth is not None and len(truth) != len(features):
         raise InvalidInputError(f"{len(truth)} identities for {len(features)} feature rows")
-    from ..progress import tqdm
 
     runs, labels = [], {}
     bar = tqdm(total=len(inits) * len(seeds), desc=f"k-means k={k}", unit="run", disable=not progress)

@@ -27,6 +27,7 @@ import yaml
 
 from .. import paths
 from ..errors import DatasetRootError, InvalidInputError, ManifestError, UnsafePathError
+from ..progress import tqdm
 from ..yamlfile import read_yaml
 from .dataset import build_dataset, check_loader_options, expected_layout, open_image
 from .layout import IMAGE_EXTENSIONS, RootGuard, refuse_link_loop
@@ -281,8 +282,6 @@ def _check_counts(m: Mapping, stats: Mapping, has_cameras: bool, report: Verific
 
 def _check_images(m: Mapping, base: Path, how: Union[str, int], progress: bool, seed: int,
                   report: VerificationReport, guard: RootGuard) -> None:
-    from ..progress import tqdm
-
     files = sorted(p for e in m["layout"] if (base / e).is_dir() for p in _image_files(base / e, guard))
     if how != "all":  # a positive number (images_to_check)
         files = random.Random(seed).sample(files, min(how, len(files)))

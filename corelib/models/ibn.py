@@ -39,6 +39,7 @@ import torch
 from torch import nn
 
 from ..errors import InvalidInputError, MissingFileError
+from ..runtime.checkpoint import load_checkpoint
 from .registry import BACKBONES, register_backbone
 from .resnet import ResNetTrunk, key_mismatches
 
@@ -198,7 +199,6 @@ def build_ibn_trunk(name: str, weights: Union[str, Path, None] = "imagenet",
                 stacklevel=3,
             )
         return trunk
-    from ..runtime.checkpoint import load_checkpoint  # safe reading, errors that name the file
 
     path = Path(weights).expanduser()
     if not path.is_file():

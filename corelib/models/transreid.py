@@ -45,8 +45,9 @@ from torch import nn
 
 from ..errors import InvalidInputError
 from .fusion import bnneck
-from .reid_net import _classifier  # bias-free, N(0, 0.001): the same heads as CORE-ReID's networks
+from .mean_teacher import MeanTeacher
 from .registry import build_backbone, register_model
+from .reid_net import _classifier  # bias-free, N(0, 0.001): the same heads as CORE-ReID's networks
 from .vit import TransReIDViT
 
 SHIFT_READINGS = ("code", "paper")
@@ -252,8 +253,6 @@ def transreid_mean_teacher(backbone: str = "transreid_vit_base", num_classes: in
     ``ecab``, ``pool`` and ``fusion`` (settings of CORE-ReID's heads) are accepted and have no
     effect; ``ecab=True`` is refused, as there are no halves to attend to.
     """
-    from .mean_teacher import MeanTeacher
-
     if ecab:
         raise InvalidInputError("the TransReID network has no ECAB (no top / bottom halves); set model.ecab=false")
     student, teacher = TransReIDNet(backbone, num_classes, **kw), TransReIDNet(backbone, num_classes, **kw)

@@ -58,6 +58,7 @@ import torch
 from torch import nn
 
 from ..errors import InvalidInputError, MissingFileError
+from ..runtime.checkpoint import load_checkpoint
 from .registry import Backbone, register_backbone
 
 # name -> (embed_dim, depth, heads, patch, stride): what the registered builders default to
@@ -127,8 +128,8 @@ class TransReIDViT(Backbone):
                  drop_path: float = 0.1, num_cameras: int = 0, num_views: int = 0, sie_coe: float = 3.0,
                  input_norm: str = "half", weights: Union[str, Path, None] = None, name: str = "vit") -> None:
         super().__init__()
-        from timm.layers import trunc_normal_
-        from timm.models.vision_transformer import Block
+        from timm.layers import trunc_normal_  # lazy: timm is needed by the ViT backbones only
+        from timm.models.vision_transformer import Block  # lazy: timm is needed by the ViT backbones only
 
         if input_norm not in ("half", "imagenet"):
             raise InvalidInputError(f"input_norm must be 'half' (TransReID's 0.5 / 0.5) or 'imagenet', got {input_norm!r}")
@@ -195,7 +196,6 @@ class TransReIDViT(Backbone):
         if not path.is_file():
             raise MissingFileError(f"ViT weights file {path} does not exist; pass weights=None, 'imagenet' or an existing "
                                    f"timm-layout file")
-        from ..runtime.checkpoint import load_checkpoint
 
         state = load_checkpoint(path)
         self.load_timm_state(state, source=str(path))
@@ -207,7 +207,7 @@ class TransReIDViT(Backbone):
             InvalidInputError: a key is missing or has another shape (the message names it and what
                 this trunk expects: another width, depth or patch size).
         """
-        from timm.layers import resample_abs_pos_embed
+        from timm.layers import resample_abs_pos_embed  # lazy: timm is needed by the ViT backbones only
 
         for wrapper in ("model", "state_dict"):
             if isinstance(state.get(wrapper), dict):
@@ -326,7 +326,7 @@ class TransReIDViT(Backbone):
 
 def _init_vit_weights(m: nn.Module) -> None:
     """TransReID's init: trunc-normal 0.02 for the linear layers, zero biases, unit LayerNorm."""
-    from timm.layers import trunc_normal_
+    from timm.layers import trunc_normal_  # lazy: timm is needed by the ViT backbones only
 
     if isinstance(m, nn.Linear):
         trunc_normal_(m.weight, std=0.02)

@@ -89,7 +89,7 @@ def gather_with_grad(x: torch.Tensor, info: DistInfo) -> torch.Tensor:
     """Concatenate ``x`` of every rank in rank order; gradients flow back to each rank's part."""
     if not info.enabled:
         return x
-    from torch.distributed.nn.functional import all_gather
+    from torch.distributed.nn.functional import all_gather  # lazy: torch.distributed is missing from some builds; only a torchrun process needs it
 
     return torch.cat(all_gather(x), dim=0)
 

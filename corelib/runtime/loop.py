@@ -24,6 +24,9 @@ import torch
 from torch import nn
 
 from ..errors import InvalidInputError, RunExistsError
+from ..ownership import RunLock, fingerprint, set_aside
+from ..repro import resolve_device
+from ..settings import read_mapping, save_config
 from . import distributed as D
 from .checkpoint import (
     RESUME_FREE_FIELDS,
@@ -74,8 +77,6 @@ def autocast(precision: str, device: torch.device):
 
 def training_device(name: str, info: D.DistInfo) -> torch.device:
     """``resolve_device(name)``, or ``cuda:LOCAL_RANK`` for a CUDA process under torchrun."""
-    from ..repro import resolve_device
-
     device = resolve_device(name)
     if device.type == "cuda" and info.enabled:
         device = torch.device("cuda", info.local_rank)
@@ -228,8 +229,6 @@ class StageRun:
                  overwrite: bool = False, free: frozenset = RESUME_FREE_FIELDS,
                  model_record: Optional[Mapping[str, Any]] = None,
                  upstream: Optional[Mapping[str, Union[str, Path]]] = None) -> None:
-        from ..ownership import RunLock, fingerprint
-
         self.out = Path(out_dir)
         self.upstream = {what: {"path": str(Path(path).resolve()), "sha256": fingerprint(path)}
                          for what, path in (upstream or {}).items()}
@@ -263,8 +262,6 @@ class StageRun:
             check_upstream(self.state.get("upstream"), self.upstream, self.out)
         elif held and resume and not overwrite:
             # nothing to continue (killed before its first last.pt): the same recipe starts again
-            from ..settings import read_mapping
-
             saved = self.out / "config.yaml"
             check_resume(read_mapping(saved) if saved.is_file() else None, self.cfg, saved, free=self.free)
             self._overwrite = False
@@ -290,12 +287,8 @@ class StageRun:
     def begin(self) -> None:
         """Every check has passed: set an old run aside (``overwrite``), write ``config.yaml`` and open
         ``metrics.jsonl`` (cut back to the epochs a resumed checkpoint holds)."""
-        from ..settings import save_config
-
         if self.runtime.is_main:
             if self._overwrite and self.out.exists():
-                from ..ownership import set_aside
-
                 self.set_aside = set_aside(self.out)
                 print(f"corelib: the previous {self.stage} run is kept in {self.set_aside}", file=sys.stderr)
             self.out.mkdir(parents=True, exist_ok=True)

@@ -16,15 +16,20 @@ from typing import Optional, Union
 import numpy as np
 import torch
 
+from .. import paths
+from ..cluster import camera_centred as centre
 from ..data.dataset import ReIDDataset
+from ..errors import UpstreamChangedError
 from ..features import Features, extract_split
+from ..outputs import Run
+from ..pairs import ExperimentPair, experiment_pairs
 from .evaluate import TrainedModel, load_trained_model
+from .finetune import finetune
+from .pretrain import pretrain
 
 
 def _as_pair(pair):
     """An :class:`~corelib.pairs.ExperimentPair` from a pair or an embedded pair's name."""
-    from ..pairs import ExperimentPair, experiment_pairs
-
     return pair if isinstance(pair, ExperimentPair) else experiment_pairs([pair])[pair]
 
 
@@ -39,9 +44,6 @@ class _Networks:
     """
 
     def __init__(self, run_dir, pair) -> None:
-        from .. import paths
-        from ..outputs import Run
-
         self.pair = pair
         if isinstance(run_dir, Run):
             own, default = run_dir.run_dir, run_dir.default_dir
@@ -71,8 +73,6 @@ class _Networks:
 
 
 def _quick_pretrain(nets: _Networks, source: ReIDDataset, target: ReIDDataset, seed: int, device) -> Path:
-    from .pretrain import pretrain
-
     out = nets.quick_base / "quick"
     verb = "using the small source network trained earlier in" if (out / "pretrain" / "best.pt").is_file() \
         else "training a small source network into"
@@ -82,9 +82,6 @@ def _quick_pretrain(nets: _Networks, source: ReIDDataset, target: ReIDDataset, s
 
 
 def _quick_finetune(nets: _Networks, target: ReIDDataset, source_checkpoint: Path, seed: int, device) -> Path:
-    from ..errors import UpstreamChangedError
-    from .finetune import finetune
-
     out = nets.quick_base / "quick"
     verb = "using the brief adaptation made earlier of" if (out / "finetune" / "best.pt").is_file() else "adapting briefly"
     print(f"{nets.pair.name}: no checkpoint of chapter 03 found; {verb} {source_checkpoint} ({nets.hint()})")
@@ -160,8 +157,6 @@ def analysis_features(trained: TrainedModel, dataset: ReIDDataset, *, split: str
         seed: the subset's seed.
         progress: a bar over the batches (a line of text under ``corelib run-notebooks``).
     """
-    from ..cluster import camera_centred as centre
-
     samples = dataset.split(split)
     if max_images is not None and max_images < len(samples):
         keep = np.sort(np.random.default_rng(seed).choice(len(samples), max_images, replace=False))

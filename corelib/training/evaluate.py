@@ -15,10 +15,12 @@ from typing import NamedTuple, Union
 import torch
 from torch import nn
 
+from ..config import FinetuneCfg, PretrainCfg
 from ..data.dataset import ReIDDataset
 from ..errors import InvalidInputError
 from ..evaluation import evaluate_distmat, evaluate_ranking, rerank
 from ..features import extract_split
+from ..models import CameraBlind, build_model
 from ..runtime import load_checkpoint
 
 
@@ -42,8 +44,6 @@ def evaluate_model(model: nn.Module, dataset: ReIDDataset, height: int, width: i
         protocol is :func:`corelib.evaluate_vehicleid`.
     """
     if not cameras:
-        from ..models import CameraBlind
-
         model = CameraBlind(model)
     q = extract_split(model, dataset.query, height, width, device=device, batch_size=batch_size,
                       channels_last=channels_last)
@@ -82,8 +82,6 @@ def model_record(name: str, **args) -> dict:
 
 def _stage_cfg(stage: str, cfg: dict) -> dict:
     """The grouped config of a checkpoint (a flat one of an older checkpoint is upgraded)."""
-    from ..config import FinetuneCfg, PretrainCfg
-
     cls = PretrainCfg if stage == "pretrain" else FinetuneCfg
     return cls.from_dict(cls.upgrade(cfg)).to_dict()
 
@@ -103,8 +101,6 @@ def load_trained_model(path: Union[str, Path], *, device: Union[str, torch.devic
     Raises:
         ValueError: the file is not a checkpoint of either loop (it names what it found).
     """
-    from ..models import build_model
-
     state = load_checkpoint(path)
     cfg, stage = state.get("cfg"), state.get("stage")
     if not isinstance(cfg, dict) or stage not in ("pretrain", "finetune") or "model" not in state:

@@ -25,11 +25,14 @@ from ..data.batches import build_loader
 from ..data.dataset import ReIDDataset
 from ..data.samplers import CameraAwareIdentitySampler, pids_per_batch
 from ..data.transforms import build_transforms
+from ..errors import ConfigError
 from ..losses import build_criterion
 from ..models import build_model, model_context
+from ..progress import tqdm
 from ..repro import seed_everything
 from ..runtime import LoaderCycle, Runtime, StageRun, load_into, rng_state, set_rng_state
 from ..runtime import distributed as D
+from ..style import load_style_set
 from .evaluate import evaluate_model, model_record
 from .optim import build_optimizer
 
@@ -54,9 +57,6 @@ def style_training_split(style_set: Union[str, Path], source: ReIDDataset) -> li
         ConfigError: the set was built from another dataset, or its identities differ from the
             source's (the classifier would get the wrong number of classes).
     """
-    from ..errors import ConfigError
-    from ..style import load_style_set
-
     try:
         enlarged = load_style_set(style_set)
     except FileNotFoundError as e:  # MissingStageError
@@ -100,8 +100,6 @@ def pretrain(
     computed on the features gathered from all processes (so the step is the one-process step with
     per-process BatchNorm); rank 0 evaluates and writes.
     """
-    from ..progress import tqdm
-
     rt = Runtime.from_cfg(cfg.runtime)
     pids_per_batch(cfg.batch_size, cfg.num_instances)  # clear error for an impossible P x K
     criterion = build_criterion(cfg.loss, stage="pretrain").to(rt.device)

@@ -92,8 +92,7 @@ SETTING_COLUMNS = {"backbone": "model.backbone", "labeler": "cluster.labeler", "
 
 
 def _settings(path: Path) -> dict:
-    """The :data:`SETTING_COLUMNS` of a fine-tuning ``config.yaml`` (None each when there is none;
-    a config of the flat layout written before the groups is read too)."""
+    """The :data:`SETTING_COLUMNS` of a fine-tuning ``config.yaml`` (None each when there is none)."""
     from .config import FinetuneCfg
     from .settings import read_saved_config
 

@@ -19,22 +19,24 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Optional, Sequence
 
+from .config import preset
 from .errors import InvalidInputError
 from .recipes import RECIPES, get_recipe
 
 ORACLE = "supervised_oracle"
 """The upper bound: fine-tuning with the target's own identities."""
 
-DEFAULT_BUDGET = {"epochs": 2, "iters_per_epoch": 10}
+DEFAULT_BUDGET = preset("budgets", "embedded")
 """The fine-tuning budget of every recipe on the embedded pairs in ``make demo`` (two cores): the
-same epochs (clusterings) and optimiser steps for each."""
+same epochs (clusterings) and optimiser steps for each (``budgets.embedded`` of ``corelib/presets.yaml``)."""
 
-DEFAULT_SOURCE_BUDGET = {"epochs": 2, "iters_per_epoch": 40}
-"""Pre-training of a recipe's own source network in ``make demo``: 80 steps, where chapter 02's
-network had 300 (what fits in the demo's 25 minutes; a handicap the chapter states)."""
+DEFAULT_SOURCE_BUDGET = preset("budgets", "embedded_source")
+"""Pre-training of a recipe's own source network in ``make demo`` (``budgets.embedded_source``): 80
+steps, where chapter 02's network had 300 (what fits in the demo's 25 minutes; a handicap the chapter states)."""
 
-SMOKE_BUDGET = {"epochs": 1}
-"""With ``smoke``: one epoch of each recipe's CI-sized fine-tuning (the caller's budgets are not applied)."""
+SMOKE_BUDGET = preset("budgets", "smoke")
+"""With ``smoke``: one epoch of each recipe's CI-sized fine-tuning (``budgets.smoke``; the caller's
+budgets are not applied)."""
 
 
 def compared_recipes() -> list[str]:

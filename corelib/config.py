@@ -1,37 +1,48 @@
-"""Configuration dataclasses, one docstring line per field, with ``.smoke()`` presets.
+"""Configuration dataclasses, one docstring line per field: the schema of every setting.
 
-Notebooks hold literals in their ``parameters`` cell and derive everything else from these
-(``DataCfg.smoke()`` when ``SMOKE``), so the meaning of "smoke" is defined once, here, and tested.
+The classes hold the defaults (the paper's) and the validation; every preset (``.smoke()``, the
+CPU recipes of the embedded pairs ``.embedded(pair)``, ``StyleCfg.domain_aware()``, chapter 08's
+budgets) is data in ``corelib/presets.yaml``, read by :func:`preset`, so the meaning of "smoke" is
+defined once, there, and tested. Notebooks hold literals in their ``parameters`` cell and derive
+everything else from these (``DataCfg.smoke()`` when ``SMOKE``).
 
 The training recipes group their fields where the plug-ins are: ``model`` (network and backbone
 by name), ``augment`` (input size and augmentation), ``cluster`` (pseudo-labeller by name and its
-settings), ``loss`` (criterion by name) and ``runtime`` (device, precision, workers). Overrides
-are dotted (``cluster.num_clusters=500``) or nested mappings; :mod:`corelib.settings` holds the
-machinery, and an old flat name (``num_clusters``) is answered with its new place.
+settings), ``loss`` (criterion by name) and ``runtime`` (device, precision, workers); the optimiser
+and loop fields both stages share are written once, in :class:`TrainingCfg`. Overrides are dotted
+(``cluster.num_clusters=500``) or nested mappings; :mod:`corelib.settings` holds the machinery.
 """
 
 from __future__ import annotations
 
+import copy
 import math
-
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import ClassVar, Mapping
+from typing import Optional
 
 from .cluster.dbscan import DBSCANCfg
 from .cluster.labelers import LABELERS, KMeansCfg, labeler_settings
+from .cluster.normalize import NORMALIZATIONS
+from .errors import ConfigError, UnknownNameError
+from .losses.registry import loss_builder
+from .models.registry import BACKBONES, MODELS
 from .paths import synthetic_root
-from .settings import LegacyRule, Settings, load_config, save_config
+from .registry import did_you_mean
+from .repro import check_device_name
+from .settings import Settings, load_config, save_config
 from .settings import check_at_least as _at_least
 from .settings import check_choice as _choice
 from .settings import check_positive as _positive
 from .settings import check_within as _within
+from .yamlfile import read_yaml
 
 __all__ = [
     "AdaptLossCfg", "AugmentCfg", "ClusterCfg", "ContrastCfg", "DataCfg", "DBSCANCfg", "EMBEDDED_PAIRS", "EMBEDDED_SIZES",
     "EMBEDDED_STYLE_MODES",
-    "FinetuneCfg", "KMeansCfg", "MeanTeacherCfg", "PretrainCfg", "RuntimeCfg", "STYLE_MODES", "SourceLossCfg",
-    "SourceModelCfg", "StyleCfg", "embedded_manifest", "load_config", "save_config",
+    "FinetuneCfg", "KMeansCfg", "MeanTeacherCfg", "PRESETS_FILE", "PretrainCfg", "RuntimeCfg", "STYLE_MODES",
+    "SourceLossCfg", "SourceModelCfg", "StyleCfg", "TrainingCfg", "embedded_manifest", "load_config", "preset",
+    "save_config",
 ]
 
 EMBEDDED_PAIRS: dict[str, tuple[str, str]] = {
@@ -47,19 +58,36 @@ EMBEDDED_STYLE_MODES: dict[str, str] = {"person": "camera", "vehicle": "domain"}
 has camera labels), domain-aware (source <-> target) for vehicles."""
 
 
-EMBEDDED_SIZES: dict[str, tuple[int, int]] = {"person": (64, 32), "vehicle": (64, 64)}
+PRESETS_FILE = Path(__file__).with_name("presets.yaml")
+"""Every preset as data: the smoke and embedded recipes of each stage, chapter 08's budgets."""
+
+_PRESETS: dict = read_yaml(PRESETS_FILE, what="presets file")
+
+
+def preset(section: str, name: str) -> dict:
+    """A copy of the preset ``name`` of ``section`` in :data:`PRESETS_FILE`: the fields it changes,
+    dotted (``preset("finetune", "smoke")``, ``preset("budgets", "embedded")``).
+
+    Raises:
+        UnknownNameError: no such section or preset (the message lists those there are).
+    """
+    if section not in _PRESETS:
+        raise UnknownNameError(f"no preset section {section!r} in {PRESETS_FILE}; sections: {', '.join(_PRESETS)}")
+    if name not in _PRESETS[section]:
+        raise UnknownNameError(f"no preset {section}.{name} in {PRESETS_FILE}; {section} presets: "
+                               f"{', '.join(_PRESETS[section])}")
+    return copy.deepcopy(_PRESETS[section][name])
+
+
+EMBEDDED_SIZES: dict[str, tuple[int, int]] = {pair: (int(h), int(w)) for pair, (h, w) in
+                                               _PRESETS["embedded_input_size"].items()}
 """(height, width) of the CPU recipes of the embedded pairs."""
 
 
-def _resnet_name(depth) -> str:
-    """The backbone name of a ResNet depth (the flat layout's ``depth: 50`` is ``resnet50``)."""
-    return f"resnet{int(depth)}"
 
 
 def _registered(field_name: str, value: str, registry) -> None:
     """Refuse a name no part is registered under (the message lists the names and the closest)."""
-    from .errors import UnknownNameError
-
     try:
         registry().get(value)
     except UnknownNameError as e:
@@ -67,14 +95,10 @@ def _registered(field_name: str, value: str, registry) -> None:
 
 
 def _models():
-    from .models.registry import MODELS
-
     return MODELS
 
 
 def _backbones():
-    from .models.registry import BACKBONES
-
     return BACKBONES
 
 
@@ -88,8 +112,6 @@ class _losses:
         return self
 
     def get(self, name: str):
-        from .losses.registry import loss_builder
-
         return loss_builder(name, self.stage)
 
 
@@ -98,8 +120,6 @@ def _labelers():
 
 
 def _normalizations():
-    from .cluster.normalize import NORMALIZATIONS
-
     return NORMALIZATIONS
 
 
@@ -109,29 +129,27 @@ def _check_weights(field_name: str, weights: str) -> None:
     if text.lower() in ("imagenet", "none", ""):
         return
     if not any(ch in text for ch in "/\\") and Path(text).suffix not in (".pth", ".pt", ".bin", ".tar", ".ckpt"):
-        from .errors import ConfigError
-        from .registry import did_you_mean
-
         raise ConfigError(f"{field_name}={weights!r} is neither 'imagenet', 'none' nor a weights file (a path such as "
                           f"weights/resnet50.pth){did_you_mean(text.lower(), ['imagenet', 'none'])}")
 
 
-def _check_training_loop(cfg) -> None:
-    """The fields pre-training and fine-tuning share: counts and intervals of the loop."""
-    _at_least("batch_size", cfg.batch_size, 1)
-    _at_least("num_instances", cfg.num_instances, 1)
-    _positive("lr", cfg.lr)
-    _at_least("weight_decay", cfg.weight_decay, 0)
-    _at_least("epochs", cfg.epochs, 1, "a run of 0 epochs trains nothing and has no best checkpoint")
-    _at_least("iters_per_epoch", cfg.iters_per_epoch, 1, "an epoch of 0 steps trains nothing")
-    _at_least("eval_every", cfg.eval_every, 1, "evaluate every N >= 1 epochs; the last epoch is always evaluated")
-
-
 def _check_pair(pair: str) -> None:
     if pair not in EMBEDDED_PAIRS:
-        from .errors import UnknownNameError
-
         raise UnknownNameError(f"unknown embedded pair {pair!r}; valid pairs: {', '.join(EMBEDDED_PAIRS)}")
+
+
+def _embedded_preset(section: str, pair: str, smoke: bool, size_fields: Optional[tuple[str, str]]) -> dict:
+    """The fields ``section``'s ``.embedded(pair, smoke=smoke)`` changes: the smoke preset or the
+    embedded one with the pair's own, then the pair's input size in ``size_fields`` (None: kept)."""
+    _check_pair(pair)
+    if smoke:
+        fields = preset(section, "smoke")
+    else:
+        by_pair = _PRESETS[section].get("embedded_by_pair", {})
+        fields = {**preset(section, "embedded"), **copy.deepcopy(by_pair.get(pair, {}))}
+    if size_fields is not None:
+        fields.update(zip(size_fields, EMBEDDED_SIZES[pair]))
+    return fields
 
 
 @dataclass(frozen=True)
@@ -149,8 +167,8 @@ class DataCfg:
 
     @classmethod
     def smoke(cls, **overrides) -> "DataCfg":
-        """A tiny copy for CI: about 15% of the identities, 200 images decoded per dataset."""
-        return replace(cls(scale=0.15, check_images="200"), **overrides)
+        """A tiny copy for CI: the ``data.smoke`` preset (``corelib/presets.yaml``)."""
+        return replace(cls(**preset("data", "smoke")), **overrides)
 
     def dataset_root(self) -> Path:
         """Where the datasets go: ``root`` or, when empty, ``corelib.paths.synthetic_root()``."""
@@ -190,8 +208,6 @@ class RuntimeCfg(Settings):
     """Process-group backend under torchrun: "auto" (NCCL with CUDA, gloo on CPU), "nccl", "gloo"."""
 
     def __post_init__(self) -> None:
-        from .repro import check_device_name
-
         check_device_name(self.device, "runtime.device")
         _at_least("runtime.num_workers", self.num_workers, 0)
         _choice("runtime.precision", self.precision, ("auto", "fp32", "bf16"))
@@ -222,6 +238,52 @@ class AugmentCfg(Settings):
         _at_least("augment.width", self.width, 8)
         for name in ("gray_p", "lgpr_p", "erase_p"):
             _within(f"augment.{name}", getattr(self, name), 0.0, 1.0)
+
+
+@dataclass(frozen=True)
+class TrainingCfg(Settings):
+    """The optimiser and loop fields pre-training and fine-tuning share (:class:`PretrainCfg`,
+    :class:`FinetuneCfg`; each sets its own defaults where the paper's differ)."""
+
+    batch_size: int = 128
+    """Images per batch, P identities x K instances (fine-tuning: P pseudo-identities, and three such
+    batches per step)."""
+    num_instances: int = 4
+    """K: images per (pseudo-)identity in a batch (camera-aware sampler)."""
+    optimizer: str = "adam"
+    """"adam" (the paper's) or "sgd" (with ``momentum``: TransReID's, TransReID-SSL's Cluster Contrast fork)."""
+    lr: float = 3.5e-4
+    """Learning rate (pre-training: after the warm-up, as ``schedule`` says; fine-tuning: constant, a
+    new optimiser every epoch, docs/method.md §3.11)."""
+    weight_decay: float = 5e-4
+    """Weight decay (coupled L2, as torch.optim.Adam and SGD do it), biases included."""
+    momentum: float = 0.9
+    """SGD momentum (``optimizer="sgd"``)."""
+    bias_lr_factor: float = 1.0
+    """Learning rate of the biases relative to ``lr`` (2 in TransReID's configs)."""
+    epochs: int = 120
+    """Training epochs (a fine-tuning epoch starts with feature extraction and three clusterings)."""
+    iters_per_epoch: int = 200
+    """Optimiser steps per epoch (the loader wraps around)."""
+    eval_every: int = 3
+    """Evaluate every this many epochs (and after the last): pre-training on the source test split,
+    fine-tuning the teacher on the target query / gallery."""
+    seed: int = 1
+    """Seed of python, numpy, torch, the samplers, the loaders and (fine-tuning) the clusterings."""
+    runtime: RuntimeCfg = field(default_factory=RuntimeCfg)
+    """Device, precision, memory layout, workers, process group."""
+
+    def __post_init__(self) -> None:
+        _at_least("batch_size", self.batch_size, 1)
+        _at_least("num_instances", self.num_instances, 1)
+        _positive("lr", self.lr)
+        _at_least("weight_decay", self.weight_decay, 0)
+        _at_least("epochs", self.epochs, 1, "a run of 0 epochs trains nothing and has no best checkpoint")
+        _at_least("iters_per_epoch", self.iters_per_epoch, 1, "an epoch of 0 steps trains nothing")
+        _at_least("eval_every", self.eval_every, 1, "evaluate every N >= 1 epochs; the last epoch is always evaluated")
+        _choice("optimizer", self.optimizer, ("adam", "sgd"))
+        _within("momentum", self.momentum, 0.0, 1.0, high_open=True)
+        _positive("bias_lr_factor", self.bias_lr_factor)
 
 
 # --------------------------------------------------------------------------------------------
@@ -300,8 +362,9 @@ class SourceLossCfg(Settings):
 
 
 @dataclass(frozen=True)
-class PretrainCfg(Settings):
-    """Supervised source pre-training (docs/method.md §2.4-2.7); defaults are the paper's."""
+class PretrainCfg(TrainingCfg):
+    """Supervised source pre-training (docs/method.md §2.4-2.7); defaults are the paper's (the
+    optimiser and loop fields: :class:`TrainingCfg`)."""
 
     model: SourceModelCfg = field(default_factory=SourceModelCfg)
     """The network: backbone, weights."""
@@ -309,92 +372,46 @@ class PretrainCfg(Settings):
     """Input size and augmentation (no random erasing in pre-training)."""
     loss: SourceLossCfg = field(default_factory=SourceLossCfg)
     """The criterion."""
-    batch_size: int = 128
-    """Images per batch, P identities x K instances."""
-    num_instances: int = 4
-    """K: images per identity in a batch (camera-aware sampler)."""
-    optimizer: str = "adam"
-    """"adam" (the paper's) or "sgd" (with ``momentum``: TransReID's)."""
-    lr: float = 3.5e-4
-    """Learning rate after the warm-up."""
-    weight_decay: float = 5e-4
-    """Weight decay (coupled L2, as torch.optim.Adam and SGD do it), biases included."""
-    momentum: float = 0.9
-    """SGD momentum (``optimizer="sgd"``)."""
-    bias_lr_factor: float = 1.0
-    """Learning rate of the biases relative to ``lr`` (2 in TransReID's configs)."""
     schedule: str = "multistep"
     """"multistep" (linear warm-up, then x ``gamma`` at each milestone: the paper's) or "cosine"
     (TransReID's timm CosineLRScheduler stepped per epoch: linear warm-up from 0.01 x lr, then
     ``min_lr_factor + (1 - min_lr_factor) (1 + cos(pi t / epochs)) / 2`` at epoch t = 1 .. epochs)."""
     min_lr_factor: float = 0.002
     """Floor of the cosine schedule relative to ``lr`` (TransReID: 0.002)."""
-    epochs: int = 120
-    """Training epochs."""
-    iters_per_epoch: int = 200
-    """Optimiser steps per epoch (the loader wraps around)."""
     warmup_epochs: int = 10
     """Linear warm-up from 0.01x to 1x over these epochs."""
     milestones: tuple[int, ...] = (40, 70)
     """Epochs at which the learning rate is multiplied by ``gamma``."""
     gamma: float = 0.1
     """Learning-rate decay factor at each milestone."""
-    eval_every: int = 3
-    """Evaluate on the source test split every this many epochs (and after the last)."""
-    seed: int = 1
-    """Seed of python, numpy, torch, the sampler and the loader."""
     style_set: str = ""
     """Folder of an enlarged source set (real images + style copies) written by ``corelib style
     generate`` or notebook 01: its training split replaces the source's; "" trains on the source alone."""
     target_bn_forward: bool = True
     """With a target dataset: forward one unlabelled target batch per step so BN statistics mix
     both domains (the authors' code, docs/method.md §2.4); False trains on the source alone."""
-    runtime: RuntimeCfg = field(default_factory=RuntimeCfg)
-    """Device, precision, memory layout, workers, process group."""
 
     def __post_init__(self) -> None:
-        _check_training_loop(self)
+        super().__post_init__()
         _at_least("warmup_epochs", self.warmup_epochs, 0)
         _positive("gamma", self.gamma)
-        _choice("optimizer", self.optimizer, ("adam", "sgd"))
         _choice("schedule", self.schedule, ("multistep", "cosine"))
-        _within("momentum", self.momentum, 0.0, 1.0, high_open=True)
-        _positive("bias_lr_factor", self.bias_lr_factor)
         _within("min_lr_factor", self.min_lr_factor, 0.0, 1.0)
         if any(isinstance(m, bool) or not isinstance(m, int) or m < 1 for m in self.milestones):
-            from .errors import ConfigError
-
             raise ConfigError(f"milestones must be epochs, integers >= 1 (e.g. [40, 70]), got {list(self.milestones)}")
-
-    LEGACY: ClassVar[Mapping[str, LegacyRule]] = {
-        "depth": ("model.backbone", _resnet_name), "weights": "model.weights",
-        "height": "augment.height", "width": "augment.width", "gray_p": "augment.gray_p", "lgpr_p": "augment.lgpr_p",
-        "label_smooth": "loss.label_smooth", "device": "runtime.device", "precision": "runtime.precision",
-        "channels_last": "runtime.channels_last", "num_workers": "runtime.num_workers",
-        "dist_backend": "runtime.dist_backend",
-    }
 
     @classmethod
     def smoke(cls, **overrides) -> "PretrainCfg":
-        """Seconds on a CPU: ResNet-18 from random weights at 64x32, 2 epochs of 3 steps."""
-        base = cls(model=SourceModelCfg(backbone="resnet18", weights="none"), augment=AugmentCfg(64, 32, erase_p=0.0),
-                   batch_size=16, epochs=2, iters_per_epoch=3, warmup_epochs=1, milestones=(), eval_every=1,
-                   runtime=RuntimeCfg(num_workers=0))
-        return base.with_overrides(overrides)
+        """Seconds on a CPU: the ``pretrain.smoke`` preset (``corelib/presets.yaml``), then ``overrides``."""
+        return cls().with_overrides(preset("pretrain", "smoke")).with_overrides(overrides)
 
     @classmethod
     def embedded(cls, pair: str = "person", *, smoke: bool = False, **overrides) -> "PretrainCfg":
-        """The CPU recipe for an embedded pair (``make demo``): ResNet-18 from random weights at a
-        small input size, minutes on two cores. ``smoke=True`` gives the CI-sized variant."""
-        _check_pair(pair)
-        height, width = EMBEDDED_SIZES[pair]
-        if smoke:
-            return cls.smoke(augment={"height": height, "width": width}).with_overrides(overrides)
-        # 5 epochs of 60 steps: both pairs' source networks in about 6 min on two cores (make demo <= 20 min)
-        base = cls(model=SourceModelCfg(backbone="resnet18", weights="none"),
-                   augment=AugmentCfg(height, width, erase_p=0.0), batch_size=64, epochs=5, iters_per_epoch=60,
-                   warmup_epochs=0, milestones=(), eval_every=5, runtime=RuntimeCfg(num_workers=0))
-        return base.with_overrides(overrides)
+        """The CPU recipe for an embedded pair (``make demo``): the ``pretrain.embedded`` preset
+        (``corelib/presets.yaml``) at the pair's input size, minutes on two cores; ``smoke=True`` gives
+        the smoke preset at that size. Then ``overrides``."""
+        fields = _embedded_preset("pretrain", pair, smoke, ("augment.height", "augment.width"))
+        return cls().with_overrides(fields).with_overrides(overrides)
 
     def lr_factor(self, epoch: int) -> float:
         """The learning rate of 0-based ``epoch`` relative to ``lr``: the warm-up multi-step schedule
@@ -531,13 +548,10 @@ class AdaptLossCfg(Settings):
         _at_least("loss.local_weight", self.local_weight, 0)
 
 
-def _camera_norm_name(on: bool) -> str:
-    return "camera_mean" if on else "none"
-
-
 @dataclass(frozen=True)
-class FinetuneCfg(Settings):
-    """Mean-teacher fine-tuning on the unlabelled target (docs/method.md §3); defaults are the paper's."""
+class FinetuneCfg(TrainingCfg):
+    """Mean-teacher fine-tuning on the unlabelled target (docs/method.md §3); defaults are the
+    paper's (the optimiser and loop fields: :class:`TrainingCfg`)."""
 
     model: MeanTeacherCfg = field(default_factory=MeanTeacherCfg)
     """The network: backbone (the source's), heads, fusion, EMA."""
@@ -547,85 +561,36 @@ class FinetuneCfg(Settings):
     """Pseudo-labels: labeller, k, what is clustered and how it is normalised."""
     loss: AdaptLossCfg = field(default_factory=AdaptLossCfg)
     """The criterion."""
-    batch_size: int = 128
-    """Images per pseudo-labelled batch (P clusters x K instances); three such batches per step."""
-    num_instances: int = 4
-    """K: images per pseudo-identity in a batch."""
-    optimizer: str = "adam"
-    """"adam" (the paper's) or "sgd" (with ``momentum``: TransReID-SSL's Cluster Contrast fork)."""
-    lr: float = 3.5e-4
-    """Learning rate (constant; a new optimiser every epoch, docs/method.md §3.11)."""
-    weight_decay: float = 5e-4
-    """Weight decay."""
-    momentum: float = 0.9
-    """SGD momentum (``optimizer="sgd"``)."""
-    bias_lr_factor: float = 1.0
-    """Learning rate of the biases relative to ``lr``."""
     epochs: int = 80
     """Fine-tuning epochs; each starts with feature extraction and three clusterings."""
     iters_per_epoch: int = 400
     """Optimiser steps per epoch."""
+    eval_every: int = 1
+    """Evaluate the teacher on the target query / gallery every this many epochs (and after the last)."""
     teacher_forward: bool = True
     """Forward the teacher in train mode on every batch so its BN statistics follow the target
     (the authors' code); the outputs are not used by the loss."""
     bn_sub_batch: int = 0
     """BatchNorm statistics over fixed sub-batches of this size (0 = the whole batch): one device
     then behaves like the paper's several GPUs (e.g. 64 = two GPUs at batch 128)."""
-    eval_every: int = 1
-    """Evaluate the teacher on the target query / gallery every this many epochs (and after the last)."""
-    seed: int = 1
-    """Seed of python, numpy, torch, the samplers, the loaders and the clusterings."""
-    runtime: RuntimeCfg = field(default_factory=RuntimeCfg)
-    """Device, precision, memory layout, workers, process group."""
 
     def __post_init__(self) -> None:
-        _check_training_loop(self)
+        super().__post_init__()
         _at_least("bn_sub_batch", self.bn_sub_batch, 0)
-        _choice("optimizer", self.optimizer, ("adam", "sgd"))
-        _within("momentum", self.momentum, 0.0, 1.0, high_open=True)
-        _positive("bias_lr_factor", self.bias_lr_factor)
-
-    LEGACY: ClassVar[Mapping[str, LegacyRule]] = {
-        "depth": ("model.backbone", _resnet_name), "ecab": "model.ecab", "pool": "model.pool",
-        "fusion": "model.fusion", "alpha": "model.alpha",
-        "height": "augment.height", "width": "augment.width", "gray_p": "augment.gray_p", "lgpr_p": "augment.lgpr_p",
-        "erase_p": "augment.erase_p",
-        "num_clusters": "cluster.num_clusters", "cluster_feature": "cluster.feature",
-        "cluster_camera_norm": ("cluster.normalize", _camera_norm_name), "kmeans": "cluster.kmeans.algorithm",
-        "kmeans_init": "cluster.kmeans.init", "kmeans_max_iter": "cluster.kmeans.max_iter",
-        "kmeans_batch_size": "cluster.kmeans.batch_size", "kmeans_init_size": "cluster.kmeans.init_size",
-        "kmeans_n_init": "cluster.kmeans.n_init",
-        "label_smooth": "loss.label_smooth", "local_weight": "loss.local_weight", "fused_loss": "loss.fused_loss",
-        "device": "runtime.device", "precision": "runtime.precision", "channels_last": "runtime.channels_last",
-        "num_workers": "runtime.num_workers", "dist_backend": "runtime.dist_backend",
-    }
 
     @classmethod
     def smoke(cls, **overrides) -> "FinetuneCfg":
-        """Seconds on a CPU: ResNet-18 at 64x32, 2 epochs of 2 steps, k = 8, batch 16."""
-        base = cls(model=MeanTeacherCfg(backbone="resnet18"), augment=AugmentCfg(64, 32), batch_size=16, epochs=2,
-                   iters_per_epoch=2, cluster=ClusterCfg(num_clusters=8, kmeans=KMeansCfg(algorithm="lloyd", max_iter=20)),
-                   eval_every=1, runtime=RuntimeCfg(num_workers=0))
-        return base.with_overrides(overrides)
+        """Seconds on a CPU: the ``finetune.smoke`` preset (``corelib/presets.yaml``), then ``overrides``."""
+        return cls().with_overrides(preset("finetune", "smoke")).with_overrides(overrides)
 
     @classmethod
     def embedded(cls, pair: str = "person", *, smoke: bool = False, **overrides) -> "FinetuneCfg":
-        """The CPU recipe for an embedded pair (``make demo``): the paper's losses, EMA and
-        clustering with few epochs, k near the target's identity count and a small input size.
-        ``smoke=True`` gives the CI-sized variant."""
-        _check_pair(pair)
-        height, width = EMBEDDED_SIZES[pair]
-        if smoke:
-            return cls.smoke(augment={"height": height, "width": width}).with_overrides(overrides)
-        k = {"person": 160, "vehicle": 150}[pair]
-        epochs = {"person": 4, "vehicle": 3}[pair]  # both pairs' adaptation in about 5 min on two cores
-        # camera-centred clustering: without it the embedded targets cluster by camera and the
-        # published recipe loses accuracy (README, "Fine-tuning"; measured in benchmarks/README.md)
-        base = cls(model=MeanTeacherCfg(backbone="resnet18"), augment=AugmentCfg(height, width), batch_size=32,
-                   epochs=epochs, iters_per_epoch=40,
-                   cluster=ClusterCfg(num_clusters=k, normalize="camera_mean", kmeans=KMeansCfg(algorithm="lloyd")),
-                   runtime=RuntimeCfg(num_workers=0))
-        return base.with_overrides(overrides)
+        """The CPU recipe for an embedded pair (``make demo``): the ``finetune.embedded`` preset and
+        the pair's own (``corelib/presets.yaml``: the paper's losses, EMA and clustering with few epochs,
+        k near the target's identity count) at the pair's input size; ``smoke=True`` gives the smoke
+        preset at that size. Then ``overrides``."""
+        fields = _embedded_preset("finetune", pair, smoke, ("augment.height", "augment.width"))
+        return cls().with_overrides(fields).with_overrides(overrides)
 
 
 STYLE_MODES = ("camera", "domain")
@@ -696,8 +661,6 @@ class StyleCfg(Settings):
     training up to float rounding; it pays where one batch-1 pair leaves the device idle (GPUs)."""
 
     def __post_init__(self) -> None:
-        from .repro import check_device_name
-
         check_device_name(self.device, "device")
         _choice("precision", self.precision, ("auto", "fp32", "bf16"))
         for name in ("height", "width", "ngf", "ndf", "batch_size", "generate_batch_size", "stack_pairs"):
@@ -712,33 +675,22 @@ class StyleCfg(Settings):
 
     @classmethod
     def domain_aware(cls, **overrides) -> "StyleCfg":
-        """The authors' vehicle (domain-aware) settings: 100 + 100 epochs at batch size 32."""
-        return cls(epochs=100, decay_epochs=100, batch_size=32).with_overrides(overrides)
+        """The authors' vehicle (domain-aware) settings: the ``style.domain_aware`` preset
+        (``corelib/presets.yaml``; more epochs, larger batches), then ``overrides``."""
+        return cls().with_overrides(preset("style", "domain_aware")).with_overrides(overrides)
 
     @classmethod
     def smoke(cls, **overrides) -> "StyleCfg":
-        """Seconds on a CPU: a tiny CycleGAN at 32x16, 2 epochs of 3 steps."""
-        base = cls(height=32, width=16, ngf=8, ndf=8, gen_blocks=1, disc_layers=2, residual_generator=True, epochs=1,
-                   decay_epochs=1, iters_per_epoch=3, batch_size=4, pool_size=8, num_workers=0)
-        return base.with_overrides(overrides)
+        """Seconds on a CPU: the ``style.smoke`` preset (``corelib/presets.yaml``), then ``overrides``."""
+        return cls().with_overrides(preset("style", "smoke")).with_overrides(overrides)
 
     @classmethod
     def embedded(cls, pair: str = "person", *, smoke: bool = False, **overrides) -> "StyleCfg":
-        """The CPU recipe for an embedded pair (``make demo``): a small residual CycleGAN at the
-        pre-training input size, 36 steps per model. ``smoke=True`` gives the CI-sized variant."""
-        _check_pair(pair)
-        size = EMBEDDED_SIZES[pair]
-        if smoke:
-            return cls.smoke(**overrides)
-        # a residual generator learns the embedded cameras' colour styles in tens of steps (36 here,
-        # about 9 s per camera pair on two cores, so that make demo keeps to 20 min); CycleGAN's own
-        # generator needs thousands (benchmarks/README.md, measured at 60 steps).
-        # The identity loss keeps colours, which is what the vehicle day -> dusk translation must
-        # change: with it the generator does not leave the identity within the budget, so it is off there.
-        base = cls(height=size[0], width=size[1], ngf=16, ndf=16, gen_blocks=3, disc_layers=3, residual_generator=True,
-                   lambda_identity=0.5 if pair == "person" else 0.0, lr=5e-4, epochs=2, decay_epochs=1,
-                   iters_per_epoch=12, batch_size=8, num_workers=0)
-        return base.with_overrides(overrides)
+        """The CPU recipe for an embedded pair (``make demo``): the ``style.embedded`` preset and the
+        pair's own (``corelib/presets.yaml``: a small residual CycleGAN) at the pair's input size;
+        ``smoke=True`` gives the smoke preset at its own size. Then ``overrides``."""
+        fields = _embedded_preset("style", pair, smoke, None if smoke else ("height", "width"))
+        return cls().with_overrides(fields).with_overrides(overrides)
 
     @property
     def total_epochs(self) -> int:

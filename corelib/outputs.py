@@ -33,7 +33,7 @@ from typing import Any, Mapping, Optional, Sequence
 from . import paths
 from .errors import InvalidInputError
 from .paths import atomic_write_text
-from .tables import markdown_table
+from .tables import markdown_table, to_latex
 from .repro import env_report, git_sha
 
 

@@ -100,8 +100,7 @@ with ``register_labeler(name, needs_k=True)``), and is empty for the others (DBS
 
 
 def _settings(path: Path) -> dict:
-    """The :data:`SETTING_COLUMNS` of a fine-tuning ``config.yaml`` (None each when there is none;
-    a config of the flat layout written before the groups is read too)."""
+    """The :data:`SETTING_COLUMNS` of a fine-tuning ``config.yaml`` (None each when there is none)."""
     if not path.is_file():
         return dict.fromkeys(SETTING_COLUMNS)
     flat = read_saved_config(FinetuneCfg, path).flat()

@@ -9,9 +9,7 @@ group their fields where the plug-ins are (``model``, ``augment``, ``cluster``, 
   (``{"cluster": {"num_clusters": 500}}``, a partial update of the group);
 - every value typed where it enters (YAML lists become tuples, ``1e-3`` a float, ``"3"`` is
   refused for an int), the message naming the field;
-- an unknown name answered with the valid ones and the closest match, and a name of the flat
-  layout used before the groups (``num_clusters``) answered with its new place;
-- :meth:`Settings.upgrade` turning a flat config of an older checkpoint into the grouped one.
+- an unknown name answered with the valid ones and the closest match.
 
 Example::
 
@@ -26,7 +24,7 @@ import math
 import typing
 from dataclasses import asdict, fields, is_dataclass, replace
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Mapping, Optional, Sequence, TypeVar, Union
+from typing import Any, Mapping, Optional, Sequence, TypeVar, Union
 
 from .errors import ConfigError
 from .paths import atomic_write_text
@@ -36,15 +34,9 @@ from .yamlfile import parse_yaml, read_yaml
 SettingsT = TypeVar("SettingsT", bound="Settings")
 Overrides = Union[Mapping[str, Any], Sequence[str], None]
 
-LegacyRule = Union[str, tuple[str, Callable[[Any], Any]]]
-"""Where a flat field of the old layout went: the new dotted name, or (name, value converter)."""
-
 
 class Settings:
     """Mixin of the frozen settings dataclasses (see the module docstring)."""
-
-    LEGACY: ClassVar[Mapping[str, LegacyRule]] = {}
-    """Old flat field name -> new dotted name (or (name, converter)), for messages and old checkpoints."""
 
     def to_dict(self) -> dict:
         """Nested plain values (groups become mappings)."""
@@ -67,23 +59,6 @@ class Settings:
     def from_dict(cls: type[SettingsT], data: Mapping[str, Any]) -> SettingsT:
         """The settings a :meth:`to_dict` mapping describes (fields it leaves out keep their defaults)."""
         return cls().with_overrides(data)
-
-    @classmethod
-    def upgrade(cls, data: Mapping[str, Any]) -> dict:
-        """A config mapping of the flat layout (checkpoints written before the groups) in the grouped one.
-
-        Keys that are already grouped pass through; old names move to their groups, their values
-        converted where the meaning changed (``depth: 50`` -> ``model.backbone: resnet50``).
-        """
-        out: dict[str, Any] = {}
-        for key, value in data.items():
-            rule = cls.LEGACY.get(key)
-            if rule is None:
-                out[key] = value
-                continue
-            name, convert = (rule, None) if isinstance(rule, str) else rule
-            out[name] = convert(value) if convert else value
-        return out
 
 
 # Checks a settings class runs in its __post_init__, so a misspelt or out-of-range value is refused
@@ -220,16 +195,22 @@ def _example(kind: type, *, dotted: bool = False) -> str:
 
 
 def _unknown(cls: type, where: str, key: str) -> str:
-    """The message for an unknown field: its new place when it moved, else the valid names."""
-    rule = getattr(cls, "LEGACY", {}).get(key)
-    if rule is not None:
-        new = rule if isinstance(rule, str) else rule[0]
-        head, _, rest = new.partition(".")
-        nested = f'{{"{head}": {{"{rest}": ...}}}}' if rest else new
-        return (f"{where} has no field {key!r} any more: it moved to {new!r} "
-                f"(on the command line -o {new}=VALUE; in a mapping {{{new!r}: ...}} or {nested})")
+    """The message for an unknown field: the valid names and the closest, or the group that holds a
+    field of that name (``num_clusters`` is ``cluster.num_clusters``)."""
     names = [f.name for f in fields(cls)]
-    return f"{where} has no field {key!r}{did_you_mean(key.split('.')[0], names)} Valid fields: {', '.join(names)}"
+    in_group = [name for name in _field_paths(cls) if name.endswith(f".{key}")]
+    hint = f"; did you mean {in_group[0]!r}?" if in_group else did_you_mean(key.split('.')[0], names)
+    return f"{where} has no field {key!r}{hint} Valid fields: {', '.join(names)}"
+
+
+def _field_paths(cls: type, prefix: str = "") -> list[str]:
+    """The dotted name of every single-value field of ``cls``, inside its groups too."""
+    hints = typing.get_type_hints(cls)
+    out: list[str] = []
+    for f in fields(cls):
+        kind = hints[f.name]
+        out += _field_paths(kind, f"{prefix}{f.name}.") if is_dataclass(kind) else [f"{prefix}{f.name}"]
+    return out
 
 
 def _coerce(name: str, kind: Any, value: Any) -> Any:
@@ -358,5 +339,5 @@ def _deep_merge(base: dict, extra: Mapping) -> dict:
 
 
 def read_saved_config(cls: type[SettingsT], path: Union[str, Path]) -> SettingsT:
-    """A ``config.yaml`` a training loop wrote, also one of the flat layout used before the groups."""
-    return cls.from_dict(cls.upgrade(read_mapping(path, f"{cls.__name__} fields")))
+    """A ``config.yaml`` a training loop wrote."""
+    return cls.from_dict(read_mapping(path, f"{cls.__name__} fields"))

@@ -138,7 +138,7 @@ def test_finetune_on_veri776_resolves_the_papers_k(capsys, tmp_path):
     cfg = _printed(capsys, ["finetune", "--target", "veri776", str(tmp_path), "--print-config"], FinetuneCfg)
     assert cfg.cluster.num_clusters == 500 and (cfg.augment.height, cfg.augment.width) == (256, 256)
     assert main(["finetune", "--target", "veri776", str(tmp_path), "--print-config", "-o", "num_clusters=600"]) == 2
-    assert "it moved to 'cluster.num_clusters'" in capsys.readouterr().err
+    assert "did you mean 'cluster.num_clusters'?" in capsys.readouterr().err
     assert main(["finetune", "--target", "custom", str(tmp_path), "--kind", "person", "--print-config"]) == 2
     assert "no k for the target 'custom'" in capsys.readouterr().err
     cfg = _printed(capsys, ["finetune", "--target", "custom", str(tmp_path), "--kind", "person", "--print-config",

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from corelib.config import EMBEDDED_PAIRS, FinetuneCfg, PretrainCfg, load_config, save_config
+from corelib.config import EMBEDDED_PAIRS, DataCfg, FinetuneCfg, PretrainCfg, StyleCfg, load_config, preset, save_config
 from corelib.errors import ConfigError, UnknownNameError
+from corelib.settings import read_saved_config
 
 
 def test_yaml_and_overrides_round_trip(tmp_path):
@@ -25,7 +26,7 @@ def test_overrides_apply_on_top_of_a_base():
 
 
 @pytest.mark.parametrize("override, message", [
-    ("epoch=3", "no field 'epoch'; did you mean 'epochs'\\? Valid fields: model, augment"),
+    ("epoch=3", "no field 'epoch'; did you mean 'epochs'\\? Valid fields: batch_size, num_instances"),
     ("epochs=three", "takes an int"),
     ("runtime.channels_last=1", "takes true or false"),
     ("lr=fast", "takes a number"),
@@ -69,12 +70,12 @@ def test_groups_take_dotted_names_and_partial_mappings():
     assert FinetuneCfg.from_dict(cfg.to_dict()) == cfg
 
 
-@pytest.mark.parametrize("old, new", [("num_clusters=500", "cluster.num_clusters"), ("depth=50", "model.backbone"),
-                                      ("kmeans_init=random", "cluster.kmeans.init"), ("fused_loss=true", "loss.fused_loss"),
-                                      ("device=cpu", "runtime.device"), ("height=256", "augment.height")])
-def test_a_name_of_the_flat_layout_names_its_new_place(old, new):
-    with pytest.raises(ConfigError, match=f"no field '{old.split('=')[0]}' any more: it moved to '{new}'"):
-        load_config(FinetuneCfg, None, [old])
+@pytest.mark.parametrize("name, inside", [("num_clusters=500", "cluster.num_clusters"),
+                                          ("fused_loss=true", "loss.fused_loss"), ("device=cpu", "runtime.device"),
+                                          ("height=256", "augment.height")])
+def test_a_field_of_a_group_given_alone_names_its_group(name, inside):
+    with pytest.raises(ConfigError, match=f"no field '{name.split('=')[0]}'; did you mean '{inside}'\\?"):
+        load_config(FinetuneCfg, None, [name])
 
 
 def test_wrong_groups_and_choices_are_named():
@@ -90,8 +91,42 @@ def test_wrong_groups_and_choices_are_named():
         FinetuneCfg().with_overrides(["model.fusion=v3"])
 
 
-def test_flat_configs_of_older_checkpoints_are_upgraded():
-    old = {"depth": 18, "height": 64, "num_clusters": 7, "cluster_camera_norm": True, "kmeans": "lloyd", "epochs": 3}
-    up = FinetuneCfg.from_dict(FinetuneCfg.upgrade(old))
-    assert (up.model.backbone, up.augment.height, up.cluster.num_clusters, up.cluster.normalize,
-            up.cluster.kmeans.algorithm, up.epochs) == ("resnet18", 64, 7, "camera_mean", "lloyd", 3)
+def test_flat_configs_of_the_0_1_layout_are_refused(tmp_path):
+    """The names of the flat layout before the groups (``depth``, ``kmeans``) are not translated any more."""
+    path = tmp_path / "config.yaml"
+    path.write_text("depth: 18\nnum_clusters: 7\nepochs: 3\n")
+    with pytest.raises(ConfigError, match="FinetuneCfg has no field 'depth'"):
+        read_saved_config(FinetuneCfg, path)
+    save_config(FinetuneCfg.embedded("person"), path)
+    assert read_saved_config(FinetuneCfg, path) == FinetuneCfg.embedded("person")
+
+
+def test_the_loop_fields_are_shared_and_keep_their_flat_names():
+    pre, fine = PretrainCfg(), FinetuneCfg()
+    shared = ("batch_size", "num_instances", "optimizer", "lr", "weight_decay", "momentum", "bias_lr_factor", "seed")
+    assert all(getattr(pre, name) == getattr(fine, name) for name in shared)
+    assert (pre.epochs, pre.iters_per_epoch, pre.eval_every) == (120, 200, 3)  # the paper's, per stage
+    assert (fine.epochs, fine.iters_per_epoch, fine.eval_every) == (80, 400, 1)
+    for cls in (PretrainCfg, FinetuneCfg):
+        cfg = load_config(cls, None, ["lr=1e-3", "epochs=4", "iters_per_epoch=5", "optimizer=sgd", "momentum=0.8"])
+        assert (cfg.lr, cfg.epochs, cfg.iters_per_epoch, cfg.optimizer, cfg.momentum) == (1e-3, 4, 5, "sgd", 0.8)
+        with pytest.raises(ConfigError, match="optimizer must be one of 'adam', 'sgd'"):
+            cls(optimizer="lion")
+        with pytest.raises(ConfigError, match="epochs must be at least 1"):
+            cls(epochs=0)
+
+
+def test_presets_are_the_data_file():
+    """``.smoke()`` / ``.embedded()`` are the defaults with ``corelib/presets.yaml``'s fields, nothing else."""
+    assert FinetuneCfg.smoke() == FinetuneCfg().with_overrides(preset("finetune", "smoke"))
+    assert StyleCfg.domain_aware() == StyleCfg().with_overrides(preset("style", "domain_aware"))
+    assert DataCfg.smoke() == DataCfg(**preset("data", "smoke"))
+    person = FinetuneCfg.embedded("person")
+    assert person == FinetuneCfg().with_overrides({**preset("finetune", "embedded"), "epochs": 4,
+                                                   "cluster.num_clusters": 160, "augment.height": 64,
+                                                   "augment.width": 32})
+    assert PretrainCfg.embedded("vehicle", smoke=True) == PretrainCfg.smoke(augment={"height": 64, "width": 64})
+    assert StyleCfg.embedded("vehicle", smoke=True) == StyleCfg.smoke()  # the style models keep the smoke size
+    assert (StyleCfg.embedded("vehicle").height, StyleCfg.embedded("vehicle").lambda_identity) == (64, 0.0)
+    with pytest.raises(UnknownNameError, match="no preset finetune.tiny in .*presets.yaml; finetune presets: smoke, "):
+        preset("finetune", "tiny")

@@ -59,8 +59,8 @@ def test_pair_recipe_changes_apply_before_the_notebook_overrides():
     assert p.finetune_cfg().cluster.num_clusters == 700
     assert p.finetune_cfg(overrides={"cluster.num_clusters": 500}).cluster.num_clusters == 500
     assert p.finetune_cfg(overrides={"cluster": {"normalize": "camera_mean"}}).cluster.num_clusters == 700
-    with pytest.raises(ConfigError, match="no field 'num_clusters' any more: it moved to 'cluster.num_clusters'"):
-        define_pair("m2c", {**M2C, "finetune": {"num_clusters": 700}})  # the flat layout of older files
+    with pytest.raises(ConfigError, match="no field 'num_clusters'; did you mean 'cluster.num_clusters'\\?"):
+        define_pair("m2c", {**M2C, "finetune": {"num_clusters": 700}})  # k belongs to the cluster group
 
 
 def test_errors_name_the_fix():
@@ -147,9 +147,10 @@ def test_num_clusters_follows_the_run_then_the_recipe(tmp_path):
     assert p.num_clusters("", smoke=True) == FinetuneCfg.embedded("person", smoke=True).cluster.num_clusters
     save_config(FinetuneCfg.embedded("person", cluster={"num_clusters": 123}), tmp_path / "person" / "finetune" / "config.yaml")
     assert p.num_clusters(tmp_path) == 123  # what chapter 03 used (e.g. a sweep point's k)
-    (tmp_path / "old" / "person" / "finetune").mkdir(parents=True)  # a run directory of the flat layout
+    (tmp_path / "old" / "person" / "finetune").mkdir(parents=True)  # a run directory of the 0.1 flat layout
     (tmp_path / "old" / "person" / "finetune" / "config.yaml").write_text("depth: 18\nnum_clusters: 77\n")
-    assert p.num_clusters(tmp_path / "old") == 77
+    with pytest.raises(ConfigError, match="has no field 'depth'"):
+        p.num_clusters(tmp_path / "old")
 
 
 def test_real_loaders_open_the_pair(synthetic_small, tmp_path):

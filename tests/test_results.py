@@ -26,8 +26,9 @@ def _fake_run(run, *, k, adapted, direct=0.1, point=None):
         _log(run / pair / "finetune" / "metrics.jsonl", [
             {"epoch": 1, "target_mAP": 0.2, "target_rank1": 0.2, "target_rank5": 0.3, "target_rank10": 0.4},
             {"epoch": 2, "target_mAP": adapted, "target_rank1": 0.3, "target_rank5": 0.5, "target_rank10": 0.6}])
-        (run / pair / "finetune" / "config.yaml").write_text(yaml.safe_dump({"depth": 18, "num_clusters": k, "ecab": True,
-                                                                             "fusion": "v2"}))
+        (run / pair / "finetune" / "config.yaml").write_text(yaml.safe_dump({"model": {"backbone": "resnet18", "ecab": True,
+                                                                                       "fusion": "v2"},
+                                                                             "cluster": {"num_clusters": k}}))
     (run / "notebooks").mkdir()
     if point is not None:
         (run / "sweep.json").write_text(json.dumps({"point": point}))

@@ -65,39 +65,36 @@ def test_extract_features_is_flip_averaged_and_normalised(synthetic_small):
     assert torch.allclose(out.features[:2], manual, atol=1e-4)
 
 
-def test_checkpoints_of_the_flat_layout_still_load_and_resume(tmp_path):
-    """Checkpoints written before model names and grouped configs were stored: a ResNet depth and
-    a flat config. They rebuild, and resuming one with the same recipe is not refused."""
-    from corelib.config import FinetuneCfg, PretrainCfg
-    from corelib.errors import ConfigError
-    from corelib.models import build_model
-    from corelib.runtime import check_resume
+def test_checkpoints_of_another_format_version_are_refused(tmp_path):
+    """Checkpoints written before format versions were stamped (a ResNet depth and a flat config, the
+    0.1 layout) or by a newer corelib are refused in one line naming the file and the fix, wherever
+    they are read; weights files of other origins (no stage) still load."""
+    import torch
+
+    from corelib.errors import CheckpointError
+    from corelib.runtime.checkpoint import FORMAT_VERSION, load_checkpoint
     from corelib.training import load_trained_model
 
     src = SourceNet(18, 5, weights=None)
+    old = tmp_path / "pre.pt"
     flat = {"depth": 18, "weights": "none", "height": 64, "width": 32, "epochs": 2, "device": "cpu"}
-    save_checkpoint({"stage": "pretrain", "cfg": flat, "model": src.state_dict(), "epoch": 1, "depth": 18,
-                     "num_classes": 5}, tmp_path / "pre.pt")
-    trained = load_trained_model(tmp_path / "pre.pt")
-    assert trained.input_size == (64, 32) and trained.epoch == 2 and trained.cfg["model"]["backbone"] == "resnet18"
-    assert torch.equal(trained.model.classifier.weight, src.classifier.weight)
-
-    mt = build_model("mean_teacher_resnet18", num_classes=7, weights=None)
-    flat = {"depth": 18, "num_clusters": 7, "ecab": True, "pool": "gap+gmp", "fusion": "v2", "alpha": 0.999,
-            "height": 64, "width": 32, "cluster_camera_norm": True}
-    save_checkpoint({"stage": "finetune", "cfg": flat, "model": mt.state_dict(), "epoch": 0, "depth": 18,
-                     "num_clusters": 7}, tmp_path / "fine.pt")
-    trained = load_trained_model(tmp_path / "fine.pt")
-    assert trained.model.num_classes == 7 and trained.cfg["cluster"]["normalize"] == "camera_mean"
-    assert torch.equal(trained.model.teacher.trunk.conv1.weight, mt.teacher.trunk.conv1.weight)
-
-    cfg = FinetuneCfg.smoke()
-    old = {"depth": 18, "height": 64, "width": 32, "num_clusters": 8, "kmeans": "lloyd", "kmeans_max_iter": 20,
-           "batch_size": 16, "epochs": 2, "iters_per_epoch": 2, "eval_every": 1, "num_workers": 0}
-    check_resume(old, cfg, "fine.pt")  # the same recipe in the old layout: resumable
-    with pytest.raises(ConfigError, match=r"another recipe \(cluster.num_clusters 9 -> 8\)"):
-        check_resume({**old, "num_clusters": 9}, cfg, "fine.pt")
-    check_resume({"depth": 18, "epochs": 9}, PretrainCfg.smoke(), "pre.pt")  # epochs may change on resume
+    torch.save({"stage": "pretrain", "cfg": flat, "model": src.state_dict(), "epoch": 1, "depth": 18,
+                "num_classes": 5}, old)
+    refusal = rf"{old} is a checkpoint of no format version \(an older corelib\); this corelib reads version " \
+              rf"{FORMAT_VERSION} only: re-run the stage with this corelib version"
+    with pytest.raises(CheckpointError, match=refusal):
+        load_trained_model(old)
+    with pytest.raises(CheckpointError, match=refusal):
+        load_checkpoint(old, stage="pretrain")  # what resuming and fine-tuning's source read
+    newer = save_checkpoint({"stage": "pretrain", "model": src.state_dict(), "epoch": 0}, tmp_path / "new.pt")
+    torch.save({**torch.load(newer, weights_only=True), "format_version": FORMAT_VERSION + 1}, newer)
+    with pytest.raises(CheckpointError, match="written by a newer corelib .* update corelib"):
+        load_checkpoint(newer)
+    weights = tmp_path / "weights.pt"
+    torch.save(src.state_dict(), weights)  # a plain state dict: no stage, no version
+    assert set(load_checkpoint(weights)) == set(src.state_dict())
+    current = save_checkpoint({"stage": "pretrain", "model": src.state_dict(), "epoch": 0}, tmp_path / "cur.pt")
+    assert load_checkpoint(current, stage="pretrain")["format_version"] == FORMAT_VERSION
 
 
 def test_losses_by_name_return_named_terms():

@@ -1,9 +1,11 @@
 """Atomic, full-state checkpoints: nothing is lost on interruption, nothing unsafe is loaded.
 
 ``save_checkpoint`` writes through a temporary file in the same folder and renames it, so a crash
-mid-write leaves the previous checkpoint intact. ``load_checkpoint`` uses ``weights_only=True``
-(tensors, numbers, strings, lists and dicts only; no pickled code) and, given a model, checks that
-the checkpoint was written for the same architecture, naming the mismatching keys.
+mid-write leaves the previous checkpoint intact, and stamps every checkpoint with
+:data:`FORMAT_VERSION`. ``load_checkpoint`` uses ``weights_only=True`` (tensors, numbers, strings,
+lists and dicts only; no pickled code), refuses a stage checkpoint of another format version (one
+line: re-run the stage) and, given a model, checks that the checkpoint was written for the same
+architecture, naming the mismatching keys.
 """
 
 from __future__ import annotations
@@ -16,19 +18,27 @@ from typing import Any, Callable, Optional, Union
 import torch
 from torch import nn
 
+from ..errors import CheckpointError, ConfigError, MissingStageError, UpstreamChangedError
 from ..paths import atomic_file
+from ..settings import flatten
 
 TMP_SUFFIX = ".tmp"
 
+FORMAT_VERSION = 1
+"""The layout of the checkpoints this corelib writes (grouped ``cfg``, ``model_name`` and
+``model_args``, ``upstream``). A stage checkpoint of another version, or of none (written before
+versions were stamped), is refused, not converted: the stage is trained again. Raise it whenever
+what a checkpoint holds changes meaning."""
+
 
 def save_checkpoint(state: dict, path: Union[str, Path]) -> Path:
-    """Write ``state`` (model / optimiser state dicts, epoch, RNG states ...) atomically
-    (:func:`corelib.paths.atomic_file`: the umask's file mode, and a full disk or a read-only folder
-    is a one-line :class:`~corelib.errors.WriteError`)."""
+    """Write ``state`` (model / optimiser state dicts, epoch, RNG states ...) atomically, with
+    ``format_version`` (:data:`FORMAT_VERSION`) added (:func:`corelib.paths.atomic_file`: the umask's
+    file mode, and a full disk or a read-only folder is a one-line :class:`~corelib.errors.WriteError`)."""
     path = Path(path)
     # the bytes are on disk before the name points at them; a failed write (disk full) keeps the old file
     with atomic_file(path, "wb", fsync=True, suffix=TMP_SUFFIX) as f:
-        torch.save(state, f)
+        torch.save({**state, "format_version": FORMAT_VERSION}, f)
     return path
 
 
@@ -39,14 +49,17 @@ def load_checkpoint(path: Union[str, Path], *, model: Optional[nn.Module] = None
     Args:
         stage: when given, the stage the checkpoint must have been written by ("pretrain" ...).
 
+    A stage checkpoint (one that records its ``stage``, or any file when ``stage`` is given) must
+    carry this corelib's :data:`FORMAT_VERSION`; weights files of other origins (ImageNet, IBN-Net,
+    ViT releases) carry none and are read as they are.
+
     Raises:
         MissingStageError: no file at ``path`` (a ``FileNotFoundError``).
         CheckpointError: the file is empty, truncated or corrupt, not a checkpoint, holds objects
             that only unpickling code could read (refused, never executed), was written by another
-            stage, or does not fit the model (the message names the first mismatching keys).
+            stage or another checkpoint format version, or does not fit the model (the message names
+            the first mismatching keys).
     """
-    from ..errors import CheckpointError, MissingStageError
-
     path = Path(path)
     if not path.is_file():
         raise MissingStageError(f"no checkpoint at {path}; check RUN_DIR or train first")
@@ -79,9 +92,21 @@ def load_checkpoint(path: Union[str, Path], *, model: Optional[nn.Module] = None
     if stage is not None and state.get("stage") not in (None, stage):
         raise CheckpointError(f"{path} was written by the {state.get('stage')!r} stage, not by {stage!r}; "
                               f"point at RUN_DIR/{stage}/ or use another run directory")
+    if (stage is not None or "stage" in state) and state.get("format_version") != FORMAT_VERSION:
+        raise CheckpointError(_version_refusal(path, state.get("format_version")))
     if model is not None:
         load_into(model, state, path, key=key)
     return state
+
+
+def _version_refusal(path: Path, version: Any) -> str:
+    """The one line for a stage checkpoint of another format version: which, and the fix."""
+    if isinstance(version, int) and version > FORMAT_VERSION:
+        return (f"{path} is a checkpoint of format version {version}, written by a newer corelib (this one reads "
+                f"version {FORMAT_VERSION}); update corelib, or re-run the stage with this version")
+    found = f"format version {version!r}" if version is not None else "no format version (an older corelib)"
+    return (f"{path} is a checkpoint of {found}; this corelib reads version {FORMAT_VERSION} only: re-run the "
+            f"stage with this corelib version (another RUN_DIR, or --overwrite / overwrite=True)")
 
 
 _CODE_REFUSAL = re.compile(r"unsupported global|global \S+ whose module \S+ is blocked", re.IGNORECASE)
@@ -141,8 +166,6 @@ def load_into(model: nn.Module, state: dict, path: Union[str, Path], *, key: str
     Raises:
         CheckpointError: the weights do not fit the model; the message names the first mismatching keys.
     """
-    from ..errors import CheckpointError
-
     if key not in state:
         raise CheckpointError(f"{path} has no {key!r} entry (keys: {', '.join(map(str, state))})")
     own = model.state_dict()
@@ -178,8 +201,6 @@ def check_upstream(saved: Optional[dict], now: dict, out_dir: Union[str, Path]) 
     Raises:
         UpstreamChangedError: names the upstream, where it is, and the two ways out.
     """
-    from ..errors import UpstreamChangedError
-
     out = Path(out_dir)
     for what, entry in (saved or {}).items():
         current = now.get(what)
@@ -201,21 +222,17 @@ def check_resume(saved: Optional[dict], cfg: Any, path: Union[str, Path], *,
     recipe and silently continue the small network.
 
     Args:
-        saved: the config stored in the checkpoint (a flat one of an older checkpoint is upgraded).
+        saved: the config stored in the checkpoint (nested, as ``cfg.to_dict()`` wrote it).
         cfg: the settings dataclass of this run.
         free: dotted fields that may differ.
 
     Raises:
         ConfigError: the fields that differ (saved -> asked) and the two ways out.
     """
-    from ..errors import ConfigError
-    from ..settings import flatten
-
     if not saved:
         return
-    cls = type(cfg)
     mine = cfg.flat()
-    theirs = flatten(_nest(cls.upgrade(saved)), set(_groups_of(mine)))
+    theirs = flatten(saved, set(_groups_of(mine)))
     changed = [f"{k} {theirs.get(k)!r} -> {v!r}" for k, v in mine.items()
                if k not in free and k in theirs and _plain(theirs[k]) != _plain(v)]
     if changed:
@@ -231,18 +248,6 @@ def _groups_of(flat: dict) -> list[str]:
         parts = key.split(".")[:-1]
         out |= {".".join(parts[: i + 1]) for i in range(len(parts))}
     return sorted(out)
-
-
-def _nest(data: dict) -> dict:
-    """Dotted keys (an upgraded flat config) as nested mappings, so that both layouts flatten alike."""
-    out: dict = {}
-    for key, value in data.items():
-        node = out
-        *heads, last = key.split(".")
-        for head in heads:
-            node = node.setdefault(head, {})
-        node[last] = value
-    return out
 
 
 def _plain(v: Any) -> Any:
@@ -266,8 +271,6 @@ def read_epoch_log(path: Union[str, Path], report: Callable[[str], None] = _warn
             object: the log was damaged, not stopped mid-write; names the file and the line.
     """
     import json
-
-    from ..errors import CheckpointError
 
     path = Path(path)
     if not path.is_file():

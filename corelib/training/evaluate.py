@@ -81,18 +81,9 @@ def model_record(name: str, **args) -> dict:
 
 
 def _stage_cfg(stage: str, cfg: dict) -> dict:
-    """The grouped config of a checkpoint (a flat one of an older checkpoint is upgraded)."""
+    """The config of a checkpoint with the defaults filled in (fields added since it was written)."""
     cls = PretrainCfg if stage == "pretrain" else FinetuneCfg
-    return cls.from_dict(cls.upgrade(cfg)).to_dict()
-
-
-def _legacy_record(stage: str, state: dict, cfg: dict) -> dict:
-    """The model name and arguments of a checkpoint written before they were stored."""
-    m = cfg["model"]
-    if stage == "pretrain":
-        return model_record("source_net", backbone=m["backbone"], num_classes=int(state["num_classes"]))
-    return model_record("mean_teacher", backbone=m["backbone"], num_classes=int(state["num_clusters"]),
-                        ecab=m["ecab"], pool=m["pool"], fusion=m["fusion"], alpha=m["alpha"])
+    return cls.from_dict(cfg).to_dict()
 
 
 def load_trained_model(path: Union[str, Path], *, device: Union[str, torch.device] = "cpu") -> TrainedModel:
@@ -100,6 +91,7 @@ def load_trained_model(path: Union[str, Path], *, device: Union[str, torch.devic
 
     Raises:
         ValueError: the file is not a checkpoint of either loop (it names what it found).
+        CheckpointError: a checkpoint of another format version (re-run the stage).
     """
     state = load_checkpoint(path)
     cfg, stage = state.get("cfg"), state.get("stage")
@@ -107,8 +99,7 @@ def load_trained_model(path: Union[str, Path], *, device: Union[str, torch.devic
         raise InvalidInputError(f"{path} is not a corelib pretrain / finetune checkpoint (keys: {sorted(state)}); "
                          f"pass RUN_DIR/pretrain/best.pt or RUN_DIR/finetune/best.pt")
     cfg = _stage_cfg(stage, cfg)
-    record = state if "model_name" in state else _legacy_record(stage, state, cfg)
-    model = build_model(record["model_name"], weights=None, **record["model_args"])
+    model = build_model(state["model_name"], weights=None, **state["model_args"])
     model.load_state_dict(state["model"])
     return TrainedModel(model.to(device).eval(), stage, cfg, int(state["epoch"]) + 1)
 

@@ -54,7 +54,7 @@ from ..data.transforms import build_transforms
 from ..errors import InvalidInputError, InvalidTypeError
 from ..features import extract_split
 from ..losses import AdaptBatch, build_criterion
-from ..models import MeanTeacher, backbone_name, build_model, model_context
+from ..models import MeanTeacher, build_model, model_context
 from ..repro import seed_everything
 from ..runtime import LoaderCycle, Runtime, StageRun, load_checkpoint, load_into, rng_state, set_rng_state
 from ..runtime import distributed as D
@@ -230,14 +230,6 @@ def _source_checkpoint_state(path: Union[str, Path]) -> dict:
     return state
 
 
-def _source_record(state: dict) -> dict:
-    """Model name and arguments of a source checkpoint (older ones stored a ResNet depth)."""
-    if "model_name" in state:
-        return state
-    return model_record("source_net", backbone=backbone_name(int(state.get("depth", 50))),
-                        num_classes=int(state["model"]["classifier.weight"].shape[0]))
-
-
 def _tensorboard(run_dir: Path, record: dict) -> None:
     """Scalars to ``RUN_DIR/tensorboard`` when the tensorboard package is installed."""
     try:
@@ -300,8 +292,7 @@ def finetune(
 
     src_path = Path(source_checkpoint) if source_checkpoint else run_dir / "pretrain" / "best.pt"
     src = _source_checkpoint_state(src_path)
-    src_record = _source_record(src)
-    src_backbone = src_record["model_args"].get("backbone")
+    src_backbone = src["model_args"].get("backbone")
     if src_backbone != cfg.model.backbone:
         raise InvalidInputError(f"{src_path} holds a {src_backbone} source model but model.backbone={cfg.model.backbone!r}; "
                          f"set model.backbone={src_backbone}")
@@ -352,7 +343,7 @@ def finetune(
         elif rt.is_main:
             # built even when the caller measured it: its initialisation draws from the seeded RNG, and
             # a run given direct_transfer must draw what one that measures it draws (same results)
-            source_net = build_model(src_record["model_name"], weights=None, **src_record["model_args"])
+            source_net = build_model(src["model_name"], weights=None, **src["model_args"])
             source_net.load_state_dict(src["model"])
             if direct_transfer is not None:  # measured by the caller for this source network
                 direct = {k: float(v) for k, v in direct_transfer.items() if isinstance(v, (int, float))}

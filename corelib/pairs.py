@@ -28,12 +28,19 @@ the seed and device, then the notebook's ``*_OVERRIDES`` (what sweeps vary).
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence, Union
 
 from .config import EMBEDDED_PAIRS, EMBEDDED_STYLE_MODES, STYLE_MODES, FinetuneCfg, PretrainCfg, StyleCfg
+from .data.dataset import check_loader_options, list_datasets, loader_options
+from .data.manifests import list_manifests, load_manifest
+from .data.opening import open_dataset
+from .data.synthetic import PRESETS, get_preset
 from .errors import ConfigError, UnknownNameError
+from .paths import atomic_write_text, data_root, repo_root
+from .paths import synthetic_root as default_synthetic
 from .recipes import INPUT_SIZES, KINDS, PAPER_CLUSTERS, RecipeContext, get_recipe, resolve_recipe
 from .settings import Overrides, merge_overrides, read_saved_config
 
@@ -60,8 +67,6 @@ class DatasetRef:
 
     @property
     def is_preset(self) -> bool:
-        from .data.synthetic import PRESETS
-
         return self.name in PRESETS
 
     @property
@@ -73,9 +78,6 @@ class DatasetRef:
     @property
     def caption(self) -> str:
         """Two lines for figure rows: the name, then the embedded domain or the dataset's title."""
-        from .data.manifests import load_manifest
-        from .data.synthetic import get_preset
-
         if self.is_preset:
             return f"{self.name}\n{get_preset(self.name).domain.name.split(' (')[0]}"
         manifest = self.manifest()
@@ -88,10 +90,6 @@ class DatasetRef:
     def open(self, synthetic_root: Union[str, Path, None] = None, scale: float = 1.0):
         """The :class:`~corelib.data.dataset.ReIDDataset`: a preset is generated under
         ``synthetic_root`` when missing (at ``scale``); a loader reads ``root``."""
-        from .data.opening import open_dataset
-        from .paths import data_root
-        from .paths import synthetic_root as default_synthetic
-
         if self.is_preset:
             root = self.root or synthetic_root or default_synthetic()
             return open_dataset(self.name, root, scale=scale)
@@ -104,8 +102,6 @@ class DatasetRef:
 
 def _loader_defaults(name: str) -> dict:
     """The options a loader takes (its keyword parameters besides ``root``) with their defaults."""
-    from .data.dataset import loader_options
-
     return loader_options(name)
 
 
@@ -113,8 +109,6 @@ def manifest_for(loader: str, options: Optional[Mapping[str, Any]] = None) -> Op
     """The manifest of ``loader`` whose ``loader_kwargs`` agree with ``options`` (the loader's
     defaults fill what ``options`` leaves out), or None (e.g. ``custom``, or a VehicleID test size
     without a manifest)."""
-    from .data.manifests import list_manifests, load_manifest
-
     options = {**_loader_defaults(loader), **dict(options or {})}
     for name in list_manifests():
         if name.startswith("synthetic_"):
@@ -127,9 +121,6 @@ def manifest_for(loader: str, options: Optional[Mapping[str, Any]] = None) -> Op
 
 def _kind_of(ref: DatasetRef) -> Optional[str]:
     """``person`` / ``vehicle`` from the preset or the loader's manifest; None when unknown."""
-    from .data.manifests import load_manifest
-    from .data.synthetic import get_preset
-
     if ref.is_preset:
         return get_preset(ref.name).kind
     name = ref.manifest()
@@ -149,9 +140,6 @@ def dataset_ref(spec: Any, where: str = "a dataset") -> DatasetRef:
     if not isinstance(spec, Mapping) or not isinstance(spec.get("name"), str) or not spec["name"]:
         raise ConfigError(f"{where} must be a dataset name such as \"market1501\" or a mapping "
                           f"{{\"name\": \"market1501\", \"root\": \"~/datasets\", ...loader options}}, got {spec!r}")
-    from .data.dataset import check_loader_options, list_datasets
-    from .data.manifests import list_manifests, load_manifest
-    from .data.synthetic import PRESETS
 
     name = spec["name"]
     if name not in PRESETS and name not in list_datasets():
@@ -175,8 +163,6 @@ def dataset_ref(spec: Any, where: str = "a dataset") -> DatasetRef:
                           f"its size follows DATA_ROOT and SMOKE")
     check_loader_options(name, options, where, takes='a side takes "name", "root" and')
     if root:  # relative to the repository, like data/ and runs/ (notebooks run with notebooks/ as cwd)
-        from .paths import repo_root
-
         path = Path(root).expanduser()
         root = str(path if path.is_absolute() else repo_root() / path)
     return DatasetRef(name, root, options)
@@ -289,7 +275,6 @@ class ExperimentPair:
                 raise ConfigError(
                     f"{pair_dir} holds the pair {self.name!r} trained on {theirs.get('task', '?')}, not {self.task}; "
                     f"give this pair another name in DATASETS or use another RUN_DIR")
-        from .paths import atomic_write_text
 
         atomic_write_text(record, json.dumps({**self.to_dict(), **mine}, indent=2))
         return pair_dir
@@ -409,8 +394,6 @@ def experiment_pairs(names: Sequence[str], datasets: Optional[Mapping[str, Any]]
 def dataset_refs(pairs: Mapping[str, ExperimentPair]) -> dict[str, DatasetRef]:
     """Every dataset the pairs use, once, keyed by a file-name-safe label (``market_like``,
     ``cuhk03np_labeled`` ...; the root's folder name is added when one loader reads two roots)."""
-    import re
-
     refs: dict[tuple, DatasetRef] = {}
     for pair in pairs.values():
         for ref in (pair.source, pair.target):

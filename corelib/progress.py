@@ -18,6 +18,8 @@ import functools
 import os
 import sys
 
+from tqdm.std import tqdm as std_tqdm
+
 PROGRESS_ENV = "COREREID_PROGRESS"
 """``text``: lines of text; anything else (or unset): tqdm's automatic choice."""
 WIDGETS_ENV = "COREREID_WIDGETS"
@@ -43,8 +45,6 @@ class _Lines:
 
 @functools.lru_cache(maxsize=None)
 def _text_bar_class():
-    from tqdm.std import tqdm as std_tqdm
-
     class TextBar(std_tqdm):
         """tqdm whose postfix changes wait for the next timed line: tqdm's ``set_postfix`` redraws
         at once by default, which wrote one line per training step (1,338 outputs in chapter 01)."""
@@ -85,6 +85,6 @@ def tqdm(*args, **kwargs):
         kwargs.setdefault("ascii", True)
         kwargs["leave"] = True  # a finished bar's last line stays in the log
         return text_tqdm(*args, **kwargs)
-    from tqdm.auto import tqdm as auto_tqdm
+    from tqdm.auto import tqdm as auto_tqdm  # lazy: inside Jupyter, tqdm.auto loads ipywidgets
 
     return auto_tqdm(*args, **kwargs)

@@ -26,6 +26,8 @@ from dataclasses import asdict, fields, is_dataclass, replace
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence, TypeVar, Union
 
+import yaml
+
 from .errors import ConfigError
 from .paths import atomic_write_text
 from .registry import did_you_mean
@@ -296,8 +298,6 @@ def _plain(value: Any) -> Any:
 
 def config_yaml(cfg: Any) -> str:
     """A settings dataclass as the YAML text :func:`load_config` reads back to an equal object."""
-    import yaml
-
     return yaml.safe_dump(_plain(dataclasses.asdict(cfg)), sort_keys=False)
 
 

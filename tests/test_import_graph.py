@@ -42,6 +42,7 @@ HEAVY_OPTIONAL = {  # libraries slow to import or not needed by every command: t
     "pandas", "matplotlib", "papermill", "nbformat", "nbconvert", "nbclient", "jupyter_client", "jinja2",
     "ipywidgets", "IPython", "faiss", "umap", "timm", "sklearn", "pytorch_grad_cam", "onnx", "onnxruntime",
     "submitit", "playwright", "scipy", "torch.utils.tensorboard", "torch.distributed",
+    "tqdm.auto",
 }
 LAZY_MARK = "# lazy:"
 

@@ -18,6 +18,8 @@ When ImageNet weights cannot be had, the trunk is initialised at random and one 
 
 from __future__ import annotations
 
+import hashlib
+import re
 import warnings
 from pathlib import Path
 from typing import Optional, Union
@@ -27,6 +29,7 @@ from torch import nn
 from torchvision.models import get_model, get_model_weights
 
 from ..errors import CheckpointError, InvalidInputError, MissingFileError
+from ..runtime.checkpoint import load_checkpoint
 from .registry import Backbone, register_backbone
 
 DEPTHS = (18, 34, 50, 101, 152)
@@ -95,7 +98,6 @@ def build_trunk(depth: int, weights: Union[str, Path, None] = "imagenet", last_s
             return trunk
         load_trunk_state(trunk, state, source=f"torchvision ImageNet weights of resnet{depth}")
         return trunk
-    from ..runtime.checkpoint import load_checkpoint  # safe reading, errors that name the file
 
     path = Path(weights).expanduser()
     if not path.is_file():
@@ -118,8 +120,6 @@ def _imagenet_state_dict(depth: int) -> Optional[dict]:
     Raises:
         CheckpointError: the cached file is not the published one (hash), or cannot be read.
     """
-    from ..runtime.checkpoint import load_checkpoint
-
     weights = get_model_weights(f"resnet{depth}").IMAGENET1K_V1
     name = Path(weights.url).name
     cache = Path(torch.hub.get_dir()) / "checkpoints" / name
@@ -146,15 +146,11 @@ def _imagenet_state_dict(depth: int) -> Optional[dict]:
 
 def _hash_prefix(filename: str) -> str:
     """The hex digits torchvision writes into its weight file names (``resnet50-0676ba61.pth``)."""
-    import re
-
     found = re.search(r"-([a-f0-9]{6,})\.", filename)
     return found.group(1) if found else ""
 
 
 def _sha256(path: Path) -> str:
-    import hashlib
-
     digest = hashlib.sha256()
     with path.open("rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):

@@ -10,8 +10,11 @@ architecture, naming the mismatching keys.
 
 from __future__ import annotations
 
+import json
 import pickle
 import re
+import sys
+import warnings
 from pathlib import Path
 from typing import Any, Callable, Optional, Union
 
@@ -255,8 +258,6 @@ def _plain(v: Any) -> Any:
 
 
 def _warn_torn(note: str) -> None:
-    import warnings
-
     warnings.warn(note, stacklevel=3)  # shown at the reader that called read_epoch_log
 
 
@@ -270,8 +271,6 @@ def read_epoch_log(path: Union[str, Path], report: Callable[[str], None] = _warn
         CheckpointError: a line before the last (or a last line ending in a newline) is not a JSON
             object: the log was damaged, not stopped mid-write; names the file and the line.
     """
-    import json
-
     path = Path(path)
     if not path.is_file():
         return []
@@ -310,9 +309,6 @@ class EpochLog:
     """
 
     def __init__(self, path: Union[str, Path], *, keep: int = 0, write: bool = True) -> None:
-        import json
-        import sys
-
         self.path, self.write = Path(path), write
         history = read_epoch_log(self.path, lambda note: print(f"corelib: {note} (and removed from the file, as "
                                                                f"resuming rewrites it)", file=sys.stderr)) if keep else []
@@ -321,8 +317,6 @@ class EpochLog:
             self.path.write_text("".join(json.dumps(h) + "\n" for h in self.history))
 
     def append(self, record: dict) -> None:
-        import json
-
         self.history.append(record)
         if self.write:
             with self.path.open("a") as f:

@@ -13,7 +13,7 @@ from corelib.errors import ConfigError
 from corelib.models import build_model
 from corelib.repro import seed_everything
 from corelib.training import evaluate_checkpoint, finetune, load_checkpoint, pretrain
-from corelib.training.finetune import forward_sub_batches
+from corelib.training.steps import forward_sub_batches
 
 TIMING_KEYS = ("seconds",)
 

@@ -10,7 +10,7 @@ loops log every term per epoch and the chapters plot what was logged.
   training output (:class:`~corelib.models.SourceOutput`), the identities of the batch, and the
   function that collects a tensor from every process under torchrun (identity on one process);
 - fine-tuning criteria (``stage = "finetune"``) take one :class:`AdaptBatch`; one that keeps a
-  cluster memory defines ``start_clustering(centres)``, which the loop calls with the ``(K, d)``
+  cluster memory overrides :meth:`Criterion.start_clustering`, which the loop calls with the ``(K, d)``
   centres of every new clustering (those the classifier starts from). ``levels`` says how many of
   the three pseudo-labelled batches (global, top, bottom) it reads: with 1 the loop loads and
   forwards the global batch alone, so a criterion of the global feature only costs a third;
@@ -55,6 +55,9 @@ class Criterion(nn.Module):
     """Fine-tuning: the criterion needs the Ensemble Fusion outputs with gradients (ECAB and SECAB train)."""
     levels: int = 3
     """Fine-tuning: pseudo-labelled batches read, in the order global, top, bottom (1 or 3)."""
+
+    def start_clustering(self, centres: torch.Tensor) -> None:
+        """Fine-tuning: start from this clustering's ``(K, d)`` centres (nothing to start by default)."""
 
     def own_step(self) -> None:
         """Update the criterion's own parameters after the network's optimiser step (none by default)."""

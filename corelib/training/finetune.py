@@ -19,6 +19,10 @@ Every epoch (docs/method.md §3.12):
 6. the teacher's descriptor evaluated on the target query / gallery; the outlier share and
    pseudo-label quality against the hidden identities logged whenever the target has them.
 
+This module is the scaffolding every method shares; what differs between methods (the levels
+clustered, the start after a clustering, the trainable parameters, one training step) is the step
+object of :mod:`corelib.training.steps`, chosen from the model and the criterion.
+
 ``model.alpha = 0`` trains without a mean teacher: the teacher is then a copy of the student after
 every step (parameters by the EMA with alpha 0, BatchNorm statistics copied, so it needs no forward
 of its own), so the one network of the single-model baselines (Cluster Contrast, Learn by
@@ -34,7 +38,6 @@ clustering runs on rank 0.
 
 from __future__ import annotations
 
-import contextlib
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,13 +56,15 @@ from ..data.samplers import CameraAwareIdentitySampler, pids_per_batch
 from ..data.transforms import build_transforms
 from ..errors import InvalidInputError, InvalidTypeError
 from ..features import extract_split
-from ..losses import AdaptBatch, build_criterion
+from ..losses import build_criterion
 from ..models import MeanTeacher, build_model, model_context
+from ..progress import tqdm
 from ..repro import seed_everything
 from ..runtime import LoaderCycle, Runtime, StageRun, load_checkpoint, load_into, rng_state, set_rng_state
 from ..runtime import distributed as D
 from .evaluate import evaluate_model, model_record
 from .optim import build_optimizer
+from .steps import choose_step, step_class
 
 
 @dataclass
@@ -100,101 +105,6 @@ def load_source_trunk(net: nn.Module, source_state: dict, *, where: str = "sourc
     net.load_state_dict(trunk, strict=False)
 
 
-def _bn_layers(module: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
-    return [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-
-
-@contextlib.contextmanager
-def frozen_bn_statistics(module: nn.Module):
-    """BatchNorm layers normalise with the batch's statistics but leave their running ones alone.
-
-    (momentum 0: ``running = (1 - 0) * running + 0 * batch``.) Used for every sub-batch after the
-    first, so that one process keeps the statistics rank 0 would keep under torchrun.
-    """
-    layers = _bn_layers(module)
-    saved = [m.momentum for m in layers]
-    try:
-        for m in layers:
-            m.momentum = 0.0
-        yield
-    finally:
-        for m, mom in zip(layers, saved):
-            m.momentum = mom
-
-
-def forward_sub_batches(net: nn.Module, x: torch.Tensor, sub_batch: int, camids: Optional[torch.Tensor] = None):
-    """``net(x, camids)`` with BatchNorm statistics per fixed sub-batch of ``sub_batch`` images.
-
-    0 (or >= len(x)) is a plain forward. Outputs (tensors or named tuples of tensors) are
-    concatenated along the batch. Only the first sub-batch updates running statistics. Without
-    ``camids`` the network is called on the images alone.
-    """
-    def call(images, cams):
-        return net(images) if cams is None else net(images, cams)
-
-    if sub_batch <= 0 or sub_batch >= x.shape[0]:
-        return call(x, camids)
-    cam_chunks = camids.split(sub_batch) if camids is not None else [None] * len(x.split(sub_batch))
-    outs = []
-    for i, (chunk, cams) in enumerate(zip(x.split(sub_batch), cam_chunks)):
-        with frozen_bn_statistics(net) if i else contextlib.nullcontext():
-            outs.append(call(chunk, cams))
-    first = outs[0]
-    if isinstance(first, torch.Tensor):
-        return torch.cat(outs)
-    return type(first)(*(torch.cat(parts) for parts in zip(*outs)))
-
-
-def fuse_sub_batches(fusion: nn.Module, teacher_map: torch.Tensor, psi_top: torch.Tensor, psi_bottom: torch.Tensor,
-                     sub_batch: int):
-    """Ensemble Fusion with BatchNorm per sub-batch, like :func:`forward_sub_batches`."""
-    n = teacher_map.shape[0]
-    if sub_batch <= 0 or sub_batch >= n:
-        return fusion(teacher_map, psi_top, psi_bottom)
-    outs = []
-    for i, lo in enumerate(range(0, n, sub_batch)):
-        sl = slice(lo, lo + sub_batch)
-        with frozen_bn_statistics(fusion) if i else contextlib.nullcontext():
-            outs.append(fusion(teacher_map[sl], psi_top[sl], psi_bottom[sl]))
-    return type(outs[0])(*(torch.cat(parts) for parts in zip(*outs)))
-
-
-class _StudentStep(nn.Module):
-    """The student's forward over the three batches of a step: one call, hence one DDP forward."""
-
-    def __init__(self, student: nn.Module, sub_batch: int) -> None:
-        super().__init__()
-        self.student, self.sub_batch = student, sub_batch
-
-    def forward(self, batches: list[torch.Tensor], camids: list[torch.Tensor]):
-        return [forward_sub_batches(self.student, x, self.sub_batch, c) for x, c in zip(batches, camids)]
-
-
-class _ClusterFeatures(nn.Module):
-    """Eval-mode extractor of the three clustering features, concatenated ``(B, 3C)``.
-
-    ``fused``: Ensemble Fusion(++) of the teacher's map and the student's ECAB vectors;
-    ``plain``: the teacher's own global / top / bottom features.
-    """
-
-    def __init__(self, mt: MeanTeacher, mode: str) -> None:
-        super().__init__()
-        if mode not in ("fused", "plain"):
-            raise InvalidInputError(f"cluster.feature must be 'fused' or 'plain', got {mode!r}")
-        if mt.fusion is None and mode == "fused":
-            raise InvalidInputError(f"{type(mt.teacher).__name__} has no Ensemble Fusion to cluster; set "
-                                    f"cluster.feature=plain (its retrieval descriptor is clustered)")
-        self.mt, self.mode = mt, mode
-
-    def forward(self, x: torch.Tensor, camids: Optional[torch.Tensor] = None) -> torch.Tensor:
-        if self.mt.fusion is None:  # one level: the teacher's descriptor (TransReID: [f_g, f_l / k])
-            return self.mt.teacher(x, camids)
-        if self.mode == "fused":
-            return torch.cat(list(self.mt.fused_features(x, camids)), dim=1)
-        t = self.mt.teacher
-        return torch.cat(t.branch_features(t.trunk(x, camids)), dim=1)
-
-
 # ----------------------------------------------------------------------------- pieces of an epoch
 
 
@@ -207,15 +117,13 @@ def extract_cluster_features(mt: MeanTeacher, samples: list[Sample], cfg: Finetu
 
     Under torchrun every rank extracts a strided share and the shares are gathered (on every rank).
     """
+    view = step_class(mt)
     mine = D.shard(samples, info)
-    feats = extract_split(_ClusterFeatures(mt, cfg.cluster.feature), mine, cfg.augment.height, cfg.augment.width,
+    feats = extract_split(view.cluster_view(mt, cfg.cluster.feature), mine, cfg.augment.height, cfg.augment.width,
                           device=device, channels_last=cfg.runtime.channels_last, progress=progress).features
     feats = D.gather_shards(feats.to(device), len(samples), info).cpu()
-    if mt.fusion is None:  # a network without CORE-ReID's halves clusters one level, its descriptor
-        return [F.normalize(feats, dim=1)]
-    c = feats.shape[1] // 3
-    # extract_features normalised the whole (B, 3C) sum; each part is re-normalised on its own (BMFN)
-    return [F.normalize(part, dim=1) for part in feats.split(c, dim=1)]
+    # extract_features normalised the whole (B, levels * C) sum; each level is re-normalised on its own (BMFN)
+    return [F.normalize(part, dim=1) for part in feats.split(feats.shape[1] // view.cluster_levels, dim=1)]
 
 
 def _relabel(samples: list[Sample], labels: np.ndarray) -> list[Sample]:
@@ -233,7 +141,7 @@ def _source_checkpoint_state(path: Union[str, Path]) -> dict:
 def _tensorboard(run_dir: Path, record: dict) -> None:
     """Scalars to ``RUN_DIR/tensorboard`` when the tensorboard package is installed."""
     try:
-        from torch.utils.tensorboard import SummaryWriter
+        from torch.utils.tensorboard import SummaryWriter  # lazy: TensorBoard is optional
     except Exception:  # tensorboard is optional
         return
     with SummaryWriter(str(run_dir / "tensorboard")) as w:
@@ -274,15 +182,12 @@ def finetune(
             network); None evaluates the source network here first.
         progress: tqdm bars (rank 0 only).
     """
-    from ..progress import tqdm
-
     rt = Runtime.from_cfg(cfg.runtime)
     run_dir = Path(run_dir)
     pids_per_batch(cfg.batch_size, cfg.num_instances)
     n_train = len(target.train)
     check_labeler(cfg.cluster, n_train)  # an unknown labeller or k > n fails now, not after an epoch
     criterion = build_criterion(cfg.loss, stage="finetune").to(rt.device)
-    levels = criterion.levels  # 1: the global batch alone is loaded and forwarded
     progress = progress and rt.is_main
     truth = np.array([s.pid for s in target.train])
     has_truth = len(set(truth.tolist())) > 1
@@ -310,28 +215,8 @@ def finetune(
                             f"pair (corelib.models.MeanTeacher), e.g. 'mean_teacher'")
         for net in (mt.student, mt.teacher):
             load_source_trunk(net, src["model"], where=str(src_path))
-        one_network = mt.alpha == 0
-        if one_network:  # the teacher starts as an exact copy (heads too) and stays one
-            mt.teacher.load_state_dict(mt.student.state_dict())
-        cluster_levels = 1 if mt.fusion is None else 3
-        if levels > cluster_levels:
-            raise InvalidInputError(f"loss.name={cfg.loss.name!r} reads the global, top and bottom batches, but "
-                                    f"{cfg.model.name!r} clusters one level (its descriptor); choose a loss of the "
-                                    f"global batch (transreid, cluster_contrast with loss.local_weight=0)")
-        if not criterion.uses_fused and mt.fusion is not None:  # no loss reaches ECAB / SECAB / fusion BNs
-            for m in (mt.student.ecab_top, mt.student.ecab_bottom, mt.fusion):
-                m.requires_grad_(False)
-        rt.place(mt)  # once, before DDP registers the parameters; extraction keeps this layout
-
-        def trainable() -> list[tuple[str, nn.Parameter]]:
-            params = [(n, p) for n, p in mt.student.named_parameters() if p.requires_grad]
-            return params + ([(n, p) for n, p in mt.fusion.named_parameters() if p.requires_grad]
-                             if criterion.uses_fused else [])
-
-        def wrapped() -> nn.Module:
-            return rt.wrap(_StudentStep(mt.student, cfg.bn_sub_batch), find_unused_parameters=False)
-
-        step_net, wrapped_classifier = wrapped(), mt.student.classifier
+        rt.place(mt)  # once, before the step's DDP wrapper registers the parameters; extraction keeps this layout
+        step = choose_step(mt, criterion, cfg, rt)
 
         direct: dict = {}
         labeller_state: dict = {}  # what a stateful labeller keeps between epochs (saved in last.pt)
@@ -388,18 +273,14 @@ def finetune(
             if not rt.is_main:
                 centroids = torch.zeros(int(num_classes), feats[0].shape[1], device=rt.device)
             D.broadcast(centroids, rt.info)
-            mt.reset_classifiers(centroids)
-            if hasattr(criterion, "start_clustering"):  # a cluster memory (Cluster Contrast) starts from the same centres
-                criterion.start_clustering(centroids)
-            if mt.student.classifier is not wrapped_classifier:  # K changed: DDP must see the new layer
-                step_net, wrapped_classifier = wrapped(), mt.student.classifier
+            step.start_epoch(centroids)
             labels_state = labels.cpu()
             t_cluster = time.perf_counter() - t0
 
             # 4. three (or, for a criterion of the global batch alone, one) pseudo-labelled P x K
             # loaders (same sampler rule, own seeds), fresh Adam
             cycles = []
-            for i in range(levels):
+            for i in range(criterion.levels):
                 relabelled = _relabel(target.train, labels_state[i].numpy())
                 sampler = CameraAwareIdentitySampler(relabelled, num_instances=cfg.num_instances,
                                                      seed=cfg.seed + 7919 * (i + 1))
@@ -407,7 +288,7 @@ def finetune(
                                       batch_sampler=D.RankSliceBatchSampler(sampler, cfg.batch_size, rt.info, keyed=True),
                                       seed=cfg.seed * 1000 + 3 * epoch + i, pin_memory=rt.pin_memory)
                 cycles.append(LoaderCycle(loader, sampler, base_epoch=epoch * 1000))
-            optimizer = build_optimizer(trainable(), cfg)
+            optimizer = build_optimizer(step.trainable(), cfg)
 
             # 5. student steps, EMA teacher after each
             mt.train()
@@ -419,35 +300,11 @@ def finetune(
                 xs = [rt.images(b[0]) for b in batches]
                 cams = [b[2].to(rt.device) for b in batches]
                 ys = [rt.gather_labels(b[1]) for b in batches]
-                with rt.autocast():
-                    outs = step_net(xs, cams)
-                    fused = [None, None]
-                    if ((cfg.teacher_forward and not one_network) or criterion.uses_fused) and mt.fusion is not None:
-                        with torch.no_grad():  # teacher BN statistics follow the target (outputs unused by the loss)
-                            teacher_maps = [forward_sub_batches(mt.teacher, x, cfg.bn_sub_batch, c).feature_map
-                                            for x, c in zip(xs, cams)]
-                        # Fusion in train mode: its BN running statistics track the target (as in the code);
-                        # a criterion that uses_fused trains through it (docs/method.md §9-Q1)
-                        if levels == 3:  # the fusion joins the top / bottom batches' maps and vectors
-                            with torch.enable_grad() if criterion.uses_fused else torch.no_grad():
-                                fused = [fuse_sub_batches(mt.fusion, teacher_maps[i], outs[i].psi_top,
-                                                          outs[i].psi_bottom, cfg.bn_sub_batch) for i in (1, 2)]
-                    terms = criterion(AdaptBatch(outs, ys, fused, rt.gather))
-                optimizer.zero_grad(set_to_none=True)
-                terms["loss"].backward()
-                if rt.info.enabled and criterion.uses_fused:  # the fusion sits outside DDP: average its gradients
-                    D.all_reduce_mean_grads(mt.fusion, rt.info)
-                optimizer.step()
-                criterion.own_step()  # the criterion's own parameters (centre loss), if any
-                mt.update_teacher()
-                if one_network:  # the teacher's BN statistics are the student's: no forward of its own
-                    mt.copy_student_buffers()
+                terms = step.train_batch(xs, cams, ys, optimizer)
                 for key in totals:
                     totals[key] += terms[key].item() / cfg.iters_per_epoch
                 bar.set_postfix(loss=f"{terms['loss'].item():.3f}")
-            if rt.info.enabled:  # the BN statistics of rank 0 are the ones kept (DDP's rule for the student)
-                for m in (mt.student, mt.teacher, *([mt.fusion] if mt.fusion is not None else [])):
-                    D.broadcast_buffers(m, rt.info)
+            step.end_epoch()
             record.update(totals)
             record["seconds_cluster"] = t_cluster
             record["seconds_train"] = time.perf_counter() - t0 - t_cluster

@@ -20,12 +20,14 @@ from typing import ClassVar, Mapping
 
 from .cluster.dbscan import DBSCANCfg
 from .cluster.labelers import LABELERS, KMeansCfg, labeler_settings
+from .errors import ConfigError
 from .paths import synthetic_root
 from .settings import LegacyRule, Settings, load_config, save_config
 from .settings import check_at_least as _at_least
 from .settings import check_choice as _choice
 from .settings import check_positive as _positive
 from .settings import check_within as _within
+from .settings import Overrides
 
 __all__ = [
     "AdaptLossCfg", "AugmentCfg", "ClusterCfg", "ContrastCfg", "DataCfg", "DBSCANCfg", "EMBEDDED_PAIRS", "EMBEDDED_SIZES",
@@ -690,17 +692,42 @@ class StyleCfg(Settings):
     """"auto" (CUDA when present), "cpu" or "cuda[:N]"."""
     num_workers: int = 4
     """DataLoader worker processes per domain (0 loads in the main process)."""
-    stack_pairs: int = 1
-    """Camera pairs whose CycleGANs train at once on one device, as one stacked network (grouped
-    convolutions); only pairs with equal steps per epoch share a stack. The results equal one-by-one
-    training up to float rounding; it pays where one batch-1 pair leaves the device idle (GPUs)."""
+
+    def with_overrides(self, overrides: Overrides = None, **kwargs) -> "StyleCfg":
+        """As :meth:`Settings.with_overrides`; a config saved while CycleGANs could train stacked still
+        loads: its ``stack_pairs: 1`` (one pair at a time, as training now always does) is ignored."""
+        return super().with_overrides(self._without_stack_pairs(overrides), **self._without_stack_pairs(kwargs))
+
+    @staticmethod
+    def _without_stack_pairs(overrides: Overrides) -> Overrides:
+        """``overrides`` (a mapping or ``"name=value"`` strings) without ``stack_pairs``, which may only be 1."""
+        def check(value) -> None:
+            if str(value).strip() != "1":
+                raise ConfigError(f"StyleCfg.stack_pairs={str(value).strip()}: training several CycleGANs as one "
+                                  f"stacked network was removed (pairs train one at a time); drop stack_pairs from "
+                                  f"the config")
+
+        if overrides is None:
+            return None
+        if isinstance(overrides, Mapping):
+            if "stack_pairs" in overrides:
+                check(overrides["stack_pairs"])
+            return {key: value for key, value in overrides.items() if key != "stack_pairs"}
+        kept = []
+        for item in [overrides] if isinstance(overrides, str) else overrides:
+            key, _, value = str(item).partition("=")
+            if key.strip() == "stack_pairs":
+                check(value)
+            else:
+                kept.append(item)
+        return kept
 
     def __post_init__(self) -> None:
         from .repro import check_device_name
 
         check_device_name(self.device, "device")
         _choice("precision", self.precision, ("auto", "fp32", "bf16"))
-        for name in ("height", "width", "ngf", "ndf", "batch_size", "generate_batch_size", "stack_pairs"):
+        for name in ("height", "width", "ngf", "ndf", "batch_size", "generate_batch_size"):
             _at_least(name, getattr(self, name), 1)
         for name in ("gen_blocks", "gen_downsampling", "disc_layers", "decay_epochs", "iters_per_epoch", "pool_size",
                      "num_workers", "epochs", "lambda_cycle", "lambda_identity"):

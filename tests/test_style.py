@@ -11,15 +11,16 @@ import pytest
 import torch
 from PIL import Image
 
-from corelib.config import PretrainCfg, StyleCfg
+from corelib.config import PretrainCfg, StyleCfg, load_config
 from corelib.data.dataset import build_dataset
 from corelib.data.synthetic import load_synthetic
-from corelib.errors import ConfigError, MissingStageError, StyleError
+from corelib.errors import ConfigError, InvalidInputError, MissingStageError, StyleError
 from corelib.style import (
     CycleGAN,
     ImagePool,
     PatchDiscriminator,
     ResnetGenerator,
+    StyleJob,
     camera_pairs,
     camera_style_rows,
     colour_statistics,
@@ -31,6 +32,7 @@ from corelib.style import (
     style_gap,
     summarize_gap,
     train_cyclegan,
+    train_cyclegans,
     train_style_models,
     write_style_set,
 )
@@ -185,6 +187,39 @@ def test_non_style_checkpoint_is_refused(tmp_path):
     torch.save({"stage": "pretrain", "model": {}}, tmp_path / "x.pt")
     with pytest.raises(ValueError, match="not a CycleGAN"):
         load_cyclegan(tmp_path / "x.pt")
+
+
+def test_several_cyclegans_train_one_after_the_other_as_alone(tmp_path):
+    a, b = _tiny_domains(tmp_path)
+    jobs = [StyleJob(a, b, tmp_path / "listed" / "ab", "ab"), StyleJob(b, a, tmp_path / "listed" / "ba", "ba")]
+    listed = train_cyclegans(jobs, TINY, progress=False)
+    for job, result in zip(jobs, listed):  # in the order of the jobs, each what train_cyclegan gives it
+        alone = train_cyclegan(job.images_a, job.images_b, TINY, tmp_path / "alone" / job.desc, progress=False)
+        assert result.checkpoint == job.out_dir / "last.pt"
+        for k, v in alone.model.state_dict().items():
+            assert torch.equal(v, result.model.state_dict()[k]), k
+    assert not torch.equal(listed[0].model.g_ab.net[1].weight, listed[1].model.g_ab.net[1].weight)
+    with pytest.raises(InvalidInputError, match="same folder"):  # refused before anything is written
+        train_cyclegans([StyleJob(a, b, tmp_path / "one"), StyleJob(b, a, tmp_path / "one")], TINY, progress=False)
+    assert not (tmp_path / "one").exists()
+
+
+def test_a_run_saved_with_stack_pairs_still_loads_and_resumes(tmp_path):
+    # before stacking was removed, every checkpoint and config.yaml held stack_pairs (1 unless stacked)
+    a, b = _tiny_domains(tmp_path)
+    result = train_cyclegan(a, b, TINY, tmp_path / "run", progress=False)
+    state = torch.load(result.checkpoint, map_location="cpu", weights_only=False)
+    torch.save({**state, "cfg": {**state["cfg"], "stack_pairs": 1}}, result.checkpoint)
+    saved = tmp_path / "run" / "config.yaml"
+    saved.write_text(saved.read_text() + "stack_pairs: 1\n")
+    model, cfg = load_cyclegan(result.checkpoint)
+    assert cfg == TINY == load_config(StyleCfg, saved) == StyleCfg.from_dict(state["cfg"])
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in result.model.state_dict().items())
+    again = train_cyclegan(a, b, TINY, tmp_path / "run", progress=False)  # finished: resumes to the end at once
+    assert [h["epoch"] for h in again.history] == [1, 2]
+    for bad in ({"stack_pairs": 4}, ["stack_pairs=2"]):
+        with pytest.raises(ConfigError, match="stack_pairs=[24]: .*stacked network was removed"):
+            StyleCfg().with_overrides(bad)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -655,15 +655,11 @@ class StyleCfg(Settings):
     """"auto" (CUDA when present), "cpu" or "cuda[:N]"."""
     num_workers: int = 4
     """DataLoader worker processes per domain (0 loads in the main process)."""
-    stack_pairs: int = 1
-    """Camera pairs whose CycleGANs train at once on one device, as one stacked network (grouped
-    convolutions); only pairs with equal steps per epoch share a stack. The results equal one-by-one
-    training up to float rounding; it pays where one batch-1 pair leaves the device idle (GPUs)."""
 
     def __post_init__(self) -> None:
         check_device_name(self.device, "device")
         _choice("precision", self.precision, ("auto", "fp32", "bf16"))
-        for name in ("height", "width", "ngf", "ndf", "batch_size", "generate_batch_size", "stack_pairs"):
+        for name in ("height", "width", "ngf", "ndf", "batch_size", "generate_batch_size"):
             _at_least(name, getattr(self, name), 1)
         for name in ("gen_blocks", "gen_downsampling", "disc_layers", "decay_epochs", "iters_per_epoch", "pool_size",
                      "num_workers", "epochs", "lambda_cycle", "lambda_identity"):

@@ -14,12 +14,13 @@ from PIL import Image
 from corelib.config import PretrainCfg, StyleCfg
 from corelib.data.dataset import build_dataset
 from corelib.data.synthetic import load_synthetic
-from corelib.errors import ConfigError, MissingStageError, StyleError
+from corelib.errors import ConfigError, InvalidInputError, MissingStageError, StyleError
 from corelib.style import (
     CycleGAN,
     ImagePool,
     PatchDiscriminator,
     ResnetGenerator,
+    StyleJob,
     camera_pairs,
     camera_style_rows,
     colour_statistics,
@@ -31,6 +32,7 @@ from corelib.style import (
     style_gap,
     summarize_gap,
     train_cyclegan,
+    train_cyclegans,
     train_style_models,
     write_style_set,
 )
@@ -185,6 +187,21 @@ def test_non_style_checkpoint_is_refused(tmp_path):
     torch.save({"stage": "pretrain", "model": {}}, tmp_path / "x.pt")
     with pytest.raises(ValueError, match="not a CycleGAN"):
         load_cyclegan(tmp_path / "x.pt")
+
+
+def test_several_cyclegans_train_one_after_the_other_as_alone(tmp_path):
+    a, b = _tiny_domains(tmp_path)
+    jobs = [StyleJob(a, b, tmp_path / "listed" / "ab", "ab"), StyleJob(b, a, tmp_path / "listed" / "ba", "ba")]
+    listed = train_cyclegans(jobs, TINY, progress=False)
+    for job, result in zip(jobs, listed):  # in the order of the jobs, each what train_cyclegan gives it
+        alone = train_cyclegan(job.images_a, job.images_b, TINY, tmp_path / "alone" / job.desc, progress=False)
+        assert result.checkpoint == job.out_dir / "last.pt"
+        for k, v in alone.model.state_dict().items():
+            assert torch.equal(v, result.model.state_dict()[k]), k
+    assert not torch.equal(listed[0].model.g_ab.net[1].weight, listed[1].model.g_ab.net[1].weight)
+    with pytest.raises(InvalidInputError, match="same folder"):  # refused before anything is written
+        train_cyclegans([StyleJob(a, b, tmp_path / "one"), StyleJob(b, a, tmp_path / "one")], TINY, progress=False)
+    assert not (tmp_path / "one").exists()
 
 
 # ---------------------------------------------------------------------------------------------

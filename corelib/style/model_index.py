@@ -141,8 +141,6 @@ def train_style_models(
             a model is refused, so nothing trained is replaced unasked.
         progress: a progress bar over the pairs and one per epoch.
 
-    ``cfg.stack_pairs`` pairs with equal steps per epoch train at once (:func:`~corelib.style.cyclegan.train_cyclegans`).
-
     Raises:
         StyleError: an unknown mode, domain mode without a target, camera mode on a dataset without
             cameras.

@@ -8,8 +8,6 @@
 - :class:`CycleGAN`: the two generators and two discriminators of one domain pair;
   :func:`load_cyclegan` reads one back from the checkpoint :func:`~corelib.style.cyclegan.train_cyclegan` writes.
 
-Every network takes ``stack``: that many independent networks side by side as grouped convolutions,
-which :mod:`corelib.style.stacking` fills and empties (``stack=1``, the default, is one plain network).
 Images are tensors in [-1, 1] (``ToTensor`` then ``Normalize(0.5, 0.5)``).
 """
 
@@ -27,12 +25,11 @@ from ..runtime import load_checkpoint
 
 
 class _ResidualBlock(nn.Module):
-    def __init__(self, channels: int, stack: int = 1) -> None:
+    def __init__(self, channels: int) -> None:
         super().__init__()
-        c, g = channels * stack, stack
         self.body = nn.Sequential(
-            nn.ReflectionPad2d(1), nn.Conv2d(c, c, 3, groups=g), nn.InstanceNorm2d(c), nn.ReLU(True),
-            nn.ReflectionPad2d(1), nn.Conv2d(c, c, 3, groups=g), nn.InstanceNorm2d(c),
+            nn.ReflectionPad2d(1), nn.Conv2d(channels, channels, 3), nn.InstanceNorm2d(channels), nn.ReLU(True),
+            nn.ReflectionPad2d(1), nn.Conv2d(channels, channels, 3), nn.InstanceNorm2d(channels),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -49,31 +46,23 @@ class ResnetGenerator(nn.Module):
         residual: predict a change of the input instead of the image, ``tanh(atanh(x) + h)``
             (not CycleGAN's generator): training starts near the identity mapping, so colour and
             illumination changes, most of a camera's style, are learned in far fewer steps.
-        stack: independent generators held side by side (:mod:`corelib.style.stacking`): every convolution
-            has ``groups=stack``, input and output are ``(N, 3 * stack, H, W)``, channels
-            ``3s .. 3s + 2`` belonging to generator ``s``. Instance norm and the element-wise layers
-            act per channel, so generator ``s`` computes what it would alone.
     """
 
-    def __init__(self, ngf: int = 64, blocks: int = 9, n_down: int = 2, residual: bool = False,
-                 stack: int = 1) -> None:
+    def __init__(self, ngf: int = 64, blocks: int = 9, n_down: int = 2, residual: bool = False) -> None:
         super().__init__()
-        g = stack
-        layers: list[nn.Module] = [nn.ReflectionPad2d(3), nn.Conv2d(3 * g, ngf * g, 7, groups=g),
-                                   nn.InstanceNorm2d(ngf * g), nn.ReLU(True)]
+        layers: list[nn.Module] = [nn.ReflectionPad2d(3), nn.Conv2d(3, ngf, 7), nn.InstanceNorm2d(ngf), nn.ReLU(True)]
         ch = ngf
         for _ in range(n_down):
-            layers += [nn.Conv2d(ch * g, ch * 2 * g, 3, stride=2, padding=1, groups=g), nn.InstanceNorm2d(ch * 2 * g),
-                       nn.ReLU(True)]
+            layers += [nn.Conv2d(ch, ch * 2, 3, stride=2, padding=1), nn.InstanceNorm2d(ch * 2), nn.ReLU(True)]
             ch *= 2
-        layers += [_ResidualBlock(ch, g) for _ in range(blocks)]
+        layers += [_ResidualBlock(ch) for _ in range(blocks)]
         for _ in range(n_down):
-            layers += [nn.ConvTranspose2d(ch * g, ch // 2 * g, 3, stride=2, padding=1, output_padding=1, groups=g),
-                       nn.InstanceNorm2d(ch // 2 * g), nn.ReLU(True)]
+            layers += [nn.ConvTranspose2d(ch, ch // 2, 3, stride=2, padding=1, output_padding=1),
+                       nn.InstanceNorm2d(ch // 2), nn.ReLU(True)]
             ch //= 2
-        layers += [nn.ReflectionPad2d(3), nn.Conv2d(ch * g, 3 * g, 7, groups=g)]
+        layers += [nn.ReflectionPad2d(3), nn.Conv2d(ch, 3, 7)]
         self.net = nn.Sequential(*layers)
-        self.n_down, self.residual, self.stack = n_down, residual, stack
+        self.n_down, self.residual = n_down, residual
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.net(x)
@@ -83,23 +72,18 @@ class ResnetGenerator(nn.Module):
 
 
 class PatchDiscriminator(nn.Module):
-    """PatchGAN: one real/fake score per overlapping patch (LSGAN: no sigmoid).
+    """PatchGAN: one real/fake score per overlapping patch (LSGAN: no sigmoid)."""
 
-    ``stack`` discriminators side by side, as :class:`ResnetGenerator`: input ``(N, 3 * stack, H, W)``,
-    output ``(N, stack, h, w)``, one score map per discriminator.
-    """
-
-    def __init__(self, ndf: int = 64, layers: int = 3, stack: int = 1) -> None:
+    def __init__(self, ndf: int = 64, layers: int = 3) -> None:
         super().__init__()
-        g = stack
-        seq: list[nn.Module] = [nn.Conv2d(3 * g, ndf * g, 4, stride=2, padding=1, groups=g), nn.LeakyReLU(0.2, True)]
+        seq: list[nn.Module] = [nn.Conv2d(3, ndf, 4, stride=2, padding=1), nn.LeakyReLU(0.2, True)]
         mult = 1
         for n in range(1, layers + 1):
             prev, mult = mult, min(2 ** n, 8)
             stride = 2 if n < layers else 1  # the last widening layer keeps the resolution
-            seq += [nn.Conv2d(ndf * prev * g, ndf * mult * g, 4, stride=stride, padding=1, groups=g),
-                    nn.InstanceNorm2d(ndf * mult * g), nn.LeakyReLU(0.2, True)]
-        seq += [nn.Conv2d(ndf * mult * g, g, 4, stride=1, padding=1, groups=g)]
+            seq += [nn.Conv2d(ndf * prev, ndf * mult, 4, stride=stride, padding=1), nn.InstanceNorm2d(ndf * mult),
+                    nn.LeakyReLU(0.2, True)]
+        seq += [nn.Conv2d(ndf * mult, 1, 4, stride=1, padding=1)]
         self.net = nn.Sequential(*seq)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -115,25 +99,19 @@ def _init_weights(module: nn.Module) -> None:
 
 
 class CycleGAN(nn.Module):
-    """The two generators (A -> B, B -> A) and two discriminators of one domain pair.
+    """The two generators (A -> B, B -> A) and two discriminators of one domain pair."""
 
-    ``stack > 1`` holds the networks of ``stack`` domain pairs side by side (grouped convolutions,
-    images of pair ``s`` in channels ``3s .. 3s + 2``), so that one forward trains them all;
-    :mod:`corelib.style.stacking` builds it from single models and takes it apart again.
-    """
-
-    def __init__(self, cfg: StyleCfg, stack: int = 1) -> None:
+    def __init__(self, cfg: StyleCfg) -> None:
         super().__init__()
         for size, name in ((cfg.height, "height"), (cfg.width, "width")):
             if size % (2 ** cfg.gen_downsampling):
                 raise InvalidInputError(f"StyleCfg.{name}={size} must be divisible by 2**gen_downsampling="
                                  f"{2 ** cfg.gen_downsampling}")
-        gen = (cfg.ngf, cfg.gen_blocks, cfg.gen_downsampling, cfg.residual_generator, stack)
+        gen = (cfg.ngf, cfg.gen_blocks, cfg.gen_downsampling, cfg.residual_generator)
         self.g_ab = ResnetGenerator(*gen)
         self.g_ba = ResnetGenerator(*gen)
-        self.d_a = PatchDiscriminator(cfg.ndf, cfg.disc_layers, stack)  # tells real A from B -> A fakes
-        self.d_b = PatchDiscriminator(cfg.ndf, cfg.disc_layers, stack)
-        self.stack = stack
+        self.d_a = PatchDiscriminator(cfg.ndf, cfg.disc_layers)  # tells real A from B -> A fakes
+        self.d_b = PatchDiscriminator(cfg.ndf, cfg.disc_layers)
         self.apply(_init_weights)
 
     def generator(self, direction: str) -> ResnetGenerator:

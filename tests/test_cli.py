@@ -79,6 +79,7 @@ def test_training_command_names_a_bad_field(synthetic_small, tmp_path, capsys):
 
 
 def test_run_notebooks_and_sweep_take_their_parameters_from_yaml(tmp_path, monkeypatch, capsys):
+    import corelib.cli as cli
     import corelib.notebooks as nb
 
     seen = []
@@ -87,7 +88,8 @@ def test_run_notebooks_and_sweep_take_their_parameters_from_yaml(tmp_path, monke
         seen.append((str(run_dir), parameters, chapters))
         return [{"chapter": "03_finetuning", "seconds": 2.0, "executed": "x"}]
 
-    monkeypatch.setattr(nb, "run_notebooks", fake_run_notebooks)
+    monkeypatch.setattr(nb, "run_notebooks", fake_run_notebooks)  # what a sweep point calls
+    monkeypatch.setattr(cli, "run_notebooks", fake_run_notebooks)  # what the run-notebooks command calls
     params = tmp_path / "p.yaml"
     params.write_text("SEED: 5\nPAIRS: [person]\nFINETUNE_OVERRIDES: {cluster.num_clusters: 20}\n")
     assert main(["run-notebooks", "--run-dir", str(tmp_path / "r"), "--chapters", "03", "--params", str(params),

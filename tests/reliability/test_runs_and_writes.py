@@ -384,12 +384,12 @@ def test_an_atomic_writer_names_the_file_in_the_way(tmp_path, snapshot):
 
 
 def test_other_os_errors_keep_their_traceback(tmp_path, monkeypatch):
-    import corelib.report as report
+    import corelib.cli as cli
 
     def broken(_run_dir):
         raise OSError(errno.EIO, "Input/output error", str(tmp_path / "x"))
 
-    monkeypatch.setattr(report, "write_report", broken)
+    monkeypatch.setattr(cli, "write_report", broken)  # the command's own reference
     with pytest.raises(OSError, match="Input/output error"):
         main(["report", str(tmp_path)])
 

@@ -53,6 +53,7 @@ def test_cluster_sizes_ignore_outliers():
     assert cluster_sizes([0, 0, 1, 2, 2, 2, -1, -1]).tolist() == [3, 2, 1]
 
 
+@pytest.mark.slow
 def test_umap_projection_is_repeatable_and_keeps_blobs_apart():
     g = torch.Generator().manual_seed(2)
     x = torch.cat([torch.randn(30, 8, generator=g) * 0.1 + 2, torch.randn(30, 8, generator=g) * 0.1 - 2])

@@ -20,6 +20,8 @@ from corelib.feature_space import study_feature_space
 from corelib.models import Backbone, MeanTeacher, register_backbone
 from corelib.training import evaluate_checkpoint, finetune, load_checkpoint, load_trained_model, pretrain
 
+pytestmark = pytest.mark.slow  # every test trains through the whole pipeline
+
 SEEN_CAMIDS: list[int] = []  # batch sizes of the camera ids the toy trunk received
 
 

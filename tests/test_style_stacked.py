@@ -118,6 +118,7 @@ def test_stack_and_unstack_are_inverse():
 # training
 
 
+@pytest.mark.slow
 def test_stacked_training_equals_one_by_one(tmp_path, float64):
     domains = _domains(tmp_path, 3)
     one = train_cyclegans(_jobs(tmp_path, domains, "one"), CFG, stack=1, progress=False)
@@ -129,6 +130,7 @@ def test_stacked_training_equals_one_by_one(tmp_path, float64):
     assert not torch.allclose(w[0], w[1], atol=1e-4)
 
 
+@pytest.mark.slow
 def test_stacked_training_in_float32_differs_by_rounding_only(tmp_path):
     from corelib.style import style_transforms
 
@@ -154,6 +156,7 @@ def test_stacked_training_in_float32_differs_by_rounding_only(tmp_path):
     assert os.path.getsize(tmp_path / "stacked" / "pair0" / "last.pt") < 1.2 * one_size
 
 
+@pytest.mark.slow
 def test_single_pair_training_is_the_one_pair_stack(tmp_path):
     (a, b), = _domains(tmp_path, 1)
     alone = train_cyclegan(a, b, CFG, tmp_path / "alone", progress=False)
@@ -162,6 +165,7 @@ def test_single_pair_training_is_the_one_pair_stack(tmp_path):
         assert torch.equal(v, listed.model.state_dict()[k]), k
 
 
+@pytest.mark.slow
 def test_pairs_with_other_steps_per_epoch_train_in_their_own_stack(tmp_path, float64, monkeypatch):
     import corelib.style.cyclegan as cg
 
@@ -177,6 +181,7 @@ def test_pairs_with_other_steps_per_epoch_train_in_their_own_stack(tmp_path, flo
     _assert_same_training(one, stacked)
 
 
+@pytest.mark.slow
 def test_stacked_run_resumes_alone_and_stacked(tmp_path, monkeypatch, float64):
     import corelib.runtime.loop as loop
 
@@ -214,6 +219,7 @@ def test_stack_must_be_positive(tmp_path):
     assert not (tmp_path / "one").exists()
 
 
+@pytest.mark.slow
 @pytest.mark.gpu
 def test_stacked_training_on_cuda_in_bf16(tmp_path):
     domains = _domains(tmp_path, 2)

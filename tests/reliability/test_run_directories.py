@@ -140,6 +140,7 @@ def test_a_refused_resume_leaves_config_yaml_as_it_was(finished_run, capsys):
     assert _snapshot(run / "pretrain") == before
 
 
+@pytest.mark.slow
 def test_a_refused_architecture_leaves_the_folder_as_it_was(synthetic_small, tmp_path):
     """A resume whose weights do not fit is refused after the lock, before config.yaml is written."""
     from corelib.data import build_dataset
@@ -184,6 +185,7 @@ def test_a_resumed_finished_run_changes_nothing(finished_run):
     assert _snapshot(run / "pretrain") == before
 
 
+@pytest.mark.slow
 def test_the_python_api_refuses_too(synthetic_small, tmp_path):
     from corelib.data import build_dataset
     from corelib.training import pretrain

@@ -77,6 +77,7 @@ def test_feature_space_figures():
     assert isinstance(viz.cluster_size_histogram({"true": np.array([3, 2, 2]), "pseudo": np.array([4, 1, 1, 1])}), Figure)
 
 
+@pytest.mark.slow
 def test_study_feature_space_on_a_small_pair(synthetic_small):
     from corelib.data.synthetic import load_synthetic
     from corelib.feature_space import study_feature_space

@@ -94,8 +94,8 @@ def _root_name(node: ast.AST) -> str | None:
 class _Calls(ast.NodeVisitor):
     """The entry points, local callees and papermill stand-ins of one function body (refusals left out)."""
 
-    def __init__(self, modules: set[str], functions: set[str]):
-        self.modules, self.functions = modules, functions
+    def __init__(self, modules: set[str], functions: set[str], argv_helpers: dict[str, list[str]]):
+        self.modules, self.functions, self.argv_helpers = modules, functions, argv_helpers
         self.entry_points: set[str] = set()
         self.callees: set[str] = set()
         self.stands_in = False
@@ -109,10 +109,9 @@ class _Calls(ast.NodeVisitor):
         """``main([COMMAND, ...]) == 0``: the command line is expected to run the command to its end."""
         call = node.left
         if (isinstance(call, ast.Call) and isinstance(call.func, ast.Name) and call.func.id == "main"
-                and "main" in self.functions and call.args and isinstance(call.args[0], ast.List)
-                and [type(o) for o in node.ops] == [ast.Eq] and isinstance(node.comparators[0], ast.Constant)
-                and node.comparators[0].value == 0):
-            words = [e.value for e in call.args[0].elts if isinstance(e, ast.Constant)]
+                and "main" in self.functions and call.args and [type(o) for o in node.ops] == [ast.Eq]
+                and isinstance(node.comparators[0], ast.Constant) and node.comparators[0].value == 0):
+            words = _argv_words(call.args[0], self.argv_helpers)
             if words and words[0] in COMMANDS and words[:2] != ["style", "generate"] and "--print-config" not in words:
                 self.entry_points.add(COMMANDS[words[0]])
         self.generic_visit(node)
@@ -131,13 +130,24 @@ class _Calls(ast.NodeVisitor):
         self.generic_visit(node)
 
 
+def _argv_words(node: ast.AST, argv_helpers: dict[str, list[str]]) -> list[str]:
+    """The words of a command line: a list literal, or a call of a module helper returning one (``_argv(...)``)."""
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
+        return argv_helpers.get(node.func.id, [])
+    if isinstance(node, ast.List):
+        return [e.value for e in node.elts if isinstance(e, ast.Constant)]
+    return []
+
+
 def _functions(tree: ast.Module) -> dict[str, _Function]:
     """Every function of the module (test classes' methods named ``Class.method``), with its calls."""
     modules, functions = _corelib_names(tree)
+    argv_helpers = {node.name: _argv_words(ret.value, {}) for node in tree.body if isinstance(node, ast.FunctionDef)
+                    for ret in ast.walk(node) if isinstance(ret, ast.Return) and isinstance(ret.value, ast.List)}
     found: dict[str, _Function] = {}
 
     def add(fn: ast.FunctionDef, name: str, class_slow: bool) -> None:
-        calls = _Calls(modules, functions)
+        calls = _Calls(modules, functions, argv_helpers)
         for statement in fn.body:
             calls.visit(statement)
         args = {a.arg for a in fn.args.args + fn.args.kwonlyargs}
@@ -263,6 +273,16 @@ def test_command_line(tmp_path):
 def test_command_line_refusal(tmp_path):
     assert main(["pretrain", "--source", "nowhere"]) == 2
 
+def _argv(root):
+    return ["pretrain", "--source", "market_like", root]
+
+@pytest.fixture
+def finished(tmp_path):
+    assert main(_argv(str(tmp_path))) == 0
+
+def test_command_line_through_fixture(finished):
+    assert finished is None
+
 def test_command_line_prints_its_recipe():
     assert main(["finetune", "--target", "market_like", "--print-config"]) == 0
 '''
@@ -276,7 +296,8 @@ def source_network(tmp_path_factory):
 '''
     assert unmarked_slow_tests(source, conftest) == [
         "test_direct (finetune)", "test_through_helper (pretrain)", "test_through_fixture (pretrain)",
-        "test_through_conftest (finetune)", "test_notebooks (run_notebooks)", "test_command_line (finetune)"]
+        "test_through_conftest (finetune)", "test_notebooks (run_notebooks)", "test_command_line (finetune)",
+        "test_command_line_through_fixture (pretrain)"]
     assert unmarked_slow_tests("import pytest\npytestmark = pytest.mark.slow\n" + source, conftest) == []
 
 

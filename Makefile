@@ -1,5 +1,5 @@
-# The README's two commands: `make demo` and `make test`. Each creates .venv when it is missing,
-# installs the project with its dependencies, registers the Jupyter kernel, then runs.
+# The README's two commands: `make demo` and `make test` (`make test-fast`: the edit loop). Each creates
+# .venv when it is missing, installs the project with its dependencies, registers the Jupyter kernel, then runs.
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
@@ -13,7 +13,7 @@ LAB_SETTINGS := $(VENV)/share/jupyter/lab/settings/overrides.json
 CHROMIUM ?= /usr/bin/chromium
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test test-browser install lab smoke chromium clean-venv
+.PHONY: demo test test-fast test-browser install lab smoke chromium clean-venv
 
 install: $(STAMP) $(LAB_SETTINGS)
 
@@ -40,6 +40,10 @@ demo: $(STAMP)
 # The whole test suite, notebooks (SMOKE=True) included.
 test: $(STAMP)
 	$(PY) -m pytest
+
+# The edit loop: every test but the slow tier (training, notebooks, anything over about 5 s).
+test-fast: $(STAMP)
+	$(PY) -m pytest -m "not slow"
 
 # The browser tier: a smoke demo, then JupyterLab in headless Chromium (tests/browser/conftest.py).
 # Installs Playwright into the venv and Chromium from apt-get when they are missing.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 from matplotlib.figure import Figure
 
@@ -12,6 +13,7 @@ from corelib.data.synthetic import load_synthetic
 from corelib.training import analysis_features, analysis_model
 
 
+@pytest.mark.slow
 def test_analysis_model_trains_a_small_network_when_the_run_is_empty(synthetic_small, tmp_path, capsys):
     source, target = load_synthetic(synthetic_small["market_like"]), load_synthetic(synthetic_small["cuhk_like"])
     trained = analysis_model(tmp_path, "person", source, target, smoke=True)
@@ -44,6 +46,7 @@ def test_study_figures():
     assert isinstance(viz.k_sweep(rows, true_k=6), Figure)
 
 
+@pytest.mark.slow
 def test_analysis_models_adapt_briefly_and_redo_a_stale_adaptation(synthetic_small, tmp_path, capsys):
     from corelib.runtime.checkpoint import load_checkpoint, save_checkpoint
     from corelib.training import analysis_models
@@ -67,6 +70,7 @@ def test_analysis_models_adapt_briefly_and_redo_a_stale_adaptation(synthetic_sma
     assert len(list((tmp_path / "person" / "quick").glob("finetune.replaced-*"))) == 1
 
 
+@pytest.mark.slow
 def test_empty_run_dir_shares_quick_networks_then_takes_the_demos(synthetic_small, tmp_path, monkeypatch, capsys):
     import shutil
 

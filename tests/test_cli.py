@@ -6,6 +6,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from corelib.cli import main
 
 
@@ -48,6 +50,7 @@ def test_bench_complexity_prints_params_and_paper_gflops(capsys):
     assert "12,970,756" in out and "1.18" in out and "1.185" in out
 
 
+@pytest.mark.slow
 def test_training_commands_and_evaluate(synthetic_small, tmp_path, capsys):
     """pretrain -> finetune -> evaluate on the command line, with a YAML config and overrides."""
     root = str(synthetic_small["market_like"].parent)

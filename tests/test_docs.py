@@ -1,6 +1,8 @@
-"""The notes in the repository: every ``docs/method.md §…`` and ``docs/baselines.md §…`` citation points at
-a section, nothing cites the notes' copies outside the repository, and the published numbers of
-``corelib.published`` appear in the sections their records cite."""
+"""The documentation: every ``docs/method.md §…`` and ``docs/baselines.md §…`` citation points at a section,
+nothing cites the notes' copies outside the repository, the published numbers of ``corelib.published``
+appear in the sections their records cite; the README is a landing page (the commands and the table of
+contents on its first screen, no dated timing prose), and every relative link of the README, docs/ and
+benchmarks/README.md names a file of the repository and a heading that exists."""
 
 from __future__ import annotations
 
@@ -19,7 +21,8 @@ _SECTION = r"\d+b?(?:\.\d+)?"  # 3, 3.2, 1b, 1b.3
 CITE_BASELINES = re.compile(rf"docs/baselines\.md (§{_SECTION}(?:(?:\s*[-–]\s*§?|,\s*§){_SECTION})*)")
 """A citation and the sections it names: ``§3.3``, ``§1.1-1.2, §1b.1``, ``§1,\\n§1b`` (ranges name both ends)."""
 NAMED_BASELINES = re.compile(r"([\w./-]*)baselines\.md")
-"""Any file name ending in ``baselines.md``; its prefix must be ``docs/`` (or a figure's ``08_``)."""
+"""Any file name ending in ``baselines.md``; its prefix must be ``docs/`` (``../docs/`` in a link from docs/, or
+a figure's ``07_``)."""
 
 
 def _notebook_text(path):
@@ -27,8 +30,15 @@ def _notebook_text(path):
     return "\n".join(c.source for c in nb.cells)
 
 
+DOCS = ["README.md", "docs/user-guide.md", "docs/method.md", "docs/baselines.md", "benchmarks/README.md"]
+"""The pages a reader opens; their links are checked."""
+FIRST_SCREEN = 40
+"""Lines of the README a reader sees before scrolling."""
+
+
 def _cited_texts():
     yield "README.md", (ROOT / "README.md").read_text()
+    yield "docs/user-guide.md", (ROOT / "docs" / "user-guide.md").read_text()
     for path in sorted((ROOT / "corelib").rglob("*.py")):
         yield str(path.relative_to(ROOT)), path.read_text()
     for path in sorted((ROOT / "notebooks").glob("*.ipynb")):
@@ -82,7 +92,7 @@ def test_every_baselines_citation_names_a_section_of_docs_baselines():
     cited, missing, outside = 0, [], []
     for where, text in _baselines_cited_texts():
         outside += [f"{where}: {prefix}baselines.md" for prefix in NAMED_BASELINES.findall(text)
-                    if prefix != "docs/" and not prefix.endswith("_")]
+                    if prefix not in ("docs/", "../docs/") and not prefix.endswith("_")]
         for group in CITE_BASELINES.findall(text):
             for section in re.findall(_SECTION, group):
                 cited += 1
@@ -108,3 +118,49 @@ def test_published_numbers_appear_in_the_section_they_cite(note):
             if value is not None and f"{value:.{r.decimals}f}" not in texts[section]:
                 absent.append(f"{r.method} on {r.task} ({r.backbone}): {name} {value} not in {prefix}{section}")
     assert not absent, absent
+
+
+def _anchor(heading: str) -> str:
+    """GitHub's anchor of a heading: lower case, punctuation dropped, spaces to hyphens."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def _anchors(text: str) -> set[str]:
+    return {_anchor(h) for h in re.findall(r"^#+ (.+)$", re.sub(r"```.*?```", "", text, flags=re.S), flags=re.M)}
+
+
+def test_the_readme_first_screen_holds_the_commands_and_the_contents():
+    readme = (ROOT / "README.md").read_text()
+    screen = "\n".join(readme.splitlines()[:FIRST_SCREEN])
+    for command in ("make demo", "make test", "make test-fast"):
+        assert re.search(rf"^{command}\b", screen, flags=re.M), f"{command} is not on the README's first screen"
+    assert "runs/demo/report/index.html" in screen, "the first screen says what make demo produces"
+    assert re.search(r"^## Contents$", screen, flags=re.M), "no table of contents on the README's first screen"
+    contents = re.findall(r"^- \[[^\]]+\]\(#([^)]+)\)", screen, flags=re.M)
+    assert len(contents) >= 5 and set(contents) <= _anchors(readme), contents
+    makefile = (ROOT / "Makefile").read_text()
+    for target in set(re.findall(r"\bmake ([a-z][\w-]*)", readme)):
+        assert re.search(rf"^{target}:", makefile, flags=re.M), f"README names make {target}, the Makefile has none"
+
+
+def test_the_readme_holds_no_dated_timing_prose():
+    dated = [line for line in (ROOT / "README.md").read_text().splitlines()
+             if re.search(r"\b20\d\d-\d\d\b", line) or re.search(r"\d\s*min\b.*\d\s*s\b", line)]
+    assert not dated, f"timings and dates belong to benchmarks/README.md: {dated}"
+
+
+@pytest.mark.parametrize("page", DOCS)
+def test_every_relative_link_names_a_file_and_a_heading(page):
+    text = (ROOT / page).read_text()
+    links = re.findall(r"\]\(([^)\s]+)\)", re.sub(r"```.*?```", "", text, flags=re.S))
+    broken = []
+    for link in links:
+        if re.match(r"[a-z]+:", link):
+            continue  # https:, mailto:
+        target, _, anchor = link.partition("#")
+        path = (ROOT / page).parent / target if target else ROOT / page
+        if not path.exists():
+            broken.append(link)
+        elif anchor and path.suffix == ".md" and anchor not in _anchors(path.read_text()):
+            broken.append(link)
+    assert not broken, f"{page}: {broken}"

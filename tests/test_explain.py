@@ -133,6 +133,7 @@ def test_rank_lists_follow_the_protocol():
         rank_lists(q, g, qs, gs[:3], indices=[0])
 
 
+@pytest.mark.slow
 def test_rank_list_and_branch_figures_on_images(synthetic_small):
     from matplotlib.figure import Figure
 

@@ -53,6 +53,7 @@ def test_cluster_sizes_ignore_outliers():
     assert cluster_sizes([0, 0, 1, 2, 2, 2, -1, -1]).tolist() == [3, 2, 1]
 
 
+@pytest.mark.slow
 def test_umap_projection_is_repeatable_and_keeps_blobs_apart():
     g = torch.Generator().manual_seed(2)
     x = torch.cat([torch.randn(30, 8, generator=g) * 0.1 + 2, torch.randn(30, 8, generator=g) * 0.1 - 2])
@@ -76,6 +77,7 @@ def test_feature_space_figures():
     assert isinstance(viz.cluster_size_histogram({"true": np.array([3, 2, 2]), "pseudo": np.array([4, 1, 1, 1])}), Figure)
 
 
+@pytest.mark.slow
 def test_study_feature_space_on_a_small_pair(synthetic_small):
     from corelib.data.synthetic import load_synthetic
     from corelib.feature_space import study_feature_space

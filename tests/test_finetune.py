@@ -33,6 +33,7 @@ def pair(synthetic_small, tmp_path_factory):
     return {"target": target, "checkpoint": run / "pretrain" / "best.pt"}
 
 
+@pytest.mark.slow
 def test_finetune_runs_logs_and_measures_pseudo_labels(pair, tmp_path):
     res = finetune(FinetuneCfg.smoke(), pair["target"], tmp_path, source_checkpoint=pair["checkpoint"], progress=False)
     assert set(res.direct_transfer) >= {"mAP", "rank1"}
@@ -49,6 +50,7 @@ def test_finetune_runs_logs_and_measures_pseudo_labels(pair, tmp_path):
     assert state["stage"] == "finetune" and state["cfg"]["cluster"]["num_clusters"] == 8 and state["num_clusters"] == 8
 
 
+@pytest.mark.slow
 def test_resume_ends_like_a_straight_run(pair, tmp_path):
     cfg = FinetuneCfg.smoke(epochs=3)
     straight = finetune(cfg, pair["target"], tmp_path / "a", source_checkpoint=pair["checkpoint"], progress=False)
@@ -68,6 +70,7 @@ def test_resume_ends_like_a_straight_run(pair, tmp_path):
                  source_checkpoint=pair["checkpoint"], resume=True, progress=False)
 
 
+@pytest.mark.slow
 def test_fused_loss_trains_the_fusion(pair, tmp_path):
     """Published recipe: no loss reaches ECAB (it keeps its initial weights); fused_loss trains it."""
     cfg = FinetuneCfg.smoke(epochs=1)
@@ -85,12 +88,14 @@ def test_fused_loss_trains_the_fusion(pair, tmp_path):
     assert any(not torch.equal(runs[True][k], initial[k]) for k in ecab), "fused_loss did not train ECAB"
 
 
+@pytest.mark.slow
 def test_plain_cluster_feature_and_lloyd_are_options(pair, tmp_path):
     cfg = FinetuneCfg.smoke(epochs=1, cluster={"feature": "plain", "kmeans": {"algorithm": "minibatch", "max_iter": 5}})
     res = finetune(cfg, pair["target"], tmp_path, source_checkpoint=pair["checkpoint"], progress=False)
     assert res.history[0]["clusters_global"] >= 1
 
 
+@pytest.mark.slow
 def test_checkpoint_evaluates_at_its_own_size(pair, tmp_path):
     res = finetune(FinetuneCfg.smoke(epochs=1), pair["target"], tmp_path, source_checkpoint=pair["checkpoint"],
                    progress=False)
@@ -101,6 +106,7 @@ def test_checkpoint_evaluates_at_its_own_size(pair, tmp_path):
     assert src["stage"] == "pretrain" and src["mAP"] == pytest.approx(res.direct_transfer["mAP"], abs=1e-6)
 
 
+@pytest.mark.slow
 def test_bad_inputs_name_the_fix(pair, tmp_path):
     with pytest.raises(ValueError, match="choose k <="):
         finetune(FinetuneCfg.smoke(cluster={"num_clusters": 10**6}), pair["target"], tmp_path,
@@ -131,6 +137,7 @@ def test_sub_batch_statistics_match_separate_forwards():
     assert net[1].momentum == 0.1  # restored after the forward
 
 
+@pytest.mark.slow
 @pytest.mark.gpu
 def test_finetune_on_cuda_with_bf16(pair, tmp_path):
     res = finetune(FinetuneCfg.smoke(epochs=1, runtime={"device": "cuda", "precision": "bf16"}), pair["target"], tmp_path,

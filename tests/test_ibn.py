@@ -183,6 +183,7 @@ def _perturbed(name: str) -> IBNResNetTrunk:
     return trunk.eval()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["resnet50_ibn_a", "resnet50_ibn_b"])
 def test_both_published_layouts_load_exactly(name, tmp_path):
     ref = _perturbed(name)

@@ -7,6 +7,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 HEAVY = ("matplotlib", "pandas", "papermill", "nbformat", "torchvision", "timm", "PIL", "ipywidgets", "umap",
          "corelib.training", "corelib.viz", "corelib.notebooks", "corelib.models", "corelib.data", "corelib.style")
 
@@ -26,6 +28,7 @@ def test_evaluation_and_clustering_import_light():
         assert heavy_in(loaded_after(f"import {module}")) == set(), module
 
 
+@pytest.mark.slow
 def test_the_public_api_resolves_lazily_and_completely():
     assert heavy_in(loaded_after("import corelib")) == set()
     # a name loads its own module on first use, and every name of __all__ resolves

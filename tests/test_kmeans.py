@@ -50,6 +50,7 @@ def test_recovers_known_centres(init):
     assert res.converged and res.inertia <= res.seeding_potential
 
 
+@pytest.mark.slow
 def test_seeding_potential_greedy_le_plusplus_le_random():
     x, _ = identity_features(n_ids=80, per=5, seed=3)
     k = 80
@@ -72,6 +73,7 @@ def test_seeding_potential_is_the_inertia_of_the_centres():
     assert pot == pytest.approx(float(torch.cdist(x, centres).pow(2).min(1).values.sum()), rel=1e-4)
 
 
+@pytest.mark.slow
 def test_final_inertia_close_to_scikit_learn():
     from sklearn.cluster import KMeans
 
@@ -82,6 +84,7 @@ def test_final_inertia_close_to_scikit_learn():
     assert np.mean(ours) <= np.mean(theirs) * 1.005, (ours, theirs)
 
 
+@pytest.mark.slow
 def test_same_seed_same_labels_and_other_seed_differs():
     x, _ = identity_features(seed=6)
     a, b = kmeans(x, 40, seed=7), kmeans(x, 40, seed=7)

@@ -53,6 +53,7 @@ def test_what_secab_and_fusion_add():
         assert count_parameters(EnsembleFusion(c, secab=False)) == 3 * 2 * c
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("depth", DEPTHS)
 def test_forward_backward_and_descriptor(depth):
     torch.manual_seed(0)
@@ -75,6 +76,7 @@ def test_forward_backward_and_descriptor(depth):
     assert torch.allclose(d.norm(dim=1), torch.ones(2), atol=1e-5)
 
 
+@pytest.mark.slow
 def test_last_stride_rule_at_256x128():
     x = torch.zeros(1, 3, 256, 128)
     with torch.no_grad():
@@ -159,6 +161,7 @@ def test_fusion_v1_and_v2_match_their_equations():
     assert torch.equal(v2(tau, psi_t, psi_b).global_feat, out2.global_feat)
 
 
+@pytest.mark.slow
 def test_mean_teacher_ema_and_no_teacher_gradients():
     torch.manual_seed(0)
     mt = build_model("mean_teacher_resnet18", num_classes=6, weights=None, alpha=0.9)
@@ -244,6 +247,7 @@ def _context(name: str) -> dict:
     return {**{k: extra[k] for k in wants}, **({"backbone": "transreid_vit_tiny"} if wants else {})}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", MODEL_NAMES)
 def test_every_registered_model_keeps_the_contract(name):
     torch.manual_seed(0)
@@ -261,6 +265,7 @@ def test_every_registered_model_keeps_the_contract(name):
     assert d.dim() == 2 and d.shape[0] == 2 and torch.allclose(d.norm(dim=1), torch.ones(2), atol=1e-5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list_backbones())
 def test_every_registered_backbone_keeps_the_contract(name):
     # what the backbone declares it needs: a ViT lays its position embedding out for one input size
@@ -274,6 +279,7 @@ def test_every_registered_backbone_keeps_the_contract(name):
     assert layers and all(isinstance(v, torch.nn.Module) for v in layers.values())
 
 
+@pytest.mark.slow
 def test_weights_from_a_local_file(tmp_path):
     ref = torchvision.models.resnet18(weights=None)
     path = tmp_path / "r18.pth"
@@ -308,6 +314,7 @@ def test_missing_imagenet_weights_warn_once_and_init_randomly(monkeypatch):
     assert len(msgs) == 1 and "random" in msgs[0] and "weights=PATH" in msgs[0]
 
 
+@pytest.mark.slow
 def test_bmfn_is_flip_invariant_and_normalised():
     torch.manual_seed(0)
     net = CoreReIDNet(18, 4, weights=None).eval()

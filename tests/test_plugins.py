@@ -32,6 +32,8 @@ from corelib.results import collect_results
 from corelib.settings import Settings, read_saved_config, save_config
 from corelib.training import evaluate_checkpoint, finetune, load_checkpoint, load_trained_model, pretrain
 
+pytestmark = pytest.mark.slow  # every test trains through the whole pipeline
+
 SEEN_CAMIDS: list[int] = []  # batch sizes of the camera ids the toy trunk received
 
 

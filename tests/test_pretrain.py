@@ -21,6 +21,7 @@ def test_lr_schedule_is_warmup_multistep():
     assert cfg.lr_factor(70) == pytest.approx(0.01)
 
 
+@pytest.mark.slow
 def test_resume_ends_like_a_straight_run(synthetic_small, tmp_path):
     src = load_synthetic(synthetic_small["market_like"])
     cfg = PretrainCfg.smoke(epochs=3)

@@ -101,6 +101,7 @@ def test_grid_expansion_names_and_parameters(tmp_path):
         S.load_sweep(bad)
 
 
+@pytest.mark.slow
 def test_sweep_skips_finished_points_and_reruns_interrupted_ones(tmp_path, monkeypatch):
     import corelib.notebooks as nb
 

@@ -136,6 +136,7 @@ def _tiny_domains(tmp_path: Path) -> tuple[list[Path], list[Path]]:
     return paths
 
 
+@pytest.mark.slow
 def test_train_writes_checkpoint_and_log(tmp_path):
     a, b = _tiny_domains(tmp_path)
     result = train_cyclegan(a, b, TINY, tmp_path / "run", progress=False)
@@ -150,6 +151,7 @@ def test_train_writes_checkpoint_and_log(tmp_path):
         assert torch.equal(v, model.state_dict()[k])
 
 
+@pytest.mark.slow
 def test_resume_equals_a_straight_run(tmp_path, monkeypatch):
     import corelib.runtime.loop as cg  # the shared loop runtime writes every loop's checkpoints
 
@@ -217,12 +219,14 @@ def test_camera_pairs_cover_every_unordered_pair(market):
     assert all(a < b for a, b in pairs)
 
 
+@pytest.mark.slow
 def test_camera_models_one_per_pair(camera_models, market):
     again = load_style_models(camera_models.root)
     assert again.mode == "camera" and again.source == market.name
     assert [p.name for p in again.pairs] == [f"c{a + 1}-c{b + 1}" for a, b in camera_pairs(market)]
 
 
+@pytest.mark.slow
 def test_camera_aware_set_loads_through_the_market_loader(camera_models, market, tmp_path):
     root = write_style_set(market, camera_models, tmp_path / "enlarged", progress=False)
     enlarged = build_dataset("market1501", root)  # the real Market-1501 loader, nothing special
@@ -255,6 +259,7 @@ def test_camera_aware_set_loads_through_the_market_loader(camera_models, market,
     assert fake_img.size == Image.open(real[Path(fakes[0].path).stem.split("_fake_")[0]].path).size
 
 
+@pytest.mark.slow
 def test_domain_aware_set_doubles_the_source(domain_models, vehicle_pair, tmp_path):
     source, target = vehicle_pair
     root = write_style_set(source, domain_models, tmp_path / "enlarged", progress=False)
@@ -265,6 +270,7 @@ def test_domain_aware_set_doubles_the_source(domain_models, vehicle_pair, tmp_pa
         [(s.pid, s.camid) for s in source.train] * 2)
 
 
+@pytest.mark.slow
 def test_write_is_skipped_when_complete_and_partial_is_not_loaded(camera_models, market, tmp_path):
     root = write_style_set(market, camera_models, tmp_path / "set", progress=False)
     stamp = (root / "style_set.json").stat().st_mtime_ns
@@ -275,6 +281,7 @@ def test_write_is_skipped_when_complete_and_partial_is_not_loaded(camera_models,
         load_style_set(tmp_path / "broken")
 
 
+@pytest.mark.slow
 def test_custom_layout_for_other_datasets(tmp_path, camera_models):
     # a dataset whose layout has no writer (here a custom CSV) gets a dataset.csv
     rng = np.random.default_rng(1)
@@ -296,6 +303,7 @@ def test_custom_layout_for_other_datasets(tmp_path, camera_models):
     assert sorted((s.pid, s.camid) for s in enlarged.train) == sorted([(s.pid, s.camid) for s in source.train] * 2)
 
 
+@pytest.mark.slow
 def test_errors_name_the_fix(market, vehicle_pair, camera_models, tmp_path):
     source, _ = vehicle_pair
     with pytest.raises(StyleError, match="needs a target"):
@@ -339,6 +347,7 @@ def test_colour_statistics_see_a_tint():
     assert frechet_distance(s_grey, s_red) > 0.05 > frechet_distance(s_grey, s_grey)
 
 
+@pytest.mark.slow
 def test_style_gap_rows(camera_models, market, domain_models, vehicle_pair):
     rows = style_gap(market, camera_models, max_images=8, device="cpu")
     assert len(rows) == 2 * len(camera_models.pairs)
@@ -352,6 +361,7 @@ def test_style_gap_rows(camera_models, market, domain_models, vehicle_pair):
     assert row["to"] == target.name
 
 
+@pytest.mark.slow
 def test_figure_rows(camera_models, market, domain_models, vehicle_pair):
     rows, titles = camera_style_rows(market, camera_models)
     k = market.num_train_cams
@@ -365,6 +375,7 @@ def test_figure_rows(camera_models, market, domain_models, vehicle_pair):
 # pre-training on the enlarged set
 
 
+@pytest.mark.slow
 def test_pretrain_takes_the_enlarged_set(camera_models, market, tmp_path):
     from corelib.training import pretrain
     from corelib.training.pretrain import style_training_split
@@ -379,6 +390,7 @@ def test_pretrain_takes_the_enlarged_set(camera_models, market, tmp_path):
     assert state["cfg"]["style_set"] == str(root)
 
 
+@pytest.mark.slow
 def test_pretrain_refuses_a_set_of_another_source(camera_models, market, vehicle_pair, tmp_path):
     from corelib.training.pretrain import style_training_split
 
@@ -389,6 +401,7 @@ def test_pretrain_refuses_a_set_of_another_source(camera_models, market, vehicle
         style_training_split(tmp_path / "missing", market)
 
 
+@pytest.mark.slow
 def test_cli_style_commands(synthetic_small, tmp_path, capsys):
     from corelib.cli import main
 
@@ -408,6 +421,7 @@ def test_cli_style_commands(synthetic_small, tmp_path, capsys):
     assert data_root.is_dir()
 
 
+@pytest.mark.slow
 @pytest.mark.gpu
 def test_cuda_training_and_translation_in_bf16(tmp_path):
     a, b = _tiny_domains(tmp_path)

@@ -108,6 +108,7 @@ def test_camera_blind_evaluation_is_the_mean_camera_embedding(dataset):
     assert set(seen) == set(blind_scores) and seen["mAP"] != blind_scores["mAP"]  # SIE changes the descriptors
 
 
+@pytest.mark.slow
 def test_gradcam_activation_maps_and_the_widget_work_on_the_vit(dataset):
     from corelib.explain import MODEL_CAM_COLUMNS, embed, model_cam_rows, similarity_cam, trunk_layers
     from corelib.widgets import RankListExplorer

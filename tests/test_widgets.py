@@ -39,6 +39,7 @@ def _shown_size(ex):
     return int(ex.image.width), int(ex.image.height)
 
 
+@pytest.mark.slow
 def test_rank_list_explorer_reacts_to_every_control(views, dataset):
     ex = RankListExplorer(views, topk=3, layer="layer3", pair="person")
     assert list(ex.pair.options) == ["person", "source-net"] and ex.query.value == 2

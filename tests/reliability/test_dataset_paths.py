@@ -148,6 +148,7 @@ def _custom_source(folder: Path) -> Path:
     return folder
 
 
+@pytest.mark.slow
 def test_enlarged_style_set_loads_with_its_source_root_and_nothing_else(tmp_path):
     from corelib.style import load_style_set, train_style_models, write_style_set
 

@@ -198,6 +198,7 @@ def _torn_copy(one_epoch_run, tmp_path) -> tuple[str, Path, bytes]:
     return root, copy, complete
 
 
+@pytest.mark.slow
 def test_resume_drops_a_torn_last_line_says_so_and_continues(one_epoch_run, tmp_path, capsys):
     """Before: json.decoder.JSONDecodeError: Expecting ',' delimiter, a traceback from EpochLog."""
     root, run, complete = _torn_copy(one_epoch_run, tmp_path)
@@ -212,6 +213,7 @@ def test_resume_drops_a_torn_last_line_says_so_and_continues(one_epoch_run, tmp_
     assert [json.loads(line)["epoch"] for line in text.splitlines()] == [1, 2]
 
 
+@pytest.mark.slow
 def test_resume_refuses_a_damaged_line_before_the_last_naming_the_file_and_line(one_epoch_run, tmp_path, snapshot,
                                                                              one_line_error):
     root, run = one_epoch_run
@@ -238,6 +240,7 @@ def _pair_run(one_epoch_run, tmp_path, torn: str) -> tuple[Path, Path]:
     return run_dir, log
 
 
+@pytest.mark.slow
 def test_results_tables_skip_a_torn_last_line_with_a_warning(one_epoch_run, tmp_path, snapshot):
     from corelib.results import collect_results
 
@@ -249,6 +252,7 @@ def test_results_tables_skip_a_torn_last_line_with_a_warning(one_epoch_run, tmp_
     assert snapshot(run_dir) == before  # a reader never rewrites the log
 
 
+@pytest.mark.slow
 def test_results_tables_refuse_a_damaged_middle_line_naming_the_file_and_line(one_epoch_run, tmp_path):
     from corelib.results import collect_results
 
@@ -257,6 +261,7 @@ def test_results_tables_refuse_a_damaged_middle_line_naming_the_file_and_line(on
         collect_results([run_dir])
 
 
+@pytest.mark.slow
 def test_chapter_08_readers_skip_a_torn_last_line_too(one_epoch_run, tmp_path):
     from corelib.baselines import read_baselines, transfer_table
 

@@ -55,6 +55,7 @@ def _thesis(folder: Path) -> dict[str, bytes]:
     return _snapshot(folder)
 
 
+@pytest.mark.slow
 def test_style_generate_refuses_a_foreign_output_folder(style_run, tmp_path, capsys):
     out = tmp_path / "thesis"
     before = _thesis(out)
@@ -71,6 +72,7 @@ def test_style_generate_refuses_a_foreign_output_folder(style_run, tmp_path, cap
     assert _generate(style_run, empty, "--overwrite") == 0
 
 
+@pytest.mark.slow
 def test_style_generate_refuses_the_models_folder_and_the_source_itself(style_run, tmp_path, capsys):
     # private copies: an unguarded writer replaces them, and the other tests still need the originals
     run = tuple(Path(shutil.copytree(folder, tmp_path / folder.name)) for folder in style_run)
@@ -81,6 +83,7 @@ def test_style_generate_refuses_the_models_folder_and_the_source_itself(style_ru
     assert {folder: _snapshot(folder) for folder in run} == kept
 
 
+@pytest.mark.slow
 def test_style_generate_refuses_a_stale_partial_folder_that_is_not_its_own(style_run, tmp_path, capsys):
     out = tmp_path / "enlarged"
     partial = tmp_path / "enlarged.partial"

@@ -70,6 +70,7 @@ def test_a_run_directory_is_refused_while_another_process_trains_in_one_of_its_p
 
 # ----------------------------------------------------------------------------- a changed upstream stage
 
+@pytest.mark.slow
 def test_a_finetune_resumed_after_its_source_network_was_trained_again_is_refused(
         synthetic_small, tmp_path, capsys, snapshot):
     root = str(synthetic_small["market_like"].parent)
@@ -92,6 +93,7 @@ def test_a_finetune_resumed_after_its_source_network_was_trained_again_is_refuse
     assert len(list(run.glob("finetune.replaced-*"))) == 1
 
 
+@pytest.mark.slow
 def test_the_quick_networks_of_the_analysis_chapters_follow_a_new_source_network(synthetic_small, tmp_path):
     """Chapters 04-06 adapt a quick source network once; when it is trained again, the old adaptation
     is set aside (it used to be deleted) and the new network adapted."""

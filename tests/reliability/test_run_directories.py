@@ -119,6 +119,7 @@ def _snapshot(folder: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file()}
 
 
+@pytest.mark.slow
 def test_a_rerun_without_resume_does_not_replace_a_finished_run(finished_run, capsys):
     """Before: best.pt, last.pt and metrics.jsonl were replaced by the new run without a word."""
     root, run = finished_run
@@ -131,6 +132,7 @@ def test_a_rerun_without_resume_does_not_replace_a_finished_run(finished_run, ca
     assert _snapshot(run / "pretrain") == before
 
 
+@pytest.mark.slow
 def test_a_refused_resume_leaves_config_yaml_as_it_was(finished_run, capsys):
     """Before: config.yaml was rewritten with the refused recipe."""
     root, run = finished_run
@@ -140,6 +142,7 @@ def test_a_refused_resume_leaves_config_yaml_as_it_was(finished_run, capsys):
     assert _snapshot(run / "pretrain") == before
 
 
+@pytest.mark.slow
 def test_a_refused_architecture_leaves_the_folder_as_it_was(synthetic_small, tmp_path):
     """A resume whose weights do not fit is refused after the lock, before config.yaml is written."""
     from corelib.data import build_dataset
@@ -163,6 +166,7 @@ def test_a_refused_architecture_leaves_the_folder_as_it_was(synthetic_small, tmp
     assert not (tmp_path / LOCK_NAME).exists()  # released on the way out
 
 
+@pytest.mark.slow
 def test_overwrite_keeps_the_previous_run_aside(finished_run, tmp_path, capsys):
     import shutil
 
@@ -177,6 +181,7 @@ def test_overwrite_keeps_the_previous_run_aside(finished_run, tmp_path, capsys):
     assert _epochs(run) == [1] and "epochs: 1" in (run / "pretrain" / "config.yaml").read_text()
 
 
+@pytest.mark.slow
 def test_a_resumed_finished_run_changes_nothing(finished_run):
     root, run = finished_run
     before = _snapshot(run / "pretrain")
@@ -184,6 +189,7 @@ def test_a_resumed_finished_run_changes_nothing(finished_run):
     assert _snapshot(run / "pretrain") == before
 
 
+@pytest.mark.slow
 def test_the_python_api_refuses_too(synthetic_small, tmp_path):
     from corelib.data import build_dataset
     from corelib.training import pretrain

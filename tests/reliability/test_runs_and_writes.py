@@ -269,6 +269,7 @@ def test_a_full_disk_seen_through_torchs_own_writer_is_named_too(tmp_path, monke
     assert snapshot(tmp_path) == {}
 
 
+@pytest.mark.slow
 def test_a_full_disk_during_pretrain_is_one_line_and_exit_2(synthetic_small, tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(torch, "save", _no_space)
     run = tmp_path / "run"

@@ -207,6 +207,7 @@ def _kept_copies(folder: Path) -> list[Path]:
     return sorted(folder.parent.glob(f"{folder.name}.replaced-*"))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name,overwrite", CASES, ids=[f"{n} {'with' if o else 'without'} overwrite" for n, o in CASES])
 def test_a_users_file_in_a_folder_the_workbench_wrote_survives_its_replacement(name, overwrite, ctx, tmp_path,
                                                                               capsys, snapshot):

@@ -1,15 +1,15 @@
-"""What chapter 08 will train, resolved without training: the recipes it compares, their budgets, and
+"""What chapter 07 will train, resolved without training: the recipes it compares, their budgets, and
 the settings each recipe gets on a pair (:func:`baseline_settings`).
 
 The method lists are written once, where each recipe is registered (its
-:class:`~corelib.recipes.RecipeInfo`): chapter 08's ``RECIPES``, ``ABLATION_RECIPES`` and ``VIT_RECIPES``
+:class:`~corelib.recipes.RecipeInfo`): chapter 07's ``RECIPES``, ``ABLATION_RECIPES`` and ``VIT_RECIPES``
 left empty mean every recipe registered as compared, as an ablation, as a row of the ViT table
 (:func:`chapter_recipes`). A :class:`BaselinePlan` carries the chapter's parameters for one pair to
 :func:`corelib.baselines.run_baselines`.
 
 :mod:`corelib.baselines` trains and reads these runs; this module only resolves settings, so that the
 check of every chapter's parameters before the first chapter runs
-(:func:`corelib.notebooks.check_parameters`) can resolve chapter 08's without importing the training
+(:func:`corelib.notebooks.check_parameters`) can resolve chapter 07's without importing the training
 stack.
 """
 
@@ -40,7 +40,7 @@ budgets are not applied)."""
 
 
 def compared_recipes() -> list[str]:
-    """The recipes chapter 08 compares on every pair by default: those registered with
+    """The recipes chapter 07 compares on every pair by default: those registered with
     ``compared=True``, in registration order."""
     return RECIPES.where(compared=True)
 
@@ -51,13 +51,13 @@ def ablation_recipes() -> list[str]:
 
 
 def vit_table_recipes() -> list[str]:
-    """The rows of chapter 08's TransReID table: the recipes registered with ``vit_table=True``."""
+    """The rows of chapter 07's TransReID table: the recipes registered with ``vit_table=True``."""
     return RECIPES.where(vit_table=True)
 
 
 def chapter_recipes(recipes: Sequence[str] = (), ablations: Sequence[str] = (),
                     vit_rows: Sequence[str] = ()) -> tuple[list[str], list[str], list[str]]:
-    """Chapter 08's ``RECIPES``, ``ABLATION_RECIPES`` and ``VIT_RECIPES`` resolved: a list given is kept
+    """Chapter 07's ``RECIPES``, ``ABLATION_RECIPES`` and ``VIT_RECIPES`` resolved: a list given is kept
     as it is, an empty one becomes what the registry declares (:func:`compared_recipes`,
     :func:`ablation_recipes`, :func:`vit_table_recipes`)."""
     return (list(recipes) or compared_recipes(), list(ablations) or ablation_recipes(),
@@ -66,7 +66,7 @@ def chapter_recipes(recipes: Sequence[str] = (), ablations: Sequence[str] = (),
 
 @dataclass(frozen=True)
 class BaselinePlan:
-    """What :func:`corelib.baselines.run_baselines` trains on one pair: chapter 08's parameters."""
+    """What :func:`corelib.baselines.run_baselines` trains on one pair: chapter 07's parameters."""
 
     recipes: Sequence[str] = ()
     """The recipes to train (empty: :func:`compared_recipes`), the oracle added when ``oracle``."""
@@ -92,7 +92,7 @@ class BaselinePlan:
 
     @classmethod
     def from_parameters(cls, values: Mapping[str, Any], pair_name: str) -> "BaselinePlan":
-        """The plan chapter 08 runs on the pair ``pair_name`` from its parameters ``values``
+        """The plan chapter 07 runs on the pair ``pair_name`` from its parameters ``values``
         (:data:`BASELINE_PARAMETERS` with ``SMOKE``, ``SEED``, ``DEVICE``): ``RECIPES``, then
         ``ABLATION_RECIPES`` when the pair is one of ``ABLATION_PAIRS`` (empty lists resolved by
         :func:`chapter_recipes`)."""
@@ -151,11 +151,11 @@ def baseline_settings(pair, plan: BaselinePlan = BaselinePlan()) -> dict[str, tu
 
 BASELINE_PARAMETERS = frozenset({"RECIPES", "ABLATION_RECIPES", "ABLATION_PAIRS", "ORACLE", "BUDGET", "SOURCE_BUDGET",
                                  "REAL_BUDGET", "REAL_SOURCE_BUDGET", "RECIPE_OVERRIDES"})
-"""The parameters of chapter 08 that make its :class:`BaselinePlan` (:meth:`BaselinePlan.from_parameters`)."""
+"""The parameters of chapter 07 that make its :class:`BaselinePlan` (:meth:`BaselinePlan.from_parameters`)."""
 
 
 def check_baseline_parameters(pair, values: Mapping[str, Any]) -> None:
-    """Resolve the settings chapter 08 will train ``pair`` with, from its parameters ``values``
+    """Resolve the settings chapter 07 will train ``pair`` with, from its parameters ``values``
     (:data:`BASELINE_PARAMETERS` with ``SMOKE``, ``SEED``, ``DEVICE``), as the chapter calls
     :func:`corelib.baselines.run_baselines` (the ablation recipes on ``ABLATION_PAIRS`` only), without training: what
     :func:`corelib.notebooks.check_parameters` runs before the first chapter.

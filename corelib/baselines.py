@@ -1,4 +1,4 @@
-"""The field's methods beside CORE-ReID V2 on the same data, source network and budget (chapter 08).
+"""The field's methods beside CORE-ReID V2 on the same data, source network and budget (chapter 07).
 
 :func:`run_baselines` trains, for one source -> target pair, every recipe it is given from the
 chapter-02 source network (``RUN_DIR/<pair>/pretrain/best.pt``), each with the same fine-tuning
@@ -24,7 +24,7 @@ from typing import Mapping, Optional, Sequence, Union
 
 import numpy as np
 
-from .baseline_plan import (  # noqa: F401 - the chapter's names, kept where chapter 08 reads them
+from .baseline_plan import (  # noqa: F401 - the chapter's names, kept where chapter 07 reads them
     BASELINE_PARAMETERS,
     DEFAULT_BUDGET,
     DEFAULT_SOURCE_BUDGET,
@@ -97,7 +97,7 @@ def run_baselines(pair, source, target, pair_dir: Union[str, Path], plan: Baseli
         source, target: its datasets (the source only when a recipe trains its own source network).
         pair_dir: ``RUN_DIR/<pair>``; its ``pretrain/best.pt`` (chapter 02) is the shared source network.
         plan: the recipes, budgets, seed, device and per-recipe overrides (:class:`BaselinePlan`;
-            chapter 08 makes it with :meth:`BaselinePlan.from_parameters`).
+            chapter 07 makes it with :meth:`BaselinePlan.from_parameters`).
         resume: continue (or re-read) what a previous call left in the recipe folders.
         train_missing_source: without chapter 02's network, train it into ``pair_dir`` first with
             the pair's own (``corereid_v2``) pre-training recipe, as chapter 02 would (else refuse).
@@ -173,7 +173,7 @@ def _direct_transfer(checkpoint: Path, target, cfg, measured: dict) -> dict:
 
 
 def read_baselines(pair_dir: Union[str, Path]) -> dict[str, BaselineRun]:
-    """The recipes chapter 08 left in ``RUN_DIR/<pair>/baselines/`` (finished or not), from their
+    """The recipes chapter 07 left in ``RUN_DIR/<pair>/baselines/`` (finished or not), from their
     logs and last checkpoints: ``{recipe: BaselineRun}``; empty when there are none."""
     root = Path(pair_dir) / BASELINES_DIR
     out: dict[str, BaselineRun] = {}

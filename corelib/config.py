@@ -1,7 +1,7 @@
 """Configuration dataclasses, one docstring line per field: the schema of every setting.
 
 The classes hold the defaults (the paper's) and the validation; every preset (``.smoke()``, the
-CPU recipes of the embedded pairs ``.embedded(pair)``, ``StyleCfg.domain_aware()``, chapter 08's
+CPU recipes of the embedded pairs ``.embedded(pair)``, ``StyleCfg.domain_aware()``, chapter 07's
 budgets) is data in ``corelib/presets.yaml``, read by :func:`preset`, so the meaning of "smoke" is
 defined once, there, and tested. Notebooks hold literals in their ``parameters`` cell and derive
 everything else from these (``DataCfg.smoke()`` when ``SMOKE``).
@@ -59,7 +59,7 @@ has camera labels), domain-aware (source <-> target) for vehicles."""
 
 
 PRESETS_FILE = Path(__file__).with_name("presets.yaml")
-"""Every preset as data: the smoke and embedded recipes of each stage, chapter 08's budgets."""
+"""Every preset as data: the smoke and embedded recipes of each stage, chapter 07's budgets."""
 
 _PRESETS: dict = read_yaml(PRESETS_FILE, what="presets file")
 

@@ -375,7 +375,7 @@ def _check_recipes(chapter: Path, parameters: Mapping[str, Any]) -> None:
     """Resolve what ``chapter`` builds from its parameters before it trains anything, with the functions
     it calls: its pairs (``PAIRS``, ``DATASETS``: :func:`corelib.pairs.experiment_pairs`, which reads
     committed manifests and no dataset) and each pair's recipe under each :data:`RECIPE_PARAMETERS` it
-    declares, and chapter 08's baseline recipes (:func:`corelib.baseline_plan.check_baseline_parameters`).
+    declares, and chapter 07's baseline recipes (:func:`corelib.baseline_plan.check_baseline_parameters`).
     A misspelt field would otherwise stop the chapter that uses it, after the chapters before it ran.
 
     Raises:

@@ -95,14 +95,14 @@ class Recipe:
 
 @dataclass(frozen=True)
 class RecipeInfo:
-    """A recipe's place in chapter 08 (:mod:`corelib.baseline_plan`), declared at registration."""
+    """A recipe's place in chapter 07 (:mod:`corelib.baseline_plan`), declared at registration."""
 
     compared: bool = False
-    """Chapter 08 compares it on every pair by default (its ``RECIPES = []``), in registration order."""
+    """Chapter 07 compares it on every pair by default (its ``RECIPES = []``), in registration order."""
     ablation_of: Optional[str] = None
-    """The recipe it is an ablation of: chapter 08 runs it on its ablation pairs by default (``ABLATION_RECIPES = []``)."""
+    """The recipe it is an ablation of: chapter 07 runs it on its ablation pairs by default (``ABLATION_RECIPES = []``)."""
     vit_table: bool = False
-    """A row of chapter 08's TransReID table, beside ``corereid_v2`` (``VIT_RECIPES = []``)."""
+    """A row of chapter 07's TransReID table, beside ``corereid_v2`` (``VIT_RECIPES = []``)."""
 
 
 RECIPES: Registry[Recipe] = Registry("recipe", "Register your own with corelib.recipes.register_recipe.",
@@ -111,7 +111,7 @@ RECIPES: Registry[Recipe] = Registry("recipe", "Register your own with corelib.r
 
 def register_recipe(name: str, **info: Any) -> Callable[[type], type]:
     """Register a :class:`Recipe` subclass under ``name`` (one instance is kept), with its place in
-    chapter 08 (fields of :class:`RecipeInfo`: ``compared``, ``ablation_of``, ``vit_table``)."""
+    chapter 07 (fields of :class:`RecipeInfo`: ``compared``, ``ablation_of``, ``vit_table``)."""
 
     def deco(cls: type) -> type:
         RECIPES.register(name, **info)(cls())

@@ -5,7 +5,7 @@ in natural order (``resnet18 < resnet34 < resnet101``), and ``get(name)``, whose
 unknown name lists the registered ones, the closest match and how to register your own.
 
 A part declares at registration what the code that uses it needs to know (a backbone its input
-size, a pseudo-labeller its settings class, a recipe its place in chapter 08): ``info(name)`` gives
+size, a pseudo-labeller its settings class, a recipe its place in chapter 07): ``info(name)`` gives
 that declaration back as the registry's record type, its defaults filled in, and ``where(**values)``
 the parts whose declaration matches, so that consumers ask the registry instead of naming parts.
 """

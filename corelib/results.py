@@ -117,7 +117,7 @@ def collect_results(runs: Iterable[Union[str, Path]], *, names: Optional[Sequenc
     ``epoch``, ``mAP``, ``R-1``,
     ``R-5``, ``R-10``, then the fine-tuning settings that sweeps vary (:data:`SETTING_COLUMNS`:
     ``backbone``, ``labeler``, ``num_clusters``, ``ecab``, ``fusion``) and, for sweep points, the
-    grid values (from ``sweep.json``). The recipes chapter 08 compared on a pair
+    grid values (from ``sweep.json``). The recipes chapter 07 compared on a pair
     (``<pair>/baselines/<recipe>/``) are rows of their own, run ``<run> · <recipe>``, so the main
     table lists every method under its name.
 
@@ -158,7 +158,7 @@ def _pair_record(pair_dir: Path) -> Optional[dict]:
 
 
 def _baseline_rows(pair_dir: Path, run_name: str, point: dict) -> list[dict]:
-    """Rows of the recipes chapter 08 trained in ``pair_dir/baselines/`` (direct and adapted), each
+    """Rows of the recipes chapter 07 trained in ``pair_dir/baselines/`` (direct and adapted), each
     under the run name ``<run> · <recipe>`` and ``method`` = the recipe."""
     rows = []
     for recipe, res in read_baselines(pair_dir).items():

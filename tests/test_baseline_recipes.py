@@ -139,7 +139,7 @@ def test_the_oracle_recipe_trains_on_the_true_identities(data, tmp_path):
 
 @pytest.mark.slow
 def test_a_run_given_its_direct_transfer_equals_one_that_measures_it(data, tmp_path):
-    """Chapter 08 measures the direct transfer once per source network and hands it over; the run
+    """Chapter 07 measures the direct transfer once per source network and hands it over; the run
     must then be the one `corelib finetune` makes (same draws from the seeded RNG)."""
     from corelib.config import FinetuneCfg
     from corelib.training import finetune, pretrain

@@ -1,4 +1,4 @@
-"""Chapter 08's library side: the gap a method closes, the table, the recipe folders read back into
+"""Chapter 07's library side: the gap a method closes, the table, the recipe folders read back into
 the results tables, and the camera-normalisation study."""
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 through the whole pipeline unchanged (pre-training, fine-tuning with a cluster count that changes
 every epoch and outliers, evaluation, Grad-CAM, UMAP), and the loop handles the changing K. A
 backbone, a labeller and a recipe registered here with their declarations (input size, complexity
-table; settings class, needs k; compared in chapter 08) reach every consumer: the recipes, chapter
+table; settings class, needs k; compared in chapter 07) reach every consumer: the recipes, chapter
 08's method list, the complexity table and the results tables.
 
 This is the example of README "Extending the workbench".
@@ -184,7 +184,7 @@ def test_plug_in_errors_name_the_registered_parts(toy, tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# A method declared at registration: the consumers (recipes, chapter 08's method list, the complexity table,
+# A method declared at registration: the consumers (recipes, chapter 07's method list, the complexity table,
 # the results tables) ask the registries, so a backbone, a pseudo-labeller and a recipe defined here appear
 # everywhere without a line of corelib edited.
 
@@ -263,7 +263,7 @@ def test_declared_parts_reach_every_consumer(declared, synthetic_small, tmp_path
     save_config(cfg, tmp_path / "config.yaml")
     assert read_saved_config(cl.FinetuneCfg, tmp_path / "config.yaml") == cfg
 
-    # chapter 08: the default method list (RECIPES = []) is every recipe registered as compared, the new one last
+    # chapter 07: the default method list (RECIPES = []) is every recipe registered as compared, the new one last
     recipes, ablations, vit_rows = chapter_recipes()
     assert recipes[-1] == "toy_recipe" and ablations == ["transreid_no_sie", "transreid_no_jpm"]
     pair = cl.experiment_pairs(["person"], {})["person"]
@@ -288,7 +288,7 @@ def test_declared_parts_reach_every_consumer(declared, synthetic_small, tmp_path
     pair_dir = tmp_path / "run" / "person"
     pre = pretrain(pre_cfg, source, pair_dir, target=target, progress=False)
     fine = finetune(fine_cfg, target, pair_dir, source_checkpoint=pre.best_checkpoint, progress=False)
-    assert [h["epoch"] for h in fine.history] == [1]  # chapter 08's smoke budget: one epoch
+    assert [h["epoch"] for h in fine.history] == [1]  # chapter 07's smoke budget: one epoch
     results = collect_results([tmp_path / "run"])
     adapted = results[results["stage"] == "adapted"].iloc[0]
     assert (adapted["labeler"], adapted["num_clusters"], adapted["backbone"]) == \

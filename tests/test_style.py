@@ -191,6 +191,7 @@ def test_non_style_checkpoint_is_refused(tmp_path):
         load_cyclegan(tmp_path / "x.pt")
 
 
+@pytest.mark.slow
 def test_several_cyclegans_train_one_after_the_other_as_alone(tmp_path):
     a, b = _tiny_domains(tmp_path)
     jobs = [StyleJob(a, b, tmp_path / "listed" / "ab", "ab"), StyleJob(b, a, tmp_path / "listed" / "ba", "ba")]

@@ -167,7 +167,7 @@ def test_conditional_filtering_scores_and_keeps_the_head(dataset):
 
 @pytest.mark.slow
 def test_the_logged_target_scores_of_a_source_run_are_its_direct_transfer(synthetic_small, tmp_path):
-    """Chapter 08 reuses a recipe's pre-training log as its direct transfer: the best epoch's target
+    """Chapter 07 reuses a recipe's pre-training log as its direct transfer: the best epoch's target
     scores equal a fresh camera-blind evaluation of best.pt, bit for bit."""
     from corelib.baselines import _direct_from_log
     from corelib.recipes import RecipeContext, resolve_recipe

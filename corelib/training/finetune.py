@@ -178,7 +178,7 @@ def finetune(
             ``finetune.replaced-<time>``) and training starts again; without it (and without
             ``resume``) a folder that holds a run is refused, so nothing finished is replaced unasked.
         direct_transfer: the source network's target scores (``evaluate_model`` of it), when the
-            caller has measured them already (chapter 08 trains several recipes from one source
+            caller has measured them already (chapter 07 trains several recipes from one source
             network); None evaluates the source network here first.
         progress: tqdm bars (rank 0 only).
     """

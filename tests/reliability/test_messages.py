@@ -10,7 +10,7 @@ thing and the fix (issue "Nothing lost, second pass", Messages):
   a damaged line in the middle is an error naming the file and the line;
 - a loader option the loader does not take, given through ``build_dataset``, a manifest's
   ``loader_kwargs``, a pair's side or the command line: the same line, with the closest option;
-- a misspelt field inside ``PRETRAIN_OVERRIDES`` / ``FINETUNE_OVERRIDES`` / chapter 08's budgets and
+- a misspelt field inside ``PRETRAIN_OVERRIDES`` / ``FINETUNE_OVERRIDES`` / chapter 07's budgets and
   ``RECIPE_OVERRIDES``, or in a pair of ``DATASETS``: refused before the first chapter runs, naming
   the parameter, the field and the closest valid one, with nothing written (also for sweep points).
 """
@@ -262,7 +262,7 @@ def test_results_tables_refuse_a_damaged_middle_line_naming_the_file_and_line(on
 
 
 @pytest.mark.slow
-def test_chapter_08_readers_skip_a_torn_last_line_too(one_epoch_run, tmp_path):
+def test_chapter_07_readers_skip_a_torn_last_line_too(one_epoch_run, tmp_path):
     from corelib.baselines import read_baselines, transfer_table
 
     _, run = one_epoch_run
@@ -355,8 +355,8 @@ MISSPELT = [
     ([("FINETUNE_OVERRIDES", '{"cluster": {"num_clusterz": 6}}')], "parameter FINETUNE_OVERRIDES of chapter 03_finetuning",
      "FinetuneCfg.cluster has no field 'num_clusterz'; did you mean 'num_clusters'?"),
     ([("RECIPE_OVERRIDES", '{"cluster_contrast": {"loss.contrast.hardd": true}}')],
-     "parameter RECIPE_OVERRIDES of chapter 08_baselines", "has no field 'hardd'; did you mean 'hard'?"),
-    ([("BUDGET", '{"epoch": 2}')], "parameter BUDGET of chapter 08_baselines", "no field 'epoch'; did you mean 'epochs'?"),
+     "parameter RECIPE_OVERRIDES of chapter 07_baselines", "has no field 'hardd'; did you mean 'hard'?"),
+    ([("BUDGET", '{"epoch": 2}')], "parameter BUDGET of chapter 07_baselines", "no field 'epoch'; did you mean 'epochs'?"),
     ([("PAIRS", '["m2c"]'), ("DATASETS", json.dumps({"m2c": {**M2C, "finetune": {"epoch": 2}}}))],
      "parameters PAIRS / DATASETS of chapter 00_data_tour", "no field 'epoch'; did you mean 'epochs'?"),
     ([("PAIRS", '["m2c"]'), ("DATASETS", json.dumps({"m2c": {**M2C, "target": {"name": "cuhk03np", "subsett": 1}}}))],
@@ -371,7 +371,7 @@ def test_a_misspelt_field_inside_a_parameter_is_refused_before_the_first_chapter
     """Before: chapters 00 and 01 ran (minutes; with real data, hours), then the chapter using the
     parameter stopped with the field's error."""
     run = tmp_path / "run"
-    argv = ["run-notebooks", "--run-dir", str(run)]  # the full recipes: with SMOKE, chapter 08 ignores BUDGET
+    argv = ["run-notebooks", "--run-dir", str(run)]  # the full recipes: with SMOKE, chapter 07 ignores BUDGET
     for name, text in given:
         argv += ["-p", name, text]
     assert main(argv) == 2

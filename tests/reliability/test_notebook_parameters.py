@@ -99,7 +99,7 @@ def test_chapters_entries_that_name_no_chapter_are_refused_with_the_list(tmp_pat
     code = main(["run-notebooks", "--run-dir", str(tmp_path / "run"), "--chapters", "02", "3O"])
     assert code == 2
     err = _one_line_error(capsys)
-    assert "no chapter is named '3O'" in err and "02_pretraining" in err and "09_results" in err
+    assert "no chapter is named '3O'" in err and "02_pretraining" in err and "08_results" in err
     assert main(["run-notebooks", "--run-dir", str(tmp_path / "run"), "--chapters", "2"]) == 2  # a prefix is no name
     assert "no chapter is named '2'" in _one_line_error(capsys)
     assert executed == [] and not (tmp_path / "run").exists()

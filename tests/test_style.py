@@ -15,6 +15,7 @@ from corelib.config import PretrainCfg, StyleCfg
 from corelib.data.dataset import build_dataset
 from corelib.data.synthetic import load_synthetic
 from corelib.errors import ConfigError, InvalidInputError, MissingStageError, StyleError
+from corelib.runtime.checkpoint import FORMAT_VERSION
 from corelib.style import (
     CycleGAN,
     ImagePool,
@@ -186,7 +187,7 @@ def test_empty_domain_is_an_error(tmp_path):
 
 
 def test_non_style_checkpoint_is_refused(tmp_path):
-    torch.save({"stage": "pretrain", "model": {}}, tmp_path / "x.pt")
+    torch.save({"stage": "pretrain", "model": {}, "format_version": FORMAT_VERSION}, tmp_path / "x.pt")
     with pytest.raises(ValueError, match="not a CycleGAN"):
         load_cyclegan(tmp_path / "x.pt")
 

@@ -10,6 +10,7 @@ The layers below are the picture of the package a newcomer reads first (docs/use
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 from typing import NamedTuple
 
@@ -26,7 +27,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (  # lowest first; a unit is a top-level m
     ("cluster", "evaluation", "losses"),
     ("runtime", "data"),
     ("models", "outputs", "features"),
-    ("report", "presets"),
+    ("report",),
     ("config",),
     ("recipes", "style", "explain", "viz", "filtering"),
     ("pairs",),
@@ -180,3 +181,11 @@ def test_deferred_imports_are_heavy_optional_libraries_marked_lazy():
                              + ("" if heavy else "  (not a heavy optional library: import it at the top)")
                              + ("" if marked or not heavy else f"  (mark it '{LAZY_MARK} <why>')"))
     assert not wrong, "imports inside functions:\n" + "\n".join(wrong)
+
+
+def test_the_user_guide_shows_these_layers():
+    guide = (PACKAGE.parent / "docs" / "user-guide.md").read_text()
+    section = guide.split("How the package is built", 2)[-1]
+    rows = re.findall(r"^\| (\d+) \| (.+) \|$", section, flags=re.M)
+    shown = tuple(tuple(re.findall(r"`([\w_]+)`", units)) for _, units in rows)
+    assert shown == LAYERS, "docs/user-guide.md 'How the package is built' and LAYERS disagree: update the table"

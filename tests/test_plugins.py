@@ -5,7 +5,7 @@ backbone, a labeller and a recipe registered here with their declarations (input
 table; settings class, needs k; compared in chapter 07) reach every consumer: the recipes, chapter
 08's method list, the complexity table and the results tables.
 
-This is the example of README "Extending the workbench".
+This is the example of README "Extending".
 """
 
 from __future__ import annotations

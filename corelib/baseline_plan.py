@@ -39,6 +39,15 @@ SMOKE_BUDGET = preset("budgets", "smoke")
 budgets are not applied)."""
 
 
+def chapter_budgets(budget: Optional[Mapping[str, Any]] = None,
+                    source_budget: Optional[Mapping[str, Any]] = None) -> tuple[dict, dict]:
+    """Chapter 07's ``BUDGET`` and ``SOURCE_BUDGET`` on the embedded pairs, resolved: None becomes the
+    preset (:data:`DEFAULT_BUDGET`, :data:`DEFAULT_SOURCE_BUDGET`), a mapping is kept (``{}``: each
+    recipe's own schedule), so what a run records is the budget it trained with."""
+    return (dict(DEFAULT_BUDGET if budget is None else budget),
+            dict(DEFAULT_SOURCE_BUDGET if source_budget is None else source_budget))
+
+
 def compared_recipes() -> list[str]:
     """The recipes chapter 07 compares on every pair by default: those registered with
     ``compared=True``, in registration order."""

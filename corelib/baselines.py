@@ -32,6 +32,7 @@ from .baseline_plan import (  # noqa: F401 - the chapter's names, kept where cha
     SMOKE_BUDGET,
     BaselinePlan,
     baseline_settings,
+    chapter_budgets,
     chapter_recipes,
     check_baseline_parameters,
 )

@@ -3,7 +3,7 @@ through the whole pipeline unchanged (pre-training, fine-tuning with a cluster c
 every epoch and outliers, evaluation, Grad-CAM, UMAP), and the loop handles the changing K. A
 backbone, a labeller and a recipe registered here with their declarations (input size, complexity
 table; settings class, needs k; compared in chapter 07) reach every consumer: the recipes, chapter
-08's method list, the complexity table and the results tables.
+07's method list, the complexity table and the results tables.
 
 This is the example of README "Extending".
 """

@@ -1,4 +1,6 @@
-"""Feature extraction in eval mode, flip-averaged and L2-normalised (BMFN, docs/method.md §3.6).
+"""Feature extraction in eval mode, L2-normalised, flip-averaged (BMFN, docs/method.md §3.6) where
+the network's test protocol says so (:func:`corelib.features.uses_test_flip`: CORE-ReID's networks
+yes, TransReID's no).
 
 :func:`extract_split` is the one way the workbench turns a list of samples into descriptors (the
 evaluation, the fine-tuning clusterings and the analysis chapters all call it); :func:`extract_features`
@@ -7,7 +9,7 @@ is the loop underneath, for a loader of your own.
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple, Sequence, Union
+from typing import Callable, NamedTuple, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -18,6 +20,15 @@ from .data.batches import build_loader
 from .data.transforms import build_transforms
 from .errors import InvalidInputError
 from .progress import tqdm
+
+
+def uses_test_flip(model) -> bool:
+    """Whether ``model``'s published test protocol averages each descriptor with the one of the
+    horizontally flipped image (BMFN, docs/method.md §3.6): the network's ``test_flip`` setting
+    (CORE-ReID's networks: on, as its authors evaluate; TransReID's: off, as its official code
+    tests; a mean teacher and a camera-blind wrapper answer for the network they evaluate). A module
+    or callable that declares none is flip-averaged."""
+    return bool(getattr(model, "test_flip", True))
 
 
 class Features(NamedTuple):
@@ -34,7 +45,7 @@ def extract_features(
     loader: DataLoader,
     *,
     device: Union[str, torch.device] = "cpu",
-    flip: bool = True,
+    flip: Optional[bool] = None,
     channels_last: bool = True,
     progress: bool = False,
 ) -> Features:
@@ -43,11 +54,14 @@ def extract_features(
     Args:
         model: called as ``model(images, camids)`` (camids ``(B,)``, -1 where unknown): every
             network of the workbench takes the camera ids and hands them to its backbone.
-        flip: BMFN, ``normalize((f(x) + f(flip(x))) / 2)``; otherwise ``normalize(f(x))``.
+        flip: BMFN, ``normalize((f(x) + f(flip(x))) / 2)``; False: ``normalize(f(x))``; None: the
+            network's published test protocol (:func:`corelib.features.uses_test_flip`).
         channels_last: NHWC memory format (1.6x faster for ResNet-50 on the 2-core CPU, and the
             fast layout for bf16 on GPUs).
     """
     dev = torch.device(device)
+    if flip is None:
+        flip = uses_test_flip(model)
     was_training = getattr(model, "training", False)
     relayout = False
     if isinstance(model, nn.Module):
@@ -78,9 +92,10 @@ def extract_features(
 
 
 def extract_split(model, samples: Sequence, height: int, width: int, *, device: Union[str, torch.device] = "cpu",
-                  batch_size: int = 128, channels_last: bool = True, progress: bool = False) -> Features:
-    """BMFN descriptors of ``samples`` (a split of ``(path, pid, camid)``) at the test transform of
-    size ``height`` x ``width``.
+                  batch_size: int = 128, channels_last: bool = True, progress: bool = False,
+                  flip: Optional[bool] = None) -> Features:
+    """Descriptors of ``samples`` (a split of ``(path, pid, camid)``) at the test transform of
+    size ``height`` x ``width``, flip-averaged as ``flip`` says (None: the network's test protocol).
 
     Raises:
         ValueError: ``samples`` is empty.
@@ -88,4 +103,4 @@ def extract_split(model, samples: Sequence, height: int, width: int, *, device: 
     if not len(samples):
         raise InvalidInputError("no images to extract features from: the split is empty")
     loader = build_loader(samples, build_transforms("test", height, width), batch_size)
-    return extract_features(model, loader, device=device, channels_last=channels_last, progress=progress)
+    return extract_features(model, loader, device=device, channels_last=channels_last, progress=progress, flip=flip)

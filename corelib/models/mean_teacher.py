@@ -73,6 +73,11 @@ class MeanTeacher(nn.Module):
         self.teacher.classifier.weight.requires_grad_(False)
 
     @property
+    def test_flip(self) -> bool:
+        """The teacher's test protocol (it is the network evaluated)."""
+        return bool(getattr(self.teacher, "test_flip", True))
+
+    @property
     def num_classes(self) -> int:
         """K: rows of the (shared-size) classifiers."""
         return self.student.num_classes

@@ -136,6 +136,12 @@ class CameraBlind(nn.Module):
     def forward(self, x: torch.Tensor, camids: Optional[torch.Tensor] = None):
         return self.net(x)
 
+    @property
+    def test_flip(self) -> bool:
+        """The wrapped network's test protocol (:func:`corelib.features.uses_test_flip`)."""
+        return bool(getattr(self.net, "test_flip", True))
+
+
 
 def camera_count(dataset) -> int:
     """Cameras of a dataset: the largest 0-based camid of its splits + 1 (0 without cameras)."""

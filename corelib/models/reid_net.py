@@ -45,6 +45,10 @@ def _trunk(backbone: BackboneName, weights, backbone_args: Optional[dict]) -> Ba
     return build_backbone(backbone_name(backbone), weights=weights, **dict(backbone_args or {}))
 
 
+ODD_HEIGHT = ("bottom", "drop")
+"""Where :class:`CoreReIDNet` puts the middle row of a trunk map of odd height (its ``odd_height``)."""
+
+
 class SourceOutput(NamedTuple):
     """Training-mode output of :class:`SourceNet`."""
 
@@ -78,13 +82,17 @@ class SourceNet(nn.Module):
         num_classes: source identities.
         weights: backbone weights ("imagenet", a file, None).
         backbone_args: further keyword arguments of the backbone's builder.
+        test_flip: the test protocol averages the descriptor with the flipped image's (BMFN; the
+            evaluation reads it, :func:`corelib.features.uses_test_flip`).
     """
 
     def __init__(self, backbone: BackboneName = "resnet50", num_classes: int = 751, *,
-                 weights: Union[str, Path, None] = "imagenet", backbone_args: Optional[dict] = None) -> None:
+                 weights: Union[str, Path, None] = "imagenet", backbone_args: Optional[dict] = None,
+                 test_flip: bool = True) -> None:
         super().__init__()
         self.trunk = _trunk(backbone, weights, backbone_args)
         self.backbone = backbone_name(backbone)
+        self.test_flip = bool(test_flip)
         c = self.trunk.out_channels
         self.bnneck = bnneck(c)
         self.classifier = _classifier(c, num_classes)
@@ -112,15 +120,25 @@ class CoreReIDNet(nn.Module):
         weights: backbone weights (for the ResNets see :func:`corelib.models.resnet.build_trunk`).
         backbone_args: further keyword arguments of the backbone's builder.
         reduction: ECAB reduction ratio per layer.
+        test_flip: the test protocol averages the descriptor with the flipped image's (BMFN, on as
+            the authors evaluate; :func:`corelib.features.uses_test_flip`).
+        odd_height: where the middle row of a trunk map of odd height goes: ``"bottom"`` (this
+            workbench: top = rows ``[0, h // 2)``, bottom = ``[h // 2, h)``) or ``"drop"`` (CORE-ReID
+            V1's released code, ``x[:, :, h // 2 * s : h // 2 * (s + 1)]``: the last row is in neither
+            half). The two agree for even heights (256 x 128 and 256 x 256 inputs give 16 rows).
     """
 
     def __init__(self, backbone: BackboneName = "resnet50", num_classes: int = 900, *, ecab: bool = True,
                  pool: str = "gap+gmp", weights: Union[str, Path, None] = "imagenet",
-                 backbone_args: Optional[dict] = None, reduction: int = 4) -> None:
+                 backbone_args: Optional[dict] = None, reduction: int = 4, test_flip: bool = True,
+                 odd_height: str = "bottom") -> None:
         super().__init__()
         pool_map(torch.zeros(1, 1, 1, 1), pool)  # validate the name early
+        if odd_height not in ODD_HEIGHT:
+            raise InvalidInputError(f"odd_height must be one of {', '.join(ODD_HEIGHT)}, got {odd_height!r}")
         self.trunk: Backbone = _trunk(backbone, weights, backbone_args)
         self.backbone, self.pool, self.use_ecab = backbone_name(backbone), pool, ecab
+        self.test_flip, self.odd_height = bool(test_flip), odd_height
         c = self.trunk.out_channels
         part_in = 2 * c if pool == "gap+gmp" else c  # concatenated [GAP; GMP] or GAP only
         self.bn_global = bnneck(c)
@@ -152,12 +170,17 @@ class CoreReIDNet(nn.Module):
             return torch.cat([m.mean(dim=(2, 3)), m.amax(dim=(2, 3))], dim=1)
         return m.mean(dim=(2, 3))
 
-    def branch_features(self, m: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``(f_g, f_top, f_bot)`` of a trunk map ``m`` (B, C, H, W), each (B, C), not normalised."""
+    def halves(self, m: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The top and bottom halves of a trunk map ``m`` (B, C, H, W) along the height (``odd_height``)."""
         h = m.shape[2]
         if h < 2:
             raise InvalidInputError(f"feature map height {h} cannot be split into top and bottom; use taller inputs")
-        top, bottom = m[:, :, : h // 2], m[:, :, h // 2 :]
+        end = 2 * (h // 2) if self.odd_height == "drop" else h
+        return m[:, :, : h // 2], m[:, :, h // 2 : end]
+
+    def branch_features(self, m: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(f_g, f_top, f_bot)`` of a trunk map ``m`` (B, C, H, W), each (B, C), not normalised."""
+        top, bottom = self.halves(m)
         f_g = self.bn_global(pool_map(m, self.pool))
         return f_g, self.bn_top(self.fc_top(self._part(top))), self.bn_bottom(self.fc_bottom(self._part(bottom)))
 
@@ -166,16 +189,15 @@ class CoreReIDNet(nn.Module):
         f_g, f_top, f_bot = self.branch_features(m)
         if not self.training:
             return F.normalize(torch.cat([f_g, f_top, f_bot], dim=1), dim=1)
-        h = m.shape[2]
-        return FineTuneOutput(f_g, f_top, f_bot, self.classifier(f_g), self.ecab_top(m[:, :, : h // 2]),
-                              self.ecab_bottom(m[:, :, h // 2 :]), m)
+        top, bottom = self.halves(m)
+        return FineTuneOutput(f_g, f_top, f_bot, self.classifier(f_g), self.ecab_top(top), self.ecab_bottom(bottom), m)
 
     def ecab_vectors(self, x: torch.Tensor, camids: Optional[torch.Tensor] = None
                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The trunk map and the ECAB vectors of its halves (what Ensemble Fusion needs)."""
         m = self.trunk(x, camids)
-        h = m.shape[2]
-        return m, self.ecab_top(m[:, :, : h // 2]), self.ecab_bottom(m[:, :, h // 2 :])
+        top, bottom = self.halves(m)
+        return m, self.ecab_top(top), self.ecab_bottom(bottom)
 
     @torch.no_grad()
     def reset_classifier(self, centroids: torch.Tensor) -> None:

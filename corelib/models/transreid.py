@@ -118,14 +118,17 @@ class TransReIDNet(nn.Module):
         img_size: ``(H, W)`` of the inputs (the position embedding's grid).
         weights: the trunk's weights (None, "imagenet", a timm-layout file).
         backbone_args: further keyword arguments of the ViT builder (``stride``, ``drop_path`` ...).
+        test_flip: the test protocol averages the descriptor with the flipped image's; off, as the
+            official code tests (its published numbers are without flips; :func:`corelib.features.uses_test_flip`).
     """
 
     def __init__(self, backbone: str = "transreid_vit_base", num_classes: int = 751, *, num_cameras: int = 0,
                  num_views: int = 0, sie: bool = True, sie_coe: float = 3.0, jpm: bool = True, shift: int = 5,
                  shuffle_groups: int = 2, num_groups: int = 4, shift_reading: str = "code",
                  img_size: tuple[int, int] = (256, 128), weights: Union[str, Path, None] = None,
-                 backbone_args: Optional[dict] = None) -> None:
+                 backbone_args: Optional[dict] = None, test_flip: bool = False) -> None:
         super().__init__()
+        self.test_flip = bool(test_flip)
         args = dict(backbone_args or {})
         args.update(img_size=tuple(img_size), num_cameras=num_cameras if sie else 0,
                     num_views=num_views if sie else 0, sie_coe=sie_coe)

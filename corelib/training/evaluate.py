@@ -10,7 +10,7 @@ the names were stored (a ResNet ``depth`` and a flat config) still load.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import NamedTuple, Union
+from typing import NamedTuple, Optional, Union
 
 import torch
 from torch import nn
@@ -19,7 +19,7 @@ from ..config import FinetuneCfg, PretrainCfg
 from ..data.dataset import ReIDDataset
 from ..errors import InvalidInputError
 from ..evaluation import evaluate_distmat, evaluate_ranking, rerank
-from ..features import extract_split
+from ..features import extract_split, uses_test_flip
 from ..models import CameraBlind, build_model
 from ..runtime import load_checkpoint
 
@@ -27,7 +27,8 @@ from ..runtime import load_checkpoint
 def evaluate_model(model: nn.Module, dataset: ReIDDataset, height: int, width: int, *,
                    device: Union[str, torch.device] = "cpu", channels_last: bool = True,
                    rerank_k: bool = False, batch_size: int = 128, cameras: bool = True) -> dict:
-    """mAP / CMC / mINP of ``model``'s eval-mode descriptor (BMFN) on ``dataset``'s query / gallery.
+    """mAP / CMC / mINP of ``model``'s eval-mode descriptor on ``dataset``'s query / gallery, on the
+    network's published test protocol (flip-averaged, BMFN, or not: :func:`corelib.features.uses_test_flip`).
 
     Args:
         model: a network whose eval mode returns descriptors (:class:`SourceNet`, the teacher,
@@ -39,22 +40,25 @@ def evaluate_model(model: nn.Module, dataset: ReIDDataset, height: int, width: i
             a domain whose cameras it was not trained on. The ranking protocol uses them either way.
 
     Returns:
-        :meth:`RankingResult.to_dict` (fractions in [0, 1]). A dataset without cameras (VehicleID)
+        :meth:`RankingResult.to_dict` (fractions in [0, 1]) and ``test_flip``, the protocol used. A dataset without cameras (VehicleID)
         is ranked without the same-camera rule on the gallery draw its loader made; the 10-draw
         protocol is :func:`corelib.evaluate_vehicleid`.
     """
+    flip = uses_test_flip(model)
     if not cameras:
         model = CameraBlind(model)
     q = extract_split(model, dataset.query, height, width, device=device, batch_size=batch_size,
-                      channels_last=channels_last)
+                      channels_last=channels_last, flip=flip)
     g = extract_split(model, dataset.gallery, height, width, device=device, batch_size=batch_size,
-                      channels_last=channels_last)
+                      channels_last=channels_last, flip=flip)
     protocol = dataset.protocol if dataset.has_cameras else "vehicleid"
     cams = (q.camids, g.camids) if dataset.has_cameras else (None, None)
     if rerank_k:
         dist = rerank(q.features, g.features, device=device)
-        return evaluate_distmat(dist, q.pids, g.pids, *cams, protocol=protocol).to_dict()
-    return evaluate_ranking(q.features, g.features, q.pids, g.pids, *cams, protocol=protocol).to_dict()
+        scores = evaluate_distmat(dist, q.pids, g.pids, *cams, protocol=protocol).to_dict()
+    else:
+        scores = evaluate_ranking(q.features, g.features, q.pids, g.pids, *cams, protocol=protocol).to_dict()
+    return {**scores, "test_flip": flip}
 
 
 class TrainedModel(NamedTuple):
@@ -63,7 +67,7 @@ class TrainedModel(NamedTuple):
     model: nn.Module  # eval-mode descriptor network (SourceNet, or the MeanTeacher's teacher)
     stage: str  # "pretrain" or "finetune"
     cfg: dict  # the training configuration stored in the checkpoint (grouped: cfg["augment"]["height"])
-    epoch: int  # 1-based epoch the weights are from
+    epoch: Optional[int]  # 1-based epoch the weights are from (None: a converted file that does not say)
 
     @property
     def input_size(self) -> tuple[int, int]:
@@ -101,7 +105,8 @@ def load_trained_model(path: Union[str, Path], *, device: Union[str, torch.devic
     cfg = _stage_cfg(stage, cfg)
     model = build_model(state["model_name"], weights=None, **state["model_args"])
     model.load_state_dict(state["model"])
-    return TrainedModel(model.to(device).eval(), stage, cfg, int(state["epoch"]) + 1)
+    epoch = state.get("epoch")  # None: a converted file that does not say (corelib convert)
+    return TrainedModel(model.to(device).eval(), stage, cfg, None if epoch is None else int(epoch) + 1)
 
 
 def evaluate_checkpoint(path: Union[str, Path], dataset: ReIDDataset, *, device: Union[str, torch.device] = "cpu",

@@ -119,8 +119,9 @@ def extract_cluster_features(mt: MeanTeacher, samples: list[Sample], cfg: Finetu
     """
     view = step_class(mt)
     mine = D.shard(samples, info)
+    # flip-averaged whatever the network's test protocol: BMFN is a step of the mean-teacher framework
     feats = extract_split(view.cluster_view(mt, cfg.cluster.feature), mine, cfg.augment.height, cfg.augment.width,
-                          device=device, channels_last=cfg.runtime.channels_last, progress=progress).features
+                          device=device, channels_last=cfg.runtime.channels_last, progress=progress, flip=True).features
     feats = D.gather_shards(feats.to(device), len(samples), info).cpu()
     # extract_features normalised the whole (B, levels * C) sum; each level is re-normalised on its own (BMFN)
     return [F.normalize(part, dim=1) for part in feats.split(feats.shape[1] // view.cluster_levels, dim=1)]

@@ -1,5 +1,5 @@
 """The ``corelib`` command line: ``synth``, ``verify``, ``datasets``, ``style``, ``pretrain``,
-``finetune``, ``evaluate``, ``run-notebooks``, ``report``, ``sweep``, ``bench``, ``env``.
+``finetune``, ``evaluate``, ``convert``, ``run-notebooks``, ``report``, ``sweep``, ``bench``, ``env``.
 
 Training commands name their data as ``--source NAME [ROOT] [OPTION=VALUE ...]`` (a loader with
 its options, e.g. ``--target cuhk03np ~/datasets subset=labeled``, or an embedded preset) and
@@ -30,6 +30,7 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
+from .convert import FORMATS, convert_checkpoint, list_formats
 from .data.dataset import expected_layout, list_datasets
 from .data.manifests import images_to_check, list_manifests, verify_dataset
 from .data.synthetic import PRESETS, generate_synthetic, list_presets
@@ -249,8 +250,38 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     metrics = evaluate_checkpoint(args.checkpoint, dataset, device=resolve_device(args.device), rerank_k=args.rerank)
     if args.json:
         print(json.dumps(metrics))
-    else:
-        _print_record(f"{metrics['stage']} checkpoint (epoch {metrics['epoch']}) on {dataset.name}", metrics)
+        return 0
+    epoch = f"epoch {metrics['epoch']}" if metrics["epoch"] is not None else "epoch not recorded"
+    flip = "flip-averaged (BMFN)" if metrics["test_flip"] else "one view, no flip"
+    _print_record(f"{metrics['stage']} checkpoint ({epoch}; test: {flip}) on {dataset.name}", metrics)
+    for row in metrics["published"]:
+        scores = ", ".join(f"{k} {row[k]:.1f}" for k in ("mAP", "rank1", "rank5", "rank10") if row[k] is not None)
+        gap = f" (ours - published: mAP {100 * metrics['mAP'] - row['mAP']:+.1f})" if row["mAP"] is not None else ""
+        backbone = f", {row['backbone']}" if row["backbone"] else ""
+        note = f"; {row['note']}" if row["note"] else ""
+        print(f"published, {row['method']} on {row['task']}{backbone}: {scores}{gap} [{row['source']}{note}]")
+    return 0
+
+
+def _cmd_convert(args: argparse.Namespace) -> int:
+    options = {}
+    for item in args.option or []:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise ConfigError(f"--option {item!r} is not NAME=VALUE (e.g. --option task=market1501->dukemtmc)")
+        options[name.strip()] = value.strip()
+    done = convert_checkpoint(args.file, args.format, args.out, config=args.config, overwrite=args.overwrite, **options)
+    record, conversion = done.record, done.conversion
+    print(f"{args.format} -> {done.path}: {conversion.model_name} ({conversion.stage}), input "
+          f"{conversion.input_size[0]}x{conversion.input_size[1]}, {len(conversion.mapping)} tensors placed, "
+          f"{len(record['dropped'])} dropped, sha256 {record['sha256'][:12]} of {record['source_file']}")
+    for setting, value in record["inferred"].items():
+        print(f"  {setting}: {value}")
+    for key, why in record["dropped"].items():
+        print(f"  dropped {key}: {why}")
+    if record["method"]:
+        print(f"  published method {record['method']!r}, task {record['task'] or 'not given'}")
+    print(f"evaluate it: corelib evaluate {done.path} --dataset NAME ROOT")
     return 0
 
 
@@ -341,7 +372,8 @@ def build_parser() -> argparse.ArgumentParser:
     """The ``corelib`` parser: one sub-command per builder below, in the order ``--help`` lists them."""
     parser = argparse.ArgumentParser(prog="corelib", description="CORE-ReID V2 workbench")
     sub = parser.add_subparsers(dest="command", required=True)
-    for add_command in (_add_synth, _add_verify, _add_datasets, _add_pretrain, _add_finetune, _add_evaluate, _add_style,
+    for add_command in (_add_synth, _add_verify, _add_datasets, _add_pretrain, _add_finetune, _add_evaluate, _add_convert,
+                        _add_style,
                         _add_run_notebooks, _add_report, _add_sweep, _add_bench, _add_env):
         add_command(sub)
     return parser
@@ -403,6 +435,20 @@ def _add_evaluate(sub) -> None:
     p.add_argument("--json", action="store_true", help="print the metrics as one JSON object")
     p.add_argument("--scale", type=float, default=1.0, help="identity scale of a generated synthetic preset")
     p.set_defaults(func=_cmd_evaluate)
+
+
+def _add_convert(sub) -> None:
+    formats = ", ".join(f"{n} ({FORMATS.info(n).description})" for n in list_formats())
+    p = sub.add_parser("convert", help="a released checkpoint of another codebase as a corelib checkpoint",
+                       description=f"Formats: {formats}")
+    p.add_argument("format", choices=list_formats(), help="the file's codebase")
+    p.add_argument("file", help="the released file (model_best.pth.tar, transformer_120.pth, resnet50_ibn_a-d9d0bb7b.pth ...)")
+    p.add_argument("out", help="the corelib checkpoint to write")
+    p.add_argument("--config", default=None, help="the official YAML config the file was trained with (TransReID)")
+    p.add_argument("--option", action="append", metavar="NAME=VALUE",
+                   help="a setting the tensors cannot tell (task=market1501->dukemtmc, img_size=256x128 ...); repeatable")
+    p.add_argument("--overwrite", action="store_true", help="replace OUT when it is a checkpoint corelib convert wrote")
+    p.set_defaults(func=_cmd_convert)
 
 
 def _add_style(sub) -> None:

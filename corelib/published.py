@@ -267,5 +267,24 @@ def published_results(task: Optional[str] = None, method: Optional[str] = None,
             and (method is None or method.strip().lower() in r.method.lower())]
 
 
+def published_beside(method: Optional[str], task: Optional[str], evaluated_on: str, *,
+                     backbone: str = "") -> list[PublishedResult]:
+    """The published rows to print beside a measurement of ``method``'s weights for ``task`` made on
+    the dataset ``evaluated_on`` (a loader name): the records of exactly that method and task whose
+    backbone is unnamed or ``backbone``, when ``evaluated_on`` is the task's tested dataset (the
+    target of ``"source->target"``, the dataset of a supervised task); none otherwise (a method or
+    task the tables do not hold included)."""
+    if not method or not task:
+        return []
+    try:
+        wanted = canonical_task(task)
+    except (InvalidInputError, UnknownNameError):  # a task the tables do not hold
+        return []
+    tested = wanted.split("->")[-1].split("@")[0]
+    if tested != evaluated_on:
+        return []
+    return [r for r in PUBLISHED if r.task == wanted and r.method == method and r.backbone in ("", backbone)]
+
+
 __all__ = ["METRIC_FIELDS", "PUBLISHED", "PublishedResult", "SETTINGS", "TEST_SIZES", "canonical_task", "list_methods",
-           "list_tasks", "published_results"]
+           "list_tasks", "published_beside", "published_results"]

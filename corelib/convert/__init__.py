@@ -92,6 +92,9 @@ class Conversion:
     """The published method the weights are (a ``method`` of :mod:`corelib.published`), or None."""
     task: Optional[str] = None
     """The published task (``"market1501->dukemtmc"``, ``"market1501"``), or None when unknown."""
+    published_backbone: str = ""
+    """The backbone as the published tables spell it (``"ViT-B/16 (256×128)"``, ``"ResNet50"``): a row
+    that names a backbone is put beside this network only when it names this one."""
     epoch: Optional[int] = None
     """The 1-based epoch the file says its weights are from, None when it does not say."""
 
@@ -242,6 +245,7 @@ def convert_checkpoint(path: Union[str, Path], format: str, out: Union[str, Path
         "filled": dict(sorted(conversion.filled.items())),
         "method": conversion.method,
         "task": conversion.task,
+        "published_backbone": conversion.published_backbone,
     }
     state = {
         "stage": conversion.stage,

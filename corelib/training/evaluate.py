@@ -21,6 +21,7 @@ from ..errors import InvalidInputError
 from ..evaluation import evaluate_distmat, evaluate_ranking, rerank
 from ..features import extract_split, uses_test_flip
 from ..models import CameraBlind, build_model
+from ..published import published_beside
 from ..runtime import load_checkpoint
 
 
@@ -68,6 +69,7 @@ class TrainedModel(NamedTuple):
     stage: str  # "pretrain" or "finetune"
     cfg: dict  # the training configuration stored in the checkpoint (grouped: cfg["augment"]["height"])
     epoch: Optional[int]  # 1-based epoch the weights are from (None: a converted file that does not say)
+    converted: Optional[dict] = None  # what corelib convert recorded (format, file, method, task ...), None for ours
 
     @property
     def input_size(self) -> tuple[int, int]:
@@ -106,13 +108,23 @@ def load_trained_model(path: Union[str, Path], *, device: Union[str, torch.devic
     model = build_model(state["model_name"], weights=None, **state["model_args"])
     model.load_state_dict(state["model"])
     epoch = state.get("epoch")  # None: a converted file that does not say (corelib convert)
-    return TrainedModel(model.to(device).eval(), stage, cfg, None if epoch is None else int(epoch) + 1)
+    return TrainedModel(model.to(device).eval(), stage, cfg, None if epoch is None else int(epoch) + 1,
+                        state.get("converted"))
 
 
 def evaluate_checkpoint(path: Union[str, Path], dataset: ReIDDataset, *, device: Union[str, torch.device] = "cpu",
                         rerank_k: bool = False) -> dict:
-    """:func:`evaluate_model` of the network saved at ``path``, at the input size it was trained with."""
+    """:func:`evaluate_model` of the network saved at ``path``, at the input size it was trained with.
+
+    ``published`` lists the rows of :mod:`corelib.published` to put beside the scores: those of the
+    method and task a converted checkpoint records (``corelib convert``) when ``dataset`` is the
+    task's tested dataset (:func:`corelib.published.published_beside`); empty otherwise."""
     trained = load_trained_model(path, device=device)
     metrics = evaluate_model(trained.model, dataset, *trained.input_size, device=device,
                              channels_last=trained.channels_last, rerank_k=rerank_k)
-    return {"stage": trained.stage, "epoch": trained.epoch, **metrics}
+    record = trained.converted or {}
+    published = published_beside(record.get("method"), record.get("task"), dataset.name,
+                                 backbone=record.get("published_backbone", ""))
+    return {"stage": trained.stage, "epoch": trained.epoch, **metrics,
+            "published": [dict(method=r.method, task=r.task, backbone=r.backbone, source=r.source, note=r.note,
+                               **r.metrics) for r in published]}

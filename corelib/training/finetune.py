@@ -249,7 +249,8 @@ def finetune(
         def evaluate() -> tuple[dict, float]:
             metrics = evaluate_model(mt.teacher, target, aug.height, aug.width, device=rt.device,
                                      channels_last=cfg.runtime.channels_last)
-            return {f"target_{k}": v for k, v in metrics.items() if isinstance(v, float)}, metrics["mAP"]
+            scores = {f"target_{k}": v for k, v in metrics.items() if isinstance(v, float)}
+            return {**scores, "test_flip": metrics["test_flip"]}, metrics["mAP"]  # with the protocol measured on
 
         run.begin()  # every check has passed: config.yaml and metrics.jsonl from here
         for epoch in range(run.start, cfg.epochs):

@@ -145,6 +145,7 @@ def pretrain(
             metrics = evaluate_model(model, source, aug.height, aug.width, device=rt.device,
                                      channels_last=cfg.runtime.channels_last)
             scores = {f"source_{k}": v for k, v in metrics.items() if isinstance(v, float)}
+            scores["test_flip"] = metrics["test_flip"]  # the protocol the scores were measured on
             if target is not None:  # camera-blind: the source's camera embeddings know no target camera
                 direct = evaluate_model(model, target, aug.height, aug.width, device=rt.device,
                                         channels_last=cfg.runtime.channels_last, cameras=False)

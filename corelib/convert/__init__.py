@@ -64,6 +64,9 @@ class FormatInfo:
     :func:`convert_checkpoint`), each with one line of help. Another name is refused."""
     takes_config: bool = False
     """Whether the format's releases configure their networks in a YAML file (``--config``)."""
+    takes_sha256: bool = False
+    """Whether the converter also gets the file's SHA-256 (keyword ``sha256``), to recognise a
+    published release file by the hash prefix in its name (IBN-Net's ``resnet50_ibn_a-d9d0bb7b.pth``)."""
 
 
 @dataclass
@@ -105,7 +108,8 @@ FORMATS: Registry[Callable[..., Conversion]] = Registry(
 
 def register_format(name: str, **info: Any) -> Callable:
     """Register ``fn(contents, *, config, options) -> Conversion`` under ``name`` (fields of
-    :class:`FormatInfo`: ``description``, ``options``, ``takes_config``).
+    :class:`FormatInfo`: ``description``, ``options``, ``takes_config``, ``takes_sha256``; with the
+    last, ``fn`` also gets ``sha256=`` the file's hex digest).
 
     ``contents`` is what :func:`read_foreign` read (the top-level object, wrappers included);
     ``config`` the official YAML as a dict (None when not given); ``options`` the user's options
@@ -231,13 +235,15 @@ def convert_checkpoint(path: Union[str, Path], format: str, out: Union[str, Path
     path = Path(path).expanduser()
     contents = read_foreign(path)
     cfg = read_yaml(config, what=f"the {format} config") if config is not None else None
-    conversion = convert(contents, config=cfg, options=dict(options))
+    digest = file_sha256(path)
+    extra = {"sha256": digest} if info.takes_sha256 else {}
+    conversion = convert(contents, config=cfg, options=dict(options), **extra)
     flat = _flat_tensors(contents)
     model = _load(conversion, flat, format, path)
     record = {
         "format": format,
         "source_file": path.name,
-        "sha256": file_sha256(path),
+        "sha256": digest,
         "options": {k: str(v) for k, v in options.items()},
         "config": Path(config).name if config is not None else None,
         "inferred": dict(conversion.inferred),
@@ -352,3 +358,6 @@ def stage_cfg(conversion: Conversion) -> dict:
     elif classes is not None:
         overrides["cluster.num_clusters"] = int(classes)
     return cls().with_overrides(overrides).to_dict()
+
+
+from . import ibn_net  # noqa: E402,F401 - registers 'ibn_net'

@@ -18,7 +18,8 @@ from corelib.models.ibn import IBN, IBNResNetTrunk, INAfterResidual
 
 SMALL = (64, 32)
 STAGES = ("layer1", "layer2", "layer3", "layer4")
-IBN_NAMES = ["resnet18_ibn_a", "resnet34_ibn_a", "resnet50_ibn_a", "resnet50_ibn_b", "resnet101_ibn_a"]
+IBN_NAMES = ["resnet18_ibn_a", "resnet18_ibn_b", "resnet34_ibn_a", "resnet34_ibn_b", "resnet50_ibn_a", "resnet50_ibn_b",
+             "resnet101_ibn_a", "resnet101_ibn_b"]
 
 
 @pytest.fixture(scope="module")
@@ -84,6 +85,28 @@ def test_ibn_b_placement(r50b):
     assert isinstance(r50b.layer1[-1], INAfterResidual) and r50b.layer1[-1].IN.affine
     instance_norms = [name for name, m in r50b.named_modules() if isinstance(m, nn.InstanceNorm2d)]
     assert instance_norms == ["bn1", "layer1.2.IN", "layer2.3.IN"]
+
+
+# IBN-Net's ibnnet/resnet_ibn.py (ResNet_IBN._make_layer): with ibn='b' a stage's blocks get None except
+# the last (i == blocks - 1), whose IN(planes * expansion) follows the residual; ibn_cfg[0] == 'b' makes
+# the stem's bn1 an IN(64). Parameters of the official models with their 1000-way fc, counted from that code.
+IBN_B_LAYOUT = {
+    "resnet18_ibn_b": ({"layer1.1.IN": 64, "layer2.1.IN": 128}, 11_689_896),
+    "resnet34_ibn_b": ({"layer1.2.IN": 64, "layer2.3.IN": 128}, 21_798_056),
+    "resnet50_ibn_b": ({"layer1.2.IN": 256, "layer2.3.IN": 512}, 25_558_568),
+    "resnet101_ibn_b": ({"layer1.2.IN": 256, "layer2.3.IN": 512}, 44_550_696),
+}
+
+
+@pytest.mark.parametrize("name", list(IBN_B_LAYOUT))
+def test_ibn_b_placement_of_every_depth(name):
+    trunk = build_backbone(name, weights=None)
+    after_block, params = IBN_B_LAYOUT[name]
+    norms = {n: m.num_features for n, m in trunk.named_modules() if isinstance(m, nn.InstanceNorm2d)}
+    assert norms == {"bn1": 64, **after_block}
+    assert all(m.affine and not m.track_running_stats for m in trunk.modules() if isinstance(m, nn.InstanceNorm2d))
+    assert not any(isinstance(m, IBN) for m in trunk.modules())
+    assert _with_fc_head(trunk) == params
 
 
 def test_in_after_residual_comes_before_the_relu():

@@ -214,8 +214,7 @@ def test_registry_lists_names():
     # digits sort as numbers; a pattern selects; any name (not only resnet<d>) can be registered
     assert list_models("corereid_resnet*") == [f"corereid_resnet{d}" for d in DEPTHS]
     assert [n for n in list_backbones("resnet*") if n[6:].isdigit()] == [f"resnet{d}" for d in DEPTHS]
-    assert list_backbones("*_ibn_*") == ["resnet18_ibn_a", "resnet34_ibn_a", "resnet50_ibn_a", "resnet50_ibn_b",
-                                         "resnet101_ibn_a"]
+    assert list_backbones("*_ibn_*") == [f"resnet{d}_ibn_{v}" for d in (18, 34, 50, 101) for v in "ab"]
     register_model("zz_plain_name")(lambda **kw: torch.nn.Identity())
     try:
         assert "zz_plain_name" in list_models()

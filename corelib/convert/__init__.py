@@ -50,3 +50,6 @@ from .core import (
 
 __all__ = ["FORMATS", "Conversion", "ConvertedCheckpoint", "FormatInfo", "convert_checkpoint", "file_sha256",
            "list_formats", "read_foreign", "register_format", "require", "stage_cfg", "strip_prefix"]
+
+# the formats, each registering itself (they import .core, never this package: no cycle)
+from . import ibn_net  # noqa: E402,F401 - registers 'ibn_net'

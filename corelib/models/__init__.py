@@ -9,7 +9,7 @@
   with a ResNet backbone fixed.
 
 Each takes ``backbone=`` a name of :func:`list_backbones` (``resnet18`` ... ``resnet152``, the
-IBN-Net trunks ``resnet{18,34,50,101}_ibn_a`` and ``resnet50_ibn_b`` of :mod:`.ibn`, TransReID's
+IBN-Net trunks ``resnet{18,34,50,101}_ibn_{a,b}`` of :mod:`.ibn`, TransReID's
 ViTs ``transreid_vit_{base,small,tiny}`` of :mod:`.vit`, or one registered with
 :func:`register_backbone`) and ``backbone_args`` for its builder.
 
@@ -28,7 +28,7 @@ from functools import partial
 from typing import Optional
 
 from ..errors import InvalidInputError
-from . import ibn  # noqa: F401,E402 - registers resnet{18,34,50,101}_ibn_a and resnet50_ibn_b
+from . import ibn  # noqa: F401,E402 - registers resnet{18,34,50,101}_ibn_{a,b}
 from . import vit  # noqa: F401,E402 - registers transreid_vit_{base,small,tiny}
 from .attention import ECAB, SECAB, get_attention
 from .complexity import count_parameters, measure_flops, paper_parameter_count

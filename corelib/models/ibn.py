@@ -5,8 +5,8 @@ IBN-Net", ECCV 2018) mixes Instance Normalization into a ResNet's shallow stages
 per-image appearance (colour, contrast, style) that differs between domains, BN keeps the content.
 Many UDA re-ID baselines use ResNet-50-IBN-a as their trunk, so the comparisons need it.
 
-Registered as the backbones ``resnet18_ibn_a``, ``resnet34_ibn_a``, ``resnet50_ibn_a``,
-``resnet101_ibn_a`` and ``resnet50_ibn_b`` (:func:`corelib.models.build_backbone`), with the
+Registered as the backbones ``resnet{18,34,50,101}_ibn_a`` and ``resnet{18,34,50,101}_ibn_b``, the
+eight trunks IBN-Net publishes ImageNet weights for (:func:`corelib.models.build_backbone`), with the
 contract of the ResNet trunks (:class:`~corelib.models.resnet.ResNetTrunk`): ``(B, 3, H, W) ->
 (B, 2048, H/16, W/16)`` for the Bottleneck trunks (last stride 1), ``(B, 512, H/32, W/32)`` for
 ResNet-18/34, ``last_stride`` overridable, ``cam_layers()`` = the last block of each stage.
@@ -15,8 +15,9 @@ ResNet-18/34, ``last_stride`` overridable, ``cam_layers()`` = the last block of 
   the block's first conv (``bn1``) becomes :class:`IBN`: IN on the first half of the channels, BN on
   the rest. ResNet-50: IN 32 / BN 32 in ``layer1``, 64/64 in ``layer2``, 128/128 in ``layer3``.
 - **IBN-b** (``ibn_cfg=('b', 'b', None, None)``): the stem's ``bn1`` becomes ``InstanceNorm2d(64)``,
-  and the last block of ``layer1`` and ``layer2`` passes its output through ``InstanceNorm2d`` after
-  the residual addition, before the final ReLU (IN(256), IN(512) for ResNet-50).
+  and the last block of ``layer1`` and ``layer2`` (only that block: IBN-Net's ``_make_layer`` gives the
+  others none) passes its output through ``InstanceNorm2d`` after the residual addition, before the
+  final ReLU: IN(256), IN(512) for ResNet-50/101, IN(64), IN(128) for the BasicBlock ResNet-18/34.
 
 The trunk is torchvision's ResNet with those norms swapped, so every module keeps torchvision's name
 and the new ones take IBN-Net's (``layer1.0.bn1.IN``, ``layer1.0.bn1.BN``, ``layer1.2.IN``): the
@@ -46,13 +47,16 @@ from .resnet import ResNetTrunk, key_mismatches
 IBN_A = ("a", "a", "a", None)
 IBN_B = ("b", "b", None, None)
 
-# name -> (depth, ibn_cfg): the variants IBN-Net publishes ImageNet weights for that the baselines use
+# name -> (depth, ibn_cfg): the variants IBN-Net publishes ImageNet weights for
 VARIANTS: dict[str, tuple[int, tuple]] = {
     "resnet18_ibn_a": (18, IBN_A),
     "resnet34_ibn_a": (34, IBN_A),
     "resnet50_ibn_a": (50, IBN_A),
     "resnet101_ibn_a": (101, IBN_A),
+    "resnet18_ibn_b": (18, IBN_B),
+    "resnet34_ibn_b": (34, IBN_B),
     "resnet50_ibn_b": (50, IBN_B),
+    "resnet101_ibn_b": (101, IBN_B),
 }
 
 RELEASES = "https://github.com/XingangPan/IBN-Net/releases"
@@ -62,7 +66,10 @@ RELEASE_FILES = {
     "resnet34_ibn_a": "resnet34_ibn_a-94bc1577.pth",
     "resnet50_ibn_a": "resnet50_ibn_a-d9d0bb7b.pth",
     "resnet101_ibn_a": "resnet101_ibn_a-59ea0ac6.pth",
+    "resnet18_ibn_b": "resnet18_ibn_b-bc2f3c11.pth",
+    "resnet34_ibn_b": "resnet34_ibn_b-04134c37.pth",
     "resnet50_ibn_b": "resnet50_ibn_b-9ca61e85.pth",
+    "resnet101_ibn_b": "resnet101_ibn_b-c55f6dba.pth",
 }
 
 _WARNED: set[str] = set()

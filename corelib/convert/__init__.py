@@ -352,3 +352,6 @@ def stage_cfg(conversion: Conversion) -> dict:
     elif classes is not None:
         overrides["cluster.num_clusters"] = int(classes)
     return cls().with_overrides(overrides).to_dict()
+
+
+from . import corereid_v1  # noqa: E402,F401 - registers 'corereid_v1'

@@ -52,4 +52,5 @@ __all__ = ["FORMATS", "Conversion", "ConvertedCheckpoint", "FormatInfo", "conver
            "list_formats", "read_foreign", "register_format", "require", "stage_cfg", "strip_prefix"]
 
 # the formats, each registering itself (they import .core, never this package: no cycle)
+from . import corereid_v1  # noqa: E402,F401 - registers 'corereid_v1'
 from . import ibn_net  # noqa: E402,F401 - registers 'ibn_net'

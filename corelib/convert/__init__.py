@@ -54,3 +54,4 @@ __all__ = ["FORMATS", "Conversion", "ConvertedCheckpoint", "FormatInfo", "conver
 # the formats, each registering itself (they import .core, never this package: no cycle)
 from . import corereid_v1  # noqa: E402,F401 - registers 'corereid_v1'
 from . import ibn_net  # noqa: E402,F401 - registers 'ibn_net'
+from . import transreid  # noqa: E402,F401 - registers 'transreid'

@@ -267,8 +267,9 @@ def test_files_v1_cannot_have_written_are_refused_in_one_line(tmp_path):
     with pytest.raises(InvalidInputError, match="BasicBlocks.*convert a ResNet-50/101/152 file") as e:
         convert(basic, config=None, options={})
     assert "\n" not in str(e.value)
-    with pytest.raises(InvalidInputError, match="img_size='256' is not HxW"):
-        convert({k: torch.zeros(()).expand(s) for k, s in source_table()}, config=None, options={"img_size": "256"})
+    table = {k: torch.zeros(()).expand(s) for k, s in source_table()}
+    with pytest.raises(InvalidInputError, match="img_size must be two positive integers .* got '256 by 128'"):
+        convert(table, config=None, options={"img_size": "256 by 128"})
     # a tensor V1's networks do not have (an embedding layer, features > 0) has no place and no reason to drop
     extra = {**{k: torch.zeros(()).expand(s) for k, s in source_table()}, "feat.weight": torch.zeros(C, C)}
     with pytest.raises(InvalidInputError, match="no place in the source_net network.*feat.weight"):

@@ -280,3 +280,11 @@ def test_finetune_adapts_a_converted_ibn_net_file(synthetic_small, tmp_path):
     res = finetune(cfg, target, tmp_path / "run", source_checkpoint=source, progress=False)
     assert set(res.direct_transfer) >= {"mAP", "rank1"} and [h["epoch"] for h in res.history] == [1]
     assert all(torch.isfinite(torch.tensor(h["loss"])) for h in res.history)
+
+
+def test_the_input_size_is_an_option(tmp_path):
+    """An ImageNet trunk has no input size of its own: persons by default, vehicles by the option."""
+    path = release_file(tmp_path / "resnet18_ibn_b.pth", "resnet18_ibn_b")
+    done = convert_checkpoint(path, "ibn_net", tmp_path / "vehicle.pt", img_size="256x256")
+    assert done.conversion.input_size == (256, 256) and "option img_size" in done.record["inferred"]["input_size"]
+    assert load_trained_model(tmp_path / "vehicle.pt").input_size == (256, 256)

@@ -41,6 +41,7 @@ from .core import (
     convert_checkpoint,
     file_sha256,
     list_formats,
+    parse_pair,
     read_foreign,
     register_format,
     require,
@@ -49,7 +50,7 @@ from .core import (
 )
 
 __all__ = ["FORMATS", "Conversion", "ConvertedCheckpoint", "FormatInfo", "convert_checkpoint", "file_sha256",
-           "list_formats", "read_foreign", "register_format", "require", "stage_cfg", "strip_prefix"]
+           "list_formats", "parse_pair", "read_foreign", "register_format", "require", "stage_cfg", "strip_prefix"]
 
 # the formats, each registering itself (they import .core, never this package: no cycle)
 from . import corereid_v1  # noqa: E402,F401 - registers 'corereid_v1'

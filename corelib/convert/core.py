@@ -5,6 +5,7 @@ converted checkpoint. The formats are the other modules of this package."""
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional, Union
@@ -151,6 +152,25 @@ def file_sha256(path: Union[str, Path]) -> str:
 def strip_prefix(state: Mapping[str, Any], prefix: str) -> dict[str, Any]:
     """The entries of ``state`` under ``prefix`` (e.g. DataParallel's ``module.``), the prefix removed."""
     return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+
+
+def parse_pair(value: Any, fmt: str, what: str) -> tuple[int, int]:
+    """``(H, W)`` from ``[256, 128]``, ``"256x128"``, ``"256,128"`` or one number for both (an option
+    from the command line, a value of an official YAML).
+
+    Raises:
+        InvalidInputError: not one or two positive integers (one line naming the option)."""
+    parts = value if isinstance(value, (list, tuple)) else re.split(r"\s*[x×,]\s*", str(value).strip(" ()[]"))
+    if len(parts) == 1:
+        parts = [parts[0], parts[0]]
+    try:
+        pair = (int(str(parts[0]).strip()), int(str(parts[1]).strip())) if len(parts) == 2 else None
+    except ValueError:
+        pair = None
+    if pair is None or min(pair) < 1:
+        raise InvalidInputError(f"{fmt}: {what} must be two positive integers such as 256x128, got {value!r}; "
+                                f"pass --option {what}=HxW")
+    return pair
 
 
 def require(options: Mapping[str, Any], name: str, fmt: str, why: str, *, config_key: Optional[str] = None) -> Any:

@@ -27,13 +27,12 @@ each descriptor with the flipped image's (BMFN, the networks' default ``test_fli
 
 from __future__ import annotations
 
-import re
 from typing import Any, Optional
 
 from ..errors import InvalidInputError, UnknownNameError
 from ..models.ibn import guess_arch
 from ..published import canonical_task
-from .core import Conversion, register_format
+from .core import Conversion, parse_pair, register_format
 
 FORMAT = "corereid_v1"
 METHOD = "CORE-ReID V1"
@@ -75,14 +74,7 @@ def _img_size(value: Any) -> tuple[tuple[int, int], str]:
     """``(height, width)`` and where it came from, from the option (``"256x128"`` or a pair) or V1's default."""
     if value is None:
         return DEFAULT_SIZE, f"{DEFAULT_SIZE[0]}x{DEFAULT_SIZE[1]} (V1's default --height 256 --width 128)"
-    found = re.fullmatch(r"\s*(\d+)\s*[x×,]\s*(\d+)\s*", value) if isinstance(value, str) else None
-    if found:
-        h, w = int(found.group(1)), int(found.group(2))
-    elif isinstance(value, (tuple, list)) and len(value) == 2 and all(isinstance(v, int) for v in value):
-        h, w = value
-    else:
-        raise InvalidInputError(f"{FORMAT}: img_size={value!r} is not HxW; pass --option img_size=256x128 (the "
-                                f"--height and --width the file was trained with)")
+    h, w = parse_pair(value, FORMAT, "img_size")
     if h < 32 or w < 16:
         raise InvalidInputError(f"{FORMAT}: img_size {h}x{w} is too small for a ResNet trunk; pass at least 32x16")
     return (h, w), f"{h}x{w} (option img_size)"

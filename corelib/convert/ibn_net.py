@@ -34,7 +34,7 @@ import torch
 from ..errors import InvalidInputError
 from ..models import build_model
 from ..models.ibn import RELEASE_FILES, RELEASES, VARIANTS, guess_arch
-from .core import Conversion, register_format
+from .core import Conversion, parse_pair, register_format
 
 INPUT_SIZE = (256, 128)
 """(height, width) of the converted network's checkpoint: the person re-ID input the source
@@ -110,8 +110,11 @@ def _release(arch: str, sha256: str) -> str:
     description="IBN-Net's ImageNet ResNet-IBN-a/-b trunks: a v1.0 release .pth (resnet50_ibn_a-d9d0bb7b.pth ...) "
                 "or its training script's {'state_dict': {'module.…'}} checkpoint; a source_net",
     takes_sha256=True,
+    options={"img_size": "the re-ID input size HxW (default 256x128 for persons; 256x256 for vehicles)"},
 )
 def convert_ibn_net(contents: Any, *, config: Any, options: dict, sha256: str) -> Conversion:
+    given = options.get("img_size")
+    input_size = parse_pair(given, "ibn_net", "img_size") if given is not None else INPUT_SIZE
     prefix, state = _weights(contents)
     trunk = {k: v for k, v in state.items() if torch.is_tensor(v) and not k.startswith("fc.")}
     arch = guess_arch(trunk)
@@ -146,12 +149,14 @@ def convert_ibn_net(contents: Any, *, config: Any, options: dict, sha256: str) -
         mapping=mapping,
         dropped=_dropped(contents, prefix, state),
         filled=filled,
-        input_size=INPUT_SIZE,
+        input_size=input_size,
         inferred={
             "backbone": f"{arch} (ResNet-{depth} from the blocks of layer3, IBN-{variant} from the norms: {norms})",
             "layout": layout,
             "release": _release(arch, sha256),
-            "input_size": f"{INPUT_SIZE[0]}x{INPUT_SIZE[1]} (the re-ID default; the file is an ImageNet trunk)",
+            "input_size": f"{input_size[0]}x{input_size[1]} " + ("(option img_size)" if given is not None else
+                                                                  "(the person re-ID default; the file is an ImageNet "
+                                                                  "trunk: --option img_size=256x256 for vehicles)"),
             "last_stride": "the re-ID trunk's default (1 for ResNet-50/101, 2 for ResNet-18/34); ImageNet used 2: "
                            "the same weights",
         },

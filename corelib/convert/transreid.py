@@ -70,7 +70,7 @@ from ..data import load_manifest
 from ..errors import CorelibError, InvalidInputError, UnknownNameError
 from ..models.vit import VARIANTS, patch_grid
 from ..published import canonical_task
-from .core import Conversion, register_format, require
+from .core import Conversion, parse_pair, register_format, require
 
 FORMAT = "transreid"
 
@@ -194,16 +194,6 @@ def _bool(value: Any, what: str) -> bool:
     raise InvalidInputError(f"{FORMAT}: {what} must be true or false, got {value!r}")
 
 
-def _pair(value: Any, what: str) -> tuple[int, int]:
-    """``(H, W)`` from ``[256, 128]``, ``256x128``, ``256,128`` or one number for both."""
-    parts = value if isinstance(value, (list, tuple)) else re.split(r"\s*[x×,]\s*", str(value).strip(" ()[]"))
-    if len(parts) == 1:
-        parts = [parts[0], parts[0]]
-    if len(parts) != 2:
-        raise InvalidInputError(f"{FORMAT}: {what} must be two integers such as 256x128, got {value!r}")
-    return _int(parts[0], what), _int(parts[1], what)
-
-
 # ----------------------------------------------------------------------------- the converter
 
 
@@ -228,7 +218,7 @@ def convert_transreid(contents: Any, *, config: Optional[Mapping], options: Mapp
 
     # image size, grid and stride
     size, where = settings.get("img_size", "INPUT.SIZE_TEST", "the image size is not in the tensors")
-    img_size = _pair(size, "img_size")
+    img_size = parse_pair(size, FORMAT, "img_size")
     stride = _stride(state["base.pos_embed"].shape[1] - 1, img_size, patch, settings)
     grid = patch_grid(*img_size, patch, stride)
     inferred["img_size"] = f"{img_size[0]}x{img_size[1]} ({where})"
@@ -334,7 +324,7 @@ def _stride(positions: int, img_size: tuple[int, int], patch: int, settings: _Se
     given, where = None, ""
     if settings.options.get("stride") is not None or settings.config is not None:
         value, where = settings.get("stride", "MODEL.STRIDE_SIZE", "")
-        sy, sx = _pair(value, "stride")
+        sy, sx = parse_pair(value, FORMAT, "stride")
         if sy != sx:
             raise InvalidInputError(f"{FORMAT}: MODEL.STRIDE_SIZE {value} ({where}) strides the two axes differently; "
                                     f"transreid_net has one stride for both")

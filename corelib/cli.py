@@ -277,8 +277,12 @@ def _cmd_convert(args: argparse.Namespace) -> int:
           f"{len(record['dropped'])} dropped, sha256 {record['sha256'][:12]} of {record['source_file']}")
     for setting, value in record["inferred"].items():
         print(f"  {setting}: {value}")
-    for key, why in record["dropped"].items():
-        print(f"  dropped {key}: {why}")
+    by_reason: dict[str, list[str]] = {}
+    for key, why in record["dropped"].items():  # one line per reason: 14 feat_bn / attention keys share two
+        by_reason.setdefault(why, []).append(key)
+    for why, keys in by_reason.items():
+        shown = ", ".join(keys[:3]) + (f" and {len(keys) - 3} more" if len(keys) > 3 else "")
+        print(f"  dropped {len(keys)} ({shown}): {why}")
     if record["method"]:
         print(f"  published method {record['method']!r}, task {record['task'] or 'not given'}")
     print(f"evaluate it: corelib evaluate {done.path} --dataset NAME ROOT")

@@ -1,5 +1,6 @@
 """The ``corelib`` command line: ``synth``, ``verify``, ``datasets``, ``style``, ``pretrain``,
-``finetune``, ``evaluate``, ``convert``, ``run-notebooks``, ``report``, ``sweep``, ``bench``, ``env``.
+``finetune``, ``evaluate``, ``convert``, ``export``, ``run-notebooks``, ``report``, ``sweep``, ``bench``,
+``env``.
 
 Training commands name their data as ``--source NAME [ROOT] [OPTION=VALUE ...]`` (a loader with
 its options, e.g. ``--target cuhk03np ~/datasets subset=labeled``, or an embedded preset) and
@@ -35,6 +36,7 @@ from .data.dataset import expected_layout, list_datasets
 from .data.manifests import images_to_check, list_manifests, verify_dataset
 from .data.synthetic import PRESETS, generate_synthetic, list_presets
 from .errors import ConfigError, CorelibError, MissingFileError, SweepFailed
+from .export import ONNX_OPSET, check_export, export_onnx
 from .models.complexity import complexity_table, format_complexity
 from .notebooks import coerce_parameter, run_notebooks
 from .pairs import dataset_ref, recipe_context
@@ -360,6 +362,25 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_export(args: argparse.Namespace) -> int:
+    if args.batch < 1:  # before anything is written
+        raise CorelibError(f"--batch {args.batch}: the onnxruntime check needs at least one image")
+    exported = export_onnx(args.checkpoint, args.out, opset=args.opset, overwrite=args.overwrite)
+    ids = {"camids": f"camera ids in [-1, {exported.num_cameras}) (-1: unknown camera)",
+           "views": f"view ids in [0, {exported.num_views})"}
+    print(f"wrote {exported.path} (ONNX opset {exported.opset}, {exported.metadata['model_name']}, "
+          f"{exported.path.stat().st_size / 1e6:.1f} MB)")
+    height, width = exported.input_size
+    print(f"  input  images   float32 (batch, 3, {height}, {width}): {exported.metadata['preprocessing']}")
+    for name in exported.inputs[1:]:
+        print(f"  input  {name:<8} int64 (batch,): {ids[name]}")
+    print(f"  output features float32 (batch, {exported.feature_dim}), L2-normalised")
+    print(f"  test protocol: {exported.metadata['flip_protocol']}")
+    diff = check_export(exported, args.batch)
+    print(f"onnxruntime (CPU) vs torch on a random batch of {args.batch}: max |onnx - torch| = {diff:.2e}")
+    return 0
+
+
 def _cmd_env(args: argparse.Namespace) -> int:
     print(json.dumps(env_report(), indent=2))
     return 0
@@ -376,9 +397,9 @@ def build_parser() -> argparse.ArgumentParser:
     """The ``corelib`` parser: one sub-command per builder below, in the order ``--help`` lists them."""
     parser = argparse.ArgumentParser(prog="corelib", description="CORE-ReID V2 workbench")
     sub = parser.add_subparsers(dest="command", required=True)
-    for add_command in (_add_synth, _add_verify, _add_datasets, _add_pretrain, _add_finetune, _add_evaluate, _add_convert,
-                        _add_style,
-                        _add_run_notebooks, _add_report, _add_sweep, _add_bench, _add_env):
+    for add_command in (_add_synth, _add_verify, _add_datasets, _add_pretrain, _add_finetune, _add_evaluate,
+                        _add_convert, _add_export, _add_style, _add_run_notebooks, _add_report, _add_sweep, _add_bench,
+                        _add_env):
         add_command(sub)
     return parser
 
@@ -559,6 +580,22 @@ def _add_bench(sub) -> None:
 def _add_env(sub) -> None:
     p = sub.add_parser("env", help="print versions, devices and the git commit")
     p.set_defaults(func=_cmd_env)
+
+
+def _add_export(sub) -> None:
+    p = sub.add_parser("export", help="a trained network as a deployable model (ONNX)")
+    export_sub = p.add_subparsers(dest="export_command", required=True)
+    q = export_sub.add_parser("onnx", help="the test feature of a checkpoint's network as an ONNX graph "
+                                           "(onnxruntime checks it on a random batch)")
+    q.add_argument("checkpoint", help="RUN_DIR/pretrain/best.pt, RUN_DIR/finetune/best.pt, a converted checkpoint ...")
+    q.add_argument("out", help="the .onnx file to write")
+    q.add_argument("--opset", type=int, default=ONNX_OPSET,
+                   help=f"ONNX opset (default {ONNX_OPSET}: onnxruntime's CPU and CUDA providers run it)")
+    q.add_argument("--batch", type=int, default=3, help="batch of the onnxruntime check (the graph's batch axis is "
+                                                        "dynamic; default 3)")
+    q.add_argument("--overwrite", action="store_true",
+                   help="replace an ONNX model that corelib export wrote (no other file is replaced)")
+    q.set_defaults(func=_cmd_export)
 
 
 def _check_scale(args: argparse.Namespace) -> None:

@@ -87,6 +87,11 @@ class MissingFileError(CorelibError, FileNotFoundError):
     """A file named in the settings (weights, a parameters file ...) does not exist."""
 
 
+class MissingExtraError(CorelibError, ImportError):
+    """An optional extra (onnx and onnxruntime for the ONNX export ...) is not installed; the message
+    names the ``pip install`` that adds it."""
+
+
 class WriteError(CorelibError, OSError):
     """The operating system refused a write: the disk is full, the folder is read-only or not ours to
     write, or a file sits where a folder is expected. ``errno`` is the refusal's own."""

@@ -163,9 +163,12 @@ class TransReIDNet(nn.Module):
     def num_classes(self) -> int:
         return self.classifier.out_features
 
-    def features(self, x: torch.Tensor, camids: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """``f_g (B, D)`` and ``f_l (B, k, D)``, before the BN-necks."""
-        tokens = self.trunk.forward_tokens(x, camids)
+    def features(self, x: torch.Tensor, camids: Optional[torch.Tensor] = None, views: Optional[torch.Tensor] = None
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``f_g (B, D)`` and ``f_l (B, k, D)``, before the BN-necks (``views``: the view ids of an SIE
+        table with views, e.g. VeRi-776's orientations; None looks up view 0, or the table's mean for a
+        table of views only)."""
+        tokens = self.trunk.forward_tokens(x, camids, views)
         if not self.jpm:
             return tokens[:, 0], tokens.new_zeros(tokens.shape[0], 0, tokens.shape[2])
         f_g = self.b1(tokens)[:, 0]
@@ -176,8 +179,9 @@ class TransReIDNet(nn.Module):
         f_l = self.b2(torch.cat([cls, groups], dim=1))[:, 0].view(b, k, d)
         return f_g, f_l
 
-    def forward(self, x: torch.Tensor, camids: Optional[torch.Tensor] = None) -> Union[TransReIDOutput, torch.Tensor]:
-        f_g, f_l = self.features(x, camids)
+    def forward(self, x: torch.Tensor, camids: Optional[torch.Tensor] = None, views: Optional[torch.Tensor] = None
+                ) -> Union[TransReIDOutput, torch.Tensor]:
+        f_g, f_l = self.features(x, camids, views)
         if not self.training:
             k = f_l.shape[1]
             return F.normalize(torch.cat([f_g, (f_l / max(k, 1)).flatten(1)], dim=1), dim=1)

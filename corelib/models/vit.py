@@ -288,19 +288,22 @@ class TransReIDViT(Backbone):
         grid = self.taps[i](patches.transpose(1, 2).reshape(b, d, *self.grid))
         return torch.cat([cls, grid.flatten(2).transpose(1, 2)], dim=1)
 
-    def embed(self, x: torch.Tensor, camids: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """``[cls; patches] + pos (+ SIE)``: the ``(B, N + 1, D)`` input of the first block."""
+    def embed(self, x: torch.Tensor, camids: Optional[torch.Tensor] = None, views: Optional[torch.Tensor] = None
+              ) -> torch.Tensor:
+        """``[cls; patches] + pos (+ SIE)``: the ``(B, N + 1, D)`` input of the first block (``views``: the
+        view ids of a table with views, :meth:`side_information`)."""
         self._check_size(x)
         if self.input_norm == "half":
             x = x * self.input_scale.to(x.dtype) + self.input_shift.to(x.dtype)
         tokens = self.patch_embed(x)
         tokens = torch.cat([self.cls_token.expand(tokens.shape[0], -1, -1), tokens], dim=1) + self.pos_embed
-        side = self.side_information(camids, tokens.shape[0])
+        side = self.side_information(camids, tokens.shape[0], views)
         return tokens if side is None else tokens + side.to(tokens.dtype)
 
-    def forward_tokens(self, x: torch.Tensor, camids: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def forward_tokens(self, x: torch.Tensor, camids: Optional[torch.Tensor] = None,
+                       views: Optional[torch.Tensor] = None) -> torch.Tensor:
         """All ``(B, N + 1, D)`` tokens after this trunk's blocks and its final norm."""
-        t = self.embed(x, camids)
+        t = self.embed(x, camids, views)
         for i, block in enumerate(self.blocks):
             t = self._tap(i, block(t))
         return self.norm(t)

@@ -11,12 +11,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from test_convert_corereid_v1 import encoder_table, realistic, write_v1
+from test_convert_transreid import TINY, TINY_OPTIONS, official_shapes, save_official
 
 from corelib.convert import FORMATS, Conversion, convert_checkpoint, read_foreign, register_format
+from corelib.data import load_synthetic
 from corelib.errors import CheckpointError, InvalidInputError, UnknownNameError
+from corelib.explain import activation_maps, embed, similarity_cam
+from corelib.export import check_export, export_onnx
 from corelib.features import extract_features, uses_test_flip
 from corelib.models import CameraBlind, build_model
 from corelib.published import published_beside
+from corelib.training import analysis_features
 from corelib.training.evaluate import load_trained_model
 
 SIZE = (64, 32)
@@ -149,3 +155,26 @@ def test_odd_map_heights_split_as_set():
     assert torch.equal(ours.halves(odd)[1], odd[:, :, 2:])
     with pytest.raises(InvalidInputError, match="odd_height"):
         build_model("corereid_net", backbone="resnet18", num_classes=3, weights=None, odd_height="middle")
+
+
+@pytest.mark.slow
+def test_converted_checkpoints_work_everywhere(tmp_path, synthetic_small):
+    """A converted V1 fine-tuning file and a converted TransReID file are studied like the workbench's own
+    checkpoints: Grad-CAM and activation maps, the analysis chapters' descriptors (UMAP's input), the
+    rank-list explorer's view, and the ONNX export of the test feature."""
+    v1 = write_v1(tmp_path / "model_best.pth.tar", realistic(encoder_table(), 0))
+    convert_checkpoint(v1, "corereid_v1", tmp_path / "v1.pt", img_size="64x32", task="market1501->cuhk03np")
+    vit = save_official(tmp_path / "transformer_120.pth", official_shapes(**TINY, classes=5, sie_rows=3))
+    convert_checkpoint(vit, "transreid", tmp_path / "vit.pt", **TINY_OPTIONS)
+    target = load_synthetic(synthetic_small["cuhk_like"])
+    for name in ("v1.pt", "vit.pt"):
+        trained = load_trained_model(tmp_path / name)
+        images = torch.randn(2, 3, *trained.input_size, generator=torch.Generator().manual_seed(0))
+        references = embed(trained.model, images.flip(0))
+        cams = similarity_cam(trained.model, images, references)
+        assert cams.shape == (2, *trained.input_size) and np.isfinite(cams).all()
+        assert torch.isfinite(activation_maps(trained.model, images)).all()
+        feats = analysis_features(trained, target, max_images=12, progress=False)
+        assert feats.features.shape[0] == 12 and torch.isfinite(feats.features).all()
+        exported = export_onnx(tmp_path / name, tmp_path / f"{name}.onnx")
+        assert check_export(exported, batch=3) < 1e-4

@@ -149,7 +149,8 @@ def analysis_models(run_dir, pair, source: ReIDDataset, target: ReIDDataset, *,
 def analysis_features(trained: TrainedModel, dataset: ReIDDataset, *, split: str = "train",
                       camera_centred: bool = False, max_images: Optional[int] = None, seed: int = 0,
                       device: Union[str, torch.device] = "cpu", progress: bool = True) -> Features:
-    """BMFN retrieval descriptors of ``dataset``'s ``split`` at the model's training size.
+    """Retrieval descriptors of ``dataset``'s ``split`` at the model's training size, on the network's
+    test protocol (flip-averaged for CORE-ReID's networks, BMFN).
 
     Args:
         camera_centred: subtract each camera's mean (``cluster.normalize="camera_mean"`` of fine-tuning).

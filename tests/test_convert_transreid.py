@@ -174,6 +174,9 @@ def test_vit_b_cases_name_their_published_rows():
     assert (veri.method, veri.task, veri.published_backbone) == ("TransReID* (SIE camera+view)", "veri776", "ViT-B/16")
     assert (veri.model_args["num_cameras"], veri.model_args["num_views"]) == (20, 8)  # the manifest's 20 VeRi cameras
     assert "view 0" in veri.inferred["sie"]
+    # the released configurations also carry the README's rows of the released models
+    assert market.published_also == [("TransReID*", "ViT-B/16")] and veri.published_also == [("TransReID*", "ViT-B/16")]
+    assert vit_b_conversion("market_sie", dataset="market1501").published_also == []
 
 
 # ----------------------------------------------------------------------------- placement, record, outputs
@@ -422,6 +425,8 @@ def test_corelib_evaluate_prints_the_published_row_beside_the_scores(tmp_path, c
     printed = capsys.readouterr().out
     assert "one view, no flip" in printed and "mAP" in printed
     assert "published, TransReID* (SIE camera) on market1501, ViT-B/16 (256×128): mAP 88.9, rank1 95.2" in printed
+    # the released model of this configuration: the README's row of the reorganized code as well
+    assert "published, TransReID* on market1501, ViT-B/16: mAP 89.0, rank1 95.1" in printed
 
 
 @pytest.mark.slow  # a smoke fine-tuning

@@ -68,6 +68,9 @@ class Conversion:
     published_backbone: str = ""
     """The backbone as the published tables spell it (``"ViT-B/16 (256×128)"``, ``"ResNet50"``): a row
     that names a backbone is put beside this network only when it names this one."""
+    published_also: list[tuple[str, str]] = field(default_factory=list)
+    """Further ``(method, backbone)`` names the published tables give these weights' configuration
+    (the rows of a repository's released models beside the paper's)."""
     epoch: Optional[int] = None
     """The 1-based epoch the file says its weights are from, None when it does not say."""
 
@@ -241,6 +244,7 @@ def convert_checkpoint(path: Union[str, Path], format: str, out: Union[str, Path
         "method": conversion.method,
         "task": conversion.task,
         "published_backbone": conversion.published_backbone,
+        "published_also": [list(pair) for pair in conversion.published_also],
     }
     state = {
         "stage": conversion.stage,

@@ -242,6 +242,7 @@ def convert_transreid(contents: Any, *, config: Optional[Mapping], options: Mapp
     overlap = stride < patch
     method = _method(jpm, sie, overlap, task)
     backbone_label = _backbone_label(settings, d, patch, img_size, task)
+    also = _released_rows(jpm, sie, overlap, img_size, task, backbone_label.split(" (")[0], method)
     inferred["test_flip"] = "False (one view: the official inference, processor.do_inference, does not flip)"
 
     model_args = dict(backbone=variant, num_classes=num_classes, num_cameras=num_cameras, num_views=num_views,
@@ -254,7 +255,8 @@ def convert_transreid(contents: Any, *, config: Optional[Mapping], options: Mapp
         stage="pretrain", model_name="transreid_net", model_args=model_args,
         mapping={ours: prefix + theirs for ours, theirs in mapping.items()},
         dropped={prefix + theirs: why for theirs, why in dropped.items()},
-        input_size=img_size, inferred=inferred, method=method, task=task, published_backbone=backbone_label)
+        input_size=img_size, inferred=inferred, method=method, task=task, published_backbone=backbone_label,
+        published_also=also)
 
 
 def _vit(state: Mapping[str, torch.Tensor], options: Mapping[str, Any], inferred: dict[str, str]
@@ -479,6 +481,25 @@ def _method(jpm: bool, sie: str, overlap: bool, task: Optional[str]) -> Optional
         return f"TransReID{star} (SIE {sie})"
     # the released VehicleID configs (JPM, stride 12, no SIE) are the README's "TransReID*" rows
     return "TransReID*" if overlap and task is not None and task.startswith("vehicleid") else None
+
+
+_RELEASED_SIE = {"veri776": "camera+view", "vehicleid": ""}
+"""SIE of the released ``vit_transreid_stride.yml`` configs per dataset (persons: cameras)."""
+
+
+def _released_rows(jpm: bool, sie: str, overlap: bool, img_size: tuple[int, int], task: Optional[str], family: str,
+                   method: Optional[str]) -> list[tuple[str, str]]:
+    """The README's rows of the released models ("reorganized code", size 256) when the file is one of the
+    released configurations: ``vit_transreid_stride.yml`` ("TransReID*": JPM, stride 12, the dataset's SIE)
+    or ``vit_base.yml`` ("Baseline": stride 16, neither JPM nor SIE)."""
+    if task is None or img_size[0] != 256:
+        return []
+    dataset = task.split("@")[0]
+    if jpm and overlap and sie == _RELEASED_SIE.get(dataset, "camera") and method != "TransReID*":
+        return [("TransReID*", family)]
+    if not jpm and not overlap and not sie:
+        return [("Baseline", family)]
+    return []
 
 
 def _backbone_label(settings: _Settings, d: int, patch: int, img_size: tuple[int, int], task: Optional[str]) -> str:

@@ -117,14 +117,17 @@ def evaluate_checkpoint(path: Union[str, Path], dataset: ReIDDataset, *, device:
     """:func:`evaluate_model` of the network saved at ``path``, at the input size it was trained with.
 
     ``published`` lists the rows of :mod:`corelib.published` to put beside the scores: those of the
-    method and task a converted checkpoint records (``corelib convert``) when ``dataset`` is the
+    method and task a converted checkpoint records (``corelib convert``; the paper's row, and a repository's
+    row of its released models when the file is one of those configurations) when ``dataset`` is the
     task's tested dataset (:func:`corelib.published.published_beside`); empty otherwise."""
     trained = load_trained_model(path, device=device)
     metrics = evaluate_model(trained.model, dataset, *trained.input_size, device=device,
                              channels_last=trained.channels_last, rerank_k=rerank_k)
     record = trained.converted or {}
-    published = published_beside(record.get("method"), record.get("task"), dataset.name,
-                                 backbone=record.get("published_backbone", ""))
+    names = [(record.get("method"), record.get("published_backbone", ""))] + [tuple(p) for p in
+                                                                            record.get("published_also", [])]
+    published = [row for method, backbone in names
+                 for row in published_beside(method, record.get("task"), dataset.name, backbone=backbone)]
     return {"stage": trained.stage, "epoch": trained.epoch, **metrics,
             "published": [dict(method=r.method, task=r.task, backbone=r.backbone, source=r.source, note=r.note,
                                **r.metrics) for r in published]}

@@ -193,9 +193,14 @@ def read_baselines(pair_dir: Union[str, Path]) -> dict[str, BaselineRun]:
     return out
 
 
+TEST_PROTOCOLS = {True: "flip", False: "one view"}
+"""How :func:`baseline_table` names the test protocol of a run's records (their ``test_flip``)."""
+
+
 def baseline_table(runs: Mapping[str, Mapping[str, BaselineRun]], *, tasks: Optional[Mapping[str, str]] = None
                    ) -> list[dict]:
-    """One row per (pair, method): direct and adapted mAP / R-1 (%), gap closed, last epoch's
+    """One row per (pair, method): direct and adapted mAP / R-1 (%), the test protocol they were
+    measured on (each method's own: ``flip`` for BMFN, ``one view`` for TransReID), gap closed, last epoch's
     clusters / outliers / NMI of the global level, and seconds. Each method's gap runs from its
     own source network's direct transfer (Learn by Guessing's is its IBN network) to the oracle's
     adapted mAP, so a better source network alone closes none of it; ``tasks`` names each pair's
@@ -213,6 +218,7 @@ def baseline_table(runs: Mapping[str, Mapping[str, BaselineRun]], *, tasks: Opti
                 "source": "own" if run.own_source else "chapter 02",
                 "direct mAP": round(100 * direct, 1), "direct R-1": round(100 * run.direct.get("rank1", float("nan")), 1),
                 "mAP": round(100 * run.adapted_mAP, 1), "R-1": round(100 * run.adapted_rank1, 1),
+                "test": TEST_PROTOCOLS.get(last.get("test_flip"), ""),
                 "gap closed": None if math.isnan(gap) else round(gap, 3),
                 "clusters": last.get("clusters_global"), "outliers": round(last.get("outliers_global", 0.0), 3),
                 "NMI": None if "nmi_global" not in last else round(last["nmi_global"], 3),

@@ -43,6 +43,12 @@ def test_baseline_table_measures_each_method_against_the_oracle():
     assert rows["learn_by_guessing"]["source"] == "own" and rows["corereid_v2"]["source"] == "chapter 02"
     assert (rows["corereid_v2"]["mAP"], rows["corereid_v2"]["direct mAP"], rows["corereid_v2"]["clusters"]) == (15.0, 5.0, 160)
     assert rows["corereid_v2"]["task"] == "a → b"
+    assert rows["corereid_v2"]["test"] == ""  # records without the protocol (written before it was recorded)
+    flipped = _history([0.1], [160])[0] | {"test_flip": True}
+    one_view = _history([0.1], [160])[0] | {"test_flip": False}
+    runs = {"person": {"corereid_v2": BaselineRun("corereid_v2", {"mAP": 0.05}, [flipped], 1.0),
+                       "transreid": BaselineRun("transreid", {"mAP": 0.05}, [one_view], 1.0)}}
+    assert {r["method"]: r["test"] for r in baseline_table(runs)} == {"corereid_v2": "flip", "transreid": "one view"}
 
 
 def test_recipe_folders_are_read_back_and_every_method_is_a_row_of_the_main_table(tmp_path):

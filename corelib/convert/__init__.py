@@ -28,11 +28,12 @@ Registered formats: ``corereid_v1`` (:mod:`.corereid_v1`), ``transreid`` (:mod:`
 
 Example::
 
-    corelib convert corereid_v1 logs/market2duke/model_best.pth.tar runs/v1_market2duke.pt \\
-        --option task=market1501->dukemtmc
-    corelib evaluate runs/v1_market2duke.pt --dataset dukemtmc --root ~/data
+    corelib convert corereid_v1 logs/market2cuhk/model_best.pth.tar runs/v1_m2c.pt \\
+        --option task=market1501->cuhk03np
+    corelib evaluate runs/v1_m2c.pt --dataset cuhk03np ~/datasets
 """
 
+from . import corereid_v1, ibn_net, transreid  # noqa: F401 - the formats: each registers itself (they import .core)
 from .core import (
     FORMATS,
     Conversion,
@@ -51,8 +52,3 @@ from .core import (
 
 __all__ = ["FORMATS", "Conversion", "ConvertedCheckpoint", "FormatInfo", "convert_checkpoint", "file_sha256",
            "list_formats", "parse_pair", "read_foreign", "register_format", "require", "stage_cfg", "strip_prefix"]
-
-# the formats, each registering itself (they import .core, never this package: no cycle)
-from . import corereid_v1  # noqa: E402,F401 - registers 'corereid_v1'
-from . import ibn_net  # noqa: E402,F401 - registers 'ibn_net'
-from . import transreid  # noqa: E402,F401 - registers 'transreid'

@@ -31,13 +31,13 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
-from .convert import FORMATS, convert_checkpoint, list_formats
 from .data.dataset import expected_layout, list_datasets
 from .data.manifests import images_to_check, list_manifests, verify_dataset
 from .data.synthetic import PRESETS, generate_synthetic, list_presets
 from .errors import ConfigError, CorelibError, MissingFileError, SweepFailed
 from .export import ONNX_OPSET, check_export, export_onnx
 from .models.complexity import complexity_table, format_complexity
+from .models.convert import FORMATS, convert_checkpoint, list_formats
 from .notebooks import coerce_parameter, run_notebooks
 from .pairs import dataset_ref, recipe_context
 from .paths import write_error

@@ -62,11 +62,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from .convert import file_sha256
 from .data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from .errors import InvalidInputError, InvalidTypeError, MissingExtraError, NotOwnedError
 from .features import uses_test_flip
 from .models import MeanTeacher, TransReIDNet, TransReIDViT
+from .models.convert import file_sha256
 from .paths import atomic_file
 from .repro import env_report
 from .training.evaluate import load_trained_model

@@ -1,4 +1,4 @@
-"""The conversion framework (corelib.convert) with a format of the test's own, the test protocol as a
+"""The conversion framework (corelib.models.convert) with a format of the test's own, the test protocol as a
 network setting, CORE-ReID V1's split of odd map heights, and the published row beside a converted
 checkpoint's scores. The formats of the official releases have their own test files
 (test_convert_corereid_v1.py, test_convert_transreid.py, test_convert_ibn_net.py)."""
@@ -14,13 +14,15 @@ import torch
 from test_convert_corereid_v1 import encoder_table, realistic, write_v1
 from test_convert_transreid import TINY, TINY_OPTIONS, official_shapes, save_official
 
-from corelib.convert import FORMATS, Conversion, convert_checkpoint, read_foreign, register_format
+from corelib.config import MeanTeacherCfg, SourceModelCfg
 from corelib.data import load_synthetic
 from corelib.errors import CheckpointError, InvalidInputError, UnknownNameError
 from corelib.explain import activation_maps, embed, similarity_cam
 from corelib.export import check_export, export_onnx
 from corelib.features import extract_features, uses_test_flip
 from corelib.models import CameraBlind, build_model
+from corelib.models.convert import FORMATS, Conversion, convert_checkpoint, read_foreign, register_format
+from corelib.models.convert.core import MODEL_FIELDS
 from corelib.published import published_beside
 from corelib.training import analysis_features
 from corelib.training.evaluate import load_trained_model
@@ -178,3 +180,18 @@ def test_converted_checkpoints_work_everywhere(tmp_path, synthetic_small):
         assert feats.features.shape[0] == 12 and torch.isfinite(feats.features).all()
         exported = export_onnx(tmp_path / name, tmp_path / f"{name}.onnx")
         assert check_export(exported, batch=3) < 1e-4
+
+
+def test_the_converted_config_groups_the_network_as_the_stage_configs_do():
+    """MODEL_FIELDS (the models layer cannot import corelib.config) names the fields of each stage's model group."""
+    for stage, cls in (("pretrain", SourceModelCfg), ("finetune", MeanTeacherCfg)):
+        fields = set(cls.__dataclass_fields__) - {"name", "weights", "net_args"}
+        assert set(MODEL_FIELDS[stage]) == fields, stage
+
+
+def test_a_conversion_can_be_returned_without_writing(tmp_path, toy_format):
+    original = _toy_file(tmp_path / "m.pth")
+    done = convert_checkpoint(tmp_path / "m.pth", toy_format)
+    assert done.path is None and list(tmp_path.iterdir()) == [tmp_path / "m.pth"]
+    assert done.checkpoint["stage"] == "pretrain" and done.checkpoint["cfg"]["augment"] == {"height": 64, "width": 32}
+    assert all(torch.equal(v, original[k]) for k, v in done.model.state_dict().items())

@@ -24,10 +24,10 @@ from PIL import Image
 
 from corelib.cli import main
 from corelib.config import FinetuneCfg
-from corelib.convert import FORMATS, convert_checkpoint, read_foreign
 from corelib.data import load_synthetic
 from corelib.data.synthetic import generate_synthetic
 from corelib.errors import CheckpointError, InvalidInputError
+from corelib.models.convert import FORMATS, convert_checkpoint, read_foreign
 from corelib.training import finetune, load_checkpoint, load_trained_model
 
 C = 2048

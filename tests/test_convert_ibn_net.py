@@ -1,4 +1,4 @@
-"""The ``ibn_net`` checkpoint format (corelib.convert.ibn_net): IBN-Net's release files and its training
+"""The ``ibn_net`` checkpoint format (corelib.models.convert.ibn_net): IBN-Net's release files and its training
 script's checkpoints, written here from the official layer tables, converted into source networks.
 
 The layouts are data read from IBN-Net's ``ibnnet/resnet_ibn.py`` (github.com/XingangPan/IBN-Net,
@@ -13,11 +13,11 @@ import pytest
 import torch
 
 from corelib.config import FinetuneCfg
-from corelib.convert import convert_checkpoint
-from corelib.convert import ibn_net as ibn_format
 from corelib.data import load_synthetic
 from corelib.errors import CheckpointError, InvalidInputError
 from corelib.models import build_model
+from corelib.models.convert import convert_checkpoint
+from corelib.models.convert import ibn_net as ibn_format
 from corelib.runtime.checkpoint import load_checkpoint
 from corelib.training import finetune, load_trained_model
 from corelib.training.finetune import load_source_trunk

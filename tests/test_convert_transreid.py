@@ -1,4 +1,4 @@
-"""The ``transreid`` checkpoint format (corelib.convert.transreid): files written in the official
+"""The ``transreid`` checkpoint format (corelib.models.convert.transreid): files written in the official
 layout (the tables below are data read from damo-cv/TransReID, not its code) convert with every
 tensor at its place and nothing dropped beyond the documented unused keys; the converted network's
 eval feature equals an independent re-implementation of the official eval forward; the settings
@@ -18,10 +18,10 @@ from test_datasets import make_market
 from torch import nn
 
 from corelib.cli import main
-from corelib.convert import FORMATS, convert_checkpoint
 from corelib.data import load_synthetic
 from corelib.errors import CheckpointError, InvalidInputError
 from corelib.models import build_model
+from corelib.models.convert import FORMATS, convert_checkpoint
 from corelib.models.vit import IMAGENET_MEAN, IMAGENET_STD
 from corelib.recipes import RecipeContext, resolve_recipe
 from corelib.runtime.checkpoint import load_checkpoint

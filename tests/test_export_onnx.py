@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 from corelib.cli import main
 from corelib.config import FinetuneCfg
-from corelib.convert import file_sha256
+from corelib.models.convert import file_sha256
 from corelib.errors import InvalidInputError, MissingExtraError, NotOwnedError
 from corelib.export import EXPORTED_BY, ONNX_OPSET, export_onnx
 from corelib.features import uses_test_flip

@@ -29,7 +29,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (  # lowest first; a unit is a top-level m
     ("models", "outputs", "features"),
     ("report",),
     ("config",),
-    ("recipes", "style", "explain", "viz", "filtering", "convert"),
+    ("recipes", "style", "explain", "viz", "filtering"),
     ("pairs",),
     ("training", "baseline_plan"),
     ("baselines", "notebooks", "export"),

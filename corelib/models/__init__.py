@@ -32,6 +32,7 @@ from . import ibn  # noqa: F401,E402 - registers resnet{18,34,50,101}_ibn_{a,b}
 from . import vit  # noqa: F401,E402 - registers transreid_vit_{base,small,tiny}
 from .attention import ECAB, SECAB, get_attention
 from .complexity import count_parameters, measure_flops, paper_parameter_count
+from .convert import ConvertedCheckpoint, convert_checkpoint, list_formats, register_format
 from .fusion import EnsembleFusion, FusedFeatures
 from .mean_teacher import MeanTeacher
 from .registry import (
@@ -92,6 +93,7 @@ for _depth in DEPTHS:  # the networks with their ResNet fixed, as the paper name
 __all__ = [
     "Backbone",
     "CameraBlind",
+    "ConvertedCheckpoint",
     "CoreReIDNet",
     "DEPTHS",
     "ECAB",
@@ -111,11 +113,13 @@ __all__ = [
     "build_backbone",
     "build_model",
     "build_trunk",
+    "convert_checkpoint",
     "camera_count",
     "count_parameters",
     "feature_channels",
     "get_attention",
     "list_backbones",
+    "list_formats",
     "list_models",
     "jigsaw_order",
     "load_trunk_state",
@@ -124,5 +128,6 @@ __all__ = [
     "paper_parameter_count",
     "patch_grid",
     "register_backbone",
+    "register_format",
     "register_model",
 ]

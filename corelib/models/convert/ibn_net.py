@@ -31,9 +31,9 @@ from typing import Any
 
 import torch
 
-from ..errors import InvalidInputError
-from ..models import build_model
-from ..models.ibn import RELEASE_FILES, RELEASES, VARIANTS, guess_arch
+from ...errors import InvalidInputError
+from ..ibn import RELEASE_FILES, RELEASES, VARIANTS, guess_arch
+from ..registry import build_model
 from .core import Conversion, parse_pair, register_format
 
 INPUT_SIZE = (256, 128)

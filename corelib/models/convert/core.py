@@ -1,4 +1,4 @@
-"""The conversion machinery behind :mod:`corelib.convert`: the format registry, the safe reader of
+"""The conversion machinery behind :mod:`corelib.models.convert`: the format registry, the safe reader of
 foreign files, the checked mapping of their tensors onto a registered network, and the writer of the
 converted checkpoint. The formats are the other modules of this package."""
 
@@ -13,12 +13,11 @@ from typing import Any, Callable, Mapping, Optional, Union
 import numpy as np
 import torch
 
-from ..config import FinetuneCfg, PretrainCfg
-from ..errors import CheckpointError, InvalidInputError, MissingFileError
-from ..models import build_model
-from ..registry import Registry
-from ..runtime.checkpoint import load_checkpoint, save_checkpoint
-from ..yamlfile import read_yaml
+from ...errors import CheckpointError, InvalidInputError, MissingFileError
+from ...registry import Registry
+from ...runtime.checkpoint import load_checkpoint, save_checkpoint
+from ...yamlfile import read_yaml
+from ..registry import build_model
 
 STAGES = ("pretrain", "finetune")
 
@@ -189,18 +188,25 @@ def require(options: Mapping[str, Any], name: str, fmt: str, why: str, *, config
 
 @dataclass(frozen=True)
 class ConvertedCheckpoint:
-    """What :func:`convert_checkpoint` wrote."""
+    """What :func:`convert_checkpoint` made (and wrote, given a path)."""
 
-    path: Path
+    path: Optional[Path]
+    """Where it was written; None when only returned."""
     conversion: Conversion
     record: dict
     """The checkpoint's ``converted`` entry."""
+    checkpoint: dict
+    """The checkpoint's contents (stage, model, model_name, model_args, cfg, epoch, converted)."""
+    model: torch.nn.Module
+    """The converted network, loaded, in eval mode."""
 
 
-def convert_checkpoint(path: Union[str, Path], format: str, out: Union[str, Path], *,
+def convert_checkpoint(path: Union[str, Path], format: str, out: Union[str, Path, None] = None, *,
                        config: Union[str, Path, None] = None, overwrite: bool = False, **options: Any
                        ) -> ConvertedCheckpoint:
-    """Convert the file ``path`` of format ``format`` into a corelib checkpoint at ``out``.
+    """Convert the file ``path`` of format ``format`` into a corelib checkpoint, written to ``out``
+    (``corelib convert``) or, without ``out``, only returned (:attr:`ConvertedCheckpoint.checkpoint`:
+    what :func:`~corelib.runtime.checkpoint.save_checkpoint` would write; ``.model`` the network).
 
     Args:
         format: a registered format (:func:`list_formats`).
@@ -222,8 +228,9 @@ def convert_checkpoint(path: Union[str, Path], format: str, out: Union[str, Path
         raise InvalidInputError(f"{format} takes no option {unknown[0]!r}; its options: {known}")
     if config is not None and not info.takes_config:
         raise InvalidInputError(f"{format} files have no YAML config; drop --config")
-    out = Path(out).expanduser()
-    _check_out(out, overwrite)
+    if out is not None:
+        out = Path(out).expanduser()
+        _check_out(out, overwrite)
     path = Path(path).expanduser()
     contents = read_foreign(path)
     cfg = read_yaml(config, what=f"the {format} config") if config is not None else None
@@ -255,9 +262,10 @@ def convert_checkpoint(path: Union[str, Path], format: str, out: Union[str, Path
         "epoch": (conversion.epoch - 1) if conversion.epoch else None,
         "converted": record,
     }
-    out.parent.mkdir(parents=True, exist_ok=True)
-    save_checkpoint(state, out)
-    return ConvertedCheckpoint(out, conversion, record)
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        save_checkpoint(state, out)
+    return ConvertedCheckpoint(out, conversion, record, state, model)
 
 
 def _check_out(out: Path, overwrite: bool) -> None:
@@ -329,25 +337,27 @@ def _load(conversion: Conversion, flat: dict[str, torch.Tensor], fmt: str, path:
     return model.eval()
 
 
+MODEL_FIELDS = {"pretrain": ("backbone", "backbone_args"),
+                "finetune": ("backbone", "backbone_args", "ecab", "pool", "fusion", "alpha")}
+"""The network arguments that are fields of each stage config's ``model`` group besides ``name``,
+``weights`` and ``net_args`` (:class:`~corelib.config.SourceModelCfg`, :class:`~corelib.config.MeanTeacherCfg`;
+a test holds the two equal); every other argument goes to ``net_args``."""
+
+
 def stage_cfg(conversion: Conversion) -> dict:
-    """The stage config a converted checkpoint carries: the defaults of the stage with the network,
-    the input size and (fine-tuning) the class count of the file, so that the loaders and the
-    evaluation read it as they read a checkpoint of the workbench's own."""
-    args = dict(conversion.model_args)
+    """The stage config a converted checkpoint carries, as a ``to_dict`` mapping of the fields the file
+    determines: the network (``model``), the input size (``augment``) and, for fine-tuning, the class
+    count (``cluster.num_clusters``). :func:`corelib.load_trained_model` fills in the stage's defaults
+    for the rest, as for a checkpoint of the workbench's own written before a field existed."""
+    args = {k: list(v) if isinstance(v, tuple) else v for k, v in conversion.model_args.items()}
     classes = args.pop("num_classes", None)
-    cls = PretrainCfg if conversion.stage == "pretrain" else FinetuneCfg
-    model_fields = set(cls.__dataclass_fields__["model"].default_factory.__dataclass_fields__)
-    overrides: dict = {"model.name": conversion.model_name, "augment.height": int(conversion.input_size[0]),
-                       "augment.width": int(conversion.input_size[1])}
-    net_args = {}
-    for k, v in args.items():
-        if k in model_fields and k != "net_args":
-            overrides[f"model.{k}"] = list(v) if isinstance(v, tuple) else v
-        else:
-            net_args[k] = list(v) if isinstance(v, tuple) else v
-    overrides["model.net_args"] = net_args
+    fields = MODEL_FIELDS[conversion.stage]
+    model = {"name": conversion.model_name, **{k: v for k, v in args.items() if k in fields},
+             "net_args": {k: v for k, v in args.items() if k not in fields}}
+    cfg: dict = {"model": model, "augment": {"height": int(conversion.input_size[0]),
+                                             "width": int(conversion.input_size[1])}}
     if conversion.stage == "pretrain":
-        overrides["model.weights"] = "none"
+        model["weights"] = "none"
     elif classes is not None:
-        overrides["cluster.num_clusters"] = int(classes)
-    return cls().with_overrides(overrides).to_dict()
+        cfg["cluster"] = {"num_clusters": int(classes)}
+    return cfg

@@ -66,10 +66,10 @@ from typing import Any, Mapping, Optional
 
 import torch
 
-from ..data import load_manifest
-from ..errors import CorelibError, InvalidInputError, UnknownNameError
-from ..models.vit import VARIANTS, patch_grid
-from ..published import canonical_task
+from ...data import load_manifest
+from ...errors import CorelibError, InvalidInputError, UnknownNameError
+from ...published import canonical_task
+from ..vit import VARIANTS, patch_grid
 from .core import Conversion, parse_pair, register_format, require
 
 FORMAT = "transreid"

@@ -29,9 +29,9 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
-from ..errors import InvalidInputError, UnknownNameError
-from ..models.ibn import guess_arch
-from ..published import canonical_task
+from ...errors import InvalidInputError, UnknownNameError
+from ...published import canonical_task
+from ..ibn import guess_arch
 from .core import Conversion, parse_pair, register_format
 
 FORMAT = "corereid_v1"

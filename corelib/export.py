@@ -66,7 +66,7 @@ from .data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from .errors import InvalidInputError, InvalidTypeError, MissingExtraError, NotOwnedError
 from .features import uses_test_flip
 from .models import MeanTeacher, TransReIDNet, TransReIDViT
-from .models.convert import file_sha256
+from .ownership import fingerprint
 from .paths import atomic_file
 from .repro import env_report
 from .training.evaluate import load_trained_model
@@ -167,7 +167,7 @@ def export_onnx(source: Union[str, Path, nn.Module], out: Union[str, Path], *, o
             raise InvalidInputError("a checkpoint records its input size; drop input_size")
         trained = load_trained_model(source)
         model, model_name, input_size = trained.model, str(trained.cfg["model"]["name"]), trained.input_size
-        record = {"checkpoint": Path(source).name, "checkpoint_sha256": file_sha256(Path(source).expanduser())}
+        record = {"checkpoint": Path(source).name, "checkpoint_sha256": fingerprint(Path(source).expanduser())}
     else:
         raise InvalidTypeError(f"source must be a checkpoint path or an nn.Module, got {type(source).__name__}")
     height, width = int(input_size[0]), int(input_size[1])

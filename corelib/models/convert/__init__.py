@@ -40,7 +40,6 @@ from .core import (
     ConvertedCheckpoint,
     FormatInfo,
     convert_checkpoint,
-    file_sha256,
     list_formats,
     parse_pair,
     read_foreign,
@@ -50,5 +49,5 @@ from .core import (
     strip_prefix,
 )
 
-__all__ = ["FORMATS", "Conversion", "ConvertedCheckpoint", "FormatInfo", "convert_checkpoint", "file_sha256",
+__all__ = ["FORMATS", "Conversion", "ConvertedCheckpoint", "FormatInfo", "convert_checkpoint",
            "list_formats", "parse_pair", "read_foreign", "register_format", "require", "stage_cfg", "strip_prefix"]

@@ -4,7 +4,6 @@ converted checkpoint. The formats are the other modules of this package."""
 
 from __future__ import annotations
 
-import hashlib
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,6 +13,7 @@ import numpy as np
 import torch
 
 from ...errors import CheckpointError, InvalidInputError, MissingFileError
+from ...ownership import fingerprint
 from ...registry import Registry
 from ...runtime.checkpoint import load_checkpoint, save_checkpoint
 from ...yamlfile import read_yaml
@@ -143,14 +143,6 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def file_sha256(path: Union[str, Path]) -> str:
-    digest = hashlib.sha256()
-    with Path(path).open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def strip_prefix(state: Mapping[str, Any], prefix: str) -> dict[str, Any]:
     """The entries of ``state`` under ``prefix`` (e.g. DataParallel's ``module.``), the prefix removed."""
     return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
@@ -234,7 +226,7 @@ def convert_checkpoint(path: Union[str, Path], format: str, out: Union[str, Path
     path = Path(path).expanduser()
     contents = read_foreign(path)
     cfg = read_yaml(config, what=f"the {format} config") if config is not None else None
-    digest = file_sha256(path)
+    digest = fingerprint(path)  # the file's SHA-256
     extra = {"sha256": digest} if info.takes_sha256 else {}
     conversion = convert(contents, config=cfg, options=dict(options), **extra)
     flat = _flat_tensors(contents)

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import hashlib
 import math
+import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -160,21 +162,23 @@ def write_v1(path: Path, state: dict, *, wrap: bool = True, epoch: int = 40) -> 
 
 
 @pytest.fixture(scope="module")
-def tagged_files(tmp_path_factory) -> dict:
+def tagged_files(tmp_path_factory) -> Iterator[dict]:
     """The two files with a distinct value in every tensor, converted with the defaults."""
     d = tmp_path_factory.mktemp("v1_tagged")
     src = write_v1(d / "source_model_best.pth.tar", tagged(prefixed(dict(source_table()), "module.").items()), epoch=61)
     enc = write_v1(d / "model_best.pth.tar", tagged(encoder_table()), epoch=40)
-    return {"source": (src, convert_checkpoint(src, "corereid_v1", d / "source.pt")),
-            "finetune": (enc, convert_checkpoint(enc, "corereid_v1", d / "v1.pt", task="Market→CUHK03"))}
+    yield {"source": (src, convert_checkpoint(src, "corereid_v1", d / "source.pt")),
+           "finetune": (enc, convert_checkpoint(enc, "corereid_v1", d / "v1.pt", task="Market→CUHK03"))}
+    shutil.rmtree(d)  # four ResNet-50-sized files: freed when the module is done, not at the session's end
 
 
 @pytest.fixture(scope="module")
-def real_encoder(tmp_path_factory) -> Path:
+def real_encoder(tmp_path_factory) -> Iterator[Path]:
     """A fine-tuning file with independent random weights of a trained network's scale in student and teacher."""
     d = tmp_path_factory.mktemp("v1_real")
     state = realistic(encoder_table(), seed=0)
-    return write_v1(d / "model_best.pth.tar", state, epoch=40)
+    yield write_v1(d / "model_best.pth.tar", state, epoch=40)
+    shutil.rmtree(d)
 
 
 # ----------------------------------------------------------------------------- every tensor where it belongs

@@ -111,7 +111,6 @@ def run_baselines(pair, source, target, pair_dir: Union[str, Path], plan: Baseli
         UnknownNameError, InvalidInputError, ConfigError: as :func:`baseline_settings`, before anything trains.
     """
     pair_dir = Path(pair_dir)
-    shared = pair_dir / "pretrain" / "best.pt"
     # every recipe's settings first: a misspelt field of the last one is named before the first trains
     settings = baseline_settings(pair, plan)
     smoke, seed, device = plan.smoke, plan.seed, plan.device
@@ -126,15 +125,8 @@ def run_baselines(pair, source, target, pair_dir: Union[str, Path], plan: Baseli
             source_history = pre.history
             checkpoint = pre.best_checkpoint
         else:
-            if not shared.is_file():
-                if not train_missing_source:
-                    raise MissingFileError(f"{shared} is missing: the recipes start from chapter 02's source network; "
-                                           f"run notebooks/02_pretraining.ipynb with the same RUN_DIR first")
-                print(f"{pair.name}: no source network of chapter 02 in {pair_dir}; training it here with chapter 02's "
-                      f"recipe ({'smoke' if smoke else 'full'})")
-                pretrain(pair.pretrain_cfg(smoke=smoke, seed=seed, device=device), source, pair_dir, target=target,
-                         resume=resume, progress=progress)
-            checkpoint = shared
+            checkpoint = shared_source_network(pair, source, target, pair_dir, smoke=smoke, seed=seed, device=device,
+                                               resume=resume, train_missing=train_missing_source, progress=progress)
         fresh = not (resume and (folder / "finetune" / "last.pt").is_file())
         direct = None
         if fresh and own:  # its pre-training already scored best.pt on the target (camera-blind, at this size)
@@ -146,6 +138,35 @@ def run_baselines(pair, source, target, pair_dir: Union[str, Path], plan: Baseli
         out[name] = BaselineRun(name, dict(res.direct_transfer), list(res.history),
                                 _seconds(source_history) + _seconds(res.history), own, source_history)
     return out
+
+
+def shared_source_network(pair, source, target, pair_dir: Union[str, Path], *, smoke: bool = False,
+                          seed: Optional[int] = None, device: Optional[str] = None, resume: bool = True,
+                          train_missing: bool = True, progress: bool = True) -> Path:
+    """``pair_dir/pretrain/best.pt``, chapter 02's source network of ``pair``, which the recipes without a
+    source network of their own start from; trained there first with the pair's own pre-training recipe
+    when it is missing (and said), as chapter 02 would.
+
+    Raises:
+        MissingFileError: it is missing and ``train_missing`` is off.
+    """
+    pair_dir = Path(pair_dir)
+    shared = pair_dir / "pretrain" / "best.pt"
+    if not shared.is_file():
+        if not train_missing:
+            raise MissingFileError(f"{shared} is missing: the recipes start from chapter 02's source network; "
+                                   f"run notebooks/02_pretraining.ipynb with the same RUN_DIR first")
+        print(f"{pair.name}: no source network of chapter 02 in {pair_dir}; training it here with chapter 02's "
+              f"recipe ({'smoke' if smoke else 'full'})")
+        pretrain(pair.pretrain_cfg(smoke=smoke, seed=seed, device=device), source, pair_dir, target=target,
+                 resume=resume, progress=progress)
+    return shared
+
+
+def finetuned_checkpoint(pair_dir: Union[str, Path], recipe: str) -> Path:
+    """The adapted network :func:`run_baselines` left for ``recipe`` in ``pair_dir``: its fine-tuning's
+    ``best.pt`` (the teacher of the best evaluated epoch)."""
+    return Path(pair_dir) / BASELINES_DIR / recipe / "finetune" / "best.pt"
 
 
 def _direct_from_log(history: Sequence[Mapping], best_epoch: int, pre_cfg, cfg) -> Optional[dict]:

@@ -12,6 +12,15 @@ Chapter 06 uses these to show what adaptation does to the target's feature space
 - :func:`cluster_sizes`: images per cluster (or per identity), largest first.
 - :func:`study_feature_space`: all of the above for one network on a source / target pair, with
   the target's k-means pseudo-labels as fine-tuning would compute them.
+
+Chapter 09 asks the same of orientation (the view id of each image, where the data has one):
+
+- ``similarity_histograms(..., side="view")``: the four kinds of pairs split by same / other view; the
+  *view gap* (different identities seen from the same view minus from other views) is how much of
+  the similarity of two different identities is orientation;
+- :func:`nearest_wrong_views`: for each query, whether its most similar gallery image of another
+  identity shares the query's view, against the share a random wrong image would;
+- :func:`study_orientation`: both for one network on a target dataset.
 """
 
 from __future__ import annotations
@@ -29,6 +38,7 @@ from .cluster import kmeans, pseudo_label_quality
 from .errors import InvalidInputError
 from .progress import tqdm
 from .training.analysis import analysis_features
+from .training.evaluate import evaluate_model
 
 if TYPE_CHECKING:
     from .features import Features
@@ -62,32 +72,51 @@ def umap_projection(features: Union[torch.Tensor, np.ndarray], *, n_neighbors: i
 
 @dataclass
 class SimilarityHistograms:
-    """Histograms of pairwise cosine similarity per :data:`PAIR_KINDS` (each unordered pair once)."""
+    """Histograms of pairwise cosine similarity per :data:`PAIR_KINDS` (each unordered pair once).
+
+    ``side`` names the side information the pairs are split by: ``"camera"`` (chapter 06) or
+    ``"view"`` (chapter 09, the orientation); the kinds keep :data:`PAIR_KINDS`' keys either way and
+    :meth:`kind_label` words them for the side."""
 
     edges: np.ndarray  # (bins + 1,) bin edges over [-1, 1]
     counts: dict  # kind -> (bins,) pair counts
     means: dict  # kind -> mean similarity (NaN when the kind has no pairs)
     pairs: dict  # kind -> number of pairs
+    side: str = "camera"
+
+    @property
+    def gap(self) -> float:
+        """Mean similarity of different identities on the same side (camera or view) minus across sides:
+        how much of the similarity of two different identities the side information explains."""
+        return self.means["different id, same camera"] - self.means["different id, cross camera"]
 
     @property
     def camera_gap(self) -> float:
         """Mean similarity of different identities in the same camera minus across cameras."""
-        return self.means["different id, same camera"] - self.means["different id, cross camera"]
+        return self.gap
+
+    def kind_label(self, kind: str) -> str:
+        """``kind`` (a key of :data:`PAIR_KINDS`) in the words of this side: "different id, same view"."""
+        return kind.replace("cross camera", f"other {self.side}").replace("camera", self.side) \
+            if self.side != "camera" else kind
 
     def to_dict(self) -> dict:
-        return {"means": dict(self.means), "pairs": dict(self.pairs), "camera_gap": self.camera_gap}
+        return {"means": {self.kind_label(k): v for k, v in self.means.items()},
+                "pairs": {self.kind_label(k): v for k, v in self.pairs.items()}, f"{self.side}_gap": self.gap}
 
 
 def similarity_histograms(features: torch.Tensor, pids: Sequence[int], camids: Sequence[int], *, bins: int = 200,
-                          chunk: int = 1024, device: Union[str, torch.device, None] = None) -> SimilarityHistograms:
+                          chunk: int = 1024, device: Union[str, torch.device, None] = None,
+                          side: str = "camera") -> SimilarityHistograms:
     """Cosine similarity of every pair of rows of ``features``, histogrammed per kind of pair.
 
     Args:
         features: ``(N, D)`` descriptors (normalised here).
-        pids, camids: the true identity and camera of each row.
+        pids, camids: the true identity and camera of each row (with ``side="view"``: its view id).
         bins: histogram bins over [-1, 1].
         chunk: rows of the similarity matrix computed at once.
         device: where the products run (default: the features' device).
+        side: what ``camids`` holds, ``"camera"`` or ``"view"`` (the words of the kinds and the gap).
     """
     dev = torch.device(device) if device is not None else features.device
     x = F.normalize(features.float().to(dev), dim=1)
@@ -113,7 +142,7 @@ def similarity_histograms(features: torch.Tensor, pids: Sequence[int], camids: S
     pairs = {k: int(counts[k].sum()) for k in PAIR_KINDS}
     means = {k: sums[k] / pairs[k] if pairs[k] else float("nan") for k in PAIR_KINDS}
     return SimilarityHistograms(np.linspace(-1.0, 1.0, bins + 1), {k: v.cpu().numpy() for k, v in counts.items()},
-                                means, pairs)
+                                means, pairs, side)
 
 
 def cluster_sizes(labels: Sequence[int]) -> np.ndarray:
@@ -190,3 +219,81 @@ def study_feature_space(trained, source, target, *, k: int, source_images: Optio
     bar.update()
     bar.close()
     return FeatureSpace(points, src, tgt, labels, pseudo_label_quality(labels, tgt.pids), histograms)
+
+
+# ----------------------------------------------------------------------------- orientation (chapter 09)
+
+
+def split_views(samples: Sequence) -> np.ndarray:
+    """The view id of every sample, ``-1`` where it has none (``Sample.viewid`` is None)."""
+    return np.array([-1 if s.viewid is None else int(s.viewid) for s in samples], dtype=np.int64)
+
+
+def nearest_wrong_views(query: torch.Tensor, gallery: torch.Tensor, query_pids: Sequence[int],
+                        gallery_pids: Sequence[int], query_views: Sequence[int], gallery_views: Sequence[int]) -> dict:
+    """How often the most similar gallery image of *another* identity shares the query's view.
+
+    For every query with a known view (``>= 0``), among the gallery images of other identities with a
+    known view: the most similar one (cosine) and whether its view is the query's; ``chance`` is the
+    share of those wrong images that have the query's view, averaged over the queries: what a match
+    blind to orientation would give. ``same view`` well above ``chance`` means the first wrong answers
+    are drawn to the query's orientation.
+
+    Returns:
+        ``{"same view": share, "chance": share, "queries": n}`` (shares NaN when no query qualifies).
+    """
+    q = F.normalize(query.float(), dim=1)
+    g = F.normalize(gallery.float(), dim=1)
+    qp, gp = np.asarray(query_pids), np.asarray(gallery_pids)
+    qv, gv = np.asarray(query_views), np.asarray(gallery_views)
+    if not (len(qp) == len(qv) == len(q) and len(gp) == len(gv) == len(g)):
+        raise InvalidInputError(f"{len(q)} query and {len(g)} gallery features, but {len(qp)} / {len(qv)} query and "
+                                f"{len(gp)} / {len(gv)} gallery pids / views")
+    sim = (q @ g.T).cpu().numpy()
+    hits, chance = [], []
+    for i in np.flatnonzero(qv >= 0):
+        wrong = (gp != qp[i]) & (gv >= 0)
+        if not wrong.any():
+            continue
+        candidates = np.flatnonzero(wrong)
+        nearest = candidates[int(np.argmax(sim[i, candidates]))]
+        hits.append(gv[nearest] == qv[i])
+        chance.append(float(np.mean(gv[candidates] == qv[i])))
+    n = len(hits)
+    return {"same view": float(np.mean(hits)) if n else float("nan"),
+            "chance": float(np.mean(chance)) if n else float("nan"), "queries": n}
+
+
+@dataclass
+class OrientationStudy:
+    """What one network's descriptors owe to orientation on a target (:func:`study_orientation`)."""
+
+    similarities: SimilarityHistograms  # target training pairs, split by identity and by view
+    nearest_wrong: dict  # :func:`nearest_wrong_views` of the query against the gallery
+    scores: dict  # :func:`~corelib.training.evaluate.evaluate_model` of the network on the target (fractions)
+
+    @property
+    def view_gap(self) -> float:
+        return self.similarities.gap
+
+
+def study_orientation(trained, target, *, device: Union[str, torch.device] = "cpu",
+                      progress: bool = False) -> OrientationStudy:
+    """The view gap of ``target``'s training pairs, the views of the query's nearest wrong matches and
+    the retrieval scores, for one :class:`~corelib.TrainedModel` on its test protocol.
+
+    Raises:
+        InvalidInputError: ``target`` has no view ids (``ReIDDataset.has_views``).
+    """
+    if not getattr(target, "has_views", False):
+        raise InvalidInputError(f"{target.name} has no view id on every image; the orientation study needs them "
+                                f"(the embedded datasets have them; VeRi-776 with its keypoint files)")
+    train = analysis_features(trained, target, device=device, progress=progress)
+    hists = similarity_histograms(train.features, train.pids, split_views(target.train), device=device, side="view")
+    q = analysis_features(trained, target, split="query", device=device, progress=progress)
+    g = analysis_features(trained, target, split="gallery", device=device, progress=progress)
+    wrong = nearest_wrong_views(q.features, g.features, q.pids, g.pids, split_views(target.query),
+                                split_views(target.gallery))
+    scores = evaluate_model(trained.model, target, *trained.input_size, device=device,
+                            channels_last=trained.channels_last)
+    return OrientationStudy(hists, wrong, scores)

@@ -323,8 +323,9 @@ PAIR_KIND_STYLES = {"same id, same camera": ("C2", "--"), "same id, cross camera
 
 def similarity_histograms(hists: Mapping[str, object], *, title: Optional[str] = None) -> Figure:
     """One panel per stage (``{"before adaptation": SimilarityHistograms, ...}``): the density of
-    pairwise cosine similarity for the four kinds of pairs; dashed = same camera, green = same
-    identity. The gap between the two red curves is the camera bias."""
+    pairwise cosine similarity for the four kinds of pairs; dashed = same camera (or view: the
+    histograms' ``side``), green = same identity. The gap between the two red curves is the camera
+    (view) bias."""
     fig, axes = plt.subplots(1, len(hists), figsize=(3.6 * len(hists), 2.9), sharey=False, squeeze=False)
     for ax, (name, h) in zip(axes[0], hists.items()):
         centres = (h.edges[:-1] + h.edges[1:]) / 2
@@ -334,12 +335,12 @@ def similarity_histograms(hists: Mapping[str, object], *, title: Optional[str] =
                 continue
             colour, ls = PAIR_KIND_STYLES[kind]
             ax.plot(centres, counts / counts.sum() / width, color=colour, ls=ls, lw=1.2,
-                    label=f"{kind} (mean {h.means[kind]:.2f})")
+                    label=f"{h.kind_label(kind)} (mean {h.means[kind]:.2f})")
         occupied = np.flatnonzero(sum(h.counts.values()) > 0)
         if len(occupied):  # the occupied part of [-1, 1], with a margin
             pad = 3 * width
             ax.set_xlim(max(-1.0, h.edges[occupied[0]] - pad), min(1.0, h.edges[occupied[-1] + 1] + pad))
-        ax.set_title(f"{name}\ncamera gap {h.camera_gap:+.3f}", fontsize=9)
+        ax.set_title(f"{name}\n{h.side} gap {h.gap:+.3f}", fontsize=9)
         ax.set_xlabel("cosine similarity")
         ax.set_ylabel("density")
         ax.set_ylim(0, ax.get_ylim()[1] * 1.5)  # headroom for the legend
@@ -537,5 +538,38 @@ def gap_closed_bars(rows: Sequence[Mapping], *, title: Optional[str] = None) -> 
     ax.legend(fontsize=6)
     if title:
         ax.set_title(title)
+    fig.tight_layout()
+    return fig
+
+
+ORIENTATION_PANELS = (("mAP", "target mAP (%)"), ("view gap", "view gap (different ids:\nsame view - other view)"),
+                      ("nearest wrong, same view", "nearest wrong match\nfrom the query's view (%)"))
+"""The columns of chapter 09's rows that :func:`orientation_bars` draws, with their axis labels."""
+
+
+def orientation_bars(rows: Sequence[Mapping], *, title: Optional[str] = None) -> Figure:
+    """Chapter 09 for one pair: a bar per network (rows of ``{"network", "mAP", "view gap",
+    "nearest wrong, same view", "chance"}``) in three panels: target mAP, the view gap, and the
+    share of queries whose nearest wrong match shares their view (dotted: ``chance``, what a match
+    blind to orientation gives). A missing value (None) leaves its bar out."""
+    if not rows:
+        raise InvalidInputError("orientation_bars needs at least one row")
+    names = [r["network"] for r in rows]
+    fig, axes = plt.subplots(1, len(ORIENTATION_PANELS), figsize=(3.3 * len(ORIENTATION_PANELS), 3.2), squeeze=False)
+    x = np.arange(len(rows))
+    for ax, (key, label) in zip(axes[0], ORIENTATION_PANELS):
+        vals = [np.nan if r.get(key) is None else float(r[key]) for r in rows]
+        bars = ax.bar(x, vals, 0.7, color=[f"C{i}" for i in range(len(rows))])
+        ax.bar_label(bars, fmt="%.3f" if key == "view gap" else "%.1f", fontsize=6, padding=1)
+        if key == "nearest wrong, same view":
+            chance = [r.get("chance") for r in rows if r.get("chance") is not None]
+            if chance:
+                ax.axhline(float(np.mean(chance)), color="0.3", ls=":", lw=1.0, label="chance")
+                ax.legend(fontsize=6, loc="lower right")
+        ax.axhline(0, color="0.3", lw=0.6)
+        ax.set_xticks(x, names, rotation=25, ha="right", fontsize=7)
+        ax.set_ylabel(label, fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return fig

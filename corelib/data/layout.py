@@ -10,8 +10,9 @@
   folders), so a link back to a parent folder is never followed round;
 - :func:`parse_folder` reads a folder of Market-style file names, :func:`list_lines` a list file,
   and :func:`bad_line` names the file and line that does not parse;
-- :func:`read_view_file` reads an orientation annotation file in VeRi-776's keypoint format and
-  :func:`attach_views` gives each split's samples their view ids from such files.
+- :func:`read_view_file` reads an orientation annotation file in VeRi-776's keypoint format,
+  :func:`write_view_file` writes one, and :func:`attach_views` gives each split's samples their view
+  ids from such files.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import warnings
 from contextlib import contextmanager
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Iterable, Iterator, Optional, Sequence, Union
+from typing import Iterable, Iterator, Mapping, Optional, Sequence, Union
 
 from ..errors import DatasetRootError, InvalidInputError, UnsafePathError
 from .dataset import DATASETS, Sample
@@ -304,6 +305,14 @@ def read_view_file(path: Path) -> dict[str, int]:
             raise bad_line(path, lineno, line, VIEW_LINE)
         views[fields[0].replace("\\", "/").rsplit("/", 1)[-1]] = view
     return views
+
+
+def write_view_file(path: Path, views: Mapping[str, int]) -> None:
+    """Write ``{image file name: view id}`` in VeRi's keypoint format, one line per image in name order:
+    the name, :data:`KEYPOINT_COORDINATES` coordinates, all ``0`` (no keypoints are known), the view id
+    last; :func:`read_view_file` reads it back."""
+    zeros = " ".join(["0"] * KEYPOINT_COORDINATES)
+    Path(path).write_text("".join(f"{name} {zeros} {int(views[name])}\n" for name in sorted(views)))
 
 
 def attach_views(

@@ -26,7 +26,7 @@ from ...errors import MissingFileError
 from ...ownership import install_folder
 from ...progress import tqdm
 from ..dataset import ReIDDataset, build_dataset
-from ..layout import KEYPOINT_COORDINATES, VIEW_FILES
+from ..layout import VIEW_FILES, write_view_file
 from ..manifests import dump_manifest, load_manifest
 from .canvas import camera_style, preset_rng
 from .person import person_identity, render_person
@@ -252,10 +252,9 @@ def _write_view_files(preset: SyntheticPreset, root: Path, jobs: list[ImageJob],
     """The drawn views in VeRi's keypoint-file format (see the module docstring), every image listed,
     junk included: the train folder's in the first file, query and gallery's in the second."""
     folders = _split_folders(preset)
-    zeros = " ".join(["0"] * KEYPOINT_COORDINATES)  # the generator places no keypoints
     for name, wanted in zip(VIEW_FILES, ((folders["train"],), (folders["query"], folders["gallery"]))):
-        lines = sorted(f"{j.filename} {zeros} {v}\n" for j, v in zip(jobs, views) if j.split in wanted)
-        (root / name).write_text("".join(lines))
+        # zero coordinates: the generator places no keypoints
+        write_view_file(root / name, {j.filename: v for j, v in zip(jobs, views) if j.split in wanted})
 
 
 def _possible_views(preset: SyntheticPreset, cams: set[int]) -> int:

@@ -3,13 +3,13 @@ presets' view files, the custom CSV's viewid column, manifests and `corelib veri
 
 from __future__ import annotations
 
+import json
 import shutil
 import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import SMALL_SCALE
 from test_datasets import write_images, write_text
 
 from corelib.cli import main
@@ -17,7 +17,7 @@ from corelib.data.batches import ImageDataset
 from corelib.data.dataset import ReIDDataset, Sample, build_dataset
 from corelib.data.layout import VIEW_FILES, read_view_file, relabel
 from corelib.data.manifests import load_manifest, verify_dataset
-from corelib.data.synthetic import get_preset, load_synthetic, plan_jobs, render_example
+from corelib.data.synthetic import STAMP_FILE, get_preset, load_synthetic, plan_jobs, render_example
 from corelib.errors import DatasetRootError, InvalidInputError, ManifestError
 from corelib.training.finetune import _relabel
 
@@ -155,7 +155,9 @@ def test_embedded_views_are_those_the_generator_drew(synthetic_small, name):
 
     ds = load_synthetic(root)
     assert ds.has_views and {s.viewid for s in ds.train} <= {0, 1, 2}
-    preset = get_preset(name).scaled(SMALL_SCALE)
+    scaled = json.loads((root / STAMP_FILE).read_text())["preset"]  # e.g. market_like_x0.05
+    preset = get_preset(name).scaled(float(scaled.rsplit("_x", 1)[1]))
+    assert preset.name == scaled
     jobs = {j.filename: j for j in plan_jobs(preset)}
     for split in ("train", "query", "gallery"):
         for s in ds.split(split)[:3]:

@@ -270,6 +270,9 @@ def test_domain_aware_set_doubles_the_source(domain_models, vehicle_pair, tmp_pa
     assert enlarged.num_train_pids == source.num_train_pids
     assert sorted((s.pid, s.camid) for s in enlarged.train) == sorted(
         [(s.pid, s.camid) for s in source.train] * 2)
+    # a copy keeps the view of its real image (the view files are written beside the folders)
+    assert enlarged.has_views and sorted((s.pid, s.viewid) for s in enlarged.train) == sorted(
+        [(s.pid, s.viewid) for s in source.train] * 2)
 
 
 @pytest.mark.slow
@@ -287,14 +290,14 @@ def test_write_is_skipped_when_complete_and_partial_is_not_loaded(camera_models,
 def test_custom_layout_for_other_datasets(tmp_path, camera_models):
     # a dataset whose layout has no writer (here a custom CSV) gets a dataset.csv
     rng = np.random.default_rng(1)
-    rows = ["split,path,pid,camid"]
+    rows = ["split,path,pid,camid,viewid"]
     for split in ("train", "query", "gallery"):
         for pid in range(3):
             for cam in range(2):
                 name = f"{split}/{pid}_{cam}.png"
                 (tmp_path / "src" / split).mkdir(parents=True, exist_ok=True)
                 Image.fromarray(rng.integers(0, 255, (32, 16, 3), dtype=np.uint8)).save(tmp_path / "src" / name)
-                rows.append(f"{split},{name},{pid},{cam}")
+                rows.append(f"{split},{name},{pid},{cam},{(pid + cam) % 3}")
     (tmp_path / "src" / "dataset.csv").write_text("\n".join(rows) + "\n")
     source = build_dataset("custom", tmp_path / "src")
     models = train_style_models(source, TINY, tmp_path / "models", mode="camera", progress=False)
@@ -302,7 +305,9 @@ def test_custom_layout_for_other_datasets(tmp_path, camera_models):
     enlarged = load_style_set(root)
     assert (root / "dataset.csv").is_file()
     assert len(enlarged.train) == 2 * len(source.train)
-    assert sorted((s.pid, s.camid) for s in enlarged.train) == sorted([(s.pid, s.camid) for s in source.train] * 2)
+    assert sorted((s.pid, s.camid, s.viewid) for s in enlarged.train) == sorted(
+        [(s.pid, s.camid, s.viewid) for s in source.train] * 2)
+    assert enlarged.has_views
 
 
 @pytest.mark.slow

@@ -67,7 +67,7 @@ def read_image_cached(path) -> object:
 
 
 class ImageDataset(Dataset):
-    """A torch Dataset over a list of ``Sample(path, pid, camid)``.
+    """A torch Dataset over a list of ``Sample(path, pid, camid, viewid)``.
 
     ``dataset[i]`` is ``(image, pid, camid, i)``: the image after ``transform`` (the PIL RGB image
     when ``transform`` is None), and a camid of ``-1`` for samples whose camid is ``None`` (datasets
@@ -93,7 +93,7 @@ class ImageDataset(Dataset):
         # random draws come from a generator seeded by (seed, draw key), so an image's augmentation
         # depends on its place in the sample stream, not on the worker or process that loads it
         index, draw = key if isinstance(key, tuple) else (key, None)
-        path, pid, camid = self.samples[index]
+        path, pid, camid = self.samples[index][:3]  # a Sample's viewid is looked up by index, not returned
         image = read_image_cached(path)  # raises CorruptImageError naming the file
         if self.transform is not None:
             if draw is None:

@@ -1,5 +1,5 @@
-"""Loader of a dataset of your own: a CSV file of ``split,path,pid,camid`` rows, or a
-``{train,query,gallery}/<pid>/`` folder tree.
+"""Loader of a dataset of your own: a CSV file of ``split,path,pid,camid`` rows (and an optional
+``viewid`` column), or a ``{train,query,gallery}/<pid>/`` folder tree (no views).
 
 Importing the module registers ``custom``.
 """
@@ -20,7 +20,8 @@ either a CSV (ROOT is the .csv file, or a folder holding dataset.csv):
   dataset.csv           split,path,pid,camid
                         train,images/0001_a.jpg,1,0
                         (split: train|query|gallery; path relative to the CSV's folder;
-                         camid 0-based, or empty on every row for a dataset without cameras)
+                         camid 0-based, or empty on every row for a dataset without cameras;
+                         an optional 5th column viewid: 0-based view id, empty = unknown)
 or a folder tree:
   my_dataset/
     train/              0001/0001_c1_a.jpg ...   (one folder per pid)
@@ -31,6 +32,8 @@ or a folder tree:
 """
 
 CUSTOM_CSV_COLUMNS = ("split", "path", "pid", "camid")
+CUSTOM_VIEW_COLUMN = "viewid"
+"""Optional column after the four: the image's 0-based view id, empty where unknown."""
 # 'c' followed by digits and not preceded by a letter: matches '0001_c3_x.jpg' but not 'abc12'.
 CUSTOM_CAMERA = re.compile(r"(?<![A-Za-z])c(\d+)")
 
@@ -68,6 +71,7 @@ def _custom_csv(csv_path: Path) -> ReIDDataset:
             where = f"{csv_path}, line {lineno}"
             split, path = (row.get("split") or "").strip(), (row.get("path") or "").strip()
             pid_text, cam_text = (row.get("pid") or "").strip(), (row.get("camid") or "").strip()
+            view_text = (row.get(CUSTOM_VIEW_COLUMN) or "").strip()
             if split not in splits or not path:
                 raise DatasetRootError(
                     f"{where}: split must be one of {', '.join(SPLIT_NAMES)} and path non-empty, "
@@ -83,6 +87,7 @@ def _custom_csv(csv_path: Path) -> ReIDDataset:
                 ) from None
             if camid is not None and camid < 0:
                 raise DatasetRootError(f"{where}: camid {camid} is negative (camids are 0-based)")
+            viewid = _viewid(view_text, where)
             if first_cam_row is None:
                 first_cam_row = (lineno, camid is not None)
             elif first_cam_row[1] != (camid is not None):
@@ -94,7 +99,7 @@ def _custom_csv(csv_path: Path) -> ReIDDataset:
             guard.check(folder / path, f"{where}: path {path!r}")
             if pid == -1:
                 continue
-            splits[split].append(Sample(str(folder / path), pid, camid))
+            splits[split].append(Sample(str(folder / path), pid, camid, viewid))
     for split in SPLIT_NAMES:
         require_split(split, splits[split], csv_path, f"row with split={split} (pid -1 rows are dropped)")
     has_cameras = first_cam_row[1] if first_cam_row else True
@@ -103,6 +108,20 @@ def _custom_csv(csv_path: Path) -> ReIDDataset:
         sorted_samples(splits["gallery"]), has_cameras=has_cameras, protocol="market",
         extras={"source": str(csv_path)},
     )
+
+
+def _viewid(text: str, where: str) -> Optional[int]:
+    """The ``viewid`` cell: None when empty, else an integer >= 0."""
+    if not text:
+        return None
+    try:
+        viewid = int(text)
+    except ValueError:
+        viewid = -1
+    if viewid < 0:
+        raise DatasetRootError(f"{where}: viewid must be an integer >= 0 (a 0-based view id) or empty (unknown), "
+                               f"got {text!r}")
+    return viewid
 
 
 def _custom_folders(base: Path) -> ReIDDataset:

@@ -1,6 +1,6 @@
 """What a re-identification dataset is, the registry of its loaders, and reading one of its images.
 
-Every loader turns a dataset copy into three lists of ``Sample(path, pid, camid)``:
+Every loader turns a dataset copy into three lists of ``Sample(path, pid, camid, viewid)``:
 
 - ``train``: pids relabelled to ``0..N-1`` (classification targets), camids 0-based;
 - ``query`` and ``gallery``: original pids kept (distractors such as Market's ``0000`` stay in the
@@ -13,6 +13,15 @@ Every loader turns a dataset copy into three lists of ``Sample(path, pid, camid)
 Datasets without camera information (VehicleID) say so with ``has_cameras=False`` and camid
 ``None`` on every sample; the evaluator never relies on a fake camera id to switch junk filtering off.
 
+``viewid`` is the image's 0-based orientation (view) id, ``None`` where unknown; it defaults to ``None``,
+so a loader (or a registered one of your own) that builds ``Sample(path, pid, camid)`` keeps working.
+VeRi-776 reads it from its keypoint files (``keypoint_train.txt`` / ``keypoint_test.txt``, the view id
+last on each line, see :mod:`corelib.data.veri`), the Market-layout loaders from the same files when a
+copy holds them (the embedded presets do), ``custom`` from an optional ``viewid`` column; every other
+loader leaves it ``None``. ``ReIDDataset.has_views`` is True when every sample of every split has one;
+``view_stats()`` counts them. The embedded generator numbers views 0 front, 1 back (vehicles: rear),
+2 side.
+
 The loaders live one module per dataset family (:mod:`corelib.data.market`, ``msmt17``, ``veri``,
 ``vehicleid``, ``custom``) and register themselves with :func:`register_dataset` when
 :mod:`corelib.data` imports them; they read the copy with the helpers of :mod:`corelib.data.layout`,
@@ -23,7 +32,7 @@ Example::
 
     ds = build_dataset("market1501", "~/datasets")   # the folder or its parent
     print(ds.summary())
-    path, pid, camid = ds.train[0]
+    path, pid, camid, viewid = ds.train[0]   # viewid None where the copy has no views
 """
 
 from __future__ import annotations
@@ -45,11 +54,13 @@ SPLIT_NAMES = ("train", "query", "gallery")
 
 
 class Sample(NamedTuple):
-    """One image of a dataset: the torchreid ``(path, pid, camid)`` contract."""
+    """One image of a dataset: torchreid's ``(path, pid, camid)`` contract plus TransReID's view id
+    (``viewid``: 0-based orientation, ``None`` where unknown; three-field construction still works)."""
 
     path: str
     pid: int
     camid: Optional[int]
+    viewid: Optional[int] = None
 
 
 @dataclass
@@ -75,6 +86,11 @@ class ReIDDataset:
     def num_train_cams(self) -> int:
         return len({s.camid for s in self.train}) if self.has_cameras else 0
 
+    @property
+    def has_views(self) -> bool:
+        """True when every sample of train, query and gallery has a view id."""
+        return all(s.viewid is not None for split in SPLIT_NAMES for s in self.split(split))
+
     def split(self, name: str) -> list[Sample]:
         """The list of one split by name (``train``, ``query`` or ``gallery``)."""
         if name not in SPLIT_NAMES:
@@ -93,12 +109,27 @@ class ReIDDataset:
             }
         return out
 
+    def view_stats(self) -> dict[str, dict[str, int]]:
+        """Per split: distinct view ids (``views``) and images that have one (``with_view``).
+
+        Kept apart from :meth:`stats`, whose keys chapter 00's split-count table writes out as columns.
+        """
+        out = {}
+        for split in SPLIT_NAMES:
+            views = [s.viewid for s in self.split(split) if s.viewid is not None]
+            out[split] = {"views": len(set(views)), "with_view": len(views)}
+        return out
+
     def summary(self) -> str:
-        """A small table of the split counts, as torchreid prints it."""
-        lines = [f"{self.name} ({self.root})", f"  {'split':<8} {'ids':>7} {'images':>8} {'cams':>5}"]
+        """A small table of the split counts, as torchreid prints it (a views column when the
+        dataset has views)."""
+        views = self.view_stats() if self.has_views else None
+        head = f"  {'split':<8} {'ids':>7} {'images':>8} {'cams':>5}" + (f" {'views':>6}" if views else "")
+        lines = [f"{self.name} ({self.root})", head]
         for split, st in self.stats().items():
             cams = st["cameras"] if self.has_cameras else "-"
-            lines.append(f"  {split:<8} {st['ids']:>7} {st['images']:>8} {cams:>5}")
+            lines.append(f"  {split:<8} {st['ids']:>7} {st['images']:>8} {cams:>5}"
+                         + (f" {views[split]['views']:>6}" if views else ""))
         if not self.has_cameras:
             lines.append("  (no camera information: evaluation uses no same-camera filtering)")
         return "\n".join(lines)

@@ -9,7 +9,10 @@
   and a root that is one too; scans are flat (or, in ``corelib verify``, do not descend into linked
   folders), so a link back to a parent folder is never followed round;
 - :func:`parse_folder` reads a folder of Market-style file names, :func:`list_lines` a list file,
-  and :func:`bad_line` names the file and line that does not parse.
+  and :func:`bad_line` names the file and line that does not parse;
+- :func:`read_view_file` reads an orientation annotation file in VeRi-776's keypoint format,
+  :func:`write_view_file` writes one, and :func:`attach_views` gives each split's samples their view
+  ids from such files.
 """
 
 from __future__ import annotations
@@ -17,12 +20,13 @@ from __future__ import annotations
 import errno
 import os
 import re
+import warnings
 from contextlib import contextmanager
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Iterable, Iterator, Optional, Sequence, Union
+from typing import Iterable, Iterator, Mapping, Optional, Sequence, Union
 
-from ..errors import DatasetRootError, UnsafePathError
+from ..errors import DatasetRootError, InvalidInputError, UnsafePathError
 from .dataset import DATASETS, Sample
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
@@ -182,7 +186,7 @@ def relabel(samples: Iterable[Sample]) -> list[Sample]:
     """Map pids to ``0..N-1`` in sorted order of the original pids (train split)."""
     samples = list(samples)
     mapping = {pid: i for i, pid in enumerate(sorted({s.pid for s in samples}))}
-    return [Sample(s.path, mapping[s.pid], s.camid) for s in samples]
+    return [s._replace(pid=mapping[s.pid]) for s in samples]  # camid and viewid kept
 
 
 def parse_folder(
@@ -266,3 +270,96 @@ def check_first_image(samples: Sequence[Sample], source: Path) -> None:
             f"{source} lists {samples[0].path}, which does not exist; the images are missing or "
             f"lie in another folder than the list expects"
         )
+
+
+# --------------------------------------------------------------------------------------------
+# orientation (view) annotations
+
+VIEW_FILES = ("keypoint_train.txt", "keypoint_test.txt")
+"""VeRi-776's orientation annotation files: the first for the train split, the second for query and
+gallery (VeRi's query images are gallery-folder images, so one test file covers both)."""
+
+KEYPOINT_COORDINATES = 40
+"""Coordinates between the image name and the view id on a keypoint line (20 keypoints, x and y)."""
+
+VIEW_LINE = f"'IMAGE_NAME x1 y1 ... x20 y20 VIEW' (the image path or name, {KEYPOINT_COORDINATES} coordinates, a view id >= 0 last)"
+
+
+def read_view_file(path: Path) -> dict[str, int]:
+    """``{image file name: view id}`` from an orientation annotation file in VeRi's keypoint format.
+
+    One line per image, whitespace-separated: the image path or name first, then the keypoint
+    coordinates, the view id last (what the official TransReID loader reads: the name's basename and
+    ``int(last field)``; the coordinates are not used, so their count is not checked).
+
+    Raises:
+        DatasetRootError: a line with fewer than two fields or whose last field is not an integer
+            >= 0, naming the file and the line.
+    """
+    views: dict[str, int] = {}
+    for lineno, line, fields in list_lines(path):
+        if len(fields) < 2:
+            raise bad_line(path, lineno, line, VIEW_LINE)
+        view = parse_int(fields[-1], path, lineno, line, VIEW_LINE)
+        if view < 0:
+            raise bad_line(path, lineno, line, VIEW_LINE)
+        views[fields[0].replace("\\", "/").rsplit("/", 1)[-1]] = view
+    return views
+
+
+def write_view_file(path: Path, views: Mapping[str, int]) -> None:
+    """Write ``{image file name: view id}`` in VeRi's keypoint format, one line per image in name order:
+    the name, :data:`KEYPOINT_COORDINATES` coordinates, all ``0`` (no keypoints are known), the view id
+    last; :func:`read_view_file` reads it back."""
+    zeros = " ".join(["0"] * KEYPOINT_COORDINATES)
+    Path(path).write_text("".join(f"{name} {zeros} {int(views[name])}\n" for name in sorted(views)))
+
+
+def attach_views(
+    base: Path,
+    view_files: Optional[Sequence[str]],
+    splits: Sequence[list[Sample]],
+    *,
+    dataset: str,
+    say_missing: bool = True,
+) -> list[list[Sample]]:
+    """``splits`` (train, query, gallery) with each sample's view id from the annotation files in ``base``.
+
+    ``view_files`` is ``(train file, test file)`` relative to ``base`` (the test file serves query and
+    gallery), or None to read no views. An image the file does not list keeps ``viewid`` None. A file
+    that is absent leaves its splits without views; with ``say_missing`` that is said once, in one
+    warning naming the files (a copy may simply not have them: VeRi's keypoint files are a separate
+    download).
+
+    Raises:
+        InvalidInputError: ``view_files`` is not a pair of file names.
+        UnsafePathError: a file name leads out of ``base``.
+        DatasetRootError: a malformed line (:func:`read_view_file`).
+    """
+    if view_files is None:
+        return [list(s) for s in splits]
+    if isinstance(view_files, (str, bytes)) or len(view_files) != 2 or not all(isinstance(f, str) and f
+                                                                                for f in view_files):
+        raise InvalidInputError(
+            f"{dataset}: view_files must be two file names (train, query and gallery), e.g. {VIEW_FILES}, or None "
+            f"to read no views; got {view_files!r}"
+        )
+    guard = RootGuard(base)
+    read: dict[str, Optional[dict[str, int]]] = {}
+    out = []
+    for name, samples in zip((view_files[0], view_files[1], view_files[1]), splits):
+        if name not in read:
+            path = base / name
+            guard.check(path, f"{dataset}: view file {name!r}")
+            read[name] = read_view_file(path) if path.is_file() else None
+        views = read[name]
+        out.append(list(samples) if views is None else
+                   [s._replace(viewid=views.get(Path(s.path).name)) for s in samples])
+    missing = [name for name, views in read.items() if views is None]
+    if missing and say_missing:
+        warnings.warn(
+            f"{dataset}: no orientation file {' or '.join(missing)} in {base}, so the splits it covers have no view "
+            f"ids (viewid None). Fix: put the keypoint files beside the image folders, or pass view_files=None to "
+            f"skip views without this note", stacklevel=3,
+        )
+    return out

@@ -1,9 +1,11 @@
 """Data manifests: what a dataset copy must contain, and a verifier that checks a copy against it.
 
 A manifest (``data_manifests/<name>.yaml``) records a dataset's layout, per-split identity, image
-and camera counts as the loader returns them, the evaluation protocol, where to obtain it, licence
-notes and known count discrepancies. ``verify_dataset`` checks a copy against it and returns a
-readable report; ``corelib verify NAME ROOT`` prints that report and exits non-zero on a problem.
+and camera counts as the loader returns them, optionally the distinct view (orientation) ids per split
+(``views: {train: 3, ...}``; the embedded presets have them), the evaluation protocol, where to obtain it,
+licence notes and known count discrepancies. ``verify_dataset`` checks a copy against it and returns a
+readable report, view coverage included (the share of each split's images that have a view id);
+``corelib verify NAME ROOT`` prints that report and exits non-zero on a problem.
 
 Every folder a manifest names (``layout`` entries and the keys of ``files``) must lie inside the
 dataset root, also once symbolic links are followed; so must every image file the verifier decodes.
@@ -92,6 +94,11 @@ def _validate(data: Any, source: str) -> None:
     for split in SPLITS:
         if split not in data["splits"]:
             raise ManifestError(f"{source}: splits.{split} is missing")
+    views = data.get("views")
+    if views is not None and not (isinstance(views, Mapping) and set(views) <= set(SPLITS) and all(
+            v is None or (isinstance(v, int) and not isinstance(v, bool) and v >= 0) for v in views.values())):
+        raise ManifestError(f"{source}: views must map splits (train, query, gallery) to the number of distinct "
+                            f"view ids (an integer >= 0, or null: not checked), got {views!r}")
     options = data.get("loader_kwargs") or {}
     if not isinstance(options, Mapping):
         raise ManifestError(f"{source}: loader_kwargs must map the loader's options to values, got {options!r}")
@@ -117,6 +124,8 @@ class VerificationReport:
     problems: list[str] = field(default_factory=list)
     checks: list[str] = field(default_factory=list)
     counts: dict = field(default_factory=dict)
+    view_coverage: dict = field(default_factory=dict)
+    """Per split: ``(images with a view id, images)`` as the loader returned them."""
     images_checked: int = 0
 
     @property
@@ -134,9 +143,16 @@ class VerificationReport:
                     f"  {split:<8} {c['ids'][0]:>6} / {_s(c['ids'][1]):<6} {c['images'][0]:>7} / {_s(c['images'][1]):<7}"
                     f" {c['cameras'][0]:>4} / {_s(c['cameras'][1]):<4}"
                 )
+        if self.view_coverage:
+            lines.append(f"  views   {view_coverage_text(self.view_coverage)}")
         lines += [f"  FAIL  {p}" for p in self.problems]
         lines.append("result: OK" if self.ok else f"result: {len(self.problems)} problem(s) found")
         return "\n".join(lines)
+
+
+def view_coverage_text(coverage: Mapping[str, tuple[int, int]]) -> str:
+    """``train 100% (120/120), query ...``: the share of each split's images that have a view id."""
+    return ", ".join(f"{split} {100 * n / max(1, total):.0f}% ({n}/{total})" for split, (n, total) in coverage.items())
 
 
 def _s(x: Any) -> str:
@@ -155,7 +171,8 @@ def verify_dataset(
 
     Checks, in order: the dataset folder and every layout entry exist; the loader accepts the copy;
     per split the numbers of identities, images and cameras equal the manifest's (a null count in
-    the manifest is not checked); raw file counts per folder where the manifest lists them; every
+    the manifest is not checked), and so do the distinct view ids where the manifest has ``views``
+    (the view coverage is reported either way); raw file counts per folder where the manifest lists them; every
     image decodes.
 
     Args:
@@ -202,6 +219,7 @@ def verify_dataset(
             report.problems.append(f"the {m['loader']} loader rejects the copy: {e}")
         else:
             _check_counts(m, ds.stats(), ds.has_cameras, report)
+            _check_views(m, ds.view_stats(), ds.stats(), report)
 
     for folder, expected in (m.get("files") or {}).items():
         if expected is None or not (base / folder).is_dir():
@@ -278,6 +296,21 @@ def _check_counts(m: Mapping, stats: Mapping, has_cameras: bool, report: Verific
                 report.problems.append(f"{split}: {got[key]} {key}, manifest says {want} ({_diff(got[key], want)})")
     if not bad:
         report.checks.append("split counts (ids, images, cameras) match the manifest")
+
+
+def _check_views(m: Mapping, view_stats: Mapping, stats: Mapping, report: VerificationReport) -> None:
+    report.view_coverage = {split: (view_stats[split]["with_view"], stats[split]["images"]) for split in SPLITS}
+    expected = m.get("views") or {}
+    bad = False
+    for split in SPLITS:
+        want, got = expected.get(split), view_stats[split]["views"]
+        if want is not None and got != want:
+            bad = True
+            why = (" (no image has a view id: the view files, e.g. keypoint_train.txt / keypoint_test.txt, are missing "
+                   "or list other images)" if view_stats[split]["with_view"] == 0 else "")
+            report.problems.append(f"{split}: {got} view ids, manifest says {want}{why}")
+    if expected and not bad:
+        report.checks.append("view ids per split match the manifest")
 
 
 def _check_images(m: Mapping, base: Path, how: Union[str, int], progress: bool, seed: int,

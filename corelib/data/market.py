@@ -3,6 +3,10 @@
 All three release ``bounding_box_train/``, ``query/`` and ``bounding_box_test/`` folders of images
 named ``PID_cCAM...`` (CUHK03-NP once per subset); the embedded person presets are written in this
 layout too. Importing the module registers ``market1501``, ``dukemtmc`` and ``cuhk03np``.
+
+None of the three releases orientations; a copy that holds view files in VeRi's keypoint format
+(``keypoint_train.txt`` / ``keypoint_test.txt`` beside the split folders, as the embedded person presets
+write them) gets its view ids from them, any other copy viewid None, without a word.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from typing import Sequence
 
 from ..errors import DatasetRootError, InvalidInputError
 from .dataset import SPLIT_NAMES, ReIDDataset, register_dataset, require_split
-from .layout import RootGuard, parse_folder, relabel, resolve_root
+from .layout import VIEW_FILES, RootGuard, attach_views, parse_folder, relabel, resolve_root
 
 MARKET_PATTERN = re.compile(r"([-\d]+)_c(\d+)")
 MARKET_EXPECTED = "image of a kept identity (files named PID_cCAM..., e.g. 0002_c1s1_000451_03.jpg; pid -1 is junk)"
@@ -27,6 +31,8 @@ def load_market_style(name: str, root: Path, folder_names: Sequence[str], **_: o
     train, query, gallery = (parse_folder(base / s, MARKET_PATTERN, guard=guard) for s in splits)
     for split, folder, samples in zip(SPLIT_NAMES, splits, (train, query, gallery)):
         require_split(split, samples, base / folder, MARKET_EXPECTED)
+    # the real releases have no view files (viewid None); the embedded presets write them
+    train, query, gallery = attach_views(base, VIEW_FILES, (train, query, gallery), dataset=name, say_missing=False)
     return ReIDDataset(name, base, relabel(train), query, gallery, has_cameras=True, protocol="market")
 
 

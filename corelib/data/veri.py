@@ -2,18 +2,19 @@
 (list files and a ``vehicle_info.txt`` that holds the cameras).
 
 Importing the module registers ``veri776`` and ``veriwild``; the embedded vehicle presets are written
-in the VeRi-776 layout.
+in the VeRi-776 layout, their views in VeRi's keypoint files.
 """
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Optional, Sequence
 
 from ..errors import DatasetRootError, InvalidInputError
 from .dataset import SPLIT_NAMES, ReIDDataset, Sample, expected_layout, register_dataset, require_split
-from .layout import (RootGuard, bad_line, check_first_image, list_lines, parse_folder, relabel, resolve_root,
-                     sorted_samples)
+from .layout import (VIEW_FILES, RootGuard, attach_views, bad_line, check_first_image, list_lines, parse_folder,
+                     relabel, resolve_root, sorted_samples)
 
 # --------------------------------------------------------------------------------------------
 # VeRi-776
@@ -23,6 +24,8 @@ VeRi/
   image_train/          0001_c001_00016450_0.jpg ...  (vehicleID_cCAM_FRAME_INDEX.jpg, c001..c020)
   image_query/          0002_c002_00030600_0.jpg ...
   image_test/           0002_c003_00084280_0.jpg ...
+  keypoint_train.txt    0001_c001_00016450_0.jpg x1 y1 ... x20 y20 VIEW   (optional: orientations,
+  keypoint_test.txt     the view id last; test = query and gallery; absent: viewid None)
   (name_*.txt, *_label.xml, gt_image.txt, jk_image.txt are not needed)
 """
 
@@ -30,14 +33,26 @@ VERI776_NAME = re.compile(r"^([-\d]+)_c(\d+)_")
 
 
 @register_dataset("veri776", VERI776_LAYOUT)
-def veri776(root: Path) -> ReIDDataset:
-    """VeRi-776: 20 cameras; 576 train IDs / 37,778 images; 1,678 queries; 11,579 gallery."""
+def veri776(root: Path, view_files: Optional[Sequence[str]] = VIEW_FILES) -> ReIDDataset:
+    """VeRi-776: 20 cameras; 576 train IDs / 37,778 images; 1,678 queries; 11,579 gallery.
+
+    Args:
+        root: the ``VeRi`` folder or its parent.
+        view_files: the orientation annotation files, relative to the dataset folder: ``(train file,
+            test file)``, the test file serving query and gallery; by default VeRi's
+            ``keypoint_train.txt`` / ``keypoint_test.txt`` (one line per image: its name, 40 keypoint
+            coordinates, the view id last, as TransReID reads them). Files that are absent leave
+            viewid None and say so in one warning; ``None`` reads no views and says nothing. An image
+            a file does not list has viewid None; a malformed line raises DatasetRootError naming
+            the file and the line.
+    """
     splits = ("image_train", "image_query", "image_test")
     base = resolve_root("veri776", root, ("VeRi", "VeRi-776", "VeRi776", "veri776"), splits)
     guard = RootGuard(base)
     train, query, gallery = (parse_folder(base / s, VERI776_NAME, guard=guard) for s in splits)
     for split, folder, samples in zip(SPLIT_NAMES, splits, (train, query, gallery)):
         require_split(split, samples, base / folder, "image of a kept vehicle (files like 0001_c001_00016450_0.jpg)")
+    train, query, gallery = attach_views(base, view_files, (train, query, gallery), dataset="veri776")
     return ReIDDataset("veri776", base, relabel(train), query, gallery, protocol="market")
 
 

@@ -5,7 +5,9 @@ other camera, K-1 copies in all; in domain mode every source training image gets
 copy (:mod:`corelib.style.model_index` trains the models). :func:`write_style_set` writes the set in
 the source's own layout (Market-1501 or VeRi-776 folders, otherwise a ``custom`` CSV), with file
 names from which the loader parses the original pid and camera (``0002_c1s1_000451_03_fake_1to2.jpg``);
-:func:`load_style_set` reads it back. :func:`style_run_paths` says where notebook 01 puts the models
+a copy keeps the view id of its real image (a style changes colours, not the orientation), written to
+the layout's view files (``keypoint_train.txt`` / ``keypoint_test.txt``) or the CSV's ``viewid`` column
+when the source has views. :func:`load_style_set` reads it back. :func:`style_run_paths` says where notebook 01 puts the models
 and the set.
 
 Example::
@@ -26,7 +28,7 @@ from typing import NamedTuple, Optional, Union
 
 from .. import paths
 from ..data.dataset import ReIDDataset, build_dataset
-from ..data.layout import trusted_roots
+from ..data.layout import VIEW_FILES, trusted_roots, write_view_file
 from ..errors import InvalidInputError, MissingStageError, NotOwnedError, StyleError
 from ..ownership import install_folder
 from ..progress import tqdm
@@ -122,14 +124,17 @@ def write_style_set(
     folders = _LAYOUT_FOLDERS.get(loader, ("train", "query", "gallery"))
     for f in folders:
         (partial / f).mkdir()
-    rows: list[tuple[str, str, int, Optional[int]]] = []  # custom layout: (split, path, pid, camid)
+    rows: list[tuple[str, str, int, Optional[int], Optional[int]]] = []  # custom: (split, path, pid, camid, viewid)
+    views: tuple[dict[str, int], dict[str, int]] = ({}, {})  # folder layouts: train, test file {name: viewid}
     # real images keep their file names (which hold the original pid and camera)
     for split, folder in zip(("train", "query", "gallery"), folders):
         for s in source.split(split):
             if loader == "custom":
-                rows.append((split, str(Path(s.path).resolve()), s.pid, s.camid))
+                rows.append((split, str(Path(s.path).resolve()), s.pid, s.camid, s.viewid))
             else:
                 _link(s.path, partial / folder / Path(s.path).name)
+                if s.viewid is not None:
+                    views[split != "train"][Path(s.path).name] = s.viewid
     train = list(source.train)
     jobs = []  # (pair, direction, samples, tag)
     for pair in models.pairs:
@@ -151,17 +156,24 @@ def write_style_set(
             if loader == "custom":
                 (partial / "train" / name).parent.mkdir(exist_ok=True)
                 fake.save(partial / "train" / name, quality=95)
-                rows.append(("train", f"train/{name}", s.pid, s.camid))
+                rows.append(("train", f"train/{name}", s.pid, s.camid, s.viewid))
             else:
                 fake.save(partial / folders[0] / name, quality=95)
+                if s.viewid is not None:
+                    views[0][name] = s.viewid
             n_fake += 1
             bar.update(1)
     bar.close()
     if loader == "custom":
+        with_views = any(row[4] is not None for row in rows)
         with open(partial / "dataset.csv", "w", newline="") as f:
             w = csv.writer(f)
-            w.writerow(("split", "path", "pid", "camid"))
-            w.writerows((sp, p, pid, "" if cam is None else cam) for sp, p, pid, cam in rows)
+            w.writerow(("split", "path", "pid", "camid") + (("viewid",) if with_views else ()))
+            w.writerows((sp, p, pid, "" if cam is None else cam) + (("" if view is None else view,) if with_views else ())
+                        for sp, p, pid, cam, view in rows)
+    elif views[0] or views[1]:
+        for name, listed in zip(VIEW_FILES, views):
+            write_view_file(partial / name, listed)
     stamp = {"mode": models.mode, "loader": loader, "source": source.name,
              "source_root": str(Path(source.root).resolve()), "models": str(models.root.resolve()),
              "real_train_images": len(train), "style_copies": n_fake,

@@ -128,8 +128,8 @@ def extract_cluster_features(mt: MeanTeacher, samples: list[Sample], cfg: Finetu
 
 
 def _relabel(samples: list[Sample], labels: np.ndarray) -> list[Sample]:
-    """The samples with their pseudo-labels as pids; outliers (-1) are left out."""
-    return [Sample(s.path, int(y), s.camid) for s, y in zip(samples, labels) if y >= 0]
+    """The samples with their pseudo-labels as pids (camid and viewid kept); outliers (-1) are left out."""
+    return [s._replace(pid=int(y)) for s, y in zip(samples, labels) if y >= 0]
 
 
 def _source_checkpoint_state(path: Union[str, Path]) -> dict:

@@ -12,7 +12,9 @@ What makes it a domain-adaptation benchmark rather than a toy:
   lights). Colours are drawn from a small palette with jitter, so many identities share most
   attributes and retrieval is not trivial;
 - an **image** is one view of an identity (front / back / side) with scale and position jitter and,
-  sometimes, a partial occluder;
+  sometimes, a partial occluder; the view drawn for each image is written beside the folders in VeRi's
+  keypoint-file format (``keypoint_train.txt``, ``keypoint_test.txt``), so the loaders return it as
+  ``Sample.viewid``;
 - a **domain** fixes the palette the identities are drawn from, the backgrounds and the illumination;
 - a **camera** (several per domain) adds its own colour cast, brightness, blur, noise, background
   scene and viewpoint bias.

@@ -39,8 +39,10 @@ def person_identity(preset: SyntheticPreset, pid: int) -> dict:
     }
 
 
-def render_person(preset: SyntheticPreset, ident: dict, cam: dict, rng: np.random.Generator) -> Image.Image:
-    """One image of the person ``ident`` seen by camera ``cam``, from a view its view bias draws."""
+def render_person(preset: SyntheticPreset, ident: dict, cam: dict, rng: np.random.Generator) -> tuple[Image.Image, int]:
+    """One image of the person ``ident`` seen by camera ``cam``, from a view its view bias draws, and that
+    view (0 front, 1 back, 2 side);
+    returning it takes no random draw, so the pixels do not depend on it being returned."""
     h, w = preset.image_size
     W, H = 2 * w, 2 * h  # draw at twice the size, then downsample (cheap anti-aliasing)
     img = Image.new("RGB", (W, H))
@@ -157,7 +159,7 @@ def render_person(preset: SyntheticPreset, ident: dict, cam: dict, rng: np.rando
 
     if rng.random() < preset.occlusion_p:
         draw_occluder(d, W, H, rng)
-    return finish_image(img, preset, cam, rng)
+    return finish_image(img, preset, cam, rng), view
 
 
 

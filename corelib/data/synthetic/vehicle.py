@@ -31,8 +31,10 @@ def vehicle_identity(preset: SyntheticPreset, vid: int) -> dict:
     }
 
 
-def render_vehicle(preset: SyntheticPreset, ident: dict, cam: dict, rng: np.random.Generator) -> Image.Image:
-    """One image of the vehicle ``ident`` seen by camera ``cam``, from a view its view bias draws."""
+def render_vehicle(preset: SyntheticPreset, ident: dict, cam: dict, rng: np.random.Generator) -> tuple[Image.Image, int]:
+    """One image of the vehicle ``ident`` seen by camera ``cam``, from a view its view bias draws, and that
+    view (0 front, 1 rear, 2 side);
+    returning it takes no random draw, so the pixels do not depend on it being returned."""
     h, w = preset.image_size
     W, H = 2 * w, 2 * h
     img = Image.new("RGB", (W, H))
@@ -133,7 +135,7 @@ def render_vehicle(preset: SyntheticPreset, ident: dict, cam: dict, rng: np.rand
                 d.ellipse((cx - r, ly - r * 2.5, cx + r, ly - r * 0.5), fill=ident["decal_colour"])
     if rng.random() < preset.occlusion_p:
         draw_occluder(d, W, H, rng)
-    return finish_image(img, preset, cam, rng)
+    return finish_image(img, preset, cam, rng), view
 
 
 def _draw_roof(d: ImageDraw.ImageDraw, ident: dict, x0: float, x1: float, top: float) -> None:

@@ -1,6 +1,12 @@
 """Writing a synthetic dataset: which image of which identity goes where under which file name
-(:func:`plan_jobs`), drawing and saving the images, the VeRi list files, the manifest and the
-completion stamp (:func:`generate_synthetic`), and reading a written copy back (:func:`load_synthetic`).
+(:func:`plan_jobs`), drawing and saving the images, the VeRi list files, the view files, the manifest and
+the completion stamp (:func:`generate_synthetic`), and reading a written copy back (:func:`load_synthetic`).
+
+Every preset, person or vehicle, gets the view drawn for each of its images written in VeRi-776's
+orientation annotation format (:data:`~corelib.data.layout.VIEW_FILES`: ``keypoint_train.txt`` for the
+train folder, ``keypoint_test.txt`` for query and gallery; one line per image: its file name, 40 keypoint
+coordinates, all ``0`` since the generator places no keypoints, and the view id last: persons 0 front,
+1 back, 2 side; vehicles 0 front, 1 rear, 2 side). The Market-layout and VeRi-776 loaders read them.
 """
 
 from __future__ import annotations
@@ -20,14 +26,16 @@ from ...errors import MissingFileError
 from ...ownership import install_folder
 from ...progress import tqdm
 from ..dataset import ReIDDataset, build_dataset
+from ..layout import VIEW_FILES, write_view_file
 from ..manifests import dump_manifest, load_manifest
 from .canvas import camera_style, preset_rng
 from .person import person_identity, render_person
 from .presets import SyntheticPreset, get_preset
 from .vehicle import render_vehicle, vehicle_identity
 
-GENERATOR_VERSION = 1
-"""Bumped whenever the drawing code changes the pixels; part of the completion stamp."""
+GENERATOR_VERSION = 2
+"""Bumped whenever the drawing code changes the pixels or a copy's files change; part of the completion
+stamp, so an older copy is redrawn. 2: the view files (the pixels are those of version 1)."""
 
 STAMP_FILE = ".synthetic_complete.json"
 
@@ -98,33 +106,40 @@ def plan_jobs(preset: SyntheticPreset) -> list[ImageJob]:
     return jobs
 
 
-def _render_job(preset: SyntheticPreset, job: ImageJob) -> Image.Image:
+def _render_job(preset: SyntheticPreset, job: ImageJob) -> tuple[Image.Image, int]:
+    """The image of ``job`` and the view it was drawn from."""
     rng = preset_rng(preset, "image", job.pid, job.cam, job.index)
     cam = camera_style(preset, job.cam)
     if preset.kind == "person":
-        img = render_person(preset, person_identity(preset, job.pid), cam, rng)
+        img, view = render_person(preset, person_identity(preset, job.pid), cam, rng)
     else:
-        img = render_vehicle(preset, vehicle_identity(preset, job.pid), cam, rng)
+        img, view = render_vehicle(preset, vehicle_identity(preset, job.pid), cam, rng)
     if job.junk:  # a bad detection: a thin off-centre crop of the frame, blown up
         w, h = img.size
         x0 = int(rng.integers(0, w // 2))
         img = img.crop((x0, 0, x0 + max(4, w // 3), h // 2)).resize((w, h), Image.Resampling.NEAREST)
-    return img
+    return img, view
 
 
-def render_example(preset: str | SyntheticPreset, pid: int, cam: int, index: int = 0) -> Image.Image:
-    """Draw one image of identity ``pid`` seen by camera ``cam`` (0-based) without writing it."""
+def render_example(preset: str | SyntheticPreset, pid: int, cam: int, index: int = 0, *,
+                   with_view: bool = False) -> Image.Image | tuple[Image.Image, int]:
+    """Draw one image of identity ``pid`` seen by camera ``cam`` (0-based) without writing it; with
+    ``with_view``, ``(image, view id)``: the view it was drawn from, as the view files record it."""
     p = get_preset(preset) if isinstance(preset, str) else preset
-    return _render_job(p, ImageJob("", "", pid, cam, index))
+    img, view = _render_job(p, ImageJob("", "", pid, cam, index))
+    return (img, view) if with_view else img
 
 
-def _write_chunk(args: tuple[SyntheticPreset, str, list[ImageJob]]) -> int:
+def _write_chunk(args: tuple[SyntheticPreset, str, list[ImageJob]]) -> list[int]:
+    """Draw and save ``jobs``; return the view of each, in order."""
     preset, root, jobs = args
+    views = []
     for job in jobs:
-        img = _render_job(preset, job)
+        img, view = _render_job(preset, job)
         # Fixed quality, no EXIF or timestamps: the same seed gives byte-identical files.
         img.save(os.path.join(root, job.split, job.filename), format="JPEG", quality=90)
-    return len(jobs)
+        views.append(view)
+    return views
 
 
 # ============================================================================================
@@ -203,17 +218,21 @@ def generate_synthetic(
     workers = workers or os.cpu_count() or 1
     chunks = [jobs[i : i + 64] for i in range(0, len(jobs), 64)]
     bar = _progress(len(jobs), f"synth {p.name}", progress)
+    views: list[int] = []  # one per job, in plan order (pool.map keeps the order of the chunks)
     if workers > 1:
         with ProcessPoolExecutor(workers) as pool:
-            for n in pool.map(_write_chunk, [(p, str(tmp), c) for c in chunks]):
-                bar.update(n)
+            for chunk_views in pool.map(_write_chunk, [(p, str(tmp), c) for c in chunks]):
+                views += chunk_views
+                bar.update(len(chunk_views))
     else:
         for c in chunks:
-            bar.update(_write_chunk((p, str(tmp), c)))
+            views += _write_chunk((p, str(tmp), c))
+            bar.update(len(c))
     bar.close()
     if p.layout == "veri":
         _write_veri_lists(tmp, jobs)
-    manifest = preset_manifest(p, jobs)
+    _write_view_files(p, tmp, jobs, views)
+    manifest = preset_manifest(p, jobs, views)
     dump_manifest(manifest, tmp / "manifest.yaml")
     (tmp / STAMP_FILE).write_text(json.dumps({"fingerprint": fp, "preset": p.name, "images": len(jobs)}, indent=1))
     # The marker only guards the temporary folder: the dataset itself holds exactly what it always held.
@@ -229,18 +248,44 @@ def _write_veri_lists(root: Path, jobs: list[ImageJob]) -> None:
         (root / listname).write_text("".join(n + "\n" for n in names))
 
 
-def preset_manifest(preset: SyntheticPreset, jobs: Optional[list[ImageJob]] = None) -> dict:
-    """The data manifest of a preset (same schema as ``data_manifests/*.yaml``)."""
+def _write_view_files(preset: SyntheticPreset, root: Path, jobs: list[ImageJob], views: list[int]) -> None:
+    """The drawn views in VeRi's keypoint-file format (see the module docstring), every image listed,
+    junk included: the train folder's in the first file, query and gallery's in the second."""
+    folders = _split_folders(preset)
+    for name, wanted in zip(VIEW_FILES, ((folders["train"],), (folders["query"], folders["gallery"]))):
+        # zero coordinates: the generator places no keypoints
+        write_view_file(root / name, {j.filename: v for j, v in zip(jobs, views) if j.split in wanted})
+
+
+def _possible_views(preset: SyntheticPreset, cams: set[int]) -> int:
+    """How many views cameras ``cams`` can draw (those of non-zero probability): what a full-size split
+    shows, with hundreds of images; a drawn copy counts the views it drew instead."""
+    return len({v for c in cams for v, prob in enumerate(camera_style(preset, c)["views"]) if prob > 0})
+
+
+def preset_manifest(preset: SyntheticPreset, jobs: Optional[list[ImageJob]] = None,
+                    views: Optional[list[int]] = None) -> dict:
+    """The data manifest of a preset (same schema as ``data_manifests/*.yaml``).
+
+    Its ``views`` (distinct view ids per split) count ``views``, the view drawn for each of ``jobs``, when
+    given (as :func:`generate_synthetic` does); otherwise the views the split's cameras can draw, which a
+    full-size preset shows (drawing every image only to count them would take seconds).
+    """
     jobs = plan_jobs(preset) if jobs is None else jobs
     folders = _split_folders(preset)
-    splits = {}
+    splits, view_counts = {}, {}
     for split, folder in folders.items():
         kept = [j for j in jobs if j.split == folder and not j.junk]
         name_pids = {int(j.filename.split("_")[0]) for j in kept}
         splits[split] = {"ids": len(name_pids), "images": len(kept), "cameras": len({j.cam for j in kept})}
+        if views is None:
+            view_counts[split] = _possible_views(preset, {j.cam for j in kept})
+        else:
+            view_counts[split] = len({v for j, v in zip(jobs, views) if j.split == folder and not j.junk})
     files = {folder: sum(1 for j in jobs if j.split == folder) for folder in folders.values()}
     loader = "market1501" if preset.layout == "market" else "veri776"
     layout = list(folders.values()) + (["name_train.txt", "name_query.txt", "name_test.txt"] if preset.layout == "veri" else [])
+    layout += list(VIEW_FILES)
     return {
         "name": preset.manifest_name,
         "title": f"Synthetic {preset.name} ({preset.description})",
@@ -254,6 +299,7 @@ def preset_manifest(preset: SyntheticPreset, jobs: Optional[list[ImageJob]] = No
         "cameras": preset.num_cameras,
         "protocol": "market",
         "splits": splits,
+        "views": view_counts,
         "files": files,
         "obtain": f"generated locally: `corelib synth {preset.name} ROOT` (seed {preset.seed}, "
         f"generator version {GENERATOR_VERSION})",

@@ -13,13 +13,17 @@ from PIL import Image
 
 from corelib.config import AdaptLossCfg, FinetuneCfg, OrientationCfg, PretrainCfg, SourceLossCfg
 from corelib.data.dataset import ReIDDataset
-from corelib.data.samplers import (SAMPLERS, CameraAwareIdentitySampler, OrientationAwareIdentitySampler,
-                                   build_sampler)
+from corelib.data.samplers import SAMPLERS, CameraAwareIdentitySampler, OrientationAwareIdentitySampler, build_sampler
 from corelib.errors import ConfigError, InvalidInputError, UnknownNameError
 from corelib.losses import CrossEntropyLabelSmooth, SoftTripletLoss, build_criterion, orientation_batch_hard_distances
 from corelib.models import SourceOutput
-from corelib.orientation import (accuracy, fit_view_estimator, list_view_estimators, register_view_estimator,
-                                 with_estimated_views)
+from corelib.orientation import (
+    accuracy,
+    fit_view_estimator,
+    list_view_estimators,
+    register_view_estimator,
+    with_estimated_views,
+)
 from corelib.recipes import RecipeContext, get_recipe, resolve_recipe
 from corelib.settings import save_config
 
@@ -317,3 +321,28 @@ def test_finetune_refuses_a_target_whose_views_come_from_elsewhere(tmp_path):
     with pytest.raises(InvalidInputError, match="target_views='metadata' but toy's view ids are 'estimated'"):
         finetune(FinetuneCfg.smoke(), estimated, tmp_path / "run")
     assert not (tmp_path / "run").exists()
+
+
+class _SamplerBuilt(Exception):
+    pass
+
+
+def test_pretraining_builds_the_sampler_its_settings_name(synthetic_small, tmp_path, monkeypatch):
+    import importlib
+
+    from corelib.data import load_synthetic
+
+    loop = importlib.import_module("corelib.training.pretrain")  # the module (the package exports the function)
+
+    built = []
+
+    def spy(name, samples, num_instances, seed):
+        built.append((name, len(samples), num_instances, seed))
+        raise _SamplerBuilt
+
+    monkeypatch.setattr(loop, "build_sampler", spy)
+    src = load_synthetic(synthetic_small["market_like"])
+    cfg = PretrainCfg.smoke(sampler="orientation_aware", model={"weights": "none"})
+    with pytest.raises(_SamplerBuilt):
+        loop.pretrain(cfg, src, tmp_path, progress=False)
+    assert built == [("orientation_aware", len(src.train), cfg.num_instances, cfg.seed)]

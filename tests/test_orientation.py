@@ -102,6 +102,9 @@ def test_pretrain_criterion_terms():
     assert terms["triplet"].item() == pytest.approx(tri.item(), rel=1e-5)
     assert terms["loss"].item() == pytest.approx(CrossEntropyLabelSmooth(0.1)(logits, pids).item() + tri.item(), rel=1e-5)
     assert terms["fallback_share"].item() == pytest.approx(4 / 8)
+    trained = torch.tensor(X)[:, None].requires_grad_()
+    crit(SourceOutput(trained, logits), pids, lambda x: x, views=torch.tensor(VIEWS))["loss"].backward()
+    assert torch.isfinite(trained.grad).all() and trained.grad.abs().sum() > 0
     with pytest.raises(InvalidInputError, match="reads the view id"):
         crit(SourceOutput(f, logits), pids)
 

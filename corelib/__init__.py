@@ -22,13 +22,14 @@ _EXPORTS_BY_MODULE: dict[str, tuple[str, ...]] = {
         "label_agreement", "list_labelers", "minibatch_kmeans", "pseudo_label_quality", "register_labeler",
         "summarize_inits",),
     ".config": ("EMBEDDED_PAIRS", "EMBEDDED_STYLE_MODES", "AdaptLossCfg", "AugmentCfg", "ClusterCfg", "DataCfg",
-        "FinetuneCfg", "KMeansCfg", "MeanTeacherCfg", "PretrainCfg", "RuntimeCfg", "SourceLossCfg",
+        "FinetuneCfg", "KMeansCfg", "MeanTeacherCfg", "OrientationCfg", "PretrainCfg", "RuntimeCfg", "SourceLossCfg",
         "SourceModelCfg", "StyleCfg", "embedded_manifest", "load_config", "save_config",),
     ".data": ("CameraAwareIdentitySampler", "ImageDataset", "LocalGrayscalePatchReplacement", "ReIDDataset",
         "Sample", "SyntheticPreset", "VerificationReport", "build_dataset", "build_loader", "build_transforms",
         "denormalize", "expected_layout", "generate_synthetic", "get_preset", "list_datasets", "list_manifests",
         "list_presets", "load_manifest", "load_synthetic", "open_dataset", "pids_per_batch", "preset_manifest",
-        "read_image", "register_dataset", "render_example", "verify_dataset",),
+        "read_image", "register_dataset", "render_example", "verify_dataset", "build_sampler", "list_samplers",
+        "register_sampler",),
     ".errors": ("CheckpointError", "ConfigError", "CorelibError", "CorruptImageError", "DatasetRootError",
         "DeviceError", "InvalidInputError", "InvalidTypeError", "ManifestError", "MissingFileError",
         "MissingStageError", "NotOwnedError", "RunDirBusyError", "RunExistsError", "StyleError", "UnknownNameError",
@@ -51,7 +52,8 @@ _EXPORTS_BY_MODULE: dict[str, tuple[str, ...]] = {
 }
 # submodules exported as names (``corelib.viz``, ``from corelib import style``)
 _SUBMODULES = (
-    "baselines", "explain", "feature_space", "filtering", "pairs", "published", "recipes", "report", "results", "style",
+    "baselines", "explain", "feature_space", "filtering", "orientation", "pairs", "published", "recipes", "report",
+        "results", "style",
         "sweeps", "viz", "widgets",
 )
 _EXPORTS = {name: module for module, names in _EXPORTS_BY_MODULE.items() for name in names}
@@ -78,6 +80,7 @@ __all__ = [
     "ClusterCfg",
     "KMeansCfg",
     "MeanTeacherCfg",
+    "OrientationCfg",
     "RuntimeCfg",
     "SourceLossCfg",
     "SourceModelCfg",
@@ -106,6 +109,7 @@ __all__ = [
     "explain",
     "feature_space",
     "filtering",
+    "orientation",
     "pairs",
     "experiment_pairs",
     "ExperimentPair",
@@ -138,6 +142,9 @@ __all__ = [
     "build_model",
     "build_transforms",
     "CameraAwareIdentitySampler",
+    "build_sampler",
+    "list_samplers",
+    "register_sampler",
     "CheckpointError",
     "ConfigError",
     "CorelibError",

@@ -24,7 +24,9 @@ from typing import Optional
 from .cluster.dbscan import DBSCANCfg
 from .cluster.labelers import LABELERS, KMeansCfg, labeler_settings
 from .cluster.normalize import NORMALIZATIONS
+from .data.samplers import SAMPLERS
 from .errors import ConfigError, UnknownNameError
+from .losses.orientation import VIEW_RULES
 from .losses.registry import loss_builder
 from .models.registry import BACKBONES, MODELS
 from .paths import synthetic_root
@@ -40,7 +42,7 @@ from .yamlfile import read_yaml
 __all__ = [
     "AdaptLossCfg", "AugmentCfg", "ClusterCfg", "ContrastCfg", "DataCfg", "DBSCANCfg", "EMBEDDED_PAIRS", "EMBEDDED_SIZES",
     "EMBEDDED_STYLE_MODES",
-    "FinetuneCfg", "KMeansCfg", "MeanTeacherCfg", "PRESETS_FILE", "PretrainCfg", "RuntimeCfg", "STYLE_MODES",
+    "FinetuneCfg", "KMeansCfg", "MeanTeacherCfg", "OrientationCfg", "PRESETS_FILE", "PretrainCfg", "RuntimeCfg", "STYLE_MODES",
     "SourceLossCfg", "SourceModelCfg", "StyleCfg", "TrainingCfg", "embedded_manifest", "load_config", "preset",
     "save_config",
 ]
@@ -117,6 +119,10 @@ class _losses:
 
 def _labelers():
     return LABELERS
+
+
+def _samplers():
+    return SAMPLERS
 
 
 def _normalizations():
@@ -270,6 +276,10 @@ class TrainingCfg(Settings):
     fine-tuning the teacher on the target query / gallery."""
     seed: int = 1
     """Seed of python, numpy, torch, the samplers, the loaders and (fine-tuning) the clusterings."""
+    sampler: str = "camera_aware"
+    """Registered P x K identity sampler (``corelib.data.SAMPLERS``): "camera_aware" (the paper's:
+    followers from other cameras than the anchor's) or "orientation_aware" (followers from other
+    views first, so every identity block holds several orientations)."""
     runtime: RuntimeCfg = field(default_factory=RuntimeCfg)
     """Device, precision, memory layout, workers, process group."""
 
@@ -284,6 +294,7 @@ class TrainingCfg(Settings):
         _choice("optimizer", self.optimizer, ("adam", "sgd"))
         _within("momentum", self.momentum, 0.0, 1.0, high_open=True)
         _positive("bias_lr_factor", self.bias_lr_factor)
+        _registered("sampler", self.sampler, _samplers)
 
 
 # --------------------------------------------------------------------------------------------
@@ -340,6 +351,35 @@ class CenterLossCfg(Settings):
 
 
 @dataclass(frozen=True)
+class OrientationCfg(Settings):
+    """What "similar" and "different" orientations are for the orientation-aware triplet
+    (``loss.name`` "ce_triplet_orientation" / "corereid_orientation"; docs/method.md §3.14): the
+    positive of an anchor is its identity seen from a different orientation, the negative another
+    identity seen from a similar one."""
+
+    rule: str = "same_view"
+    """"same_view" (similar = the same view id) or "angular" (similar = view angles at most
+    ``similar_within`` degrees apart)."""
+    view_angles: tuple[float, ...] = (0.0, 180.0, 90.0)
+    """``rule="angular"``: the angle in degrees of each view id, indexed by view id (the embedded
+    generators' views: 0 front, 1 back / rear, 2 side)."""
+    similar_within: float = 45.0
+    """``rule="angular"``: two views are similar when their angles are at most this many degrees apart
+    (in [0, 180]); different otherwise."""
+
+    def __post_init__(self) -> None:
+        _choice("loss.orientation.rule", self.rule, VIEW_RULES)
+        _within("loss.orientation.similar_within", self.similar_within, 0.0, 180.0)
+        angles = list(self.view_angles)
+        if any(isinstance(a, bool) or not isinstance(a, (int, float)) or not math.isfinite(a) for a in angles):
+            raise ConfigError(f"loss.orientation.view_angles takes one finite angle in degrees per view id "
+                              f"(e.g. [0, 180, 90]), got {angles}")
+        if self.rule == "angular" and not angles:
+            raise ConfigError("loss.orientation.view_angles is empty but rule='angular' compares view angles; give one "
+                              "angle in degrees per view id (e.g. [0, 180, 90]) or use rule='same_view'")
+
+
+@dataclass(frozen=True)
 class SourceLossCfg(Settings):
     """The criterion of pre-training, built by name (``corelib.losses.list_losses("pretrain")``)."""
 
@@ -352,6 +392,8 @@ class SourceLossCfg(Settings):
     jpm_weighting: str = "code"
     """``name="transreid"``: "code" (0.5 global + 0.5 mean of the JPM terms, the official code) or
     "paper" (1 + 1: the paper's equation, twice the scale)."""
+    orientation: OrientationCfg = field(default_factory=OrientationCfg)
+    """Similar / different orientations of ``name="ce_triplet_orientation"`` (not used by the other losses)."""
     options: dict = field(default_factory=dict)
     """Settings of a loss registered outside corelib (passed to its builder)."""
 
@@ -538,6 +580,8 @@ class AdaptLossCfg(Settings):
     """Triplet margin and centre loss of ``name="ce_triplet_center"`` (not used by the other losses)."""
     jpm_weighting: str = "code"
     """``name="transreid"``: "code" (0.5 global + 0.5 mean of the JPM terms) or "paper" (1 + 1)."""
+    orientation: OrientationCfg = field(default_factory=OrientationCfg)
+    """Similar / different orientations of ``name="corereid_orientation"`` (not used by the other losses)."""
     options: dict = field(default_factory=dict)
     """Settings of a loss registered outside corelib (passed to its builder)."""
 
@@ -546,6 +590,10 @@ class AdaptLossCfg(Settings):
         _registered("loss.name", self.name, _losses("finetune"))
         _within("loss.label_smooth", self.label_smooth, 0.0, 1.0, high_open=True)
         _at_least("loss.local_weight", self.local_weight, 0)
+
+
+TARGET_VIEWS = ("metadata", "estimated")
+"""Sources of the target's view ids (``FinetuneCfg.target_views``)."""
 
 
 @dataclass(frozen=True)
@@ -573,10 +621,15 @@ class FinetuneCfg(TrainingCfg):
     bn_sub_batch: int = 0
     """BatchNorm statistics over fixed sub-batches of this size (0 = the whole batch): one device
     then behaves like the paper's several GPUs (e.g. 64 = two GPUs at batch 128)."""
+    target_views: str = "metadata"
+    """Where the target's view ids come from: "metadata" (the dataset's own) or "estimated"
+    (``corelib.orientation``'s estimator, marked ``extras["views"] = "estimated"`` on the dataset);
+    fine-tuning refuses a target whose views come from elsewhere, so one run folder holds one kind."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
         _at_least("bn_sub_batch", self.bn_sub_batch, 0)
+        _choice("target_views", self.target_views, TARGET_VIEWS)
 
     @classmethod
     def smoke(cls, **overrides) -> "FinetuneCfg":

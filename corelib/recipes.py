@@ -22,7 +22,9 @@ style train`` call nothing else, so both reach the same recipe for the same data
 (both from the same source network as ``corereid_v2``; docs/baselines.md §3). ``learn_by_guessing``
 trains its own IBN-Net source network with a centre loss, then refines DBSCAN pseudo-labels on
 camera-guided features step by step (docs/baselines.md §2). ``supervised_oracle`` is the upper bound:
-fine-tuning with the target's true identities.
+fine-tuning with the target's true identities. ``corereid_v2_orientation`` fine-tunes with the
+orientation-aware triplet and sampler on the target's view ids, ``corereid_v2_orientation_estimated``
+on view ids the orientation estimator predicted (:mod:`corelib.orientation`).
 
 A recipe of your own is a class with ``pretrain``, ``finetune`` and ``style`` methods registered
 with :func:`register_recipe`; pairs name it with ``"recipe"``, the command line with ``--recipe``.
@@ -253,6 +255,33 @@ class SupervisedOracle(CoreReIDV2):
 
     def finetune(self, ctx: RecipeContext, smoke: bool) -> FinetuneCfg:
         return super().finetune(ctx, smoke).with_overrides({"cluster.labeler": "oracle"})
+
+
+ORIENTATION = {"loss.name": "corereid_orientation", "sampler": "orientation_aware"}
+"""CORE-ReID V2 fine-tuning with the orientation-aware triplet and the sampler that puts several
+views of an identity in each block (docs/method.md §3.14)."""
+
+
+@register_recipe("corereid_v2_orientation")
+class CoreReIDV2Orientation(CoreReIDV2):
+    """CORE-ReID V2 with the authors' future work: every fine-tuning triplet mines the positive among
+    the identity's other views and the negative among other identities seen from a similar view
+    (``loss.name=corereid_orientation``, ``sampler=orientation_aware``); the target's view ids come
+    from its metadata. Pre-training is ``corereid_v2``'s, so it starts from the same source network
+    (chapter 02's). Not compared in chapter 07: it needs a target with views."""
+
+    def finetune(self, ctx: RecipeContext, smoke: bool) -> FinetuneCfg:
+        return super().finetune(ctx, smoke).with_overrides(ORIENTATION)
+
+
+@register_recipe("corereid_v2_orientation_estimated")
+class CoreReIDV2OrientationEstimated(CoreReIDV2Orientation):
+    """``corereid_v2_orientation`` on view ids the orientation estimator predicted for the target
+    (``target_views=estimated``: :func:`corelib.orientation.with_estimated_views`), as on a target
+    without orientation labels; fine-tuning refuses a target whose views come from its metadata."""
+
+    def finetune(self, ctx: RecipeContext, smoke: bool) -> FinetuneCfg:
+        return super().finetune(ctx, smoke).with_overrides({"target_views": "estimated"})
 
 
 def no_paper_k(where: str, target: Optional[str]) -> str:

@@ -27,7 +27,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (  # lowest first; a unit is a top-level m
     ("cluster", "evaluation", "losses"),
     ("runtime", "data"),
     ("models", "outputs", "features"),
-    ("report",),
+    ("report", "orientation"),
     ("config",),
     ("recipes", "style", "explain", "viz", "filtering"),
     ("pairs",),

@@ -103,8 +103,9 @@ def test_losses_by_name_return_named_terms():
     from corelib.losses import build_criterion, list_losses
     from corelib.models import SourceOutput
 
-    assert list_losses("pretrain") == ["ce_triplet", "ce_triplet_center", "transreid"]
-    assert list_losses("finetune") == ["ce_triplet_center", "cluster_contrast", "corereid", "transreid"]
+    assert list_losses("pretrain") == ["ce_triplet", "ce_triplet_center", "ce_triplet_orientation", "transreid"]
+    assert list_losses("finetune") == ["ce_triplet_center", "cluster_contrast", "corereid", "corereid_orientation",
+                                       "transreid"]
     crit = build_criterion(SourceLossCfg(), stage="pretrain")
     f, logits, pids = torch.randn(8, 4), torch.randn(8, 3), torch.tensor([0, 0, 1, 1, 2, 2, 0, 1])
     terms = crit(SourceOutput(f, logits), pids)

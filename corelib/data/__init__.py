@@ -21,7 +21,15 @@ from .dataset import (
 )
 from .manifests import VerificationReport, list_manifests, load_manifest, verify_dataset
 from .opening import open_dataset
-from .samplers import CameraAwareIdentitySampler, pids_per_batch
+from .samplers import (
+    SAMPLERS,
+    CameraAwareIdentitySampler,
+    OrientationAwareIdentitySampler,
+    build_sampler,
+    list_samplers,
+    pids_per_batch,
+    register_sampler,
+)
 from .synthetic import (
     SyntheticPreset,
     generate_synthetic,
@@ -34,7 +42,12 @@ from .synthetic import (
 from .transforms import LocalGrayscalePatchReplacement, build_transforms, denormalize
 
 __all__ = [
+    "SAMPLERS",
     "CameraAwareIdentitySampler",
+    "OrientationAwareIdentitySampler",
+    "build_sampler",
+    "list_samplers",
+    "register_sampler",
     "ImageDataset",
     "LocalGrayscalePatchReplacement",
     "ReIDDataset",

@@ -1,4 +1,4 @@
-"""Identity samplers for P x K training batches (P identities, K images each).
+"""Identity samplers for P x K training batches (P identities, K images each), by name.
 
 Triplet losses need several images of each identity in a batch, and re-identification is about
 matching across cameras, so :class:`CameraAwareIdentitySampler` fills each identity block with
@@ -11,9 +11,15 @@ of ``P * K`` with ``drop_last=True``. Unlike the authors' sampler it draws from 
 whatever else consumed the global RNG; call :meth:`CameraAwareIdentitySampler.set_epoch` at the
 start of every epoch, as with ``DistributedSampler``, or every epoch repeats the same order.
 
+The loops build their sampler by name (``TrainingCfg.sampler``) with :func:`build_sampler`;
+``"camera_aware"`` is :class:`CameraAwareIdentitySampler`, ``"orientation_aware"``
+:class:`OrientationAwareIdentitySampler` (followers from other views first, for the
+orientation-aware triplet). A sampler of your own is a class (or function) ``fn(samples,
+num_instances, seed)`` registered with :func:`register_sampler`.
+
 Example::
 
-    sampler = CameraAwareIdentitySampler(ds.train, num_instances=4, seed=0)
+    sampler = build_sampler("camera_aware", ds.train, num_instances=4, seed=0)
     loader = build_loader(ds.train, tf, batch_size=128, sampler=sampler, drop_last=True)
     for epoch in range(epochs):
         sampler.set_epoch(epoch)
@@ -23,15 +29,43 @@ Example::
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import TYPE_CHECKING, Iterator, Sequence
+from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 
 import torch
 from torch.utils.data import Sampler
 
 from ..errors import InvalidInputError
+from ..registry import Registry
 
 if TYPE_CHECKING:  # only for the annotation: the sampler needs nothing else from the registry
     from .dataset import Sample
+
+
+SAMPLERS: Registry[Callable[..., Sampler[int]]] = Registry(
+    "sampler", "Register your own with corelib.data.samplers.register_sampler.")
+"""The P x K identity samplers by name: builders ``fn(samples, num_instances, seed) -> Sampler``."""
+
+
+def register_sampler(name: str) -> Callable:
+    """Register a sampler builder ``fn(samples, num_instances, seed)`` (a class works) under ``name``.
+
+    The sampler yields indices identity block by identity block and has ``set_epoch(epoch)``
+    (the loops call it at every wrap of the loader)."""
+    return SAMPLERS.register(name)
+
+
+def list_samplers() -> list[str]:
+    """The registered sampler names."""
+    return SAMPLERS.names()
+
+
+def build_sampler(name: str, samples: Sequence[Sample], num_instances: int, seed: int) -> Sampler[int]:
+    """The sampler registered as ``name`` over ``samples``.
+
+    Raises:
+        UnknownNameError: no sampler of that name (the message lists those there are).
+    """
+    return SAMPLERS.get(name)(samples, num_instances=num_instances, seed=seed)
 
 
 def pids_per_batch(batch_size: int, num_instances: int) -> int:
@@ -56,6 +90,7 @@ def pids_per_batch(batch_size: int, num_instances: int) -> int:
     return batch_size // num_instances
 
 
+@register_sampler("camera_aware")
 class CameraAwareIdentitySampler(Sampler[int]):
     """Sample K images per identity, preferring cameras other than the anchor's.
 
@@ -139,3 +174,57 @@ class CameraAwareIdentitySampler(Sampler[int]):
             f"{type(self).__name__}(identities={len(self._pids)}, "
             f"num_instances={self.num_instances}, seed={self.seed}, epoch={self.epoch})"
         )
+
+
+@register_sampler("orientation_aware")
+class OrientationAwareIdentitySampler(CameraAwareIdentitySampler):
+    """Sample K images per identity so that each block holds several orientations.
+
+    Each epoch visits every identity once, in a random order. For an identity it takes one random
+    image (the anchor), then ``num_instances - 1`` followers one at a time, each drawn uniformly from
+    the first non-empty of:
+
+    1. the identity's images not yet in the block whose view is none of the views already in it;
+    2. its images not yet in the block taken by another camera than the anchor's;
+    3. its images not yet in the block;
+
+    once every image of the identity is in the block, the same tiers over all its images but the
+    anchor (with replacement). An identity with a single image contributes just that image. Images
+    without a view (``viewid`` None or absent) never count as a new view, so a split without views
+    gives camera-aware blocks. The orientation-aware triplet (``loss.name`` "ce_triplet_orientation",
+    "corereid_orientation") needs such blocks: a positive from another view exists only when the
+    block holds one.
+
+    Draws come from the sampler's own ``torch.Generator`` seeded with ``seed + epoch``
+    (:meth:`set_epoch`), as for :class:`CameraAwareIdentitySampler`.
+    """
+
+    def __init__(self, samples: Sequence[Sample], num_instances: int = 4, seed: int = 0) -> None:
+        super().__init__(samples, num_instances, seed)
+        self._views: list[int | None] = [getattr(sample, "viewid", None) for sample in samples]
+
+    def _follower(self, pool: list[int], block: list[int], anchor: int, gen: torch.Generator) -> int:
+        seen = {self._views[i] for i in block}
+        tiers = ([i for i in pool if self._views[i] is not None and self._views[i] not in seen],
+                 [i for i in pool if self._cams[i] != self._cams[anchor]], pool)
+        candidates = next(tier for tier in tiers if tier)
+        return candidates[int(torch.randint(len(candidates), (1,), generator=gen).item())]
+
+    def __iter__(self) -> Iterator[int]:
+        gen = torch.Generator()
+        gen.manual_seed(self.seed + self.epoch)
+        out: list[int] = []
+        for block_index in torch.randperm(len(self._indices), generator=gen).tolist():
+            indices = self._indices[block_index]
+            anchor = indices[int(torch.randint(len(indices), (1,), generator=gen).item())]
+            block = [anchor]
+            if len(indices) > 1:
+                others = [i for i in indices if i != anchor]
+                left = list(others)
+                for _ in range(self.num_instances - 1):
+                    pick = self._follower(left or others, block, anchor, gen)
+                    block.append(pick)
+                    if pick in left:
+                        left.remove(pick)
+            out.extend(block)
+        return iter(out)

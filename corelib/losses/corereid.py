@@ -18,12 +18,16 @@ class SupervisedCETriplet(Criterion):
         super().__init__()
         self.ce, self.triplet = CrossEntropyLabelSmooth(cfg.label_smooth), SoftTripletLoss()
 
-    def forward(self, outputs, pids: torch.Tensor, gather=lambda x: x) -> dict[str, torch.Tensor]:
+    def forward(self, outputs, pids: torch.Tensor, gather=lambda x: x, views=None) -> dict[str, torch.Tensor]:
         # the losses see the whole global batch under torchrun (gathered with gradients)
         features = gather(outputs.features.float())
         logits = gather(outputs.logits.float())
-        ce, tri = self.ce(logits, pids), self.triplet(features, pids)
+        ce, tri = self.ce(logits, pids), self.triplet_term(features, pids, views)
         return {"loss": ce + tri, "ce": ce, "triplet": tri}
+
+    def triplet_term(self, features: torch.Tensor, pids: torch.Tensor, views=None) -> torch.Tensor:
+        """The triplet of the batch (views unused here; an orientation-aware criterion mines with them)."""
+        return self.triplet(features, pids)
 
 
 @register_loss("corereid", stage="finetune")
@@ -45,16 +49,22 @@ class CoreReIDAdaptation(Criterion):
     def forward(self, batch: AdaptBatch) -> dict[str, torch.Tensor]:
         g, top, bot = batch.outputs
         y_g, y_top, y_bot = batch.labels
+        views = getattr(batch, "views", None)
+        v_g, v_top, v_bot = (None, None, None) if views is None else views
         f_g = batch.gather(g.global_feat.float())
         logits = batch.gather(g.logits.float())
         f_top = batch.gather(top.top_feat.float())
         f_bot = batch.gather(bot.bottom_feat.float())
-        parts = {"ce": self.ce(logits, y_g), "tri_global": self.triplet(f_g, y_g),
-                 "tri_top": self.triplet(f_top, y_top), "tri_bottom": self.triplet(f_bot, y_bot)}
+        parts = {"ce": self.ce(logits, y_g), "tri_global": self.triplet_term(f_g, y_g, v_g),
+                 "tri_top": self.triplet_term(f_top, y_top, v_top), "tri_bottom": self.triplet_term(f_bot, y_bot, v_bot)}
         loss = parts["ce"] + parts["tri_global"] + self.local_weight * (parts["tri_top"] + parts["tri_bottom"])
         if self.uses_fused:
             fused_top, fused_bot = batch.fused
-            parts["tri_fused_top"] = self.triplet(batch.gather(fused_top.top_feat.float()), y_top)
-            parts["tri_fused_bottom"] = self.triplet(batch.gather(fused_bot.bottom_feat.float()), y_bot)
+            parts["tri_fused_top"] = self.triplet_term(batch.gather(fused_top.top_feat.float()), y_top, v_top)
+            parts["tri_fused_bottom"] = self.triplet_term(batch.gather(fused_bot.bottom_feat.float()), y_bot, v_bot)
             loss = loss + self.local_weight * (parts["tri_fused_top"] + parts["tri_fused_bottom"])
         return {"loss": loss, **parts}
+
+    def triplet_term(self, features: torch.Tensor, labels: torch.Tensor, views=None) -> torch.Tensor:
+        """One triplet term on one batch (views unused here; an orientation-aware criterion mines with them)."""
+        return self.triplet(features, labels)

@@ -34,11 +34,28 @@ def batch_hard_distances(features: torch.Tensor, pids: torch.Tensor) -> tuple[to
     code. An anchor without any positive (a lone identity in the batch) gets ``d_ap = 0``; one
     without a negative gets ``d_an = +inf`` (its loss is then 0).
     """
-    d = torch.cdist(features, features).clamp_min(1e-12)  # the clamp keeps sqrt differentiable at 0
+    positives, negatives = identity_masks(pids)
+    return hardest_distances(pairwise_distances(features), positives, negatives)
+
+
+def pairwise_distances(features: torch.Tensor) -> torch.Tensor:
+    """``(B, B)`` Euclidean distances of the batch, clamped away from 0 (keeps sqrt differentiable there)."""
+    return torch.cdist(features, features).clamp_min(1e-12)
+
+
+def identity_masks(pids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(B, B)`` masks of each anchor's positives (same pid, itself excluded) and negatives (other pid)."""
     same = pids[:, None] == pids[None, :]
-    eye = torch.eye(len(pids), dtype=torch.bool, device=features.device)
-    d_ap = torch.where(same & ~eye, d, torch.zeros_like(d)).amax(dim=1)
-    d_an = torch.where(~same, d, torch.full_like(d, float("inf"))).amin(dim=1)
+    eye = torch.eye(len(pids), dtype=torch.bool, device=pids.device)
+    return same & ~eye, ~same
+
+
+def hardest_distances(d: torch.Tensor, positives: torch.Tensor,
+                      negatives: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per anchor (row): the largest distance among its ``positives`` (0 when none) and the smallest
+    among its ``negatives`` (+inf when none): batch-hard mining over whatever candidates the masks allow."""
+    d_ap = torch.where(positives, d, torch.zeros_like(d)).amax(dim=1)
+    d_an = torch.where(negatives, d, torch.full_like(d, float("inf"))).amin(dim=1)
     return d_ap, d_an
 
 
@@ -50,7 +67,11 @@ class SoftTripletLoss(nn.Module):
     """
 
     def forward(self, features: torch.Tensor, pids: torch.Tensor) -> torch.Tensor:
-        d_ap, d_an = batch_hard_distances(features, pids)
+        return self.of_distances(*batch_hard_distances(features, pids))
+
+    @staticmethod
+    def of_distances(d_ap: torch.Tensor, d_an: torch.Tensor) -> torch.Tensor:
+        """The loss of already mined ``(d_ap, d_an)`` pairs (another mining rule, the same loss)."""
         return F.softplus(d_ap - d_an).mean()
 
 

@@ -55,6 +55,9 @@ class Criterion(nn.Module):
     """Fine-tuning: the criterion needs the Ensemble Fusion outputs with gradients (ECAB and SECAB train)."""
     levels: int = 3
     """Fine-tuning: pseudo-labelled batches read, in the order global, top, bottom (1 or 3)."""
+    uses_views: bool = False
+    """The criterion reads the orientation (view id) of every image: pre-training passes ``views=``,
+    fine-tuning ``AdaptBatch.views``; a training split without views is refused before the first step."""
 
     def start_clustering(self, centres: torch.Tensor) -> None:
         """Fine-tuning: start from this clustering's ``(K, d)`` centres (nothing to start by default)."""

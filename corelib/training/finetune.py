@@ -52,7 +52,7 @@ from ..cluster import check_labeler, cluster_pseudo_labels, get_labeler, label_r
 from ..config import FinetuneCfg
 from ..data.batches import build_loader
 from ..data.dataset import ReIDDataset, Sample
-from ..data.samplers import CameraAwareIdentitySampler, pids_per_batch
+from ..data.samplers import build_sampler, pids_per_batch
 from ..data.transforms import build_transforms
 from ..errors import InvalidInputError, InvalidTypeError
 from ..features import extract_split
@@ -183,6 +183,11 @@ def finetune(
             network); None evaluates the source network here first.
         progress: tqdm bars (rank 0 only).
     """
+    target_views = target.extras.get("views", "metadata")
+    if cfg.target_views != target_views:  # one run folder holds runs on one kind of view ids
+        raise InvalidInputError(f"target_views={cfg.target_views!r} but {target.name}'s view ids are {target_views!r}; "
+                                f"set target_views={target_views!r} or pass the target as that recipe expects "
+                                f"(corelib.orientation.with_estimated_views for 'estimated')")
     rt = Runtime.from_cfg(cfg.runtime)
     run_dir = Path(run_dir)
     pids_per_batch(cfg.batch_size, cfg.num_instances)
@@ -284,8 +289,8 @@ def finetune(
             cycles = []
             for i in range(criterion.levels):
                 relabelled = _relabel(target.train, labels_state[i].numpy())
-                sampler = CameraAwareIdentitySampler(relabelled, num_instances=cfg.num_instances,
-                                                     seed=cfg.seed + 7919 * (i + 1))
+                sampler = build_sampler(cfg.sampler, relabelled, num_instances=cfg.num_instances,
+                                        seed=cfg.seed + 7919 * (i + 1))
                 loader = build_loader(relabelled, tf_train, cfg.batch_size, num_workers=cfg.runtime.num_workers,
                                       batch_sampler=D.RankSliceBatchSampler(sampler, cfg.batch_size, rt.info, keyed=True),
                                       seed=cfg.seed * 1000 + 3 * epoch + i, pin_memory=rt.pin_memory)

@@ -23,7 +23,7 @@ import torch
 from ..config import PretrainCfg
 from ..data.batches import build_loader
 from ..data.dataset import ReIDDataset
-from ..data.samplers import CameraAwareIdentitySampler, pids_per_batch
+from ..data.samplers import build_sampler, pids_per_batch
 from ..data.transforms import build_transforms
 from ..errors import ConfigError
 from ..losses import build_criterion
@@ -118,7 +118,7 @@ def pretrain(
             criterion.start_training(source.num_train_pids, model.feature_dim, rt.device)
         optimizer = build_optimizer(model.named_parameters(), cfg)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, cfg.lr_factor)
-        sampler = CameraAwareIdentitySampler(train, num_instances=cfg.num_instances, seed=cfg.seed)
+        sampler = build_sampler(cfg.sampler, train, num_instances=cfg.num_instances, seed=cfg.seed)
         aug = cfg.augment
         tf = build_transforms("pretrain", aug.height, aug.width, gray_p=aug.gray_p, lgpr_p=aug.lgpr_p, erase_p=aug.erase_p,
                               erase_mode=aug.erase_mode)

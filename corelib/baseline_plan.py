@@ -64,6 +64,21 @@ def vit_table_recipes() -> list[str]:
     return RECIPES.where(vit_table=True)
 
 
+def orientation_recipes() -> dict[str, list[str]]:
+    """Chapter 09's runs by where the target's view ids come from: ``"metadata"``, the plain recipes
+    (``orientation_of`` of an orientation-aware one) and the orientation-aware ones on the target's own
+    views; ``"estimated"``, those on views an estimator predicted. From the registrations, in order."""
+    oriented = [n for n in RECIPES.where() if RECIPES.info(n).orientation_of]
+    plain = list(dict.fromkeys(RECIPES.info(n).orientation_of for n in oriented))
+    return {"metadata": plain + [n for n in oriented if RECIPES.info(n).views == "metadata"],
+            "estimated": [n for n in oriented if RECIPES.info(n).views == "estimated"]}
+
+
+def recipe_views(name: str) -> str:
+    """The view ids recipe ``name`` trains with: ``"metadata"``, ``"estimated"`` or ``"not used"``."""
+    return RECIPES.info(name).views or "not used"
+
+
 def chapter_recipes(recipes: Sequence[str] = (), ablations: Sequence[str] = (),
                     vit_rows: Sequence[str] = ()) -> tuple[list[str], list[str], list[str]]:
     """Chapter 07's ``RECIPES``, ``ABLATION_RECIPES`` and ``VIT_RECIPES`` resolved: a list given is kept

@@ -24,7 +24,7 @@ from typing import Mapping, Optional, Sequence, Union
 
 import numpy as np
 
-from .baseline_plan import (  # noqa: F401 - the chapter's names, kept where chapter 07 reads them
+from .baseline_plan import (  # noqa: F401 - the chapters' names, kept where chapters 07 and 09 read them
     BASELINE_PARAMETERS,
     DEFAULT_BUDGET,
     DEFAULT_SOURCE_BUDGET,
@@ -35,6 +35,8 @@ from .baseline_plan import (  # noqa: F401 - the chapter's names, kept where cha
     chapter_budgets,
     chapter_recipes,
     check_baseline_parameters,
+    orientation_recipes,
+    recipe_views,
 )
 from .cluster import cluster_pseudo_labels, label_report
 from .errors import InvalidInputError, MissingFileError

@@ -146,12 +146,30 @@ class ViewHead:
         self.classifier = LinearViewClassifier(self._descriptors([samples[i] for i in positions]), views, seed=seed)
 
     def _descriptors(self, samples: Sequence) -> torch.Tensor:
-        rows = [tuple(s[:3]) for s in samples]  # the descriptors need (path, pid, camid) only
-        return extract_split(self.model, rows, self.height, self.width, device=self.device).features
+        return extract_split(self.model, list(samples), self.height, self.width, device=self.device).features
 
     def predict(self, samples: Sequence) -> np.ndarray:
         """One view id per sample."""
         return self.classifier.predict_features(self._descriptors(samples))
+
+
+def estimator_report(estimator: ViewEstimator, source: Sequence, target: Sequence,
+                     predicted: Union[Sequence[int], np.ndarray, None] = None) -> dict:
+    """Percentages for a table: the estimator's accuracy on the ``source`` samples it was fitted on and on
+    the ``target`` samples it labels (``predicted``: its predictions for ``target``, when made already),
+    and ``chance``, the share of the target's most frequent view (what always answering it scores).
+
+    Raises:
+        InvalidInputError: ``source`` or ``target`` has no sample with a known view.
+    """
+    positions, truth = known_views(target)
+    if not positions:
+        raise InvalidInputError("estimator_report needs target samples with known views to score against")
+    guess = (np.asarray(estimator.predict([target[i] for i in positions])) if predicted is None
+             else np.asarray(predicted).reshape(-1)[positions])
+    return {"source accuracy": round(100 * accuracy(estimator, source), 1),
+            "target accuracy": round(100 * float((guess == truth).mean()), 1),
+            "chance": round(100 * float(np.bincount(truth).max() / len(truth)), 1), "target images": len(positions)}
 
 
 def with_estimated_views(dataset: ReIDDataset, views: Union[Sequence[int], np.ndarray],
@@ -178,5 +196,6 @@ def with_estimated_views(dataset: ReIDDataset, views: Union[Sequence[int], np.nd
     return dataclasses.replace(dataset, **splits, extras={**dataset.extras, "views": "estimated"})
 
 
-__all__ = ["VIEW_ESTIMATORS", "LinearViewClassifier", "ViewEstimator", "ViewHead", "accuracy", "fit_view_estimator",
+__all__ = ["VIEW_ESTIMATORS", "LinearViewClassifier", "ViewEstimator", "ViewHead", "accuracy", "estimator_report",
+           "fit_view_estimator",
            "known_views", "list_view_estimators", "register_view_estimator", "with_estimated_views"]

@@ -105,6 +105,10 @@ class RecipeInfo:
     """The recipe it is an ablation of: chapter 07 runs it on its ablation pairs by default (``ABLATION_RECIPES = []``)."""
     vit_table: bool = False
     """A row of chapter 07's TransReID table, beside ``corereid_v2`` (``VIT_RECIPES = []``)."""
+    orientation_of: Optional[str] = None
+    """The plain recipe it is the orientation-aware variant of: chapter 09 runs both."""
+    views: Optional[str] = None
+    """Where chapter 09 takes its target's view ids from: ``"metadata"`` or ``"estimated"``."""
 
 
 RECIPES: Registry[Recipe] = Registry("recipe", "Register your own with corelib.recipes.register_recipe.",
@@ -113,7 +117,8 @@ RECIPES: Registry[Recipe] = Registry("recipe", "Register your own with corelib.r
 
 def register_recipe(name: str, **info: Any) -> Callable[[type], type]:
     """Register a :class:`Recipe` subclass under ``name`` (one instance is kept), with its place in
-    chapter 07 (fields of :class:`RecipeInfo`: ``compared``, ``ablation_of``, ``vit_table``)."""
+    chapters 07 and 09 (fields of :class:`RecipeInfo`: ``compared``, ``ablation_of``, ``vit_table``,
+    ``orientation_of``, ``views``)."""
 
     def deco(cls: type) -> type:
         RECIPES.register(name, **info)(cls())
@@ -262,7 +267,7 @@ ORIENTATION = {"loss.name": "corereid_orientation", "sampler": "orientation_awar
 views of an identity in each block (docs/method.md §3.14)."""
 
 
-@register_recipe("corereid_v2_orientation")
+@register_recipe("corereid_v2_orientation", orientation_of="corereid_v2", views="metadata")
 class CoreReIDV2Orientation(CoreReIDV2):
     """CORE-ReID V2 with the authors' future work: every fine-tuning triplet mines the positive among
     the identity's other views and the negative among other identities seen from a similar view
@@ -274,7 +279,7 @@ class CoreReIDV2Orientation(CoreReIDV2):
         return super().finetune(ctx, smoke).with_overrides(ORIENTATION)
 
 
-@register_recipe("corereid_v2_orientation_estimated")
+@register_recipe("corereid_v2_orientation_estimated", orientation_of="corereid_v2", views="estimated")
 class CoreReIDV2OrientationEstimated(CoreReIDV2Orientation):
     """``corereid_v2_orientation`` on view ids the orientation estimator predicted for the target
     (``target_views=estimated``: :func:`corelib.orientation.with_estimated_views`), as on a target

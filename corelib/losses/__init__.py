@@ -6,7 +6,7 @@ global and JPM features)."""
 from . import center, cluster_contrast, corereid, transreid  # noqa: F401  (register their criteria)
 from .metric import (CrossEntropyLabelSmooth, MarginTripletLoss, SoftTripletLoss, batch_hard_distances, center_loss,
                      triplet_loss)
-from .registry import AdaptBatch, Criterion, build_criterion, list_losses, register_loss
+from .registry import AdaptBatch, Criterion, build_criterion, list_losses, register_loss, require_views
 
 __all__ = [
     "AdaptBatch",
@@ -20,4 +20,5 @@ __all__ = [
     "build_criterion",
     "list_losses",
     "register_loss",
+    "require_views",
 ]

@@ -99,7 +99,7 @@ def extract_features(
         if relayout:
             model.to(memory_format=torch.channels_last)
     feats, pids, camids = [], [], []
-    samples = getattr(loader.dataset, "samples", None)
+    samples = getattr(getattr(loader, "dataset", None), "samples", None)  # any iterable of batches is a loader
     has_views = samples is not None and split_has_views(samples)
     for images, pid, camid, index in tqdm(loader, desc="extract", unit="batch", disable=not progress):
         x = images.to(dev, non_blocking=True)

@@ -327,3 +327,17 @@ def test_a_criterion_that_reads_views_is_refused_on_a_split_without_views(synthe
     target = without_views(load_synthetic(synthetic_small["cuhk_like"]))
     with pytest.raises(InvalidInputError, match=r"training split of .* has no view ids"):
         finetune(FinetuneCfg.smoke(), target, tmp_path / "fine", source_checkpoint=tmp_path / "none.pt", progress=False)
+
+
+@pytest.mark.parametrize("kind, embedded, view_axis", [("person", True, False), ("person", False, False),
+                                                       ("vehicle", True, True), ("vehicle", False, True)])
+def test_the_transreid_recipe_uses_views_for_vehicles_as_the_released_configs(kind, embedded, view_axis):
+    """configs/Market: SIE_CAMERA alone; configs/VeRi: SIE_CAMERA and SIE_VIEW (both stages)."""
+    from corelib.recipes import RecipeContext, get_recipe
+
+    ctx = RecipeContext(kind, embedded, "veri776" if kind == "vehicle" else "market1501")
+    for stage in ("pretrain", "finetune"):
+        net_args = getattr(get_recipe("transreid"), stage)(ctx, False).model.net_args
+        assert bool(net_args.get("sie_view", False)) is view_axis
+        assert net_args.get("sie_camera", True) is True
+    assert "sie_view" not in get_recipe("transreid_no_sie").pretrain(ctx, False).model.net_args

@@ -367,7 +367,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
         raise CorelibError(f"--batch {args.batch}: the onnxruntime check needs at least one image")
     exported = export_onnx(args.checkpoint, args.out, opset=args.opset, overwrite=args.overwrite)
     ids = {"camids": f"camera ids in [-1, {exported.num_cameras}) (-1: unknown camera)",
-           "views": f"view ids in [0, {exported.num_views})"}
+           "views": f"view ids in [-1, {exported.num_views}) (-1: unknown view)"}
     print(f"wrote {exported.path} (ONNX opset {exported.opset}, {exported.metadata['model_name']}, "
           f"{exported.path.stat().st_size / 1e6:.1f} MB)")
     height, width = exported.input_size

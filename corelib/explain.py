@@ -107,12 +107,13 @@ class EmbeddingOf(nn.Module):
     ``global``, ``top`` and ``bottom`` are the branch features of :class:`CoreReIDNet` before
     normalisation (a :class:`SourceNet` has ``global`` and ``descriptor`` only, as has a
     :class:`~corelib.models.TransReIDNet`, whose ``global`` is ``f_g`` before its BN-neck). The wrapped network
-    is put in eval mode: BatchNorm uses its running statistics, as at test time. ``camids``
-    (``(B,)``) reach a backbone that uses camera embeddings; Grad-CAM calls the module on the
-    images alone, so they are fixed here.
+    is put in eval mode: BatchNorm uses its running statistics, as at test time. ``camids`` and
+    ``viewids`` (``(B,)``) reach a backbone that uses camera and view embeddings; Grad-CAM calls the
+    module on the images alone, so they are fixed here.
     """
 
-    def __init__(self, model: nn.Module, branch: str = "descriptor", camids: Optional[torch.Tensor] = None) -> None:
+    def __init__(self, model: nn.Module, branch: str = "descriptor", camids: Optional[torch.Tensor] = None,
+                 viewids: Optional[torch.Tensor] = None) -> None:
         super().__init__()
         model = explained_network(model)
         if branch not in BRANCHES:
@@ -122,7 +123,7 @@ class EmbeddingOf(nn.Module):
         if not isinstance(model, (SourceNet, CoreReIDNet, TransReIDNet)):
             raise InvalidTypeError(f"EmbeddingOf expects a SourceNet, CoreReIDNet, TransReIDNet or MeanTeacher, got "
                                    f"{type(model).__name__}")
-        self.model, self.branch, self.camids = model.eval(), branch, camids
+        self.model, self.branch, self.camids, self.viewids = model.eval(), branch, camids, viewids
 
     @property
     def trunk(self) -> nn.Module:
@@ -130,10 +131,10 @@ class EmbeddingOf(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.branch == "descriptor":
-            return self.model(x, self.camids)
+            return self.model(x, self.camids, self.viewids)
         if isinstance(self.model, TransReIDNet):  # f_g before its BN-neck (the [cls] output of the global branch)
-            return self.model.features(x, self.camids)[0]
-        m = self.model.trunk(x, self.camids)
+            return self.model.features(x, self.camids, self.viewids)[0]
+        m = self.model.trunk(x, self.camids, self.viewids)
         if isinstance(self.model, SourceNet):
             return self.model.bnneck(m.mean(dim=(2, 3)))
         return self.model.branch_features(m)[("global", "top", "bottom").index(self.branch)]

@@ -15,8 +15,9 @@ returns it:
   SIE): 0-based camera ids below the table's camera count, -1 for an image of an unknown camera
   (the table's mean, the camera-blind embedding); an id outside the table is not checked by the graph
   (onnxruntime refuses it on the CPU);
-- input ``views``: ``(B,)`` int64, only for a TransReID network whose SIE table has views
-  (VeRi-776's orientations), 0-based;
+- input ``views``: ``(B,)`` int64, only for a network whose trunk's SIE table has views (VeRi-776's
+  orientations; the network's ``viewids``): 0-based view ids below the table's view count, -1 for an
+  image of an unknown view (the mean of its camera's view rows);
 - output ``features``: ``(B, D)`` float32, L2-normalised.
 
 The batch axis is dynamic. A mean teacher exports its teacher (the network that is evaluated).
@@ -65,7 +66,7 @@ from torch import nn
 from .data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from .errors import InvalidInputError, InvalidTypeError, MissingExtraError, NotOwnedError
 from .features import uses_test_flip
-from .models import MeanTeacher, TransReIDNet, TransReIDViT
+from .models import MeanTeacher, TransReIDViT
 from .ownership import fingerprint
 from .paths import atomic_file
 from .repro import env_report
@@ -121,19 +122,19 @@ class _OneView(nn.Module):
 
     def forward(self, images: torch.Tensor, *ids: torch.Tensor) -> torch.Tensor:
         side = dict(zip(self.inputs[1:], ids))
-        if "views" in side:
-            return self.net(images, side.get("camids"), views=side["views"])
+        if "views" in side:  # the graph's input keeps its name "views"; the networks call it viewids
+            return self.net(images, side.get("camids"), side["views"])
         return self.net(images, side.get("camids"))
 
 
 def _side_inputs(net: nn.Module) -> tuple[int, int]:
     """``(cameras, views)``: the SIE table's camera and view counts that the graph takes ids for
-    (0 for none). Camera ids go in when a ViT trunk's table has cameras; view ids when the network
-    passes them on (:class:`~corelib.models.TransReIDNet`) and the table has views."""
+    (0 for none): camera ids when a ViT trunk's table has cameras, view ids when it has views (every
+    network hands both to its trunk)."""
     tables = [m for m in net.modules() if isinstance(m, TransReIDViT) and m.sie_embed is not None]
     cameras = max((m.num_cameras for m in tables if m.num_cameras > 1), default=0)
     views = max((m.num_views for m in tables if m.num_views > 1), default=0)
-    return cameras, (views if isinstance(net, TransReIDNet) else 0)
+    return cameras, views
 
 
 def export_onnx(source: Union[str, Path, nn.Module], out: Union[str, Path], *, opset: int = ONNX_OPSET,
@@ -209,11 +210,11 @@ def export_onnx(source: Union[str, Path, nn.Module], out: Union[str, Path], *, o
 def _example_inputs(inputs: tuple[str, ...], batch: int, input_size: tuple[int, int], cameras: int, views: int, *,
                    seed: int = 0, device: Union[str, torch.device] = "cpu") -> dict[str, torch.Tensor]:
     """A random batch for the graph's ``inputs``: normal images, camera ids in [-1, cameras) (-1: an
-    unknown camera), view ids in [0, views)."""
+    unknown camera), view ids in [-1, views) (-1: an unknown view)."""
     g = torch.Generator().manual_seed(seed)
     made = {"images": torch.randn(batch, 3, *input_size, generator=g),
             "camids": torch.randint(-1, max(cameras, 1), (batch,), generator=g),
-            "views": torch.randint(0, max(views, 1), (batch,), generator=g)}
+            "views": torch.randint(-1, max(views, 1), (batch,), generator=g)}
     return {name: made[name].to(device) for name in inputs}
 
 

@@ -4,7 +4,10 @@ yes, TransReID's no).
 
 :func:`extract_split` is the one way the workbench turns a list of samples into descriptors (the
 evaluation, the fine-tuning clusterings and the analysis chapters all call it); :func:`extract_features`
-is the loop underneath, for a loader of your own.
+is the loop underneath, for a loader of your own. :func:`split_has_views` and :func:`batch_viewids`
+give the view ids (orientations) of a batch from the sample list its loader is built on, as every
+loop hands them to the networks: ``(B,)`` with -1 where a sample has no view, None for a list without
+any view (a network or callable is then called as before views existed, ``model(x, camids)``).
 """
 
 from __future__ import annotations
@@ -31,6 +34,29 @@ def uses_test_flip(model) -> bool:
     return bool(getattr(model, "test_flip", True))
 
 
+def split_has_views(samples: Sequence) -> bool:
+    """Whether any sample of ``samples`` has a view id (``viewid`` not None)."""
+    return any(getattr(s, "viewid", None) is not None for s in samples)
+
+
+def batch_viewids(samples: Sequence, index, *, has_views: Optional[bool] = None) -> Optional[torch.Tensor]:
+    """The view ids ``(B,)`` (int64, -1 unknown) of the samples at ``index`` (a batch's 4th entry), or
+    None when ``samples`` has no view at all (``has_views``: that answer, when the caller knows it)."""
+    if has_views is None:
+        has_views = split_has_views(samples)
+    if not has_views:
+        return None
+    rows = torch.as_tensor(index).flatten().tolist()
+    views = [getattr(samples[int(i)], "viewid", None) for i in rows]
+    return torch.tensor([-1 if v is None else int(v) for v in views], dtype=torch.long)
+
+
+def call_with_ids(model, x: torch.Tensor, camids: Optional[torch.Tensor], viewids: Optional[torch.Tensor] = None):
+    """``model(x, camids, viewids)``, or ``model(x, camids)`` without view ids (a callable written
+    before views existed keeps working on data without them)."""
+    return model(x, camids) if viewids is None else model(x, camids, viewids)
+
+
 class Features(NamedTuple):
     """Descriptors of a split, with its labels (camid -1 where the dataset has no cameras)."""
 
@@ -52,8 +78,10 @@ def extract_features(
     """Run ``model`` in eval mode over ``loader`` (batches of ``(images, pids, camids, index)``).
 
     Args:
-        model: called as ``model(images, camids)`` (camids ``(B,)``, -1 where unknown): every
-            network of the workbench takes the camera ids and hands them to its backbone.
+        model: called as ``model(images, camids, viewids)`` (each ``(B,)``, -1 where unknown; the
+            view ids looked up by index in the loader's sample list, :func:`batch_viewids`), or as
+            ``model(images, camids)`` when that list has no views: every network of the workbench
+            takes the ids and hands them to its backbone.
         flip: BMFN, ``normalize((f(x) + f(flip(x))) / 2)``; False: ``normalize(f(x))``; None: the
             network's published test protocol (:func:`corelib.features.uses_test_flip`).
         channels_last: NHWC memory format (1.6x faster for ResNet-50 on the 2-core CPU, and the
@@ -71,14 +99,17 @@ def extract_features(
         if relayout:
             model.to(memory_format=torch.channels_last)
     feats, pids, camids = [], [], []
-    for images, pid, camid, _ in tqdm(loader, desc="extract", unit="batch", disable=not progress):
+    samples = getattr(getattr(loader, "dataset", None), "samples", None)  # any iterable of batches is a loader
+    has_views = samples is not None and split_has_views(samples)
+    for images, pid, camid, index in tqdm(loader, desc="extract", unit="batch", disable=not progress):
         x = images.to(dev, non_blocking=True)
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         cams = torch.as_tensor(camid).to(dev)
-        f = model(x, cams).float()
+        views = batch_viewids(samples, index, has_views=True).to(dev) if has_views else None
+        f = call_with_ids(model, x, cams, views).float()
         if flip:
-            f = f + model(torch.flip(x, dims=[3]), cams).float()
+            f = f + call_with_ids(model, torch.flip(x, dims=[3]), cams, views).float()
         feats.append(torch.nn.functional.normalize(f, dim=1).cpu())
         pids.append(np.asarray(pid))
         camids.append(np.asarray(camid))
@@ -94,7 +125,7 @@ def extract_features(
 def extract_split(model, samples: Sequence, height: int, width: int, *, device: Union[str, torch.device] = "cpu",
                   batch_size: int = 128, channels_last: bool = True, progress: bool = False,
                   flip: Optional[bool] = None) -> Features:
-    """Descriptors of ``samples`` (a split of ``(path, pid, camid)``) at the test transform of
+    """Descriptors of ``samples`` (a split of ``(path, pid, camid[, viewid])``) at the test transform of
     size ``height`` x ``width``, flip-averaged as ``flip`` says (None: the network's test protocol).
 
     Raises:

@@ -365,12 +365,16 @@ class TransReIDRecipe(Recipe):
     ImageNet-21k file (``-o model.weights=/path/jx_vit_base_p16_224-80ecf9dd.pth``), SGD lr 0.008
     (VeRi 0.01), momentum 0.9, weight decay 1e-4 on every parameter, bias lr x 2, batch 64 = 16 x 4,
     120 epochs, cosine with 5 warm-up epochs to 0.002 x lr, pixel-mode random erasing, CE without
-    label smoothing + soft triplet, JPM shift 5 (8 for vehicles). Not reproduced: the official
+    label smoothing + soft triplet, JPM shift 5 (8 for vehicles), SIE with lambda 3.0 over the cameras
+    for persons (configs/Market: ``SIE_CAMERA``) and over cameras x views for vehicles (configs/VeRi:
+    ``SIE_CAMERA`` and ``SIE_VIEW``, ``sie_view=True``; a dataset without views, VehicleID, gets the
+    camera table, one without cameras none). Not reproduced: the official
     sampler draws identities without the camera rule of this workbench's sampler, and its epoch is
     one pass over the data (here ``iters_per_epoch`` steps).
 
     Embedded pairs: the tiny ViT from random weights (:data:`TRANSREID_EMBEDDED_PRETRAIN`), the
-    CPU recipes' budgets."""
+    CPU recipes' budgets, the same SIE switches (the vehicle pair's camera x view table is sized by the
+    embedded data's views)."""
 
     sie, jpm = True, True
 
@@ -378,6 +382,8 @@ class TransReIDRecipe(Recipe):
         net = {}
         if not self.sie:
             net["sie"] = False
+        elif ctx.kind == "vehicle":  # configs/VeRi: SIE_CAMERA and SIE_VIEW, a camera x view table
+            net["sie_view"] = True
         if not self.jpm:
             net["jpm"] = False
         elif ctx.kind == "vehicle" and not ctx.embedded:

@@ -173,7 +173,8 @@ def test_vit_b_cases_name_their_published_rows():
     veri = vit_b_conversion("veri_jpm_sie_cv")
     assert (veri.method, veri.task, veri.published_backbone) == ("TransReID* (SIE camera+view)", "veri776", "ViT-B/16")
     assert (veri.model_args["num_cameras"], veri.model_args["num_views"]) == (20, 8)  # the manifest's 20 VeRi cameras
-    assert "view 0" in veri.inferred["sie"]
+    assert (veri.model_args["sie_camera"], veri.model_args["sie_view"]) == (True, True)
+    assert "camera x views + view" in veri.inferred["sie"]
     # the released configurations also carry the README's rows of the released models
     assert market.published_also == [("TransReID*", "ViT-B/16")] and veri.published_also == [("TransReID*", "ViT-B/16")]
     assert vit_b_conversion("market_sie", dataset="market1501").published_also == []
@@ -275,7 +276,7 @@ NUMERIC_CASES = {
 
 @pytest.mark.parametrize("case", NUMERIC_CASES)
 def test_converted_eval_feature_equals_the_official_forward(tmp_path, case):
-    layout, options, split, views = NUMERIC_CASES[case]
+    layout, options, split, num_views = NUMERIC_CASES[case]
     shapes = official_shapes(**TINY, classes=5, **layout)
     source = save_official(tmp_path / "t.pth", shapes, seed=3)
     convert_checkpoint(source, "transreid", tmp_path / "out.pt", img_size="64x32", **options)
@@ -283,13 +284,14 @@ def test_converted_eval_feature_equals_the_official_forward(tmp_path, case):
     raw = torch.rand(4, 3, 64, 32, generator=torch.Generator().manual_seed(5))
     mean, std = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
     cams = torch.tensor([0, 1, 2, 1])
+    views = torch.tensor([1, 0, 1, 1]) if num_views else torch.full((4,), -1)  # the views passed at evaluation
     with torch.no_grad():
-        ours = net((raw - mean) / std, cams if split else None)
-        f_g, f_l = net.features((raw - mean) / std, cams if split else None)
+        ours = net((raw - mean) / std, cams if split else None, views)
+        f_g, f_l = net.features((raw - mean) / std, cams if split else None, views)
         before = torch.cat([f_g, (f_l / max(f_l.shape[1], 1)).flatten(1)], dim=1)
         theirs = official_eval_feature(official_state(shapes, seed=3), (raw - 0.5) / 0.5, cams,
-                                       torch.zeros(4, dtype=torch.long), heads=4, stride=6, split=split,
-                                       num_views=views, coe=3.0, jpm=layout["jpm"],
+                                       views.clamp_min(0), heads=4, stride=6, split=split,
+                                       num_views=num_views, coe=3.0, jpm=layout["jpm"],
                                        shift=int(options.get("shift_num", 5)))
     # before L2 (f_l / k beside f_g, as the official feature) and the L2-normalised descriptor
     torch.testing.assert_close(before, theirs, atol=1e-5, rtol=0)

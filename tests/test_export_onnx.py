@@ -68,14 +68,14 @@ def inputs_for(exported, batch: int = BATCH, seed: int = 0) -> dict[str, torch.T
     if "camids" in exported.inputs:
         feeds["camids"] = torch.tensor([-1, 0, 1, 2, 1][:batch])  # -1: an unknown camera (the table's mean)
     if "views" in exported.inputs:
-        feeds["views"] = torch.tensor([0, 1, 1, 0, 1][:batch])
+        feeds["views"] = torch.tensor([0, 1, -1, 0, 1][:batch])  # -1: an unknown view (its camera's mean)
     return feeds
 
 
 def torch_features(net, feeds: dict[str, torch.Tensor]) -> torch.Tensor:
     with torch.no_grad():
         if "views" in feeds:
-            return net(feeds["images"], feeds.get("camids"), views=feeds["views"])
+            return net(feeds["images"], feeds.get("camids"), viewids=feeds["views"])
         return net(feeds["images"], feeds.get("camids"))
 
 
@@ -123,7 +123,8 @@ def test_every_backbone_exports_inside_the_corereid_network(backbone, onnx_file)
     assert exported.num_cameras == (CAMERAS if "camids" in exported.inputs else 0)
 
 
-@pytest.mark.parametrize("kw", [dict(num_cameras=CAMERAS, num_views=VIEWS), dict(num_views=VIEWS),
+@pytest.mark.parametrize("kw", [dict(num_cameras=CAMERAS, num_views=VIEWS, sie_view=True),
+                                dict(num_views=VIEWS, sie_camera=False, sie_view=True),
                                 dict(num_cameras=CAMERAS, jpm=False), dict(num_cameras=CAMERAS, sie=False)],
                          ids=["cameras_views", "views_only", "no_jpm", "no_sie"])
 def test_transreid_takes_the_ids_its_sie_table_has(kw, onnx_file):
@@ -131,7 +132,7 @@ def test_transreid_takes_the_ids_its_sie_table_has(kw, onnx_file):
     model = build_model("transreid_net", backbone="transreid_vit_tiny", num_classes=4, img_size=SIZE, **kw).eval()
     exported = assert_same_features(model, onnx_file)
     cameras = kw.get("num_cameras", 0) if kw.get("sie", True) else 0
-    views = kw.get("num_views", 0)
+    views = kw.get("num_views", 0) if kw.get("sie_view") else 0
     want = ("images",) + (("camids",) if cameras else ()) + (("views",) if views else ())
     assert exported.inputs == want
     assert exported.metadata["inputs"] == ",".join(want)
@@ -139,15 +140,15 @@ def test_transreid_takes_the_ids_its_sie_table_has(kw, onnx_file):
 
 
 def test_view_ids_pick_their_rows_of_the_sie_table():
-    """views=None is view 0 (the features every evaluation so far computed); other views move the feature."""
+    """viewids=None is an unknown view (its camera's mean row, as -1); a view id moves the feature."""
     torch.manual_seed(0)
     net = build_model("transreid_net", backbone="transreid_vit_tiny", num_classes=4, img_size=SIZE,
-                      num_cameras=CAMERAS, num_views=VIEWS).eval()
+                      num_cameras=CAMERAS, num_views=VIEWS, sie_view=True).eval()
     x, cams = torch.randn(3, 3, *SIZE), torch.tensor([0, 2, 1])
     with torch.no_grad():
         plain = net(x, cams)
-        assert torch.equal(net(x, cams, views=torch.zeros(3, dtype=torch.long)), plain)
-        moved = net(x, cams, views=torch.ones(3, dtype=torch.long))
+        assert torch.equal(net(x, cams, viewids=torch.full((3,), -1)), plain)
+        moved = net(x, cams, viewids=torch.ones(3, dtype=torch.long))
         row = net.trunk.side_information(cams, 3, torch.ones(3, dtype=torch.long))
         assert torch.equal(row, net.trunk.sie_coe * net.trunk.sie_embed[cams * VIEWS + 1])
     assert (moved - plain).abs().max() > 1e-3

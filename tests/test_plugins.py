@@ -48,7 +48,7 @@ class TinyTrunk(Backbone):
         self.block = nn.Sequential(nn.Conv2d(width, width, 3, stride=2, padding=1), nn.BatchNorm2d(width), nn.ReLU())
         self.camera = nn.Embedding(8, width)
 
-    def forward(self, x: torch.Tensor, camids=None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, camids=None, viewids=None) -> torch.Tensor:
         m = self.block(self.stem(x))
         if camids is not None:
             SEEN_CAMIDS.append(len(camids))

@@ -284,10 +284,16 @@ def test_the_dataset_camera_count_is_the_model_context(data):
     def cameras(ds) -> int:  # written out: the largest camid of any split + 1
         return 1 + max(s.camid for split in (ds.train, ds.query, ds.gallery) for s in split)
 
+    def views(ds) -> int:  # the largest viewid + 1, 0 for data without views
+        return 1 + max((s.viewid for split in (ds.train, ds.query, ds.gallery) for s in split
+                        if getattr(s, "viewid", None) is not None), default=-1)
+
     assert cameras(source) > 1 and cameras(target) > 1 and cameras(source) != cameras(target)
     for name in ("transreid_net", "transreid_mean_teacher"):
-        assert model_context(name, source, 64, 32) == {"num_cameras": cameras(source), "img_size": [64, 32]}
-        assert model_context(name, target, 256, 128) == {"num_cameras": cameras(target), "img_size": [256, 128]}
+        assert model_context(name, source, 64, 32) == {"num_cameras": cameras(source), "num_views": views(source),
+                                                       "img_size": [64, 32]}
+        assert model_context(name, target, 256, 128) == {"num_cameras": cameras(target), "num_views": views(target),
+                                                         "img_size": [256, 128]}
     assert model_context("source_net", source, 64, 32) == {}
 
 

@@ -8,7 +8,7 @@ from . import center, cluster_contrast, corereid, orientation, transreid  # noqa
 from .metric import (CrossEntropyLabelSmooth, MarginTripletLoss, SoftTripletLoss, batch_hard_distances, center_loss,
                      triplet_loss)
 from .orientation import VIEW_RULES, OrientedDistances, orientation_batch_hard_distances, similar_views
-from .registry import AdaptBatch, Criterion, build_criterion, list_losses, register_loss
+from .registry import AdaptBatch, Criterion, build_criterion, list_losses, register_loss, require_views
 
 __all__ = [
     "AdaptBatch",
@@ -26,4 +26,5 @@ __all__ = [
     "build_criterion",
     "list_losses",
     "register_loss",
+    "require_views",
 ]

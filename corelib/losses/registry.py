@@ -18,7 +18,11 @@ loops log every term per epoch and the chapters plot what was logged.
   ``start_training(num_classes, feature_dim, device)`` (pre-training) or ``start_clustering``
   (fine-tuning) and updates them in :meth:`Criterion.own_step`, which the loops call after the
   network's optimiser step; :meth:`Criterion.own_state` goes into ``last.pt`` so a resumed run
-  continues them.
+  continues them;
+- a criterion that reads the orientation (view) of each image declares ``uses_views = True``: the
+  pre-training loop then calls it as ``criterion(outputs, pids, gather, views=viewids)`` and the
+  fine-tuning loop fills :attr:`AdaptBatch.views` (``(B,)`` ids, -1 unknown); both refuse it on a
+  training split without views.
 
 Example (``corelib/losses/corereid.py`` registers the two criteria of the paper this way)::
 
@@ -56,8 +60,9 @@ class Criterion(nn.Module):
     levels: int = 3
     """Fine-tuning: pseudo-labelled batches read, in the order global, top, bottom (1 or 3)."""
     uses_views: bool = False
-    """The criterion reads the orientation (view id) of every image: pre-training passes ``views=``,
-    fine-tuning ``AdaptBatch.views``; a training split without views is refused before the first step."""
+    """The criterion reads the batch's view ids (orientations): pre-training then calls it as
+    ``criterion(outputs, pids, gather, views=viewids)``, fine-tuning fills :attr:`AdaptBatch.views`;
+    the loops refuse it on a training split without views."""
 
     def start_clustering(self, centres: torch.Tensor) -> None:
         """Fine-tuning: start from this clustering's ``(K, d)`` centres (nothing to start by default)."""
@@ -81,6 +86,26 @@ class AdaptBatch:
     labels: Sequence[torch.Tensor]  # pseudo-labels of the three batches (gathered over the processes)
     fused: Sequence[Optional[object]]  # FusedFeatures of the top / bottom batches, None when not computed
     gather: Callable[[torch.Tensor], torch.Tensor]  # every process's rows (identity on one process)
+    views: Optional[Sequence[torch.Tensor]] = None
+    """View ids ``(B,)`` of each pseudo-labelled batch (-1 unknown; gathered over the processes like
+    the labels); None when the target has no views."""
+
+
+def require_views(criterion: Criterion, samples: Sequence, where: str, *, has_views: Optional[bool] = None) -> None:
+    """Refuse a criterion that reads views (``uses_views``) on a training split where no sample has one
+    (``has_views``: that answer, when the caller knows it).
+
+    Raises:
+        InvalidInputError: naming the criterion, the split and the fix.
+    """
+    if not getattr(criterion, "uses_views", False):
+        return
+    if has_views is None:
+        has_views = any(getattr(s, "viewid", None) is not None for s in samples)
+    if not has_views:
+        raise InvalidInputError(f"the {type(criterion).__name__} criterion reads each image's view (orientation), but "
+                                f"{where} has no view ids; use a dataset with views (VeRi-776's keypoint files, the "
+                                f"embedded data) or choose a loss without views")
 
 
 LOSSES: dict[str, Registry[Callable[..., Criterion]]] = {

@@ -46,6 +46,7 @@ from .registry import (
     model_context,
     register_backbone,
     register_model,
+    view_count,
 )
 from .reid_net import CoreReIDNet, FineTuneOutput, SourceNet, SourceOutput, backbone_name, bmfn
 from .resnet import DEPTHS, ResNetTrunk, build_trunk, feature_channels, load_trunk_state
@@ -130,4 +131,5 @@ __all__ = [
     "register_backbone",
     "register_format",
     "register_model",
+    "view_count",
 ]

@@ -82,16 +82,19 @@ class MeanTeacher(nn.Module):
         """K: rows of the (shared-size) classifiers."""
         return self.student.num_classes
 
-    def fused_features(self, images: torch.Tensor, camids: Optional[torch.Tensor] = None) -> FusedFeatures:
+    def fused_features(self, images: torch.Tensor, camids: Optional[torch.Tensor] = None,
+                       viewids: Optional[torch.Tensor] = None) -> FusedFeatures:
         """Ensemble Fusion(++) of the teacher's map and the student's ECAB vectors."""
         if self.fusion is None:
             raise InvalidInputError(f"this mean teacher of {type(self.student).__name__} has no Ensemble Fusion; "
                                     f"cluster its descriptor (cluster.feature=plain)")
-        _, psi_top, psi_bottom = self.student.ecab_vectors(images, camids)
+        _, psi_top, psi_bottom = self.student.ecab_vectors(images, camids, viewids)
         with torch.no_grad():
-            teacher_map = self.teacher.trunk(images, camids)
+            teacher_map = self.teacher.trunk(images, camids, viewids)
         return self.fusion(teacher_map, psi_top, psi_bottom)
 
-    def forward(self, images: torch.Tensor, camids: Optional[torch.Tensor] = None):
+    def forward(self, images: torch.Tensor, camids: Optional[torch.Tensor] = None,
+                viewids: Optional[torch.Tensor] = None):
         """Eval mode: the teacher's retrieval descriptor. Training mode: the student's outputs."""
-        return self.student(images, camids) if self.training else self.teacher(images, camids)
+        net = self.student if self.training else self.teacher
+        return net(images, camids, viewids)

@@ -1,9 +1,11 @@
 """Registries of backbones and networks, timm style: a part is one file that registers itself by name.
 
 - A **backbone** (trunk) is built by ``build_backbone(name, weights=..., **kwargs)``. It states its
-  output channels (``out_channels``) and maps ``forward(x, camids=None)``: images ``(B, 3, H, W)``
-  -> a feature map ``(B, C, h, w)`` (a ViT reshapes its patch tokens to their grid). A trunk that
-  uses side information (camera embeddings) receives the camera ids; the others ignore them.
+  output channels (``out_channels``) and maps ``forward(x, camids=None, viewids=None)``: images
+  ``(B, 3, H, W)`` -> a feature map ``(B, C, h, w)`` (a ViT reshapes its patch tokens to their grid).
+  A trunk that uses side information (camera and view embeddings, SIE) reads the camera and view
+  ids (``(B,)`` LongTensors, -1 unknown); the others ignore them. Every network takes them too,
+  ``net(x, camids=None, viewids=None)``, and hands them to its trunk.
   ``cam_layers()`` names the modules whose outputs Grad-CAM and the activation maps can show,
   shallow to deep (the last one is the default).
 - A **network** is built by ``build_model(name, **kwargs)``: in training mode it returns a named
@@ -19,7 +21,7 @@ Example (the test suite registers such a toy backbone in its own file)::
 
     @register_backbone("tiny_cnn", complexity="corereid_net")
     def tiny_cnn(weights=None, width=16):
-        return TinyCNN(width)            # a Backbone: out_channels, forward(x, camids=None)
+        return TinyCNN(width)            # a Backbone: out_channels, forward(x, camids=None, viewids=None)
 
     net = build_model("corereid_net", backbone="tiny_cnn", num_classes=10)
 """
@@ -37,11 +39,12 @@ from ..registry import Registry
 
 
 class Backbone(nn.Module):
-    """Base class of the trunks: ``out_channels`` and ``forward(x, camids=None) -> (B, C, h, w)``."""
+    """Base class of the trunks: ``out_channels`` and ``forward(x, camids=None, viewids=None) -> (B, C, h, w)``."""
 
     out_channels: int
 
-    def forward(self, x: torch.Tensor, camids: Optional[torch.Tensor] = None) -> torch.Tensor:  # pragma: no cover
+    def forward(self, x: torch.Tensor, camids: Optional[torch.Tensor] = None,
+                viewids: Optional[torch.Tensor] = None) -> torch.Tensor:  # pragma: no cover
         raise NotImplementedError
 
     def cam_layers(self) -> dict[str, nn.Module]:
@@ -125,15 +128,17 @@ def list_models(pattern: str = "*") -> list[str]:
 
 
 class CameraBlind(nn.Module):
-    """``net`` called without camera ids: how a network with camera embeddings (SIE) meets a domain
-    whose cameras it was not trained on (the direct transfer to a target); the ViT then uses the
-    mean of its table. Networks that ignore camera ids are unchanged by it."""
+    """``net`` called without camera and view ids: how a network with side-information embeddings
+    (SIE) meets a domain whose cameras it was not trained on (the direct transfer to a target); the
+    ViT then uses the mean of its table, the row a fine-tuned target table starts from. Networks that
+    ignore the ids are unchanged by it."""
 
     def __init__(self, net: nn.Module) -> None:
         super().__init__()
         self.net = net
 
-    def forward(self, x: torch.Tensor, camids: Optional[torch.Tensor] = None):
+    def forward(self, x: torch.Tensor, camids: Optional[torch.Tensor] = None,
+                viewids: Optional[torch.Tensor] = None):
         return self.net(x)
 
     @property
@@ -153,13 +158,27 @@ def camera_count(dataset) -> int:
     return top + 1
 
 
+def view_count(dataset) -> int:
+    """Views (orientations) of a dataset: the largest 0-based viewid of its splits + 1 (0 when no
+    sample has a view; a sample without ``viewid`` counts as unknown)."""
+    top = -1
+    for split in (dataset.train, dataset.query, dataset.gallery):
+        for s in split:
+            view = getattr(s, "viewid", None)
+            if view is not None and view > top:
+                top = int(view)
+    return top + 1
+
+
 def model_context(name: str, dataset, height: int, width: int) -> dict:
-    """What a network builder takes from the data it trains on: those of ``num_cameras`` (the
-    dataset's camera count, for side-information embeddings) and ``img_size`` (``(H, W)``, for a
-    position embedding) that the builder declares in its ``context_args``. The loops add them to
-    the model's arguments (and so to the checkpoint's record); the ResNet networks take none."""
+    """What a network builder takes from the data it trains on: those of ``num_cameras`` and
+    ``num_views`` (the dataset's camera and view counts, for side-information embeddings) and
+    ``img_size`` (``(H, W)``, for a position embedding) that the builder declares in its
+    ``context_args``. The loops add them to the model's arguments (and so to the checkpoint's
+    record); the ResNet networks take none."""
     wants = getattr(MODELS.get(name), "context_args", ())
-    known = {"num_cameras": camera_count(dataset) if "num_cameras" in wants else 0, "img_size": [int(height), int(width)]}
+    known = {"num_cameras": camera_count(dataset) if "num_cameras" in wants else 0,
+             "num_views": view_count(dataset) if "num_views" in wants else 0, "img_size": [int(height), int(width)]}
     return {k: known[k] for k in wants}
 
 

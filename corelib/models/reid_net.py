@@ -2,7 +2,7 @@
 
 Model contract (torchreid style): in training mode a network returns a small named structure; in
 eval mode it returns the L2-normalised retrieval descriptor ``(B, D)``. Both take
-``forward(images, camids=None)`` and hand the camera ids to the backbone (registered by name,
+``forward(images, camids=None, viewids=None)`` and hand the camera and view ids to the backbone (registered by name,
 :func:`corelib.models.build_backbone`), which uses them or not.
 
 Source network: trunk -> GAP -> BN-neck (frozen zero bias) -> bias-free classifier.
@@ -101,8 +101,9 @@ class SourceNet(nn.Module):
     def feature_dim(self) -> int:
         return self.trunk.out_channels
 
-    def forward(self, x: torch.Tensor, camids: Optional[torch.Tensor] = None) -> Union[SourceOutput, torch.Tensor]:
-        f = self.trunk(x, camids).mean(dim=(2, 3))
+    def forward(self, x: torch.Tensor, camids: Optional[torch.Tensor] = None,
+                viewids: Optional[torch.Tensor] = None) -> Union[SourceOutput, torch.Tensor]:
+        f = self.trunk(x, camids, viewids).mean(dim=(2, 3))
         bn = self.bnneck(f)
         if not self.training:
             return F.normalize(bn, dim=1)
@@ -184,18 +185,19 @@ class CoreReIDNet(nn.Module):
         f_g = self.bn_global(pool_map(m, self.pool))
         return f_g, self.bn_top(self.fc_top(self._part(top))), self.bn_bottom(self.fc_bottom(self._part(bottom)))
 
-    def forward(self, x: torch.Tensor, camids: Optional[torch.Tensor] = None) -> Union[FineTuneOutput, torch.Tensor]:
-        m = self.trunk(x, camids)
+    def forward(self, x: torch.Tensor, camids: Optional[torch.Tensor] = None,
+                viewids: Optional[torch.Tensor] = None) -> Union[FineTuneOutput, torch.Tensor]:
+        m = self.trunk(x, camids, viewids)
         f_g, f_top, f_bot = self.branch_features(m)
         if not self.training:
             return F.normalize(torch.cat([f_g, f_top, f_bot], dim=1), dim=1)
         top, bottom = self.halves(m)
         return FineTuneOutput(f_g, f_top, f_bot, self.classifier(f_g), self.ecab_top(top), self.ecab_bottom(bottom), m)
 
-    def ecab_vectors(self, x: torch.Tensor, camids: Optional[torch.Tensor] = None
-                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def ecab_vectors(self, x: torch.Tensor, camids: Optional[torch.Tensor] = None,
+                     viewids: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The trunk map and the ECAB vectors of its halves (what Ensemble Fusion needs)."""
-        m = self.trunk(x, camids)
+        m = self.trunk(x, camids, viewids)
         top, bottom = self.halves(m)
         return m, self.ecab_top(top), self.ecab_bottom(bottom)
 

@@ -70,7 +70,9 @@ class ResNetTrunk(Backbone):
         self.conv1, self.bn1, self.relu, self.maxpool = net.conv1, net.bn1, net.relu, net.maxpool
         self.layer1, self.layer2, self.layer3, self.layer4 = net.layer1, net.layer2, net.layer3, net.layer4
 
-    def forward(self, x: torch.Tensor, camids: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, camids: Optional[torch.Tensor] = None,
+                viewids: Optional[torch.Tensor] = None) -> torch.Tensor:
+        # no side information: the camera and view ids are accepted and ignored
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
         return self.layer4(self.layer3(self.layer2(self.layer1(x))))
 

@@ -29,7 +29,7 @@ code's, written out). **Heads**: a BN-neck (frozen zero bias) and a bias-free cl
 loss's), global and local. **Eval descriptor**: ``normalize([f_g, f_l^1 / k, ..., f_l^k / k])``
 before the BN-necks (3,840 values for ViT-B with JPM, 768 without).
 
-The loops pass ``num_cameras`` (the dataset's; SIE) and ``img_size`` (the input size; the position
+The loops pass ``num_cameras`` and ``num_views`` (the dataset's; SIE) and ``img_size`` (the input size; the position
 embedding's grid) to the builders, and record them, so a checkpoint rebuilds the same network.
 """
 
@@ -109,8 +109,13 @@ class TransReIDNet(nn.Module):
         backbone: a registered ViT backbone (``transreid_vit_base``, ``transreid_vit_small``,
             ``transreid_vit_tiny``).
         num_classes: identities (pre-training) or clusters (fine-tuning).
-        num_cameras, num_views: the SIE table's size (the loops pass the dataset's camera count).
+        num_cameras, num_views: the dataset's camera and view counts (the loops pass them,
+            :func:`~corelib.models.model_context`); the switches say which the SIE table uses.
         sie: False builds no SIE table (the ablation "without SIE").
+        sie_camera, sie_view: the official ``SIE_CAMERA`` / ``SIE_VIEW``: the table has a camera
+            axis (``num_cameras`` rows) and / or a view axis (``num_views`` rows); both give the
+            ``C * V``-row camera x view table (the released VeRi-776 config), the camera alone the
+            released Market-1501 / MSMT17 one. An axis with a count <= 1 is left out.
         sie_coe: lambda of SIE (3.0).
         jpm: False is the ViT baseline: all blocks, the [cls] output, one head.
         shift, shuffle_groups, num_groups, shift_reading: JPM's m (5; 8 for vehicles in the released
@@ -123,15 +128,16 @@ class TransReIDNet(nn.Module):
     """
 
     def __init__(self, backbone: str = "transreid_vit_base", num_classes: int = 751, *, num_cameras: int = 0,
-                 num_views: int = 0, sie: bool = True, sie_coe: float = 3.0, jpm: bool = True, shift: int = 5,
+                 num_views: int = 0, sie: bool = True, sie_camera: bool = True, sie_view: bool = False,
+                 sie_coe: float = 3.0, jpm: bool = True, shift: int = 5,
                  shuffle_groups: int = 2, num_groups: int = 4, shift_reading: str = "code",
                  img_size: tuple[int, int] = (256, 128), weights: Union[str, Path, None] = None,
                  backbone_args: Optional[dict] = None, test_flip: bool = False) -> None:
         super().__init__()
         self.test_flip = bool(test_flip)
         args = dict(backbone_args or {})
-        args.update(img_size=tuple(img_size), num_cameras=num_cameras if sie else 0,
-                    num_views=num_views if sie else 0, sie_coe=sie_coe)
+        args.update(img_size=tuple(img_size), num_cameras=num_cameras if sie and sie_camera else 0,
+                    num_views=num_views if sie and sie_view else 0, sie_coe=sie_coe)
         trunk = build_backbone(backbone, weights=weights, **args)
         if not isinstance(trunk, TransReIDViT):
             raise InvalidInputError(f"transreid_net needs a ViT backbone (transreid_vit_*), got {backbone!r}")
@@ -163,12 +169,12 @@ class TransReIDNet(nn.Module):
     def num_classes(self) -> int:
         return self.classifier.out_features
 
-    def features(self, x: torch.Tensor, camids: Optional[torch.Tensor] = None, views: Optional[torch.Tensor] = None
-                 ) -> tuple[torch.Tensor, torch.Tensor]:
-        """``f_g (B, D)`` and ``f_l (B, k, D)``, before the BN-necks (``views``: the view ids of an SIE
-        table with views, e.g. VeRi-776's orientations; None looks up view 0, or the table's mean for a
-        table of views only)."""
-        tokens = self.trunk.forward_tokens(x, camids, views)
+    def features(self, x: torch.Tensor, camids: Optional[torch.Tensor] = None,
+                 viewids: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``f_g (B, D)`` and ``f_l (B, k, D)``, before the BN-necks (``camids``, ``viewids``: ``(B,)``, -1
+        unknown; they pick the SIE row, :meth:`~corelib.models.vit.TransReIDViT.side_information`, and
+        are ignored by an axis the table does not have)."""
+        tokens = self.trunk.forward_tokens(x, camids, viewids)
         if not self.jpm:
             return tokens[:, 0], tokens.new_zeros(tokens.shape[0], 0, tokens.shape[2])
         f_g = self.b1(tokens)[:, 0]
@@ -179,9 +185,9 @@ class TransReIDNet(nn.Module):
         f_l = self.b2(torch.cat([cls, groups], dim=1))[:, 0].view(b, k, d)
         return f_g, f_l
 
-    def forward(self, x: torch.Tensor, camids: Optional[torch.Tensor] = None, views: Optional[torch.Tensor] = None
-                ) -> Union[TransReIDOutput, torch.Tensor]:
-        f_g, f_l = self.features(x, camids, views)
+    def forward(self, x: torch.Tensor, camids: Optional[torch.Tensor] = None,
+                viewids: Optional[torch.Tensor] = None) -> Union[TransReIDOutput, torch.Tensor]:
+        f_g, f_l = self.features(x, camids, viewids)
         if not self.training:
             k = f_l.shape[1]
             return F.normalize(torch.cat([f_g, (f_l / max(k, 1)).flatten(1)], dim=1), dim=1)
@@ -242,7 +248,7 @@ def _reset(layer: nn.Linear, rows: torch.Tensor) -> nn.Linear:
     return layer
 
 
-CONTEXT_ARGS = ("num_cameras", "img_size")
+CONTEXT_ARGS = ("num_cameras", "num_views", "img_size")
 """What the loops pass to these builders from the data (and record in the checkpoints)."""
 
 

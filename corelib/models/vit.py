@@ -11,22 +11,26 @@ of the embedded pairs, 64x32 inputs give 10 x 5 patches).
 - Tokens ``[cls; patches] + pos_embed (+ lambda * SIE[cam * V + view])`` pass through the timm
   ``Block`` stack (qkv bias, LayerNorm eps 1e-6, GELU, stochastic depth as a linspace up to
   ``drop_path``), then the final LayerNorm.
-- **SIE** (Side Information Embedding): one learnable ``(C * V, 1, D)`` table, trunc-normal std
-  0.02, looked up camera-major and added with weight lambda (``sie_coe``, 3.0 as every released
-  config; the official factory's 1.5 and class's 1.0 are not used) to every token, [cls] included,
-  before the first block. It exists when ``num_cameras > 1`` or ``num_views > 1``. Camera ids are
-  passed in training *and* in evaluation (the features depend on them). An image without a camera
-  (camid -1, or no camids at all) gets the mean of the table: the camera-blind embedding the
-  direct transfer to another domain uses, since a source table knows nothing of the target's
-  cameras. For UDA the target therefore gets its own table, sized by its camera count (built by
-  the fine-tuning loop, its rows starting from the source table's mean).
+- **SIE** (Side Information Embedding): one learnable table, trunc-normal std 0.02, of ``C * V``
+  rows (cameras x views, looked up at ``cam * V + view``), ``C`` rows (cameras) or ``V`` rows (views),
+  as the official code builds it: an axis takes part when its count is > 1 (the network's switches,
+  the official ``SIE_CAMERA`` / ``SIE_VIEW``, set a count to 0). The row is added with weight lambda
+  (``sie_coe``, 3.0 as every released config; the official factory's 1.5 and class's 1.0 are not
+  used) to every token, [cls] included, before the first block. Camera and view ids (``camids``,
+  ``viewids``: ``(B,)``, -1 unknown) are passed in training *and* in evaluation (the features depend
+  on them). An unknown id takes the mean of the rows it could be (:meth:`TransReIDViT.side_information`):
+  an image without a view the mean of its camera's view rows, one without a camera (or no ids at
+  all) the mean over cameras, i.e. the whole table's mean for a camera table: the camera-blind
+  embedding the direct transfer to another domain uses, since a source table knows nothing of the
+  target's cameras. For UDA the target therefore gets its own table, sized by its camera and view
+  counts (built by the fine-tuning loop, its rows starting from the source table's means).
 - **Input normalisation**: the workbench's pipelines hand every network ImageNet-normalised
   tensors; TransReID normalises with mean = std = 0.5. With ``input_norm="half"`` (the default)
   the trunk maps one to the other exactly, ``x_half = (x * std_in + mean_in - 0.5) / 0.5``, so
   evaluation, Grad-CAM and the widgets feed it what they feed the ResNets. ``"imagenet"`` keeps
   the ImageNet statistics (DINO's pre-training).
 
-Backbone contract (:class:`~corelib.models.registry.Backbone`): ``forward(x, camids)`` returns the
+Backbone contract (:class:`~corelib.models.registry.Backbone`): ``forward(x, camids, viewids)`` returns the
 patch tokens of the last block, after the final norm, reshaped to their grid ``(B, D, N_y, N_x)``,
 so a ViT can also be the trunk of CORE-ReID's own heads. :meth:`TransReIDViT.forward_tokens`
 returns all ``N + 1`` tokens (what :class:`~corelib.models.transreid.TransReIDNet` reads).
@@ -244,36 +248,44 @@ class TransReIDViT(Backbone):
 
     # ------------------------------------------------------------------ forward
 
-    def side_information(self, camids: Optional[torch.Tensor], batch: int, views: Optional[torch.Tensor] = None
+    def side_information(self, camids: Optional[torch.Tensor], batch: int, viewids: Optional[torch.Tensor] = None
                          ) -> Optional[torch.Tensor]:
-        """``lambda * SIE[cam * V + view]`` as ``(B, 1, D)``, the table's mean for camid -1 / None;
-        None without a table."""
+        """``lambda * SIE[row]`` as ``(B, 1, D)``, None without a table.
+
+        The row is the official code's: ``cam * V + view`` in a camera x view table, ``cam`` in a
+        camera table, ``view`` in a view table. An unknown id (-1, or None for the whole batch) takes
+        the mean of the rows it could be: an unknown view the mean of its camera's V rows, an unknown
+        camera the mean of its view's C rows, both unknown (or an unknown id of a one-axis table) the
+        mean of the whole table, the camera-blind embedding of the direct transfer."""
         if self.sie_embed is None:
             return None
         table = self.sie_embed
-        mean = table.mean(dim=0, keepdim=True)
-        if camids is None and views is None:
-            return self.sie_coe * mean.expand(batch, -1, -1)
-        rows = table.shape[0]
-        if self.num_cameras > 1 and self.num_views > 1:
-            cams = camids if camids is not None else torch.full((batch,), -1, device=table.device)
-            view = views if views is not None else torch.zeros(batch, dtype=torch.long, device=table.device)
-            index = cams.long() * self.num_views + view.long()
-            unknown = cams.long() < 0
+        dev = table.device
+        unknown_ids = torch.full((batch,), -1, dtype=torch.long, device=dev)
+        cams = unknown_ids if camids is None else camids.to(dev).long()
+        views = unknown_ids if viewids is None else viewids.to(dev).long()
+        cameras, num_views = self.num_cameras, self.num_views
+        if cameras > 1 and num_views > 1:
+            grid = table.view(cameras, num_views, *table.shape[1:])  # (C, V, 1, D), camera-major
+            self._check_ids(cams, cameras, "camera")
+            self._check_ids(views, num_views, "view")
+            c, v = cams.clamp_min(0), views.clamp_min(0)
+            picked = torch.where((views < 0)[:, None, None], grid.mean(dim=1)[c], grid[c, v])
+            picked = torch.where((cams < 0)[:, None, None], grid.mean(dim=0)[v], picked)
+            picked = torch.where(((cams < 0) & (views < 0))[:, None, None], table.mean(dim=0, keepdim=True), picked)
         else:
-            index = (camids if self.num_cameras > 1 else views)
-            index = index.long() if index is not None else torch.full((batch,), -1, device=table.device)
-            unknown = index < 0
-        index = index.to(table.device)
-        if bool((index >= rows).any()):
-            bad = int(index.max())
-            raise InvalidInputError(f"camera/view index {bad} is outside this SIE table of {rows} rows "
-                                    f"({self.num_cameras} cameras x {max(self.num_views, 1)} views): a network "
-                                    f"trained on other cameras; evaluate it camera-blind (evaluate_model(cameras=False)) "
-                                    f"or fine-tune it on this domain")
-        picked = table[index.clamp_min(0)]
-        picked = torch.where(unknown.to(table.device)[:, None, None], mean.expand_as(picked), picked)
+            ids, count, axis = (cams, cameras, "camera") if cameras > 1 else (views, num_views, "view")
+            self._check_ids(ids, count, axis)
+            picked = torch.where((ids < 0)[:, None, None], table.mean(dim=0, keepdim=True), table[ids.clamp_min(0)])
         return self.sie_coe * picked
+
+    def _check_ids(self, ids: torch.Tensor, count: int, axis: str) -> None:
+        if ids.numel() and bool((ids >= count).any()):
+            raise InvalidInputError(f"{axis} index {int(ids.max())} is outside this SIE table of "
+                                    f"{self.sie_embed.shape[0]} rows ({self.num_cameras or 1} camera(s) x "
+                                    f"{self.num_views or 1} view(s)): a network trained on other {axis}s; "
+                                    f"evaluate it camera-blind (evaluate_model(cameras=False)) or fine-tune it on "
+                                    f"this domain")
 
     def _check_size(self, x: torch.Tensor) -> None:
         if tuple(x.shape[2:]) != self.img_size:
@@ -288,28 +300,29 @@ class TransReIDViT(Backbone):
         grid = self.taps[i](patches.transpose(1, 2).reshape(b, d, *self.grid))
         return torch.cat([cls, grid.flatten(2).transpose(1, 2)], dim=1)
 
-    def embed(self, x: torch.Tensor, camids: Optional[torch.Tensor] = None, views: Optional[torch.Tensor] = None
+    def embed(self, x: torch.Tensor, camids: Optional[torch.Tensor] = None, viewids: Optional[torch.Tensor] = None
               ) -> torch.Tensor:
-        """``[cls; patches] + pos (+ SIE)``: the ``(B, N + 1, D)`` input of the first block (``views``: the
-        view ids of a table with views, :meth:`side_information`)."""
+        """``[cls; patches] + pos (+ SIE)``: the ``(B, N + 1, D)`` input of the first block (the rows of
+        the camera and view ids, :meth:`side_information`)."""
         self._check_size(x)
         if self.input_norm == "half":
             x = x * self.input_scale.to(x.dtype) + self.input_shift.to(x.dtype)
         tokens = self.patch_embed(x)
         tokens = torch.cat([self.cls_token.expand(tokens.shape[0], -1, -1), tokens], dim=1) + self.pos_embed
-        side = self.side_information(camids, tokens.shape[0], views)
+        side = self.side_information(camids, tokens.shape[0], viewids)
         return tokens if side is None else tokens + side.to(tokens.dtype)
 
     def forward_tokens(self, x: torch.Tensor, camids: Optional[torch.Tensor] = None,
-                       views: Optional[torch.Tensor] = None) -> torch.Tensor:
+                       viewids: Optional[torch.Tensor] = None) -> torch.Tensor:
         """All ``(B, N + 1, D)`` tokens after this trunk's blocks and its final norm."""
-        t = self.embed(x, camids, views)
+        t = self.embed(x, camids, viewids)
         for i, block in enumerate(self.blocks):
             t = self._tap(i, block(t))
         return self.norm(t)
 
-    def forward(self, x: torch.Tensor, camids: Optional[torch.Tensor] = None) -> torch.Tensor:
-        t = self.forward_tokens(x, camids)[:, 1:]
+    def forward(self, x: torch.Tensor, camids: Optional[torch.Tensor] = None,
+                viewids: Optional[torch.Tensor] = None) -> torch.Tensor:
+        t = self.forward_tokens(x, camids, viewids)[:, 1:]
         return t.transpose(1, 2).reshape(t.shape[0], self.embed_dim, *self.grid)
 
     def cam_layers(self) -> dict[str, nn.Module]:

@@ -36,9 +36,10 @@ def evaluate_model(model: nn.Module, dataset: ReIDDataset, height: int, width: i
             :class:`MeanTeacher`).
         height, width: the test input size (the training size).
         rerank_k: k-reciprocal re-ranking (the paper reports without it).
-        cameras: hand the camera ids to the network (camera embeddings, SIE); False evaluates it
-            camera-blind (:class:`~corelib.models.CameraBlind`): the direct transfer of a network to
-            a domain whose cameras it was not trained on. The ranking protocol uses them either way.
+        cameras: hand the camera and view ids to the network (camera / view embeddings, SIE; the
+            views where the dataset has them); False evaluates it blind to both
+            (:class:`~corelib.models.CameraBlind`): the direct transfer of a network to a domain whose
+            cameras it was not trained on. The ranking protocol uses the cameras either way.
 
     Returns:
         :meth:`RankingResult.to_dict` (fractions in [0, 1]) and ``test_flip``, the protocol used. A dataset without cameras (VehicleID)

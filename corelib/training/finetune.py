@@ -55,8 +55,8 @@ from ..data.dataset import ReIDDataset, Sample
 from ..data.samplers import build_sampler, pids_per_batch
 from ..data.transforms import build_transforms
 from ..errors import InvalidInputError, InvalidTypeError
-from ..features import extract_split
-from ..losses import build_criterion
+from ..features import batch_viewids, extract_split, split_has_views
+from ..losses import build_criterion, require_views
 from ..models import MeanTeacher, build_model, model_context
 from ..progress import tqdm
 from ..repro import seed_everything
@@ -194,6 +194,8 @@ def finetune(
     n_train = len(target.train)
     check_labeler(cfg.cluster, n_train)  # an unknown labeller or k > n fails now, not after an epoch
     criterion = build_criterion(cfg.loss, stage="finetune").to(rt.device)
+    has_views = split_has_views(target.train)
+    require_views(criterion, target.train, f"the training split of {target.name}", has_views=has_views)
     progress = progress and rt.is_main
     truth = np.array([s.pid for s in target.train])
     has_truth = len(set(truth.tolist())) > 1
@@ -286,7 +288,7 @@ def finetune(
 
             # 4. three (or, for a criterion of the global batch alone, one) pseudo-labelled P x K
             # loaders (same sampler rule, own seeds), fresh Adam
-            cycles = []
+            cycles, lists = [], []
             for i in range(criterion.levels):
                 relabelled = _relabel(target.train, labels_state[i].numpy())
                 sampler = build_sampler(cfg.sampler, relabelled, num_instances=cfg.num_instances,
@@ -295,6 +297,7 @@ def finetune(
                                       batch_sampler=D.RankSliceBatchSampler(sampler, cfg.batch_size, rt.info, keyed=True),
                                       seed=cfg.seed * 1000 + 3 * epoch + i, pin_memory=rt.pin_memory)
                 cycles.append(LoaderCycle(loader, sampler, base_epoch=epoch * 1000))
+                lists.append(relabelled)  # the views of a batch are looked up in it by sample index
             optimizer = build_optimizer(step.trainable(), cfg)
 
             # 5. student steps, EMA teacher after each
@@ -307,7 +310,9 @@ def finetune(
                 xs = [rt.images(b[0]) for b in batches]
                 cams = [b[2].to(rt.device) for b in batches]
                 ys = [rt.gather_labels(b[1]) for b in batches]
-                terms = step.train_batch(xs, cams, ys, optimizer)
+                views = ([batch_viewids(lst, b[3], has_views=True).to(rt.device) for lst, b in zip(lists, batches)]
+                         if has_views else None)
+                terms = step.train_batch(xs, cams, ys, optimizer, views)
                 for key in totals:
                     totals[key] += terms[key].item() / cfg.iters_per_epoch
                 bar.set_postfix(loss=f"{terms['loss'].item():.3f}")

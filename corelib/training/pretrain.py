@@ -26,7 +26,8 @@ from ..data.dataset import ReIDDataset
 from ..data.samplers import build_sampler, pids_per_batch
 from ..data.transforms import build_transforms
 from ..errors import ConfigError
-from ..losses import build_criterion
+from ..features import batch_viewids, split_has_views
+from ..losses import build_criterion, require_views
 from ..models import build_model, model_context
 from ..progress import tqdm
 from ..repro import seed_everything
@@ -104,6 +105,8 @@ def pretrain(
     pids_per_batch(cfg.batch_size, cfg.num_instances)  # clear error for an impossible P x K
     criterion = build_criterion(cfg.loss, stage="pretrain").to(rt.device)
     train = style_training_split(cfg.style_set, source) if cfg.style_set else source.train
+    has_views = split_has_views(train)
+    require_views(criterion, train, f"the training split of {source.name}", has_views=has_views)
     # camera count / input size for networks that take them (TransReID's SIE and position grid)
     context = model_context(cfg.model.name, source, cfg.augment.height, cfg.augment.width)
     record_of_model = model_record(cfg.model.name, num_classes=source.num_train_pids, **cfg.model.model_args(), **context)
@@ -164,6 +167,8 @@ def pretrain(
             for _ in bar:
                 batch = batches.next()
                 images, pids, camids = rt.images(batch[0]), rt.gather_labels(batch[1]), batch[2].to(rt.device)
+                # the views of the batch from its sample indices (-1 unknown; None: no view in the split)
+                viewids = batch_viewids(train, batch[3], has_views=True).to(rt.device) if has_views else None
                 with rt.autocast():
                     if target_it is not None:  # BN statistics see the target domain too (no loss, no gradient)
                         target_batch = next(target_it, None)
@@ -172,7 +177,11 @@ def pretrain(
                             target_batch = next(target_it)
                         with torch.no_grad():  # camera-blind: the target's cameras are not the source's
                             model(rt.images(target_batch[0]))
-                    terms = criterion(net(images, camids), pids, rt.gather)
+                    outputs = net(images, camids) if viewids is None else net(images, camids, viewids)
+                    if criterion.uses_views:
+                        terms = criterion(outputs, pids, rt.gather, views=rt.gather_labels(viewids))
+                    else:
+                        terms = criterion(outputs, pids, rt.gather)
                 optimizer.zero_grad(set_to_none=True)
                 terms["loss"].backward()
                 optimizer.step()

@@ -64,23 +64,29 @@ def frozen_bn_statistics(module: nn.Module):
             m.momentum = mom
 
 
-def forward_sub_batches(net: nn.Module, x: torch.Tensor, sub_batch: int, camids: Optional[torch.Tensor] = None):
-    """``net(x, camids)`` with BatchNorm statistics per fixed sub-batch of ``sub_batch`` images.
+def forward_sub_batches(net: nn.Module, x: torch.Tensor, sub_batch: int, camids: Optional[torch.Tensor] = None,
+                        viewids: Optional[torch.Tensor] = None):
+    """``net(x, camids, viewids)`` with BatchNorm statistics per fixed sub-batch of ``sub_batch`` images.
 
     0 (or >= len(x)) is a plain forward. Outputs (tensors or named tuples of tensors) are
     concatenated along the batch. Only the first sub-batch updates running statistics. Without
-    ``camids`` the network is called on the images alone.
+    ``camids`` and ``viewids`` the network is called on the images alone, without ``viewids`` on
+    the images and the camera ids.
     """
-    def call(images, cams):
+    def call(images, cams, views):
+        if views is not None:
+            return net(images, cams, views)
         return net(images) if cams is None else net(images, cams)
 
     if sub_batch <= 0 or sub_batch >= x.shape[0]:
-        return call(x, camids)
-    cam_chunks = camids.split(sub_batch) if camids is not None else [None] * len(x.split(sub_batch))
+        return call(x, camids, viewids)
+    chunks = len(x.split(sub_batch))
+    cam_chunks = camids.split(sub_batch) if camids is not None else [None] * chunks
+    view_chunks = viewids.split(sub_batch) if viewids is not None else [None] * chunks
     outs = []
-    for i, (chunk, cams) in enumerate(zip(x.split(sub_batch), cam_chunks)):
+    for i, (chunk, cams, views) in enumerate(zip(x.split(sub_batch), cam_chunks, view_chunks)):
         with frozen_bn_statistics(net) if i else contextlib.nullcontext():
-            outs.append(call(chunk, cams))
+            outs.append(call(chunk, cams, views))
     first = outs[0]
     if isinstance(first, torch.Tensor):
         return torch.cat(outs)
@@ -108,8 +114,10 @@ class _StudentStep(nn.Module):
         super().__init__()
         self.student, self.sub_batch = student, sub_batch
 
-    def forward(self, batches: list[torch.Tensor], camids: list[torch.Tensor]):
-        return [forward_sub_batches(self.student, x, self.sub_batch, c) for x, c in zip(batches, camids)]
+    def forward(self, batches: list[torch.Tensor], camids: list[torch.Tensor],
+                viewids: Optional[list[Optional[torch.Tensor]]] = None):
+        views = viewids if viewids is not None else [None] * len(batches)
+        return [forward_sub_batches(self.student, x, self.sub_batch, c, v) for x, c, v in zip(batches, camids, views)]
 
 
 class _DescriptorFeatures(nn.Module):
@@ -119,8 +127,9 @@ class _DescriptorFeatures(nn.Module):
         super().__init__()
         self.mt = mt  # the whole pair, so that extraction puts all of it in eval mode and back
 
-    def forward(self, x: torch.Tensor, camids: Optional[torch.Tensor] = None) -> torch.Tensor:
-        return self.mt.teacher(x, camids)
+    def forward(self, x: torch.Tensor, camids: Optional[torch.Tensor] = None,
+                viewids: Optional[torch.Tensor] = None) -> torch.Tensor:
+        return self.mt.teacher(x, camids, viewids)
 
 
 class _LevelFeatures(nn.Module):
@@ -134,11 +143,12 @@ class _LevelFeatures(nn.Module):
         super().__init__()
         self.mt, self.fused = mt, fused
 
-    def forward(self, x: torch.Tensor, camids: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, camids: Optional[torch.Tensor] = None,
+                viewids: Optional[torch.Tensor] = None) -> torch.Tensor:
         if self.fused:
-            return torch.cat(list(self.mt.fused_features(x, camids)), dim=1)
+            return torch.cat(list(self.mt.fused_features(x, camids, viewids)), dim=1)
         t = self.mt.teacher
-        return torch.cat(t.branch_features(t.trunk(x, camids)), dim=1)
+        return torch.cat(t.branch_features(t.trunk(x, camids, viewids)), dim=1)
 
 
 def _check_feature(mode: str) -> None:
@@ -191,7 +201,8 @@ class AdaptationStep(ABC):
         """Named parameters of this epoch's optimiser."""
         return [(n, p) for n, p in self.mt.student.named_parameters() if p.requires_grad]
 
-    def teacher_pass(self, xs: list[torch.Tensor], cams: list[torch.Tensor], outs: list) -> list:
+    def teacher_pass(self, xs: list[torch.Tensor], cams: list[torch.Tensor], outs: list,
+                     views: Optional[list[Optional[torch.Tensor]]] = None) -> list:
         """The teacher's own forward of this step, if any; the fused top / bottom features the
         criterion reads (None where not computed)."""
         return [None, None]
@@ -200,11 +211,19 @@ class AdaptationStep(ABC):
         """Under torchrun: average the gradients DDP does not see (none here)."""
 
     def train_batch(self, xs: list[torch.Tensor], cams: list[torch.Tensor], ys: list[torch.Tensor],
-                    optimizer: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
-        """One student step on the pseudo-labelled batches (global, then top and bottom if read); its terms."""
+                    optimizer: torch.optim.Optimizer, views: Optional[list[Optional[torch.Tensor]]] = None
+                    ) -> dict[str, torch.Tensor]:
+        """One student step on the pseudo-labelled batches (global, then top and bottom if read); its terms.
+
+        ``views``: the view ids ``(B,)`` of each batch (-1 unknown; None for a target without views),
+        handed to the networks and, gathered over the processes, to the criterion
+        (:attr:`AdaptBatch.views`)."""
+        views = list(views) if views is not None and any(v is not None for v in views) else None
+        gathered = [self.rt.gather_labels(v) for v in views] if views is not None else None
         with self.rt.autocast():
-            outs = self.net(xs, cams)
-            terms = self.criterion(AdaptBatch(outs, ys, self.teacher_pass(xs, cams, outs), self.rt.gather))
+            outs = self.net(xs, cams, views) if views is not None else self.net(xs, cams)
+            terms = self.criterion(AdaptBatch(outs, ys, self.teacher_pass(xs, cams, outs, views), self.rt.gather,
+                                              views=gathered))
         optimizer.zero_grad(set_to_none=True)
         terms["loss"].backward()
         self.reduce_gradients()
@@ -270,13 +289,16 @@ class ThreeLevelStep(AdaptationStep):
         return super().trainable() + ([(n, p) for n, p in self.mt.fusion.named_parameters() if p.requires_grad]
                                       if self.criterion.uses_fused else [])
 
-    def teacher_pass(self, xs: list[torch.Tensor], cams: list[torch.Tensor], outs: list) -> list:
+    def teacher_pass(self, xs: list[torch.Tensor], cams: list[torch.Tensor], outs: list,
+                     views: Optional[list[Optional[torch.Tensor]]] = None) -> list:
         fused = [None, None]
         if not self.teacher_runs:
             return fused
         sub = self.cfg.bn_sub_batch
+        views = views if views is not None else [None] * len(xs)
         with torch.no_grad():  # teacher BN statistics follow the target (outputs unused by the loss)
-            teacher_maps = [forward_sub_batches(self.mt.teacher, x, sub, c).feature_map for x, c in zip(xs, cams)]
+            teacher_maps = [forward_sub_batches(self.mt.teacher, x, sub, c, v).feature_map
+                            for x, c, v in zip(xs, cams, views)]
         # Fusion in train mode: its BN running statistics track the target (as in the code);
         # a criterion that uses_fused trains through it (docs/method.md §9-Q1)
         if self.criterion.levels == 3:  # the fusion joins the top / bottom batches' maps and vectors

@@ -307,7 +307,7 @@ def test_a_decompression_bomb_among_the_queries_stops_evaluation_by_name(side, b
     from corelib.training.evaluate import evaluate_model
 
     class MeanColour(torch.nn.Module):
-        def forward(self, x, camids):
+        def forward(self, x, camids, viewids=None):
             return x.mean(dim=(2, 3))
 
     dataset = load_synthetic(synthetic_small["market_like"])

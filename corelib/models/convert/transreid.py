@@ -246,7 +246,7 @@ def convert_transreid(contents: Any, *, config: Optional[Mapping], options: Mapp
     inferred["test_flip"] = "False (one view: the official inference, processor.do_inference, does not flip)"
 
     model_args = dict(backbone=variant, num_classes=num_classes, num_cameras=num_cameras, num_views=num_views,
-                      sie=bool(sie), sie_coe=coe, jpm=jpm, **jpm_args, img_size=img_size,
+                      sie=bool(sie), sie_camera=num_cameras > 1, sie_view=num_views > 1, sie_coe=coe, jpm=jpm, **jpm_args, img_size=img_size,
                       backbone_args=dict(patch_size=patch, stride=stride, depth=depth, num_heads=heads,
                                          mlp_ratio=mlp_ratio, input_norm=input_norm),
                       test_flip=False)
@@ -384,14 +384,15 @@ def _sie(state: Mapping[str, torch.Tensor], settings: _Settings, inferred: dict[
         note = "evaluation looks up each image's camera"
     elif split == "view":
         cameras, views = 0, rows
-        note = "the workbench feeds no view ids yet: evaluation adds the table's mean row"
+        note = "evaluation looks up each image's view (the table's mean for an image without one)"
     else:
         cameras = _cameras(settings, rows)
         views = rows // cameras if cameras > 0 else 0
         if cameras < 2 or views < 2 or cameras * views != rows:
             raise InvalidInputError(f"{FORMAT}: the SIE table's {rows} rows are not {cameras} cameras x views (both "
                                     f"> 1): pass the file's --option num_cameras=C")
-        note = "the workbench feeds no view ids yet: evaluation looks up view 0 of each image's camera"
+        note = ("evaluation looks up each image's camera and view (row camera x views + view; an image without "
+                "a view: the mean of its camera's rows)")
     inferred["sie"] = (f"{split} ({where}): {rows} rows = {cameras or 1} camera(s) x {views or 1} view(s), lambda "
                        f"{coe:g}; {note}")
     return split, cameras, views, coe

@@ -274,7 +274,15 @@ class OrientationStudy:
 
     @property
     def view_gap(self) -> float:
+        """Different identities: mean similarity from the same view minus from other views."""
         return self.similarities.gap
+
+    @property
+    def same_identity_view_gap(self) -> float:
+        """One identity: mean similarity of its images from the same view minus from other views (how
+        much matching an identity across its orientations costs)."""
+        m = self.similarities.means
+        return m["same id, same camera"] - m["same id, cross camera"]
 
 
 def study_orientation(trained, target, *, device: Union[str, torch.device] = "cpu",

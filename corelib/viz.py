@@ -542,33 +542,43 @@ def gap_closed_bars(rows: Sequence[Mapping], *, title: Optional[str] = None) -> 
     return fig
 
 
-ORIENTATION_PANELS = (("mAP", "target mAP (%)"), ("view gap", "view gap (different ids:\nsame view - other view)"),
-                      ("nearest wrong, same view", "nearest wrong match\nfrom the query's view (%)"))
-"""The columns of chapter 09's rows that :func:`orientation_bars` draws, with their axis labels."""
+ORIENTATION_PANELS = (("mAP",), ("view gap", "same-id view gap"), ("nearest wrong, same view",))
+"""The columns of chapter 09's rows that :func:`orientation_bars` draws, one panel per tuple."""
+ORIENTATION_LABELS = {"mAP": "target mAP (%)", "view gap": "different ids: same view - other view",
+                      "same-id view gap": "same id: same view - other view",
+                      "nearest wrong, same view": "nearest wrong match\nfrom the query's view (%)"}
 
 
 def orientation_bars(rows: Sequence[Mapping], *, title: Optional[str] = None) -> Figure:
-    """Chapter 09 for one pair: a bar per network (rows of ``{"network", "mAP", "view gap",
-    "nearest wrong, same view", "chance"}``) in three panels: target mAP, the view gap, and the
-    share of queries whose nearest wrong match shares their view (dotted: ``chance``, what a match
-    blind to orientation gives). A missing value (None) leaves its bar out."""
+    """Chapter 09 for one pair: bars per network (rows of ``{"network", "mAP", "view gap",
+    "same-id view gap", "nearest wrong, same view", "chance"}``) in three panels: target mAP; the
+    view gaps (mean similarity from the same view minus from other views, of pairs of different
+    identities and of the same identity); the share of queries whose nearest wrong match shares
+    their view (dotted: ``chance``, what a match blind to orientation gives). A missing value (None)
+    leaves its bar out."""
     if not rows:
         raise InvalidInputError("orientation_bars needs at least one row")
     names = [r["network"] for r in rows]
-    fig, axes = plt.subplots(1, len(ORIENTATION_PANELS), figsize=(3.3 * len(ORIENTATION_PANELS), 3.2), squeeze=False)
+    fig, axes = plt.subplots(1, len(ORIENTATION_PANELS), figsize=(3.4 * len(ORIENTATION_PANELS), 3.3), squeeze=False)
     x = np.arange(len(rows))
-    for ax, (key, label) in zip(axes[0], ORIENTATION_PANELS):
-        vals = [np.nan if r.get(key) is None else float(r[key]) for r in rows]
-        bars = ax.bar(x, vals, 0.7, color=[f"C{i}" for i in range(len(rows))])
-        ax.bar_label(bars, fmt="%.3f" if key == "view gap" else "%.1f", fontsize=6, padding=1)
-        if key == "nearest wrong, same view":
+    for ax, keys in zip(axes[0], ORIENTATION_PANELS):
+        width = 0.8 / len(keys)
+        for j, key in enumerate(keys):
+            vals = [np.nan if r.get(key) is None else float(r[key]) for r in rows]
+            colours = [f"C{i}" for i in range(len(rows))] if len(keys) == 1 else f"C{j}"
+            bars = ax.bar(x + (j - (len(keys) - 1) / 2) * width, vals, width, color=colours,
+                          label=ORIENTATION_LABELS[key] if len(keys) > 1 else None)
+            ax.bar_label(bars, fmt="%.3f" if "gap" in key else "%.1f", fontsize=5 if len(keys) > 1 else 6, padding=1)
+        if keys == ("nearest wrong, same view",):
             chance = [r.get("chance") for r in rows if r.get("chance") is not None]
             if chance:
                 ax.axhline(float(np.mean(chance)), color="0.3", ls=":", lw=1.0, label="chance")
-                ax.legend(fontsize=6, loc="lower right")
+        if len(keys) > 1 or keys == ("nearest wrong, same view",):
+            ax.set_ylim(top=ax.get_ylim()[1] * 1.3)  # headroom: the legend sits above the bars
+            ax.legend(fontsize=6, loc="upper left")
         ax.axhline(0, color="0.3", lw=0.6)
         ax.set_xticks(x, names, rotation=25, ha="right", fontsize=7)
-        ax.set_ylabel(label, fontsize=8)
+        ax.set_ylabel(ORIENTATION_LABELS[keys[0]] if len(keys) == 1 else "view gap (cosine similarity)", fontsize=8)
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()

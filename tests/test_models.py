@@ -237,12 +237,12 @@ def _tensors(out):
 
 
 def _context(name: str) -> dict:
-    """What a builder takes from the data (``context_args``: TransReID's cameras and input size), at
+    """What a builder takes from the data (``context_args``: TransReID's cameras, views and input size), at
     the CPU test size, with the small ViT (a ViT-B at 64 x 32 would only be slow)."""
     from corelib.models.registry import MODELS
 
     wants = getattr(MODELS.get(name), "context_args", ())
-    extra = {"num_cameras": 2, "img_size": SMALL}
+    extra = {"num_cameras": 2, "num_views": 3, "img_size": SMALL}
     return {**{k: extra[k] for k in wants}, **({"backbone": "transreid_vit_tiny"} if wants else {})}
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 
 import pytest
 
@@ -31,9 +32,14 @@ DURATIONS: dict = {}  # "chapter (mode)" -> seconds, printed by conftest's termi
 
 
 @pytest.fixture(scope="module")
-def shared_run(tmp_path_factory):
+def shared_run(tmp_path_factory, request):
     base = tmp_path_factory.mktemp("notebooks")
-    return {"base": base, "run_dir": base / "run", "data_root": base / "data", "failed": []}
+    failed_before = request.session.testsfailed
+    yield {"base": base, "run_dir": base / "run", "data_root": base / "data", "failed": []}
+    # every chapter's checkpoints, several GB: freed when the module ends rather than at the session's end
+    # (the tests after it need the disk), unless a test here failed: then the executed copies stay to read
+    if request.session.testsfailed == failed_before:
+        shutil.rmtree(base, ignore_errors=True)
 
 
 def _run(chapter, run_dir, data_root, mode: str, **parameters) -> None:
@@ -73,6 +79,7 @@ def test_analysis_chapter_runs_on_its_own(chapter, shared_run):
     run_dir = shared_run["base"] / f"alone_{chapter.stem}"
     _run(chapter, run_dir, shared_run["data_root"], "on its own")
     assert (run_dir / "person" / "quick" / "pretrain" / "best.pt").is_file()
+    shutil.rmtree(run_dir)  # passed: its networks are needed by no other test
 
 
 def test_baselines_chapter_runs_on_its_own(shared_run):
@@ -97,6 +104,7 @@ def test_baselines_chapter_runs_on_its_own(shared_run):
         assert (run_dir / "figures" / f"07_vit_vs_resnet_cams_{pair}.png").is_file()
     assert not [r for r in ablations if f"baselines.vehicle.{r}.direct_mAP" in metrics]
     assert any(k.startswith("cfs.person.") and k.endswith(".share_kept") for k in metrics)
+    shutil.rmtree(run_dir)  # passed: its networks are needed by no other test
 
 
 @pytest.fixture(scope="module")

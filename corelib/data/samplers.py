@@ -151,13 +151,18 @@ class CameraAwareIdentitySampler(Sampler[int]):
             picks = torch.randint(len(candidates), (need,), generator=gen)
         return [candidates[i] for i in picks.tolist()]
 
-    def __iter__(self) -> Iterator[int]:
+    def _anchored_blocks(self) -> Iterator[tuple[list[int], int, torch.Generator]]:
+        """The epoch's identity blocks in their seeded random order: each identity's images, its random
+        anchor, and the generator its followers are drawn from (before the next block's anchor)."""
         gen = torch.Generator()
         gen.manual_seed(self.seed + self.epoch)
-        out: list[int] = []
         for block in torch.randperm(len(self._indices), generator=gen).tolist():
             indices = self._indices[block]
-            anchor = indices[int(torch.randint(len(indices), (1,), generator=gen).item())]
+            yield indices, indices[int(torch.randint(len(indices), (1,), generator=gen).item())], gen
+
+    def __iter__(self) -> Iterator[int]:
+        out: list[int] = []
+        for indices, anchor, gen in self._anchored_blocks():
             out.append(anchor)
             if len(indices) == 1 or self.num_instances == 1:
                 continue
@@ -211,12 +216,8 @@ class OrientationAwareIdentitySampler(CameraAwareIdentitySampler):
         return candidates[int(torch.randint(len(candidates), (1,), generator=gen).item())]
 
     def __iter__(self) -> Iterator[int]:
-        gen = torch.Generator()
-        gen.manual_seed(self.seed + self.epoch)
         out: list[int] = []
-        for block_index in torch.randperm(len(self._indices), generator=gen).tolist():
-            indices = self._indices[block_index]
-            anchor = indices[int(torch.randint(len(indices), (1,), generator=gen).item())]
+        for indices, anchor, gen in self._anchored_blocks():
             block = [anchor]
             if len(indices) > 1:
                 others = [i for i in indices if i != anchor]

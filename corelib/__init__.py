@@ -52,8 +52,8 @@ _EXPORTS_BY_MODULE: dict[str, tuple[str, ...]] = {
 }
 # submodules exported as names (``corelib.viz``, ``from corelib import style``)
 _SUBMODULES = (
-    "baselines", "explain", "feature_space", "filtering", "orientation", "pairs", "published", "recipes", "report",
-        "results", "style",
+    "baselines", "explain", "feature_space", "filtering", "launch", "orientation", "pairs", "published", "recipes",
+        "report", "results", "style",
         "sweeps", "viz", "widgets",
 )
 _EXPORTS = {name: module for module, names in _EXPORTS_BY_MODULE.items() for name in names}
@@ -118,6 +118,7 @@ __all__ = [
     "published",
     "results",
     "sweeps",
+    "launch",
     "widgets",
     "FinetuneCfg",
     "PretrainCfg",

@@ -1,6 +1,10 @@
 """The ``corelib`` command line: ``synth``, ``verify``, ``datasets``, ``style``, ``pretrain``,
-``finetune``, ``evaluate``, ``convert``, ``export``, ``run-notebooks``, ``report``, ``sweep``, ``bench``,
-``env``.
+``finetune``, ``evaluate``, ``convert``, ``export``, ``run-notebooks``, ``report``, ``sweep``, ``run-point``,
+``bench``, ``env``.
+
+``sweep``, ``run-notebooks``, ``pretrain``, ``finetune`` and ``style train`` take ``--launcher``
+(:mod:`corelib.launch`): ``local`` runs here as always, ``submitit-local`` and ``slurm`` run the
+same command line as jobs that survive time limits and preemption (README, "Running on a cluster").
 
 Training commands name their data as ``--source NAME [ROOT] [OPTION=VALUE ...]`` (a loader with
 its options, e.g. ``--target cuhk03np ~/datasets subset=labeled``, or an embedded preset) and
@@ -34,7 +38,7 @@ from typing import Optional, Sequence
 from .data.dataset import expected_layout, list_datasets
 from .data.manifests import images_to_check, list_manifests, verify_dataset
 from .data.synthetic import PRESETS, generate_synthetic, list_presets
-from .errors import ConfigError, CorelibError, MissingFileError, SweepFailed
+from .errors import ConfigError, CorelibError, MissingFileError, Preempted, RunExistsError, SweepFailed
 from .export import ONNX_OPSET, check_export, export_onnx
 from .models.complexity import complexity_table, format_complexity
 from .models.convert import FORMATS, convert_checkpoint, list_formats
@@ -43,10 +47,13 @@ from .pairs import dataset_ref, recipe_context
 from .paths import write_error
 from .recipes import resolve_recipe
 from .report import write_report
+from .runtime.preemption import PREEMPTED_EXIT
 from .repro import env_report, resolve_device
 from .settings import config_yaml, merge_overrides, read_mapping
 from .style import load_style_set, style_gap, summarize_gap, train_style_models, write_style_set
-from .sweeps import load_sweep, run_sweep
+from .launch import LAUNCHERS, JobCommand, LauncherCfg, corelib_argv, list_launchers, submit
+from .runtime.checkpoint import holds_run
+from .sweeps import load_sweep, run_point, run_sweep, sweep_status
 from .training import evaluate_checkpoint, finetune, pretrain
 from .yamlfile import parse_yaml, read_yaml
 
@@ -111,9 +118,14 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     # SMOKE is always passed (and so recorded in each point's sweep.json): a smoke and a full point differ in it
     params = {"SMOKE": False, **spec["parameters"], **({"SMOKE": True} if args.smoke else {})}
     chapters = args.chapters or spec["chapters"]
+    if args.status:
+        return _print_status(sweep_status(args.root, spec["grid"], parameters=params, chapters=chapters), args.root)
+    launcher = _launcher_cfg(args, spec.get("launcher"), where=f"{args.file}: launcher")
+    _one_device(launcher, "a sweep point")
     try:
         records = run_sweep(args.root, spec["grid"], parameters=params, chapters=chapters,
-                            execution_timeout=args.timeout, rerun_changed=args.rerun_changed, fail_fast=args.fail_fast)
+                            execution_timeout=args.timeout, rerun_changed=args.rerun_changed, fail_fast=args.fail_fast,
+                            launcher=launcher, resubmit=args.resubmit, only=args.point)
         failed = None
     except SweepFailed as e:  # every point ran; the failed ones are listed above: exit 1, not a usage error's 2
         records, failed = e.records, e
@@ -122,12 +134,160 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     kept = (f" ({len(replaced)} rerun with changed parameters; the old folders are kept as "
             f"*.replaced-*)") if replaced else ""
     failures = sum(bool(r.get("failed")) for r in records)
-    print(f"{len(records)} sweep point(s), {ran} run now{kept}{f' ({failures} failed)' if failures else ''}, "
-          f"{len(records) - ran} finished earlier; root: {Path(args.root).resolve()}")
+    queued = launcher.launcher == "slurm" and not launcher.wait
+    if queued:
+        print(f"{len(records)} sweep point(s), {ran} submitted{kept}, {len(records) - ran} finished earlier or "
+              f"already queued; root: {Path(args.root).resolve()}")
+    else:
+        print(f"{len(records)} sweep point(s), {ran} run now{kept}{f' ({failures} failed)' if failures else ''}, "
+              f"{len(records) - ran} finished earlier; root: {Path(args.root).resolve()}")
+    if queued:
+        print(f"follow them with: corelib sweep {args.file} --root {args.root} --status")
     if failed is not None:
         print(f"corelib sweep: {failed}", file=sys.stderr)
         return 1
     return 0
+
+
+def _print_status(rows: list[dict], root: str) -> int:
+    width = max([len(r["name"]) for r in rows] + [5])
+    print(f"{'#':>3}  {'point':<{width}}  {'state':<11}  {'job':<14}  attempt")
+    for i, r in enumerate(rows):
+        print(f"{i:>3}  {r['name']:<{width}}  {r['state']:<11}  {str(r['job_id'] or '-'):<14}  {r['attempt'] or '-'}")
+        for line in r["detail"]:
+            print(f"{'':>3}  {'':<{width}}    | {line}")
+    counts: dict[str, int] = {}
+    for r in rows:
+        counts[r["state"]] = counts.get(r["state"], 0) + 1
+    print(", ".join(f"{n} {state}" for state, n in counts.items()) + f"; root: {Path(root).resolve()}")
+    return 0
+
+
+def _cmd_run_point(args: argparse.Namespace) -> int:
+    failure = run_point(args.run_dir, execution_timeout=args.timeout,
+                        notebooks_dir=Path(args.notebooks_dir) if args.notebooks_dir else None)
+    if failure:
+        print(f"corelib run-point: {failure['error'].splitlines()[0]}; record: {failure['record']}", file=sys.stderr)
+        return 1
+    print(f"sweep point finished: {Path(args.run_dir).resolve()}")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------- launchers
+
+_LAUNCHER_OPTIONS = {  # option -> LauncherCfg field; every one takes a value but --wait
+    "--launcher": "launcher", "--slurm-partition": "partition", "--slurm-time": "time",
+    "--gpus-per-job": "gpus_per_job", "--cpus-per-gpu": "cpus_per_gpu", "--mem": "mem",
+    "--array-parallelism": "array_parallelism", "--slurm-signal-delay": "signal_delay_s",
+    "--slurm-extra": "extra", "--slurm-setup": "setup", "--wait": "wait",
+}
+
+
+def _add_launcher_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("launcher (README, \"Running on a cluster\")")
+    g.add_argument("--launcher", choices=list_launchers(), default=None,
+                   help="; ".join(f"{k}: {v}" for k, v in LAUNCHERS.items()) + " (default local)")
+    g.add_argument("--slurm-partition", default=None, help="Slurm partition")
+    g.add_argument("--slurm-time", default=None, help="wall-time limit of one job: minutes or HH:MM:SS (a job that "
+                                                      "reaches it is requeued and resumes; default 24:00:00)")
+    g.add_argument("--gpus-per-job", type=int, default=None,
+                   help="GPUs per job (Slurm default 1); above 1 a training stage runs under torchrun on all of them")
+    g.add_argument("--cpus-per-gpu", type=int, default=None, help="CPU cores per GPU (default 8)")
+    g.add_argument("--mem", default=None, help="memory per job, e.g. 64G")
+    g.add_argument("--array-parallelism", type=int, default=None, help="jobs that run at once (default 16)")
+    g.add_argument("--slurm-signal-delay", type=int, default=None,
+                   help="seconds of warning before the time limit (default 120; the command gets 30 s less to save)")
+    g.add_argument("--slurm-extra", action="append", default=None, metavar="KEY=VALUE",
+                   help="another sbatch option (account=abc, constraint=a100, qos=long); repeatable")
+    g.add_argument("--slurm-setup", action="append", default=None, metavar="LINE",
+                   help="a shell line run in the job before the command (module load ..., staging data); repeatable")
+    g.add_argument("--wait", action="store_true", default=None, help="wait for the Slurm jobs to end")
+
+
+def _launcher_cfg(args: argparse.Namespace, block: Optional[dict] = None, where: str = "launcher") -> LauncherCfg:
+    """The launcher settings: a sweep file's ``launcher:`` block, then the command line's options."""
+    values = dict(block or {})
+    for option, name in _LAUNCHER_OPTIONS.items():
+        given = getattr(args, option[2:].replace("-", "_"), None)
+        if given is None:
+            continue
+        if name == "extra":
+            extra = dict(values.get("extra") or {})
+            for item in given:
+                key, sep, value = item.partition("=")
+                if not sep or not key:
+                    raise ConfigError(f"--slurm-extra {item!r} is not KEY=VALUE (e.g. account=abc)")
+                extra[key.strip()] = value.strip()
+            values["extra"] = extra
+        elif name == "setup":
+            values["setup"] = list(values.get("setup") or []) + list(given)
+        else:
+            values[name] = given
+    if "signal_delay_s" in values and "grace_s" not in values:
+        values["grace_s"] = max(1, int(values["signal_delay_s"]) - 30)
+    return LauncherCfg.from_mapping(values, where)
+
+
+def _one_device(launcher: LauncherCfg, what: str) -> None:
+    if launcher.gpus > 1:
+        raise ConfigError(f"{what} runs on one device; --gpus-per-job {launcher.gpus} is for the training stages "
+                          f"(pretrain, finetune) under torchrun: run more jobs with one GPU each instead")
+
+
+def _strip_launcher(argv: Sequence[str]) -> list[str]:
+    """The command line without its launcher options: what the job runs."""
+    out, skip = [], False
+    for token in argv:
+        if skip:
+            skip = False
+            continue
+        flag = token.split("=", 1)[0]
+        if flag in _LAUNCHER_OPTIONS:
+            skip = "=" not in token and flag != "--wait"
+            continue
+        out.append(token)
+    return out
+
+
+def _launch(args: argparse.Namespace, *, what: str, log_dir: Path, resume: Sequence[str] = ("--resume",),
+            drop: Sequence[str] = ("--overwrite",), gpus_ok: bool = True) -> Optional[int]:
+    """Run this command as a job when a launcher other than ``local`` is asked; None otherwise.
+
+    The job runs the same command line without the launcher options; a requeued attempt runs it
+    with ``resume`` added and ``drop`` removed (it continues, never starts over)."""
+    launcher = _launcher_cfg(args)
+    if launcher.launcher == "local":
+        return None
+    if not gpus_ok:
+        _one_device(launcher, what)
+    child = _strip_launcher(args.argv)
+    if getattr(build_parser().parse_args(child), "launcher", None) is not None:  # an abbreviated option stayed
+        raise ConfigError("write the launcher options in full (--launcher, --slurm-time ...): an abbreviation "
+                          "would reach the job's own command line")
+    again = [t for t in child if t not in drop] + [t for t in resume if t not in child]
+    gpus = launcher.gpus if gpus_ok else 0
+    command = JobCommand(corelib_argv(child, gpus=gpus), corelib_argv(again, gpus=gpus), log_dir, what,
+                         launcher.grace_s)
+    record = submit(launcher, [command], log_dir / ".submitit", name=f"corelib-{what}")[0]
+    print(f"{what}: job {record.get('job_id')} {record.get('state')}; record and logs in {log_dir}")
+    if record.get("state") in ("failed", "stopped"):
+        print(f"corelib {args.command}: the job {record.get('state')}; its log is {record.get('log')}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _launch_stage(args: argparse.Namespace, stage: str) -> Optional[int]:
+    """``pretrain`` / ``finetune`` as a job (None: run here). A run already in the stage's folder is
+    refused up front unless ``--resume`` or ``--overwrite`` says what to do with it."""
+    if getattr(args, "launcher", None) in (None, "local") or args.print_config:
+        return None
+    _need_run_dir(args)
+    run_dir = Path(args.run_dir).expanduser().resolve()
+    held = holds_run(run_dir / stage)
+    if held and not (args.resume or args.overwrite):
+        raise RunExistsError(f"{run_dir / stage} already holds a {stage} run ({held}); nothing was submitted. Add "
+                             f"--resume to continue it or --overwrite to replace it (kept as {stage}.replaced-<time>)")
+    return _launch(args, what=stage, log_dir=run_dir / "launcher" / stage)
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
@@ -137,6 +297,11 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 
 def _cmd_run_notebooks(args: argparse.Namespace) -> int:
+    if getattr(args, "launcher", None) not in (None, "local"):
+        run_dir = Path(args.run_dir or Path("runs") / ("smoke" if args.smoke else "demo")).expanduser().resolve()
+        # the chapters resume their stages (RESUME = True): a requeued job continues them
+        return _launch(args, what="notebooks", log_dir=run_dir / "launcher" / "notebooks",
+                       resume=(), drop=(), gpus_ok=False)
     params = {"SMOKE": args.smoke}
     if args.seed is not None:  # otherwise each chapter keeps the SEED of its parameters cell
         params["SEED"] = args.seed
@@ -218,6 +383,9 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
     cfg, _ = cli_recipe("pretrain", args, source, target)
     if args.print_config:
         return _print_config(cfg)
+    launched = _launch_stage(args, "pretrain")
+    if launched is not None:
+        return launched
     _need_run_dir(args)
     result = pretrain(cfg, _open(source, args.scale), args.run_dir, target=_open(target, args.scale),
                       resume=args.resume, overwrite=args.overwrite)
@@ -234,6 +402,9 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
     cfg, _ = cli_recipe("finetune", args, source, target)
     if args.print_config:
         return _print_config(cfg)
+    launched = _launch_stage(args, "finetune")
+    if launched is not None:
+        return launched
     _need_run_dir(args)
     result = finetune(cfg, _open(target, args.scale), args.run_dir, source_checkpoint=args.source_checkpoint,
                       resume=args.resume, overwrite=args.overwrite)
@@ -320,6 +491,11 @@ def _cmd_style_train(args: argparse.Namespace) -> int:
         return _print_config(cfg)
     if not args.out:
         raise CorelibError("corelib style train needs --out DIR (or --print-config to see the recipe)")
+    if getattr(args, "launcher", None) not in (None, "local"):
+        out = Path(args.out).expanduser().resolve()
+        # the models resume by default; a requeued job never restarts them
+        return _launch(args, what="style", log_dir=out.parent / f"{out.name}.launcher", resume=(),
+                       drop=("--restart",), gpus_ok=False)
     source, target = _open(source_ref, args.scale), _open(target_ref, args.scale)
     models = train_style_models(source, cfg, args.out, mode=ctx.style_mode, target=target, resume=not args.restart,
                                 overwrite=args.restart)
@@ -398,7 +574,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="corelib", description="CORE-ReID V2 workbench")
     sub = parser.add_subparsers(dest="command", required=True)
     for add_command in (_add_synth, _add_verify, _add_datasets, _add_pretrain, _add_finetune, _add_evaluate,
-                        _add_convert, _add_export, _add_style, _add_run_notebooks, _add_report, _add_sweep, _add_bench,
+                        _add_convert, _add_export, _add_style, _add_run_notebooks, _add_report, _add_sweep, _add_run_point, _add_bench,
                         _add_env):
         add_command(sub)
     return parser
@@ -437,6 +613,7 @@ def _add_pretrain(sub) -> None:
                                                   "(optional; its kind and presets shape the recipe as in a pair)",
                    **_SIDE)
     _add_training_args(p)
+    _add_launcher_args(p)
     p.set_defaults(func=_cmd_pretrain)
 
 
@@ -448,6 +625,7 @@ def _add_finetune(sub) -> None:
                    **_SIDE)
     p.add_argument("--source-checkpoint", default=None, help="pre-training checkpoint (default RUN_DIR/pretrain/best.pt)")
     _add_training_args(p)
+    _add_launcher_args(p)
     p.set_defaults(func=_cmd_finetune)
 
 
@@ -496,6 +674,7 @@ def _add_style_train(style_sub) -> None:
                    help="train from scratch instead of resuming (earlier models are kept as <pair>.replaced-<time>)")
     q.add_argument("--gap", action="store_true", help="print the colour gap before / after translation")
     q.add_argument("--print-config", action="store_true", help="print the resolved StyleCfg as YAML and train nothing")
+    _add_launcher_args(q)
     q.set_defaults(func=_cmd_style_train)
 
 
@@ -536,6 +715,7 @@ def _add_run_notebooks(sub) -> None:
                         "SEED 3, PAIRS '[\"person\"]'); repeatable")
     p.add_argument("--timeout", type=int, default=None, help="seconds allowed per cell")
     p.add_argument("--log-output", action="store_true", help="stream cell output")
+    _add_launcher_args(p)
     p.set_defaults(func=_cmd_run_notebooks)
 
 
@@ -558,8 +738,25 @@ def _add_sweep(sub) -> None:
     p.add_argument("--timeout", type=int, default=None, help="seconds allowed per cell")
     p.add_argument("--fail-fast", action="store_true",
                    help="stop at the first failing point (default: run every point, list the failures at the end "
-                        "and exit 1)")
+                        "and exit 1; local launcher only)")
+    p.add_argument("--status", action="store_true",
+                   help="list each point's state (new, pending, running, requeued, interrupted, finished, failed "
+                        "with its log's last lines) from the point folders and job records; runs nothing")
+    p.add_argument("--point", type=int, nargs="+", default=None, metavar="INDEX",
+                   help="run only these points, by 0-based index in the grid's order (--status numbers them); what "
+                        "a plain sbatch --array task runs: --point $SLURM_ARRAY_TASK_ID")
+    p.add_argument("--resubmit", action="store_true",
+                   help="submit points again whose job record says queued or running (that job is gone)")
+    _add_launcher_args(p)
     p.set_defaults(func=_cmd_sweep)
+
+
+def _add_run_point(sub) -> None:
+    p = sub.add_parser("run-point", help="run one sweep point from its sweep.json (what a sweep's job runs)")
+    p.add_argument("run_dir", help="the point's folder, ROOT/<point name>, holding the sweep.json a sweep wrote")
+    p.add_argument("--timeout", type=int, default=None, help="seconds allowed per cell")
+    p.add_argument("--notebooks-dir", default=None, help=argparse.SUPPRESS)
+    p.set_defaults(func=_cmd_run_point)
 
 
 def _add_bench(sub) -> None:
@@ -608,10 +805,15 @@ def _check_scale(args: argparse.Namespace) -> None:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    args.argv = argv  # a launcher's job runs this command line again, without the launcher options
     try:
         _check_scale(args)
         return args.func(args)
+    except Preempted as e:  # asked to stop by its job (a cluster's time limit): saved, to be resumed
+        print(f"corelib {args.command}: {e}", file=sys.stderr)
+        return PREEMPTED_EXIT
     except CorelibError as e:
         print(f"corelib {args.command}: {e}", file=sys.stderr)
         return 2

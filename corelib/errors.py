@@ -109,3 +109,10 @@ class SweepFailed(CorelibError, RuntimeError):
 class UpstreamChangedError(CorelibError, RuntimeError):
     """A stage would resume on top of an upstream result (its source network, its style set) that
     changed since the stage started: continuing would mix two upstream runs."""
+
+
+class Preempted(CorelibError, RuntimeError):
+    """A training loop stopped because its job was asked to stop (a cluster's pre-timeout or
+    preemption signal, :mod:`corelib.runtime.preemption`): its state is in ``last.pt``, and the same
+    command with resume continues where it stopped. The command line exits with
+    :data:`corelib.runtime.preemption.PREEMPTED_EXIT`."""

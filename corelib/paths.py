@@ -6,7 +6,8 @@ scratch disk of a GPU cluster:
 
 - ``COREREID_DATA``: root of the datasets (real copies and the generated synthetic sets);
 - ``COREREID_RUNS``: parent of the run directories;
-- ``COREREID_FIGURES``: where full (non-smoke) runs save curated figures.
+- ``COREREID_FIGURES``: where full (non-smoke) runs save curated figures;
+- ``COREREID_OFFLINE``: a compute node without network (:data:`OFFLINE_ENV`).
 """
 
 from __future__ import annotations
@@ -78,6 +79,10 @@ def notebooks_dir() -> Path:
     """The ordered notebook chapters (``<repo>/notebooks``)."""
     return repo_root() / "notebooks"
 
+
+OFFLINE_ENV = "COREREID_OFFLINE"
+"""Set (to anything but 0) on a compute node without network: nothing tries a download, and ImageNet
+weights missing from the cache are an error, not a random trunk (a launcher job sets it)."""
 
 WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOTDIR,
                           errno.EEXIST})

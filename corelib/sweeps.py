@@ -13,7 +13,7 @@ parameter passed to the chapters and the chapters run) and its figures in
 ``ROOT/<point name>/figures/`` (never in the curated ``figures/``); ``sweep_done.json`` is written
 once the point's chapters have all run. A point that fails gets ``sweep_failed.json`` (its error and
 the executed notebook of the failing chapter) instead, and the other points still run
-(:func:`run_sweep`). :mod:`corelib.results` and notebook 09 gather the runs into
+(:func:`run_sweep`). :mod:`corelib.results` and chapter 08 gather the runs into
 tables.
 
 **Point names** are readable and never shared by two points: ``num_clusters=120,ecab=true``.
@@ -41,9 +41,14 @@ runs:
   ``rerun_changed`` the old folder is renamed to ``<point>.replaced-<UTC time>`` (never deleted; the
   chapters have no parameter to overwrite their stages, so nothing of the old run may stay where
   the new one resumes) and the point runs afresh; :func:`corelib.results.find_runs` leaves the
-  replaced folders out, so notebook 09 does not mix them into the tables.
+  replaced folders out, so chapter 08 does not mix them into the tables.
 - a folder without a ``sweep.json`` written by the workbench is not a point of any sweep (someone's
   run directory, a copy): it is refused, never adopted. An empty folder is taken.
+
+**Where points run** is the launcher's business (:mod:`corelib.launch`): one after another in this
+process, or each as a job (``corelib run-point POINT``, :func:`run_point`) of submitit's local
+executor or of a Slurm job array, into the same folders; :func:`sweep_status` reads each point's
+state from its folder and its job record.
 """
 
 from __future__ import annotations
@@ -59,10 +64,12 @@ from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence, Union
 
 from . import notebooks
-from .errors import ConfigError, NotOwnedError, SweepFailed
+from .errors import ConfigError, NotOwnedError, Preempted, SweepFailed
+from .launch import IN_FLIGHT, JobCommand, LauncherCfg, corelib_argv, job_alive, last_lines, read_job, submit
 from .notebooks import chapter_parameters, check_parameters, select_chapters
 from .ownership import RunLock, set_aside
 from .paths import atomic_write_text
+from .runtime import preemption
 from .yamlfile import read_yaml
 
 WRITTEN_BY = "corelib.sweeps"
@@ -159,9 +166,10 @@ def load_sweep(path: Union[str, Path]) -> dict:
     spec = read_yaml(path, what="sweep file") or {}
     if not isinstance(spec, dict):
         raise ConfigError(f"{path}: a sweep file is a mapping with chapters, parameters and grid")
-    unknown = set(spec) - {"chapters", "parameters", "grid"}
+    unknown = set(spec) - {"chapters", "parameters", "grid", "launcher"}
     if unknown:
-        raise ConfigError(f"{path}: unknown keys {sorted(unknown)}; a sweep file has chapters, parameters and grid")
+        raise ConfigError(f"{path}: unknown keys {sorted(unknown)}; a sweep file has chapters, parameters, grid and "
+                          f"(optional) launcher")
     if not spec.get("grid"):
         raise ConfigError(f"{path}: no grid; add e.g. grid: {{SEED: [1, 2]}}")
     if not isinstance(spec["grid"], dict):
@@ -171,7 +179,11 @@ def load_sweep(path: Union[str, Path]) -> dict:
     chapters = spec.get("chapters")
     if chapters is not None and not isinstance(chapters, list):
         raise ConfigError(f"{path}: chapters is a list such as [\"02\", \"03\"], got {chapters!r}")
-    return {"chapters": chapters, "parameters": spec.get("parameters") or {}, "grid": spec["grid"]}
+    launcher = spec.get("launcher")
+    if launcher is not None:
+        LauncherCfg.from_mapping(launcher, f"{path}: launcher")  # refused here, before any point runs
+    return {"chapters": chapters, "parameters": spec.get("parameters") or {}, "grid": spec["grid"],
+            "launcher": launcher}
 
 
 def _same(a: Any, b: Any) -> bool:
@@ -334,7 +346,9 @@ def _refuse_changed(changed: Sequence[dict]) -> ConfigError:
 
 def run_sweep(root: Union[str, Path], grid: Mapping[str, Sequence[Any]], *, parameters: Optional[Mapping] = None,
               chapters: Optional[Sequence[str]] = None, execution_timeout: Optional[int] = None,
-              rerun_changed: bool = False, fail_fast: bool = False, notebooks_dir: Optional[Path] = None) -> list[dict]:
+              rerun_changed: bool = False, fail_fast: bool = False, notebooks_dir: Optional[Path] = None,
+              launcher: Optional[LauncherCfg] = None, resubmit: bool = False,
+              only: Optional[Sequence[int]] = None) -> list[dict]:
     """Run ``chapters`` once per grid point into ``root/<point name>/``; finished points are skipped.
 
     Every point is checked first (:func:`plan_sweep`): the chapters, the parameters' names and
@@ -352,9 +366,17 @@ def run_sweep(root: Union[str, Path], grid: Mapping[str, Sequence[Any]], *, para
     ``sweep_failed.json`` is written) and later points do not run. A KeyboardInterrupt always stops
     the sweep at once.
 
+    ``launcher`` (:class:`~corelib.launch.LauncherCfg`) other than ``local`` runs each point as a job
+    (``corelib run-point POINT``, :func:`run_point`) of submitit's local executor or of a Slurm job
+    array, with its record and logs in ``POINT/launcher/``; a point whose job is queued or running
+    is not submitted again unless ``resubmit``. ``fail_fast`` is for the local launcher only.
+    ``only`` runs the points of these 0-based indices of the grid's order (a plain ``sbatch --array``
+    task runs ``corelib sweep FILE --point $SLURM_ARRAY_TASK_ID``).
+
     Returns one record per point (when none failed): name, run directory, the point, whether it ran
     now, the folder its old results were moved to (``replaced``, None when none) and ``failed``
-    (None; for a failed point ``{"error", "executed_notebook", "record"}``).
+    (None; for a failed point ``{"error", "executed_notebook", "record"}``); with a launcher that
+    leaves its jobs queued, ``ran`` means submitted and ``job`` holds the job record.
 
     Raises:
         ConfigError: points recorded with other parameters (without ``rerun_changed``), named with
@@ -362,57 +384,208 @@ def run_sweep(root: Union[str, Path], grid: Mapping[str, Sequence[Any]], *, para
         SweepFailed: points failed; every point ran (without ``fail_fast``).
     """
     plan = plan_sweep(root, grid, parameters=parameters, chapters=chapters, notebooks_dir=notebooks_dir)
+    if only is not None:
+        wrong = [i for i in only if not 0 <= i < len(plan)]
+        if wrong:
+            raise ConfigError(f"sweep point index {wrong[0]} is out of range: the grid has {len(plan)} points, "
+                              f"0 to {len(plan) - 1} (`corelib sweep FILE --status` numbers them)")
+        plan = [plan[i] for i in only]
     changed = [p for p in plan if p["state"] == "changed"]
     if changed and not rerun_changed:
         raise _refuse_changed(changed)
+    if launcher is not None and launcher.launcher != "local":
+        return _submit_sweep(root, plan, launcher, execution_timeout=execution_timeout, resubmit=resubmit,
+                             notebooks_dir=notebooks_dir)
     records = []
     for i, entry in enumerate(plan, 1):
-        name, run_dir, point, params = entry["name"], entry["run_dir"], entry["point"], entry["parameters"]
+        name, run_dir, point = entry["name"], entry["run_dir"], entry["point"]
         if entry["state"] == "finished":
             print(f"[sweep {i}/{len(plan)}] {name}: finished earlier, skipped", flush=True)
             records.append({"name": name, "run_dir": str(run_dir), "point": point, "ran": False, "replaced": None,
                             "failed": None})
             continue
-        if (run_dir / FAILED_RECORD).is_file():
-            print(f"[sweep {i}/{len(plan)}] {name}: failed earlier ({run_dir / FAILED_RECORD}), retried", flush=True)
-        replaced = None
-        if entry["state"] == "changed":
-            replaced = _set_aside(run_dir)
-            print(f"[sweep {i}/{len(plan)}] {name}: recorded with other parameters "
-                  f"({'; '.join(entry['differences'])}); the old run is kept as {replaced}", flush=True)
+        replaced = _prepare_point(entry, f"[sweep {i}/{len(plan)}]")
         print(f"[sweep {i}/{len(plan)}] {name} -> {run_dir}", flush=True)
-        run_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(run_dir / "sweep.json", json.dumps(
-            {"written_by": WRITTEN_BY, "point": point, "parameters": params, "chapters": entry["chapters"]},
-            indent=2) + "\n")
-        # a point's figures stay in its run directory (RUN_DIR/figures), never in the curated figures/
-        previous = os.environ.get("COREREID_FIGURES")
-        os.environ["COREREID_FIGURES"] = str((run_dir / "figures").resolve())
         record = {"name": name, "run_dir": str(run_dir), "point": point, "ran": True,
                   "replaced": str(replaced) if replaced else None, "failed": None}
         records.append(record)
-        try:
-            chapter_records = notebooks.run_notebooks(run_dir, parameters=params, chapters=entry["chapters"],
-                                                      notebooks_dir=notebooks_dir, execution_timeout=execution_timeout,
-                                                      progress=False)
-        except Exception as e:  # noqa: BLE001 - any failure of a point is recorded; KeyboardInterrupt stops the sweep
-            record["failed"] = _record_failure(run_dir, point, e)
+        record["failed"] = run_point(run_dir, execution_timeout=execution_timeout, notebooks_dir=notebooks_dir,
+                                     reraise=fail_fast)
+        if record["failed"]:
             print(f"[sweep {i}/{len(plan)}] {name} FAILED: {record['failed']['error'].splitlines()[0]}", flush=True)
-            if fail_fast:
-                raise
-            continue
-        finally:
-            if previous is None:
-                os.environ.pop("COREREID_FIGURES", None)
-            else:
-                os.environ["COREREID_FIGURES"] = previous
-        atomic_write_text(run_dir / "sweep_done.json", json.dumps(
-            {"point": point, "parameters": params, "chapters": chapter_records}, indent=2) + "\n")
-        (run_dir / FAILED_RECORD).unlink(missing_ok=True)  # an earlier try's failure, superseded by this run
     failed = [r for r in records if r["failed"]]
     if failed:
         raise _summarise_failures(failed, records)
     return records
+
+
+def _prepare_point(entry: Mapping[str, Any], label: str) -> Optional[Path]:
+    """Make the point's folder ready to run: set a changed one aside, write ``sweep.json`` (what
+    :func:`run_point` runs). Returns the folder the old run went to, if any."""
+    name, run_dir = entry["name"], entry["run_dir"]
+    if (run_dir / FAILED_RECORD).is_file():
+        print(f"{label} {name}: failed earlier ({run_dir / FAILED_RECORD}), retried", flush=True)
+    replaced = None
+    if entry["state"] == "changed":
+        replaced = _set_aside(run_dir)
+        print(f"{label} {name}: recorded with other parameters ({'; '.join(entry['differences'])}); the old run "
+              f"is kept as {replaced}", flush=True)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(run_dir / "sweep.json", json.dumps(
+        {"written_by": WRITTEN_BY, "point": entry["point"], "parameters": entry["parameters"],
+         "chapters": entry["chapters"]}, indent=2) + "\n")
+    return replaced
+
+
+def run_point(run_dir: Union[str, Path], *, execution_timeout: Optional[int] = None,
+              notebooks_dir: Optional[Path] = None, reraise: bool = False) -> Optional[dict]:
+    """Run one sweep point from its ``sweep.json`` (its parameters and chapters, written by the sweep)
+    into its folder: what every launcher runs for a point (``corelib run-point POINT`` in a job).
+
+    Writes ``sweep_done.json`` when the chapters have all run (and removes an earlier try's
+    ``sweep_failed.json``) and returns None; a failing point gets ``sweep_failed.json`` and its
+    ``{"error", "executed_notebook", "record"}`` is returned (raised with ``reraise``). A point
+    stopped by its job (a cluster's time limit, :mod:`corelib.runtime.preemption`) raises
+    :class:`~corelib.errors.Preempted` and records no failure: run again, it resumes.
+
+    Raises:
+        NotOwnedError: the folder holds no ``sweep.json`` written by the sweep.
+        Preempted: the job asked the point to stop.
+    """
+    run_dir = Path(run_dir)
+    record = _read_record(run_dir) if run_dir.is_dir() else None
+    if record is None or not isinstance(record.get("chapters"), list):
+        raise NotOwnedError(f"{run_dir} holds no sweep point (sweep.json with its parameters and chapters); "
+                            f"`corelib sweep FILE` writes one per point")
+    point, params = record["point"], record["parameters"]
+    # a point's figures stay in its run directory (RUN_DIR/figures), never in the curated figures/
+    previous = os.environ.get("COREREID_FIGURES")
+    os.environ["COREREID_FIGURES"] = str((run_dir / "figures").resolve())
+    try:
+        chapter_records = notebooks.run_notebooks(run_dir, parameters=params, chapters=record["chapters"],
+                                                  notebooks_dir=notebooks_dir, execution_timeout=execution_timeout,
+                                                  progress=False)
+    except Exception as e:  # noqa: BLE001 - any failure of a point is recorded; KeyboardInterrupt stops the sweep
+        if preemption.stop_requested():  # its job's time is up: the chapters' loops saved their state
+            raise Preempted(f"sweep point {run_dir.name} stopped on request ({type(e).__name__}); run it again to "
+                            f"resume") from e
+        failure = _record_failure(run_dir, point, e)
+        if reraise:
+            raise
+        return failure
+    finally:
+        if previous is None:
+            os.environ.pop("COREREID_FIGURES", None)
+        else:
+            os.environ["COREREID_FIGURES"] = previous
+    atomic_write_text(run_dir / "sweep_done.json", json.dumps(
+        {"point": point, "parameters": params, "chapters": chapter_records}, indent=2) + "\n")
+    (run_dir / FAILED_RECORD).unlink(missing_ok=True)  # an earlier try's failure, superseded by this run
+    return None
+
+
+def point_log_dir(run_dir: Union[str, Path]) -> Path:
+    """Where a point's job keeps its record and logs."""
+    return Path(run_dir) / "launcher"
+
+
+def _submit_sweep(root: Union[str, Path], plan: Sequence[dict], launcher: LauncherCfg, *,
+                  execution_timeout: Optional[int], resubmit: bool, notebooks_dir: Optional[Path]) -> list[dict]:
+    """The points as jobs of ``launcher``: prepared here, run by ``corelib run-point`` in each job."""
+    records, commands = [], []
+    for i, entry in enumerate(plan, 1):
+        name, run_dir, point = entry["name"], entry["run_dir"], entry["point"]
+        label = f"[sweep {i}/{len(plan)}]"
+        record = {"name": name, "run_dir": str(run_dir), "point": point, "ran": False, "replaced": None,
+                  "failed": None, "job": None}
+        records.append(record)
+        if entry["state"] == "finished":
+            print(f"{label} {name}: finished earlier, skipped", flush=True)
+            continue
+        job = read_job(point_log_dir(run_dir))
+        if job and job.get("state") in IN_FLIGHT and job_alive(job) is not False and not resubmit:
+            print(f"{label} {name}: job {job.get('job_id')} is {job['state']}, not submitted again (--status shows "
+                  f"it; --resubmit when that job is gone)", flush=True)
+            record["job"] = job
+            continue
+        replaced = _prepare_point(entry, label)
+        record.update(ran=True, replaced=str(replaced) if replaced else None)
+        arguments = ["run-point", str(Path(run_dir).resolve())]
+        if execution_timeout:
+            arguments += ["--timeout", str(execution_timeout)]
+        if notebooks_dir is not None:
+            arguments += ["--notebooks-dir", str(Path(notebooks_dir).resolve())]
+        argv = corelib_argv(arguments)
+        commands.append((record, JobCommand(argv, argv, point_log_dir(run_dir).resolve(), name, launcher.grace_s)))
+    jobs = submit(launcher, [c for _, c in commands], Path(root) / ".submitit", name="corelib-sweep")
+    for (record, _), job in zip(commands, jobs):
+        record["job"] = job
+        print(f"[sweep] {record['name']}: job {job.get('job_id')} {job.get('state')}", flush=True)
+    waited = launcher.launcher == "submitit-local" or launcher.wait
+    if not waited:
+        return records
+    for record in records:  # what the points' folders say once their jobs ended
+        run_dir = Path(record["run_dir"])
+        if record["ran"] and not (run_dir / "sweep_done.json").is_file():
+            failure = _read_failure(run_dir)
+            job = read_job(point_log_dir(run_dir)) or {}
+            record["failed"] = failure or {"error": f"job {job.get('job_id')} ended {job.get('state')} without a "
+                                                    f"result; its log: {job.get('log')}",
+                                           "executed_notebook": None, "record": job.get("log")}
+    failed = [r for r in records if r["failed"]]
+    if failed:
+        raise _summarise_failures(failed, records)
+    return records
+
+
+def _read_failure(run_dir: Path) -> Optional[dict]:
+    """A failed point's ``{"error", "executed_notebook", "record"}`` from its ``sweep_failed.json``."""
+    try:
+        failed = json.loads((run_dir / FAILED_RECORD).read_text())
+    except (OSError, ValueError):
+        return None
+    return {"error": str(failed.get("error")), "executed_notebook": failed.get("executed_notebook"),
+            "record": str(run_dir / FAILED_RECORD)}
+
+
+def sweep_status(root: Union[str, Path], grid: Mapping[str, Sequence[Any]], *, parameters: Optional[Mapping] = None,
+                 chapters: Optional[Sequence[str]] = None, notebooks_dir: Optional[Path] = None) -> list[dict]:
+    """Each point's state, read from its folder and its job record (not from the queue):
+
+    ``new`` (never run), ``pending`` / ``running`` / ``requeued`` (its job), ``interrupted`` (started,
+    no job running: run the sweep again to resume), ``lost`` (its job's process is gone without a
+    record, seen on the job's own host), ``finished``, ``failed`` (``detail``: its error and the last
+    lines of its job's log), ``changed`` (recorded with other parameters).
+
+    Returns one dict per point: ``name``, ``state``, ``job_id``, ``attempt``, ``detail`` (lines).
+    """
+    rows = []
+    for entry in plan_sweep(root, grid, parameters=parameters, chapters=chapters, notebooks_dir=notebooks_dir):
+        run_dir = entry["run_dir"]
+        job = read_job(point_log_dir(run_dir)) if run_dir.is_dir() else None
+        state, detail = entry["state"], []
+        if state == "changed":
+            detail = list(entry["differences"])
+        elif state == "interrupted":
+            failure = _read_failure(run_dir)
+            if failure:
+                state = "failed"
+                detail = [failure["error"].splitlines()[0]]
+                if failure["executed_notebook"]:
+                    detail.append(f"executed notebook: {failure['executed_notebook']}")
+                detail += last_lines(job.get("log")) if job else []
+            elif job and job.get("state") in IN_FLIGHT:
+                alive = job_alive(job) if job.get("state") == "running" else None
+                state = "lost" if alive is False else job["state"]
+                if alive is False:
+                    detail = [f"the job's process {job.get('pid')} on {job.get('host')} is gone; run the sweep "
+                              f"again with --resubmit"] + last_lines(job.get("log"))
+            elif job and job.get("state") == "failed":
+                state = "failed"
+                detail = last_lines(job.get("log"))
+        rows.append({"name": entry["name"], "state": state, "job_id": job.get("job_id") if job else None,
+                     "attempt": job.get("attempt") if job else None, "detail": detail})
+    return rows
 
 
 def _record_failure(run_dir: Path, point: Mapping[str, Any], error: Exception) -> dict:

@@ -26,7 +26,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (  # lowest first; a unit is a top-level m
     ("ownership", "repro", "settings", "published"),
     ("cluster", "evaluation", "losses"),
     ("runtime", "data"),
-    ("models", "outputs", "features"),
+    ("models", "outputs", "features", "launch"),
     ("report", "orientation"),
     ("config",),
     ("recipes", "style", "explain", "viz", "filtering"),

@@ -32,6 +32,8 @@ COMMANDS = {"pretrain": "pretrain", "finetune": "finetune", "style": "train_styl
 ``--print-config`` train nothing)."""
 STAND_INS = {"execute_notebook", "run_notebooks"}
 """papermill's and corelib's functions; a test that replaces one executes no chapter."""
+READ_ONLY_FLAGS = {"--print-config", "--status"}
+"""Options with which a command reads and prints, and runs nothing (``sweep --status``)."""
 
 
 @dataclass
@@ -112,7 +114,8 @@ class _Calls(ast.NodeVisitor):
                 and "main" in self.functions and call.args and [type(o) for o in node.ops] == [ast.Eq]
                 and isinstance(node.comparators[0], ast.Constant) and node.comparators[0].value == 0):
             words = _argv_words(call.args[0], self.argv_helpers)
-            if words and words[0] in COMMANDS and words[:2] != ["style", "generate"] and "--print-config" not in words:
+            if words and words[0] in COMMANDS and words[:2] != ["style", "generate"] and not READ_ONLY_FLAGS & set(words) \
+                    and not _on_slurm(words):
                 self.entry_points.add(COMMANDS[words[0]])
         self.generic_visit(node)
 
@@ -128,6 +131,12 @@ class _Calls(ast.NodeVisitor):
             if func.attr == "setattr" and any(isinstance(a, ast.Constant) and a.value in STAND_INS for a in node.args):
                 self.stands_in = True
         self.generic_visit(node)
+
+
+def _on_slurm(words: list[str]) -> bool:
+    """A command submitted to Slurm (``--launcher slurm``) runs nothing in this process: without a cluster
+    a test can only reach it with submitit's submission replaced."""
+    return any(w == "--launcher" and nxt == "slurm" for w, nxt in zip(words, words[1:])) or "--launcher=slurm" in words
 
 
 def _argv_words(node: ast.AST, argv_helpers: dict[str, list[str]]) -> list[str]:

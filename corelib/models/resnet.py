@@ -19,6 +19,7 @@ When ImageNet weights cannot be had, the trunk is initialised at random and one 
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import warnings
 from pathlib import Path
@@ -29,6 +30,7 @@ from torch import nn
 from torchvision.models import get_model, get_model_weights
 
 from ..errors import CheckpointError, InvalidInputError, MissingFileError
+from ..paths import OFFLINE_ENV
 from ..runtime.checkpoint import load_checkpoint
 from .registry import Backbone, register_backbone
 
@@ -126,6 +128,12 @@ def _imagenet_state_dict(depth: int) -> Optional[dict]:
     name = Path(weights.url).name
     cache = Path(torch.hub.get_dir()) / "checkpoints" / name
     expected = _hash_prefix(name)
+    if not cache.is_file() and os.environ.get(OFFLINE_ENV, "") not in ("", "0"):
+        # a cluster job (corelib.launch sets it): no download is tried, and a paper recipe never trains
+        # from a random trunk by accident
+        raise MissingFileError(f"ImageNet weights for resnet{depth} are not in {cache}, and {OFFLINE_ENV} is set (a "
+                               f"compute node without network): copy {name} there before submitting (TORCH_HOME "
+                               f"sets the folder above hub/), or pass weights=PATH or weights=none")
     if not cache.is_file():
         try:  # no network here in CI: the failure is the usual path
             cache.parent.mkdir(parents=True, exist_ok=True)

@@ -23,11 +23,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..errors import InvalidInputError, RunExistsError
+from ..errors import InvalidInputError, Preempted, RunExistsError
 from ..ownership import RunLock, fingerprint, set_aside
 from ..repro import resolve_device
 from ..settings import read_mapping, save_config
 from . import distributed as D
+from . import preemption
 from .checkpoint import (
     RESUME_FREE_FIELDS,
     EpochLog,
@@ -158,25 +159,65 @@ class LoaderCycle:
     """Endless iteration over a loader whose sampler is re-seeded at every wrap.
 
     The training loops take a fixed number of steps per epoch, longer or shorter than one pass of
-    the identity sampler; pass ``w`` of epoch ``e`` draws with sampler epoch ``base_epoch + w``.
+    the identity sampler; pass ``w`` of epoch ``e`` draws with sampler epoch ``base_epoch + w``
+    (a sampler without ``set_epoch``, such as a seeded ``RandomSampler``, draws from its own
+    generator instead).
+
+    :meth:`state` and :meth:`restore` put a cycle back where it was within a pass (a mid-epoch
+    checkpoint): the generators the pass's iterator draws from are recorded just before it is
+    made, and a restored cycle makes the same iterator and replays the batches already taken, so
+    every later batch, augmentation and worker seed is the one an uninterrupted run draws.
     """
 
     def __init__(self, loader, sampler, base_epoch: int) -> None:
         self.loader, self.sampler, self.base, self.wrap, self.it = loader, sampler, base_epoch, 0, None
+        self.taken = 0  # batches taken from the current pass
+        self._before: list = []  # the generators' states just before the current pass's iterator
+        self._generators = [g for g in (getattr(loader, "generator", None), getattr(sampler, "generator", None))
+                            if g is not None]
+
+    def _new_pass(self) -> None:
+        if hasattr(self.sampler, "set_epoch"):
+            self.sampler.set_epoch(self.base + self.wrap)
+        self._before = [g.get_state() for g in self._generators]
+        self.wrap += 1
+        self.taken = 0
+        self.it = iter(self.loader)
 
     def next(self):
         batch = next(self.it, None) if self.it is not None else None
         if batch is None:
-            self.sampler.set_epoch(self.base + self.wrap)
-            self.wrap += 1
-            self.it = iter(self.loader)
+            self._new_pass()
             batch = next(self.it, None)
         if batch is None:  # a whole pass gave no complete batch: waiting would never end
             raise InvalidInputError(f"a pass of the sampler ({len(self.sampler)} images: num_instances per identity or "
                              f"cluster) fills no batch of {getattr(self.loader.batch_sampler, 'batch_size', '?')}: "
                              f"too few identities (or clusters, or too many outliers) for this batch_size; lower "
                              f"batch_size or keep more images")
+        self.taken += 1
         return batch
+
+    def state(self) -> dict:
+        """Where the cycle stands: passes begun, batches taken from the current one, and the
+        generator states its iterator was made from (checkpoint values)."""
+        return {"wrap": self.wrap, "taken": self.taken, "generators": list(self._before)}
+
+    def restore(self, state: dict) -> None:
+        """Continue from :meth:`state`: the current pass's iterator is made again from the same
+        generator states and the batches already taken are loaded again and dropped (no network
+        runs on them). The caller restores the global RNGs afterwards (:func:`set_rng_state`),
+        since loading in the main process draws from them."""
+        wrap = int(state["wrap"])
+        if wrap == 0:
+            return
+        self.wrap = wrap - 1
+        for g, saved in zip(self._generators, state["generators"]):
+            g.set_state(saved)
+        self._new_pass()
+        for _ in range(int(state["taken"])):
+            if next(self.it, None) is None:
+                break
+            self.taken += 1
 
 
 class StageRun:
@@ -239,6 +280,7 @@ class StageRun:
         self.free = free
         self.set_aside: Optional[Path] = None
         self.log: Optional[EpochLog] = None
+        preemption.watch()  # inside a launcher job, the stop signal asks this loop to stop instead of killing it
         self.lock = RunLock(self.out.parent, what=f"{stage} {self.out.name}") if runtime.is_main else None
         if self.lock is not None:
             self.lock.acquire()
@@ -301,6 +343,42 @@ class StageRun:
     @property
     def resumed(self) -> bool:
         return self.state is not None
+
+    @property
+    def partial(self) -> Optional[dict]:
+        """The mid-epoch position of a resumed ``last.pt`` written by :meth:`stop_mid_epoch`
+        (``epoch``, ``step`` and what the loop saved with them), None when it ended an epoch."""
+        return self.state.get("partial") if self.state else None
+
+    def stop_requested(self) -> bool:
+        """Whether the job asked this loop to stop (:mod:`~corelib.runtime.preemption`; every rank
+        agrees under torchrun). False, without any collective, outside a launcher job."""
+        return preemption.stop_agreed(self.runtime.info)
+
+    def stop_mid_epoch(self, epoch: int, step: int, *, model: nn.Module, last: Mapping[str, Any]) -> None:
+        """Write a mid-epoch ``last.pt`` (the loop's state after ``step`` steps of the 0-based
+        ``epoch``, as ``partial``) and raise :class:`~corelib.errors.Preempted`. The checkpoint counts
+        as the end of the epoch before (``epoch - 1``), so every reader that knows only whole epochs
+        (the log, ``load_trained_model``) sees a finished epoch; a resumed loop reads
+        :attr:`partial` and continues at ``step``."""
+        if self.runtime.is_main:
+            save_checkpoint({**self._record(model, epoch - 1), "best_mAP": self.best_score,
+                             "best_epoch": self.best_epoch, **dict(last), "partial": {"epoch": epoch, "step": step,
+                                                                                      **dict(last.get("partial", {}))}},
+                            self.last_path)
+        self.runtime.barrier()
+        raise Preempted(f"{self.stage} stopped on request at step {step} of epoch {epoch + 1}; its state is in "
+                        f"{self.last_path}: the same command with resume continues from there")
+
+    def stop_epoch(self, epoch: int, *, finished: bool) -> None:
+        """Raise :class:`~corelib.errors.Preempted` when the job asked to stop: after a finished
+        epoch (its ``last.pt`` is written), or giving up the epoch in progress (``last.pt`` still holds
+        the one before, from which a resume redoes this epoch exactly)."""
+        if not self.stop_requested():
+            return
+        done = f"after epoch {epoch + 1}" if finished else f"during epoch {epoch + 1}, which a resume redoes"
+        raise Preempted(f"{self.stage} stopped on request {done}; {self.last_path} holds its state: the same "
+                        f"command with resume continues from there")
 
     def _record(self, model: nn.Module, epoch: int) -> dict:
         return {"stage": self.stage, "cfg": self.cfg.to_dict(), **self.model_record, "upstream": self.upstream,

@@ -202,6 +202,7 @@ def _train_pair(job: StyleJob, samples: list[list[Sample]], cfg: StyleCfg, *, re
                 for k, v in values.items():
                     total[k] += v / steps
                 bar.set_postfix(cycle=f"{values['cycle']:.3f}", d=f"{values['d']:.3f}")
+                run.stop_epoch(epoch, finished=False)  # the job's time is up: last.pt holds the epoch before
             lr = opt_g.param_groups[0]["lr"]
             sched_g.step()
             sched_d.step()
@@ -209,4 +210,5 @@ def _train_pair(job: StyleJob, samples: list[list[Sample]], cfg: StyleCfg, *, re
                           last={"opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(), "sched_g": sched_g.state_dict(),
                                 "sched_d": sched_d.state_dict(), "rng": rng_state(),
                                 "pools": [p.state_dict() for p in pools]})
+            run.stop_epoch(epoch, finished=True)
         return CycleGANResult(model.eval(), run.last_path, run.log.history)

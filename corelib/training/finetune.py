@@ -316,6 +316,9 @@ def finetune(
                 for key in totals:
                     totals[key] += terms[key].item() / cfg.iters_per_epoch
                 bar.set_postfix(loss=f"{terms['loss'].item():.3f}")
+                # the job's time is up: this epoch is given up (it restarts from a clustering, whose state a
+                # mid-epoch checkpoint would have to hold for every labeller and criterion); last.pt is the one before
+                run.stop_epoch(epoch, finished=False)
             step.end_epoch()
             record.update(totals)
             record["seconds_cluster"] = t_cluster
@@ -331,5 +334,6 @@ def finetune(
                                 "num_clusters": classes, "direct_transfer": direct,
                                 "labeller_state": labeller_state},
                           after_log=lambda r: _tensorboard(run_dir, r))
+            run.stop_epoch(epoch, finished=True)
         return FinetuneResult(direct, run.best_score, run.best_epoch, run.log.last, run.log.history, run.best_path,
                               run.last_path, tuple(criterion.terms))

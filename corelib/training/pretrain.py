@@ -128,7 +128,7 @@ def pretrain(
         loader = build_loader(train, tf, cfg.batch_size, batch_sampler=D.RankSliceBatchSampler(sampler, cfg.batch_size, rt.info, keyed=True),
                               num_workers=cfg.runtime.num_workers, seed=cfg.seed, pin_memory=rt.pin_memory)
         generators = [loader.generator]
-        target_loader = None
+        target_loader = target_sampler = None
         if target is not None and cfg.target_bn_forward:
             order = torch.Generator().manual_seed(cfg.seed + 1)
             target_sampler = torch.utils.data.RandomSampler(target.train, generator=order)
@@ -156,25 +156,31 @@ def pretrain(
             return scores, metrics["mAP"]
 
         run.begin()  # every check has passed: config.yaml and metrics.jsonl from here
+        partial = run.partial  # a last.pt written mid-epoch on a stop request: continue at its step
         for epoch in range(run.start, cfg.epochs):
             t0 = time.perf_counter()
             net.train()
             batches = LoaderCycle(loader, sampler, base_epoch=epoch * 1000)
-            target_it = iter(target_loader) if target_loader is not None else None
+            # the target's BN batches: a fresh pass every epoch, wrapping around when it runs out
+            target_batches = LoaderCycle(target_loader, target_sampler, 0) if target_loader is not None else None
             totals = dict.fromkeys(criterion.terms, 0.0)
-            bar = tqdm(range(cfg.iters_per_epoch), desc=f"pretrain {epoch + 1}/{cfg.epochs}", disable=not progress,
-                       leave=False)
-            for _ in bar:
+            first = 0
+            if partial is not None and partial["epoch"] == epoch:
+                batches.restore(partial["batches"])
+                if target_batches is not None:
+                    target_batches.restore(partial["target_batches"])
+                set_rng_state(run.state["rng"], generators)  # after the replays, which draw from them
+                totals, first, partial = dict(partial["totals"]), int(partial["step"]), None
+            bar = tqdm(range(first, cfg.iters_per_epoch), desc=f"pretrain {epoch + 1}/{cfg.epochs}",
+                       disable=not progress, leave=False, initial=first, total=cfg.iters_per_epoch)
+            for step in bar:
                 batch = batches.next()
                 images, pids, camids = rt.images(batch[0]), rt.gather_labels(batch[1]), batch[2].to(rt.device)
                 # the views of the batch from its sample indices (-1 unknown; None: no view in the split)
                 viewids = batch_viewids(train, batch[3], has_views=True).to(rt.device) if has_views else None
                 with rt.autocast():
-                    if target_it is not None:  # BN statistics see the target domain too (no loss, no gradient)
-                        target_batch = next(target_it, None)
-                        if target_batch is None:
-                            target_it = iter(target_loader)
-                            target_batch = next(target_it)
+                    if target_batches is not None:  # BN statistics see the target domain too (no loss, no gradient)
+                        target_batch = target_batches.next()
                         with torch.no_grad():  # camera-blind: the target's cameras are not the source's
                             model(rt.images(target_batch[0]))
                     outputs = net(images, camids) if viewids is None else net(images, camids, viewids)
@@ -189,6 +195,12 @@ def pretrain(
                 for key in totals:
                     totals[key] += terms[key].item() / cfg.iters_per_epoch
                 bar.set_postfix(loss=f"{terms['loss'].item():.3f}")
+                if step + 1 < cfg.iters_per_epoch and run.stop_requested():  # the job's time is up: save and stop
+                    run.stop_mid_epoch(epoch, step + 1, model=model, last={
+                        "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                        "rng": rng_state(generators), "criterion": criterion.own_state(),
+                        "partial": {"totals": totals, "batches": batches.state(),
+                                    "target_batches": target_batches.state() if target_batches is not None else None}})
             if rt.info.enabled:  # rank 0's BN running statistics are the ones kept (DDP's rule)
                 D.broadcast_buffers(model, rt.info)
             record = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"], **totals}
@@ -196,5 +208,6 @@ def pretrain(
             run.end_epoch(epoch, record, t0, model=model, evaluate=evaluate,
                           last={"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                                 "rng": rng_state(generators), "criterion": criterion.own_state()})
+            run.stop_epoch(epoch, finished=True)
         return PretrainResult(run.best_score, run.best_epoch, run.log.last, run.log.history, run.best_path, run.last_path,
                               tuple(criterion.terms))

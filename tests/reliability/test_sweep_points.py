@@ -74,7 +74,7 @@ def test_rerun_changed_runs_the_point_again_and_keeps_the_old_results(tmp_path, 
     new = root / "num_clusters=6"
     assert json.loads((new / "sweep.json").read_text())["parameters"]["SMOKE"] is False
     assert json.loads((new / "person" / "finetune" / "metrics.jsonl").read_text())["smoke"] is False
-    assert find_runs(root) == [new.resolve()]  # notebook 09 tabulates the new point only
+    assert find_runs(root) == [new.resolve()]  # chapter 08 tabulates the new point only
     capsys.readouterr()
     assert main(["sweep", sweep, "--root", str(root)]) == 0  # the same parameters again: finished
     assert "1 finished earlier" in capsys.readouterr().out and len(executed) == 2

@@ -33,4 +33,10 @@ if compgen -G "$here/wheels/*.whl" > /dev/null; then
     done
 fi
 cd "$here"
-PYTHONPATH="$here${PYTHONPATH:+:$PYTHONPATH}" exec "$python" benchmarks/gpu_check.py --out "$out" "$@"
+set +e
+PYTHONPATH="$here${PYTHONPATH:+:$PYTHONPATH}" "$python" benchmarks/gpu_check.py --out "$out" "$@"
+rc=$?
+if [[ ! -f "$out/gpu_check.json" ]]; then  # it stopped before its first record (an import): its stderr says why
+    echo "benchmarks/gpu_check.py exited with $rc before writing gpu_check.json; its error is on stderr" >> "$out/gpu_check.log"
+fi
+exit $rc

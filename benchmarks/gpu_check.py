@@ -250,6 +250,14 @@ class Step:
         self.check.save()
         self.check.log(f"{self.name}: {key} skipped: {reason}")
 
+    def attempt(self, key: str, fn: Callable[[], object]) -> None:
+        """``fn()``; an exception fails the check ``key`` (the step fails, its other parts still run)."""
+        try:
+            fn()
+        except Exception as e:  # noqa: BLE001 - recorded, and the step goes on
+            traceback.print_exc()
+            self.expect(key, False, f"{type(e).__name__}: {e}")
+
 
 # --------------------------------------------------------------------------------------------
 # the run's context
@@ -466,7 +474,7 @@ def step_pipeline_smoke(check: Check, step: Step) -> None:
     dev = check.device
     ckpt = _pipeline_on(check, step, dev, source, target)
     if dev.type == "cuda":  # the same run on the CPU, beside it (bf16 vs fp32 kernels: no equality expected)
-        _pipeline_on(check, step, torch.device("cpu"), source, target)
+        step.attempt("cpu_twin_ran", lambda: _pipeline_on(check, step, torch.device("cpu"), source, target))
     else:
         step.figure("cpu_twin", "no GPU: this run is the CPU run; evaluation is compared cpu against cpu")
 
@@ -530,37 +538,52 @@ def _kmeans_features(label: str, n: int, d: int, ids: int) -> torch.Tensor:
 
 
 def step_clustering_evaluation(check: Check, step: Step) -> None:
-    from corelib.cluster import kmeans
-    from corelib.cluster.jaccard import _neighbours
-    from corelib.evaluation import evaluate_ranking
-
     dev, sz = check.device, check.sizes
     faiss, no_faiss = _faiss_gpu(dev)
     if faiss is None:
         step.skip_part("faiss", no_faiss)
     for label, n, d, k, ids in sz.kmeans:
-        x = _kmeans_features(label, n, d, ids).to(dev)
-        kmeans(x[: min(n, 2000)], min(k, 50), max_iter=2, seed=0)  # warm-up: kernels, CUDA context, allocator
-        _reset_peak(dev)
-        res = kmeans(x, k, max_iter=sz.lloyd_iters, tol=0.0, seed=0)
-        step.figure(f"kmeans_{label}", {"n": n, "d": d, "k": k, "seeding_s": res.seconds["init"],
-                                        "lloyd_iterations": res.n_iter,
-                                        "lloyd_s_per_iteration": res.seconds["iterations"] / max(1, res.n_iter),
-                                        "total_s": res.seconds["total"], "inertia": res.inertia, **_peak(dev)})
-        knn_rows = max(1, min(n, (1 << 27 if dev.type == "cuda" else 1 << 24) // n))  # the Jaccard distance's blocks
-        _reset_peak(dev)
-        (rank, _), t = timed(lambda x=x, rows=knn_rows: _neighbours(x, sz.knn_k, rows, False), dev)
-        step.figure(f"knn_{label}", {"k": sz.knn_k, "seconds": t, **_peak(dev)})
-        if faiss is not None:
-            fres = kmeans(x, k, init="random", backend="faiss", max_iter=sz.lloyd_iters, seed=0)
-            step.figure(f"faiss_kmeans_{label}", {"niter": sz.lloyd_iters, "total_s": fres.seconds["total"],
-                                                  "inertia": fres.inertia})
-            xn = x.cpu().numpy()
-            resources = faiss.StandardGpuResources()
-            (_, idx), t = timed(lambda r=resources, xn=xn: faiss.knn_gpu(r, xn, xn, sz.knn_k), dev)
-            same = float((torch.from_numpy(idx).sort(1).values == rank.cpu().sort(1).values).float().mean())
-            step.figure(f"faiss_knn_{label}", {"k": sz.knn_k, "seconds": t, "same_neighbours": same})
-        del x
+        step.attempt(f"kmeans_{label}_ran", lambda shape=(label, n, d, k, ids): _kmeans_at(step, dev, sz, faiss, *shape))
+    step.attempt(f"evaluation_{sz.evaluation[0]}_ran", lambda: _evaluation_at(step, dev, sz))
+
+
+def _kmeans_at(step: Step, dev: torch.device, sz: Sizes, faiss, label: str, n: int, d: int, k: int, ids: int) -> None:
+    from corelib.cluster import kmeans
+    from corelib.cluster.jaccard import _neighbours
+
+    x = _kmeans_features(label, n, d, ids).to(dev)
+    inputs_gb = round(x.numel() * 4 / 2**30, 3)
+    kmeans(x[: min(n, 2000)], min(k, 50), max_iter=2, seed=0)  # warm-up: kernels, CUDA context, allocator
+    _reset_peak(dev)
+    res = kmeans(x, k, max_iter=sz.lloyd_iters, tol=0.0, seed=0)
+    step.figure(f"kmeans_{label}", {"n": n, "d": d, "k": k, "seeding_s": res.seconds["init"],
+                                    "lloyd_iterations": res.n_iter,
+                                    "lloyd_s_per_iteration": res.seconds["iterations"] / max(1, res.n_iter),
+                                    "total_s": res.seconds["total"], "inertia": res.inertia, "inputs_gb": inputs_gb,
+                                    **_peak(dev)})
+    rows = max(1, min(n, (1 << 27 if dev.type == "cuda" else 1 << 24) // n))  # the Jaccard distance's blocks
+    _reset_peak(dev)
+    (rank, _), t = timed(lambda: _neighbours(x, sz.knn_k, rows, False), dev)
+    step.figure(f"knn_{label}", {"k": sz.knn_k, "seconds": t, "inputs_gb": inputs_gb, **_peak(dev)})
+    if faiss is None:
+        return
+
+    def with_faiss():
+        fres = kmeans(x, k, init="random", backend="faiss", max_iter=sz.lloyd_iters, seed=0)
+        step.figure(f"faiss_kmeans_{label}", {"niter": sz.lloyd_iters, "total_s": fres.seconds["total"],
+                                              "inertia": fres.inertia})
+        xn = x.cpu().numpy()
+        resources = faiss.StandardGpuResources()
+        (_, idx), t = timed(lambda: faiss.knn_gpu(resources, xn, xn, sz.knn_k), dev)
+        same = float((torch.from_numpy(idx).sort(1).values == rank.cpu().sort(1).values).float().mean())
+        step.figure(f"faiss_knn_{label}", {"k": sz.knn_k, "seconds": t, "same_neighbours": same})
+
+    step.attempt(f"faiss_{label}_ran", with_faiss)
+
+
+def _evaluation_at(step: Step, dev: torch.device, sz: Sizes) -> None:
+    from corelib.evaluation import evaluate_ranking
+
     label, nq, ng, d, ids, cams = sz.evaluation
     if label == "msmt17":  # the features of benchmarks/evaluation.py at the MSMT17 test shape
         import evaluation as evaluation_bench
@@ -576,7 +599,8 @@ def step_clustering_evaluation(check: Check, step: Step) -> None:
     _reset_peak(dev)
     res, t = timed(lambda: evaluate_ranking(qf, gf, qp, gp, qc, gc, protocol="market"), dev)
     step.figure(f"evaluation_{label}", {"queries": nq, "gallery": ng, "d": d, "seconds": t, "mAP": res.mAP,
-                                        "rank1": res.rank1, "mINP": res.mINP, **_peak(dev)})
+                                        "rank1": res.rank1, "mINP": res.mINP,
+                                        "inputs_gb": round((qf.numel() + gf.numel()) * 4 / 2**30, 3), **_peak(dev)})
 
 
 # --------------------------------------------------------------------------------------------
@@ -598,7 +622,8 @@ def step_throughput(check: Check, step: Step) -> None:
             lambda: build_model("transreid_net", backbone="transreid_vit_base", num_classes=751, num_cameras=6,
                                 img_size=size, weights=None), "transreid", False),
     }
-    for name, (build, loss, channels_last) in nets.items():
+
+    def measure(name, build, loss, channels_last):
         _reset_peak(dev)
         net = build()
         train = train_rate(net, loss, dev, size, sz.train_batch, sz.iters, True, 6, channels_last=channels_last)
@@ -609,9 +634,8 @@ def step_throughput(check: Check, step: Step) -> None:
                            "train_batch": sz.train_batch, "train_images_per_s": train, "train_memory": train_peak,
                            "infer_batch": sz.infer_batch, "infer_images_per_s": infer, "infer_memory": _peak(dev),
                            "iters": sz.iters})
-        del net
-        _reset_peak(dev)
-    for backbone, paper in PAPER_FPS.items():  # batch 1, the CORE-ReID network (the paper's table)
+
+    def batch1(backbone, paper):  # the CORE-ReID network (the paper's table)
         net = build_model("corereid_net", backbone=backbone, num_classes=900, weights=None)
         row = {"input": list(size), "batch": 1, "paper_fps": paper}
         for tag, bf16, cl in (("fp32", False, False), ("bf16_channels_last", True, True)):
@@ -619,7 +643,12 @@ def step_throughput(check: Check, step: Step) -> None:
                                                            warmup=2, bf16=bf16, channels_last=cl)
             net = net.to(memory_format=torch.contiguous_format)
         step.figure(f"batch1_corereid_net_{backbone}", row)
-        del net
+
+    for name, (build, loss, channels_last) in nets.items():
+        step.attempt(f"{name.split()[0]}_ran", lambda a=(name, build, loss, channels_last): measure(*a))
+        _reset_peak(dev)  # the network is freed: its memory goes back before the next one
+    for backbone, paper in PAPER_FPS.items():
+        step.attempt(f"batch1_{backbone}_ran", lambda a=(backbone, paper): batch1(*a))
     step.figure("paper_fps_note", PAPER_FPS_NOTE)
 
 

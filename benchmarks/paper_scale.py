@@ -321,7 +321,8 @@ def extrapolate(rates: dict, source_train: int, source_cams: int, per_cam: Seque
     ft_model = ft_images / r["finetune step (img/s)"]
     ft_load = ft_images / load
     ft_extract = fine.epochs * CUHK03_NP["train"] / r["extraction (img/s)"]
-    ft_cluster = fine.epochs * 3 * (r["k-means seeding k=900 (s)"] + fine.cluster.kmeans.max_iter * r["k-means iteration k=900 (s)"])
+    k = fine.cluster.num_clusters  # the rates are measured at the fine-tuning recipe's k (run_paper_scale)
+    ft_cluster = fine.epochs * 3 * (r[f"k-means seeding k={k} (s)"] + fine.cluster.kmeans.max_iter * r[f"k-means iteration k={k} (s)"])
     ft_eval = math.ceil(fine.epochs / fine.eval_every) * ((CUHK03_NP["query"] + CUHK03_NP["gallery"]) / r["extraction (img/s)"]
                                                           + r["evaluation CUHK03-NP (s)"])
 

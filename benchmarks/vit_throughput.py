@@ -30,11 +30,18 @@ def _networks(size, num_classes: int, cameras: int) -> dict:
     }
 
 
-def train_rate(net, loss_name: str, device, size, batch: int, iters: int, bf16: bool, cameras: int) -> float:
+def _layout(net, x: torch.Tensor, channels_last: bool):
+    """``net`` and ``x`` in NHWC memory format when ``channels_last`` (the convolutions' fast layout)."""
+    if channels_last:
+        return net.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
+    return net, x
+
+
+def train_rate(net, loss_name: str, device, size, batch: int, iters: int, bf16: bool, cameras: int,
+               channels_last: bool = False) -> float:
     crit = build_criterion(SourceLossCfg(name=loss_name, label_smooth=0.0), stage="pretrain").to(device)
-    net = net.to(device).train()
+    net, x = _layout(net.to(device).train(), torch.randn(batch, 3, *size, device=device), channels_last)
     opt = torch.optim.SGD(net.parameters(), lr=1e-3, momentum=0.9)
-    x = torch.randn(batch, 3, *size, device=device)
     pids = torch.arange(batch // 4, device=device).repeat_interleave(4)
     cams = torch.randint(0, cameras, (batch,), device=device)
 
@@ -49,9 +56,8 @@ def train_rate(net, loss_name: str, device, size, batch: int, iters: int, bf16: 
 
 
 @torch.inference_mode()
-def eval_rate(net, device, size, batch: int, iters: int, bf16: bool, cameras: int) -> float:
-    net = net.to(device).eval()
-    x = torch.randn(batch, 3, *size, device=device)
+def eval_rate(net, device, size, batch: int, iters: int, bf16: bool, cameras: int, channels_last: bool = False) -> float:
+    net, x = _layout(net.to(device).eval(), torch.randn(batch, 3, *size, device=device), channels_last)
     cams = torch.randint(0, cameras, (batch,), device=device)
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
         return batch / seconds_per_call(lambda: net(x, cams), iters, device)

@@ -40,6 +40,7 @@ from .data.manifests import images_to_check, list_manifests, verify_dataset
 from .data.synthetic import PRESETS, generate_synthetic, list_presets
 from .errors import ConfigError, CorelibError, MissingFileError, Preempted, RunExistsError, SweepFailed
 from .export import ONNX_OPSET, check_export, export_onnx
+from .launch import LAUNCHERS, JobCommand, LauncherCfg, corelib_argv, list_launchers, submit
 from .models.complexity import complexity_table, format_complexity
 from .models.convert import FORMATS, convert_checkpoint, list_formats
 from .notebooks import coerce_parameter, run_notebooks
@@ -47,12 +48,11 @@ from .pairs import dataset_ref, recipe_context
 from .paths import write_error
 from .recipes import resolve_recipe
 from .report import write_report
-from .runtime.preemption import PREEMPTED_EXIT
 from .repro import env_report, resolve_device
+from .runtime.checkpoint import holds_run
+from .runtime.preemption import PREEMPTED_EXIT
 from .settings import config_yaml, merge_overrides, read_mapping
 from .style import load_style_set, style_gap, summarize_gap, train_style_models, write_style_set
-from .launch import LAUNCHERS, JobCommand, LauncherCfg, corelib_argv, list_launchers, submit
-from .runtime.checkpoint import holds_run
 from .sweeps import load_sweep, run_point, run_sweep, sweep_status
 from .training import evaluate_checkpoint, finetune, pretrain
 from .yamlfile import parse_yaml, read_yaml

@@ -357,10 +357,9 @@ class StageRun:
 
     def stop_mid_epoch(self, epoch: int, step: int, *, model: nn.Module, last: Mapping[str, Any]) -> None:
         """Write a mid-epoch ``last.pt`` (the loop's state after ``step`` steps of the 0-based
-        ``epoch``, as ``partial``) and raise :class:`~corelib.errors.Preempted`. The checkpoint counts
-        as the end of the epoch before (``epoch - 1``), so every reader that knows only whole epochs
-        (the log, ``load_trained_model``) sees a finished epoch; a resumed loop reads
-        :attr:`partial` and continues at ``step``."""
+        ``epoch``, as ``partial``) and raise :class:`~corelib.errors.Preempted`. Its ``epoch`` is the
+        last finished one (``epoch - 1``), the one the log ends with; its weights are those after
+        ``step``. A resumed loop reads :attr:`partial` and continues at ``step``."""
         if self.runtime.is_main:
             save_checkpoint({**self._record(model, epoch - 1), "best_mAP": self.best_score,
                              "best_epoch": self.best_epoch, **dict(last), "partial": {"epoch": epoch, "step": step,

@@ -150,6 +150,8 @@ class LauncherCfg:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(f"launcher {name} must be a positive whole number, got {value!r}")
+        if isinstance(self.max_requeues, bool) or not isinstance(self.max_requeues, int) or self.max_requeues < 0:
+            raise ConfigError(f"launcher max_requeues must be 0 or more, got {self.max_requeues!r}")
         if self.gpus_per_job is not None and (isinstance(self.gpus_per_job, bool) or
                                               not isinstance(self.gpus_per_job, int) or self.gpus_per_job < 0):
             raise ConfigError(f"launcher gpus_per_job must be 0 or more, got {self.gpus_per_job!r}")

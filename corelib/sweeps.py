@@ -409,8 +409,14 @@ def run_sweep(root: Union[str, Path], grid: Mapping[str, Sequence[Any]], *, para
         record = {"name": name, "run_dir": str(run_dir), "point": point, "ran": True,
                   "replaced": str(replaced) if replaced else None, "failed": None}
         records.append(record)
-        record["failed"] = run_point(run_dir, execution_timeout=execution_timeout, notebooks_dir=notebooks_dir,
-                                     reraise=fail_fast)
+        try:
+            record["failed"] = run_point(run_dir, execution_timeout=execution_timeout, notebooks_dir=notebooks_dir,
+                                         reraise=fail_fast)
+        except Preempted:  # its job's time is up: nothing failed, the point resumes when run again
+            raise
+        except Exception as e:  # noqa: BLE001 - fail_fast: said like any failure, then the point's own error
+            print(f"[sweep {i}/{len(plan)}] {name} FAILED: {f'{type(e).__name__}: {e}'.splitlines()[0]}", flush=True)
+            raise
         if record["failed"]:
             print(f"[sweep {i}/{len(plan)}] {name} FAILED: {record['failed']['error'].splitlines()[0]}", flush=True)
     failed = [r for r in records if r["failed"]]

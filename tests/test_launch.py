@@ -41,6 +41,7 @@ def test_time_limits_in_slurm_forms(given, minutes):
     ({"partiton": "gpu"}, r"unknown launcher settings \['partiton'\]"),
     ({"grace_s": 200}, "must be below signal_delay_s"),
     ({"gpus_per_job": -1}, "0 or more"),
+    ({"max_requeues": "many"}, "max_requeues must be 0 or more"),
 ])
 def test_bad_launcher_settings_are_named(values, message):
     with pytest.raises((ConfigError, UnknownNameError), match=message):

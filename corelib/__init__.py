@@ -52,7 +52,7 @@ _EXPORTS_BY_MODULE: dict[str, tuple[str, ...]] = {
 }
 # submodules exported as names (``corelib.viz``, ``from corelib import style``)
 _SUBMODULES = (
-    "baselines", "explain", "feature_space", "filtering", "launch", "orientation", "pairs", "published", "recipes",
+    "baselines", "budget_study", "explain", "feature_space", "filtering", "launch", "orientation", "pairs", "published", "recipes",
         "report", "results", "style",
         "sweeps", "viz", "widgets",
 )
@@ -117,6 +117,7 @@ __all__ = [
     "PAPER_CLUSTERS",
     "published",
     "results",
+    "budget_study",
     "sweeps",
     "launch",
     "widgets",

@@ -35,6 +35,7 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
+from .budget_study import headline_table, run_variant, save_study
 from .data.dataset import expected_layout, list_datasets
 from .data.manifests import images_to_check, list_manifests, verify_dataset
 from .data.synthetic import PRESETS, generate_synthetic, list_presets
@@ -288,6 +289,23 @@ def _launch_stage(args: argparse.Namespace, stage: str) -> Optional[int]:
         raise RunExistsError(f"{run_dir / stage} already holds a {stage} run ({held}); nothing was submitted. Add "
                              f"--resume to continue it or --overwrite to replace it (kept as {stage}.replaced-<time>)")
     return _launch(args, what=stage, log_dir=run_dir / "launcher" / stage)
+
+
+def _cmd_budget_study(args: argparse.Namespace) -> int:
+    root = Path(args.root).expanduser().resolve()  # relative to the shell
+    if args.variant is not None:
+        if not args.recipe or not args.override:
+            raise ConfigError("--variant needs --recipe NAME and at least one -o NAME=VALUE (the change it measures)")
+        runs = run_variant(root, args.recipe, args.variant, merge_overrides(args.override), pairs=args.pairs)
+        print(f"variant {args.variant}: {len(runs)} run(s) in {root / 'variants' / args.variant}; gather with "
+              f"corelib budget-study {args.root}")
+        return 0
+    summary, written = save_study(root, smoke=args.smoke)
+    for row in headline_table(summary):
+        print(" | ".join(str(v) for v in row.values()))
+    folders = sorted({str(p.parent) for p in written})
+    print(f"wrote {len(written)} files in {', '.join(folders)}")
+    return 0
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
@@ -574,8 +592,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="corelib", description="CORE-ReID V2 workbench")
     sub = parser.add_subparsers(dest="command", required=True)
     for add_command in (_add_synth, _add_verify, _add_datasets, _add_pretrain, _add_finetune, _add_evaluate,
-                        _add_convert, _add_export, _add_style, _add_run_notebooks, _add_report, _add_sweep, _add_run_point, _add_bench,
-                        _add_env):
+                        _add_convert, _add_export, _add_style, _add_run_notebooks, _add_report, _add_sweep,
+                        _add_budget_study, _add_run_point, _add_bench, _add_env):
         add_command(sub)
     return parser
 
@@ -749,6 +767,21 @@ def _add_sweep(sub) -> None:
                    help="submit points again whose job record says queued or running (that job is gone)")
     _add_launcher_args(p)
     p.set_defaults(func=_cmd_sweep)
+
+
+def _add_budget_study(sub) -> None:
+    p = sub.add_parser("budget-study", help="gather the budget study's sweep points into its tables and figures "
+                                            "(figures/08_budget_*), which chapter 08 draws")
+    p.add_argument("root", help="the study's sweep root (corelib sweep sweeps/budget_study.yaml --root ROOT)")
+    p.add_argument("--smoke", action="store_true", help="write into ROOT/figures/ instead of figures/")
+    p.add_argument("--variant", default=None, metavar="NAME",
+                   help="instead of gathering: fine-tune --recipe again in every point with the -o changes, from the "
+                        "same source networks and seeds, into ROOT/variants/NAME/ (gathered as 08_budget_variants)")
+    p.add_argument("--recipe", default=None, help="the recipe a --variant changes (corelib.recipes.list_recipes())")
+    p.add_argument("-o", "--override", action="append", metavar="NAME=VALUE", default=[],
+                   help="a fine-tuning setting the --variant changes, dotted (lr=3.5e-5); repeatable")
+    p.add_argument("--pairs", nargs="+", default=None, help="the --variant on these pairs' points only (default: all)")
+    p.set_defaults(func=_cmd_budget_study)
 
 
 def _add_run_point(sub) -> None:

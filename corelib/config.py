@@ -621,6 +621,11 @@ class FinetuneCfg(TrainingCfg):
     bn_sub_batch: int = 0
     """BatchNorm statistics over fixed sub-batches of this size (0 = the whole batch): one device
     then behaves like the paper's several GPUs (e.g. 64 = two GPUs at batch 128)."""
+    score_start: bool = False
+    """Also evaluate the teacher on the target before the first step and log it with epoch 1 as
+    ``start_target_*``: the direct transfer scored with the descriptor the adapted scores use (the
+    fine-tuning network's heads and fusion), where ``direct_transfer`` scores the source network's
+    own descriptor. It draws no random number, so the training is the same with it or without it."""
     target_views: str = "metadata"
     """Where the target's view ids come from: "metadata" (the dataset's own) or "estimated"
     (``corelib.orientation``'s estimator, marked ``extras["views"] = "estimated"`` on the dataset);

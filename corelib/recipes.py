@@ -226,7 +226,13 @@ class LearnByGuessing(Recipe):
     cluster is kept), and the classifier, which starts from the cluster centres here (the loop's
     rule) where the paper re-initialises it. Real data: ImageNet IBN-a weights from a local file
     (``-o model.weights=/path/resnet50_ibn_a.pth``), 90 source epochs with BoT's warm-up and decays
-    at 40 / 70."""
+    at 40 / 70. On the embedded pairs the camera-guided normalisation comes with ``DBSCAN_EMBEDDED``.
+
+    Measured on the embedded pairs (chapter 08's budget study, three seeds): refinement steps of 10
+    optimiser steps, each with a fresh Adam at the full lr 3.5e-4 on one network, take the person
+    pair's network below its start from the second step on; ``-o lr=3.5e-5`` keeps it there and lets
+    the vehicle pair adapt further. A finding about this schedule on this budget, not changed here:
+    the paper does not give its refinement schedule."""
 
     def pretrain(self, ctx: RecipeContext, smoke: bool) -> PretrainCfg:
         center = {"loss.name": "ce_triplet_center"}

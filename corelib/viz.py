@@ -583,3 +583,43 @@ def orientation_bars(rows: Sequence[Mapping], *, title: Optional[str] = None) ->
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return fig
+
+
+def budget_curves(summary, pair: str, *, oracle: str = "supervised_oracle", title: str = "") -> Figure:
+    """The budget study of one pair (rows of :func:`corelib.budget_study.study_summary`): target mAP
+    against optimiser steps, from each run's start at step 0 (the oracle dotted), and the share of the
+    start -> oracle gap closed against steps and against fine-tuning seconds (0 at the start, by
+    definition); each line the mean over the seeds, its band ± one standard deviation (none with one seed)."""
+    rows = summary[summary["pair"] == pair]
+    fig, axes = plt.subplots(1, 3, figsize=(11.0, 3.2))
+    ax_map, ax_steps, ax_sec = axes
+    for i, (recipe, r) in enumerate(rows.groupby("recipe", sort=False)):
+        r = r.sort_values("steps")
+        style = {"ls": ":", "color": "0.3"} if recipe == oracle else {"color": f"C{i}"}
+        x = np.array([0, *r["steps"]])
+        m = np.array([r["start mAP"].iloc[0], *r["mAP"]])
+        s = np.array([0.0, *r["mAP std"].fillna(0)])
+        ax_map.plot(x, m, marker="o", ms=3, label=recipe, **style)
+        ax_map.fill_between(x, m - s, m + s, alpha=0.15, color=style["color"], lw=0)
+        if recipe == oracle:
+            continue
+        g = np.array([0.0, *(100 * r["gap closed"])])
+        gs = np.array([0.0, *(100 * r["gap closed std"].fillna(0))])
+        for ax, xs in ((ax_steps, x), (ax_sec, np.array([0.0, *r["seconds"]]))):
+            ax.plot(xs, g, marker="o", ms=3, **style)
+            ax.fill_between(xs, g - gs, g + gs, alpha=0.15, color=style["color"], lw=0)
+    ax_map.set_title("target mAP (%), step 0: start")
+    ax_steps.set_title("gap closed (%)")
+    ax_sec.set_title("gap closed (%) against time")
+    for ax in (ax_steps, ax_sec):
+        ax.axhline(0, color="0.3", lw=0.8)
+        ax.axhline(100, color="0.3", lw=0.8, ls=":")  # the oracle
+    for ax in (ax_map, ax_steps):
+        ax.set_xlabel("optimiser steps")
+    ax_sec.set_xlabel("fine-tuning seconds (mean over seeds)")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    handles, labels = ax_map.get_legend_handles_labels()
+    fig.legend(handles, labels, fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
+    return fig

@@ -143,3 +143,21 @@ def test_finetune_on_cuda_with_bf16(pair, tmp_path):
     res = finetune(FinetuneCfg.smoke(epochs=1, runtime={"device": "cuda", "precision": "bf16"}), pair["target"], tmp_path,
                    source_checkpoint=pair["checkpoint"], progress=False)
     assert 0.0 <= res.last["target_mAP"] <= 1.0 and res.last["loss"] == res.last["loss"]  # finite, not NaN
+
+
+@pytest.mark.slow
+def test_a_short_run_is_the_start_of_a_long_one_and_scoring_the_start_changes_nothing(pair, tmp_path):
+    """The budget study reads every budget off one long run (corelib.budget_study): that holds only if
+    the first epochs of a longer run are exactly a shorter run, and if scoring the network before
+    its first step (score_start) draws nothing from the training's random numbers."""
+    short = finetune(FinetuneCfg.smoke(epochs=2), pair["target"], tmp_path / "short",
+                     source_checkpoint=pair["checkpoint"], progress=False)
+    long = finetune(FinetuneCfg.smoke(epochs=3, score_start=True), pair["target"], tmp_path / "long",
+                    source_checkpoint=pair["checkpoint"], progress=False)
+    start = {k: v for k, v in long.history[0].items() if k.startswith("start_")}
+    assert set(start) >= {"start_target_mAP", "start_target_rank1", "start_test_flip"}
+    assert 0.0 <= start["start_target_mAP"] <= 1.0
+    assert not any(k.startswith("start_") for h in long.history[1:] for k in h)  # logged once, with epoch 1
+    without_start = [{k: v for k, v in h.items() if not k.startswith("start_")} for h in long.history]
+    assert _comparable(without_start)[:2] == _comparable(short.history)
+    assert load_checkpoint(long.last_checkpoint)["epoch"] == load_checkpoint(short.last_checkpoint)["epoch"] + 1

@@ -34,7 +34,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (  # lowest first; a unit is a top-level m
     ("training", "baseline_plan"),
     ("baselines", "notebooks", "export"),
     ("sweeps", "feature_space", "widgets"),
-    ("results",),
+    ("results", "budget_study"),
     ("cli",),
     ("__main__",),
 )

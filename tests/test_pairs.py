@@ -187,7 +187,8 @@ def test_the_committed_experiment_and_sweep_files_are_valid():
     import yaml
 
     from corelib.paths import repo_root
-    from corelib.sweeps import expand_grid, load_sweep
+    from corelib.baseline_plan import BaselinePlan, baseline_settings
+    from corelib.sweeps import expand_grid, load_sweep, point_parameters
 
     declared = _declared_parameters()
     experiments = sorted((repo_root() / "experiments").glob("*.yaml"))
@@ -205,6 +206,9 @@ def test_the_committed_experiment_and_sweep_files_are_valid():
         keys = set(spec["parameters"]) | {k.split(".")[0] for k in spec["grid"]}
         assert keys <= declared, f"{path.name}: {keys - declared} is no chapter's parameter"
         for point in expand_grid(spec["grid"]):
+            params = point_parameters(spec["parameters"], point)  # PAIRS may be a grid key
             overrides = {k.split(".", 1)[1]: v for k, v in point.items() if k.startswith("FINETUNE_OVERRIDES.")}
-            for p in experiment_pairs(spec["parameters"]["PAIRS"], spec["parameters"].get("DATASETS")).values():
+            for p in experiment_pairs(params.get("PAIRS", ["person", "vehicle"]), params.get("DATASETS")).values():
                 p.finetune_cfg(overrides=overrides)
+                if "BUDGET" in params or "SOURCE_BUDGET" in params:  # chapter 07's budgets name real fields
+                    baseline_settings(p, BaselinePlan(budget=params.get("BUDGET"), source_budget=params.get("SOURCE_BUDGET")))

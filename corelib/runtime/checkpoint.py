@@ -187,9 +187,9 @@ def load_into(model: nn.Module, state: dict, path: Union[str, Path], *, key: str
 
 
 RESUME_FREE_FIELDS = frozenset({"epochs", "eval_every", "runtime.device", "runtime.num_workers",
-                                "runtime.dist_backend", "runtime.channels_last"})
+                                "runtime.dist_backend", "runtime.channels_last", "score_start"})
 """Config fields (dotted) a resumed training run may change: how long it trains, how often it
-evaluates, and where and how it runs. Every other field shapes the result, so a change there is
+evaluates (``score_start`` included), and where and how it runs. Every other field shapes the result, so a change there is
 refused on resume."""
 
 

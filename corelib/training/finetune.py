@@ -260,13 +260,17 @@ def finetune(
             return {**scores, "test_flip": metrics["test_flip"]}, metrics["mAP"]  # with the protocol measured on
 
         run.begin()  # every check has passed: config.yaml and metrics.jsonl from here
+        start: dict = {}
+        if cfg.score_start and run.start == 0 and rt.is_main:
+            # the starting point in the adapted scores' own descriptor (heads and fusion untrained yet)
+            start = {f"start_{k}": v for k, v in evaluate()[0].items()}
         for epoch in range(run.start, cfg.epochs):
             t0 = time.perf_counter()
             # 1-3. features, three clusterings on rank 0, labels and centres to every rank
             feats = extract_cluster_features(mt, target.train, cfg, rt.device, rt.info, progress=progress)
             labels = torch.zeros(len(feats), n_train, dtype=torch.long, device=rt.device)
             num_classes = torch.zeros((), dtype=torch.long, device=rt.device)
-            record: dict = {"epoch": epoch + 1}
+            record: dict = {"epoch": epoch + 1, **(start if epoch == 0 else {})}
             if rt.is_main:
                 pseudo, clustered = cluster_pseudo_labels(feats, camids, cfg.cluster, seed=cfg.seed * 1000 + 3 * epoch,
                                                           epoch=epoch, device=rt.device, state=labeller_state,

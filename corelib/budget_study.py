@@ -323,7 +323,9 @@ def save_study(root: Union[str, Path], *, smoke: bool = False) -> tuple[object, 
     import matplotlib.pyplot as plt  # lazy: plotting only
 
     summary = study_summary(study_points(root))
-    out = Run(resolve_in_repo(root), smoke=smoke, name="budget_study", params={"root": str(root)})
+    root = resolve_in_repo(root)
+    shown = root.relative_to(repo_root()) if root.is_relative_to(repo_root()) else root  # no machine path in a sidecar
+    out = Run(root, smoke=smoke, name="budget_study", params={"root": str(shown)})
     seeds = int(summary["seeds"].max())
     written = [*out.save_table(summary, SUMMARY_TABLE),
                *out.save_table(headline_table(summary), "08_budget_headline", latex=True,

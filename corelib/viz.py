@@ -481,6 +481,17 @@ def sweep_bars(table, keys: Sequence[str], *, title: Optional[str] = None) -> Fi
     return fig
 
 
+def _legend_beside(fig: Figure, legend_ax, title: str) -> Figure:
+    """Title, tight layout, then one legend (``legend_ax``'s entries) beside the panels: with a dozen
+    methods a legend inside a panel hides the curves."""
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    handles, labels = legend_ax.get_legend_handles_labels()
+    fig.legend(handles, labels, fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
+    return fig
+
+
 def baseline_curves(runs: Mapping[str, object], *, oracle: Optional[str] = "supervised_oracle",
                     title: str = "") -> Figure:
     """Per method (``{recipe: BaselineRun}`` of :func:`corelib.baselines.run_baselines`): target
@@ -507,13 +518,7 @@ def baseline_curves(runs: Mapping[str, object], *, oracle: Optional[str] = "supe
     for ax in axes:
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    # one legend beside the panels: with a dozen methods one inside a panel hides the curves
-    handles, labels = ax_map.get_legend_handles_labels()
-    fig.legend(handles, labels, fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
-    return fig
+    return _legend_beside(fig, ax_map, title)
 
 
 def gap_closed_bars(rows: Sequence[Mapping], *, title: Optional[str] = None) -> Figure:
@@ -617,9 +622,4 @@ def budget_curves(summary, pair: str, *, oracle: str = "supervised_oracle", titl
     for ax in (ax_map, ax_steps):
         ax.set_xlabel("optimiser steps")
     ax_sec.set_xlabel("fine-tuning seconds (mean over seeds)")
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    handles, labels = ax_map.get_legend_handles_labels()
-    fig.legend(handles, labels, fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
-    return fig
+    return _legend_beside(fig, ax_map, title)
